@@ -1,0 +1,95 @@
+// swift-tools-version: 6.0
+// gatehouse — an edge gateway for Debian site gateways.
+// The targets follow ../shared/docs/ARCHITECTURE.md; C libraries sit behind thin C<Lib> targets.
+import PackageDescription
+
+let package = Package(
+    name: "gatehouse",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gatehoused", targets: ["gatehoused"]),
+        .executable(name: "gatehouse", targets: ["gatehouse"]),
+        // Plugins are shared objects loaded with dlopen; SwiftPM names the file lib<name>.so.
+        .library(name: "gatehouse-mqtt", type: .dynamic, targets: ["MQTTTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // The versioned C ABI between the host and its plugins: one header, nothing else.
+        .target(name: "GatehousePluginABI", path: "Sources/GatehousePluginABI"),
+        // The Swift side of the ABI: the host's loader and the plugin author's kit.
+        .target(
+            name: "GatehousePluginKit",
+            dependencies: ["GatehousePluginABI"]
+        ),
+        .systemLibrary(
+            name: "CMosquitto",
+            path: "Sources/CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
+        // client (which must control its own PUBACKs) and the hub emulator.
+        .target(name: "MQTTCodec"),
+        .target(
+            name: "GatehouseCore",
+            dependencies: [
+                "GatehousePluginKit",
+                "GatehouseStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(
+            name: "GatehouseStore",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .executableTarget(
+            name: "gatehoused",
+            dependencies: [
+                "GatehouseCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "gatehouse",
+            dependencies: [
+                "GatehouseCore",
+                "GatehouseStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "MQTTTransport",
+            dependencies: ["GatehousePluginKit", "CMosquitto", "MQTTCodec"],
+            path: "Plugins/MQTTTransport"
+        ),
+        .executableTarget(
+            name: "relay-bench",
+            dependencies: ["CMosquitto"],
+            path: "Benchmarks/relay-bench"
+        ),
+        .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(
+            name: "GatehouseCoreTests",
+            dependencies: ["GatehouseCore", "GatehouseStore", "GatehousePluginKit"]
+        ),
+        .testTarget(
+            name: "GatehouseIntegrationTests",
+            dependencies: ["GatehouseCore", "GatehouseStore", "MQTTCodec"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

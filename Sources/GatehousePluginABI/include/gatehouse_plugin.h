@@ -1,0 +1,259 @@
+/*
+ * gatehouse_plugin.h — the gatehouse plugin ABI, version 1.
+ *
+ * A plugin is a shared object in the plugin directory (/usr/lib/gatehouse/plugins by default)
+ * that exports one C symbol:
+ *
+ *     const gh_plugin_descriptor *gatehouse_plugin_entry(uint32_t host_abi_version);
+ *
+ * The handshake:
+ *   1. The host dlopen()s the file and dlsym()s GH_PLUGIN_ENTRY_SYMBOL. A missing symbol refuses
+ *      the file.
+ *   2. The host calls the entry with the ABI version it speaks. The entry must do nothing else:
+ *      no allocation, no threads, no I/O. It returns a pointer to a static descriptor (or NULL if
+ *      it cannot serve that host version).
+ *   3. The host checks descriptor->abi_version == GH_PLUGIN_ABI_VERSION and
+ *      descriptor->struct_size >= sizeof(gh_plugin_descriptor) BEFORE it reads or calls anything
+ *      else, then checks that every operation the declared kind and roles require is non-NULL.
+ *      Any failure refuses the plugin with a message naming the file; nothing of it is called.
+ *
+ * Lifecycle is four calls: create (with the plugin's own config as JSON) -> start -> stop (drain)
+ * -> destroy. The host calls them from one thread, in that order, never concurrently.
+ *
+ * Principles:
+ *   - Plugins never hold key material. A transport that needs a SAS token asks the host to sign
+ *     (gh_host_api.sign_sas); the host signs with the TPM or with a key it keeps in memory.
+ *   - Completion is explicit. gh_plugin_ops.send returns at once; the plugin reports the hub's
+ *     acknowledgement (or a failure) later through gh_host_api.delivered with the same token.
+ *   - Back-pressure is explicit. gh_host_api.ingest blocks until the messages are durable; a
+ *     downstream transport acknowledges to its broker only after ingest returned GH_OK.
+ *   - Threads are stated next to every function below.
+ *
+ * Types are fixed-width. Every struct that can grow has a struct_size or reserved fields; a
+ * reader must accept a larger struct_size than it knows and ignore the tail.
+ *
+ * OWNERSHIP words used below:
+ *   borrowed  — valid only for the duration of the call that passed it; copy what you keep.
+ *   static    — valid for as long as the shared object stays loaded.
+ *   caller    — the caller allocated it and frees it; the callee writes into it.
+ */
+#ifndef GATEHOUSE_PLUGIN_H
+#define GATEHOUSE_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version. A change that moves or removes anything below bumps it; the host refuses a
+ * plugin built against another version. Appending to reserved space does not bump it. */
+#define GH_PLUGIN_ABI_VERSION 1u
+
+/* The one symbol every plugin exports. */
+#define GH_PLUGIN_ENTRY_SYMBOL "gatehouse_plugin_entry"
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes returned across the boundary.
+ * ------------------------------------------------------------------------------------------- */
+typedef int32_t gh_status;
+#define GH_OK 0
+#define GH_ERR_INVALID 1      /* bad argument or configuration */
+#define GH_ERR_UNAVAILABLE 2  /* a peer or resource is not reachable now; retry later */
+#define GH_ERR_REFUSED 3      /* a policy refused it (for example a key the host will not use) */
+#define GH_ERR_NO_SPACE 4     /* a caller buffer was too small, or a queue is full */
+#define GH_ERR_INTERNAL 5     /* anything else; the plugin or host logged the details */
+#define GH_ERR_STOPPED 6      /* the host or plugin is shutting down */
+
+/* Log levels for gh_host_api.log. */
+#define GH_LOG_DEBUG 0
+#define GH_LOG_INFO 1
+#define GH_LOG_WARNING 2
+#define GH_LOG_ERROR 3
+
+/* Plugin kinds. */
+#define GH_KIND_TRANSPORT 1u
+#define GH_KIND_FIREWALL 2u
+
+/* Transport roles (a bit mask in gh_plugin_descriptor.roles).
+ *   DOWNSTREAM: reads leaf devices' telemetry from the site and hands it to gh_host_api.ingest.
+ *   UPSTREAM:   sends messages to the hub under per-device identities (gh_plugin_ops.send) and
+ *               hands cloud-to-device commands to gh_host_api.command. */
+#define GH_ROLE_DOWNSTREAM 1u
+#define GH_ROLE_UPSTREAM 2u
+
+/* Link states for gh_host_api.link_state. */
+#define GH_LINK_DOWN 0
+#define GH_LINK_CONNECTING 1
+#define GH_LINK_UP 2
+
+/* Command kinds for gh_command.kind. */
+#define GH_COMMAND_C2D_MESSAGE 1
+#define GH_COMMAND_DIRECT_METHOD 2
+
+/* ---------------------------------------------------------------------------------------------
+ * Data that crosses the boundary.
+ * ------------------------------------------------------------------------------------------- */
+
+/* A byte string. OWNERSHIP: borrowed unless the function says otherwise. Not NUL-terminated. */
+typedef struct gh_bytes {
+    const uint8_t *data;
+    uint64_t len;
+} gh_bytes;
+
+/* One application property of a message (IoT Hub property bag entry). OWNERSHIP: borrowed. */
+typedef struct gh_property {
+    gh_bytes key;
+    gh_bytes value;
+} gh_property;
+
+/* A telemetry message of one leaf device.
+ * OWNERSHIP: borrowed — the struct, the device id, the payload and the property array are valid
+ * only during the call that passed them. */
+typedef struct gh_message {
+    uint32_t struct_size;           /* sizeof(gh_message) of the writer */
+    uint32_t property_count;
+    gh_bytes device_id;             /* UTF-8 */
+    gh_bytes payload;
+    const gh_property *properties;  /* property_count entries; NULL when 0 */
+    int64_t created_unix_ms;        /* when the gateway first saw it; 0 if unknown */
+    uint64_t reserved[4];           /* zero */
+} gh_message;
+
+/* A cloud-to-device command as an upstream transport received it.
+ * OWNERSHIP: borrowed, for the duration of gh_host_api.command. */
+typedef struct gh_command {
+    uint32_t struct_size;
+    int32_t kind;                   /* GH_COMMAND_* */
+    gh_bytes device_id;
+    gh_bytes name;                  /* method name; for a C2D message empty */
+    gh_bytes payload;
+    const gh_property *properties;
+    uint32_t property_count;
+    uint32_t reserved0;
+    uint64_t reserved[4];
+} gh_command;
+
+/* An error a plugin reports from create/start. OWNERSHIP: caller (the host) — the plugin writes
+ * NUL-terminated UTF-8 into the arrays. Never put a secret in it. */
+typedef struct gh_error {
+    char message[512];
+    char config_key[128];           /* the offending key of the plugin's config section, or "" */
+} gh_error;
+
+/* ---------------------------------------------------------------------------------------------
+ * Host -> plugin: the functions the host offers. The host passes a pointer to this table and an
+ * opaque host_ctx to create(); both stay valid until destroy() returns.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct gh_host_api {
+    uint32_t abi_version;           /* GH_PLUGIN_ABI_VERSION */
+    uint32_t struct_size;           /* sizeof(gh_host_api) of the host */
+
+    /* Writes one log line under the plugin's name. THREADS: any. Never log a secret. */
+    void (*log)(void *host_ctx, int32_t level, const char *message, uint64_t message_len);
+
+    /* Hands `count` telemetry messages to the host. BLOCKS until all of them are durable in the
+     * outbox (one transaction), then returns GH_OK; only then may the transport acknowledge them
+     * to its broker. On any other status nothing of the batch is durable: do not acknowledge.
+     * THREADS: any; calls from several threads are serialised by the host. */
+    gh_status (*ingest)(void *host_ctx, const gh_message *messages, uint32_t count);
+
+    /* Reports the outcome of gh_plugin_ops.send for `token`: GH_OK once the hub acknowledged the
+     * message (MQTT PUBACK, AMQP accepted); GH_ERR_UNAVAILABLE if the link dropped first (the
+     * host sends it again later). Called exactly once per accepted send. THREADS: any;
+     * non-blocking. */
+    void (*delivered)(void *host_ctx, uint64_t token, gh_status status);
+
+    /* Reports that the upstream identity of `device_id` changed link state (GH_LINK_*).
+     * `reason` is a short human text or empty. THREADS: any; non-blocking. When a link goes down
+     * the plugin must still report every outstanding send of that device through delivered(). */
+    void (*link_state)(void *host_ctx, gh_bytes device_id, int32_t state, gh_bytes reason);
+
+    /* Signs an IoT Hub / DPS SAS token for `device_id`: the host computes
+     * HMAC-SHA256(device key, resource "\n" expiry) and writes the complete
+     * "SharedAccessSignature sr=...&sig=...&se=..." string, NUL-terminated, into `out`.
+     * `resource` must name that device (it ends in "/devices/{device_id}"), else GH_ERR_REFUSED.
+     * GH_ERR_NO_SPACE if `out_cap` is too small (256 bytes always suffice for ids under 128 bytes).
+     * OWNERSHIP: out is caller's; the token is a secret: never log it. THREADS: any. */
+    gh_status (*sign_sas)(void *host_ctx, gh_bytes device_id, gh_bytes resource,
+                          int64_t expiry_unix_s, char *out, uint64_t out_cap,
+                          uint64_t *out_len);
+
+    /* Hands a cloud-to-device command to the host's gate. Returns at once; the host answers later
+     * (possibly from another thread, possibly before this returns) with
+     * gh_plugin_ops.command_result and the same `command_token`. THREADS: any. */
+    void (*command)(void *host_ctx, const gh_command *command, uint64_t command_token);
+
+    void *reserved[8];              /* NULL; future host functions */
+} gh_host_api;
+
+/* ---------------------------------------------------------------------------------------------
+ * Plugin -> host: the plugin's operations, found through its descriptor.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct gh_plugin_ops {
+    /* Creates an instance that plays `role` (one GH_ROLE_* bit of the descriptor's roles; 0 for
+     * other kinds). `config_json` is the plugin's own config section as a JSON object (UTF-8,
+     * borrowed). On failure fill `error` and return non-GH_OK; nothing to destroy then.
+     * REQUIRED. THREADS: host's control thread. */
+    gh_status (*create)(const gh_host_api *host, void *host_ctx, uint32_t role,
+                        gh_bytes config_json, void **out_instance, gh_error *error);
+
+    /* Starts I/O (threads, connections). May return before connections are up; link_state
+     * reports progress. REQUIRED. THREADS: control thread. */
+    gh_status (*start)(void *instance, gh_error *error);
+
+    /* Stops: stop reading new input, give in-flight work up to `drain_ms` to finish (reporting it
+     * through delivered()), close connections, join threads. After stop returns the plugin calls
+     * no host function. REQUIRED. THREADS: control thread. */
+    void (*stop)(void *instance, uint32_t drain_ms);
+
+    /* Frees the instance. REQUIRED. THREADS: control thread, after stop. */
+    void (*destroy)(void *instance);
+
+    /* UPSTREAM, REQUIRED for that role. Opens (or keeps open) the hub connection of one device
+     * identity; progress through link_state. Idempotent. THREADS: any. */
+    gh_status (*open_identity)(void *instance, gh_bytes device_id);
+
+    /* UPSTREAM, REQUIRED for that role. Closes a device identity's connection. THREADS: any. */
+    gh_status (*close_identity)(void *instance, gh_bytes device_id);
+
+    /* UPSTREAM, REQUIRED for that role. Queues `message` for its device's identity and returns at
+     * once (GH_OK), or refuses it now (GH_ERR_UNAVAILABLE when that identity is not connected).
+     * Only an accepted send is later reported through delivered(token). Messages of one device
+     * are sent in the order of these calls. THREADS: any (the host calls from its dispatcher). */
+    gh_status (*send)(void *instance, const gh_message *message, uint64_t token);
+
+    /* UPSTREAM, REQUIRED for that role. The host's answer to gh_host_api.command: `status` is
+     * the method status (200 allow-and-done, 403 denied, 404, 500, 504) and `body` a JSON
+     * response (borrowed). For a C2D message over MQTT the transport can only log a refusal.
+     * THREADS: any. */
+    void (*command_result)(void *instance, uint64_t command_token, int32_t status, gh_bytes body);
+
+    /* DOWNSTREAM, OPTIONAL. Delivers a command to a leaf device on the site side. Reserved for
+     * the command gate; NULL in ABI 1 plugins is fine. */
+    gh_status (*deliver)(void *instance, const gh_command *command, uint64_t command_token);
+
+    void *reserved[8];              /* NULL */
+} gh_plugin_ops;
+
+/* The descriptor a plugin returns from its entry point. OWNERSHIP: static. */
+typedef struct gh_plugin_descriptor {
+    uint32_t abi_version;           /* GH_PLUGIN_ABI_VERSION the plugin was built against */
+    uint32_t struct_size;           /* sizeof(gh_plugin_descriptor) */
+    const char *name;               /* static; short, e.g. "mqtt" */
+    const char *version;            /* static; the plugin's own version, e.g. "0.1.0" */
+    uint32_t kind;                  /* GH_KIND_* */
+    uint32_t roles;                 /* GH_ROLE_* bits (transports) */
+    gh_plugin_ops ops;
+    void *reserved[8];              /* NULL */
+} gh_plugin_descriptor;
+
+/* The entry point's type. */
+typedef const gh_plugin_descriptor *(*gh_plugin_entry_fn)(uint32_t host_abi_version);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GATEHOUSE_PLUGIN_H */

@@ -1,0 +1,120 @@
+import GRDB
+
+/// A leaf device as the registry knows it.
+public struct DeviceRecord: Sendable, Equatable, Codable {
+    public var id: String
+    public var firstSeenMS: Int64
+    public var lastSeenMS: Int64
+    public var messagesIn: Int
+    public var messagesOut: Int
+    public var linkState: String
+    public var linkReason: String
+    public var linkChangedMS: Int64
+}
+
+/// What the daemon publishes about itself for `gatehouse status`.
+public struct DaemonStatus: Sendable, Equatable, Codable {
+    public var pid: Int32
+    public var version: String
+    public var startedMS: Int64
+    public var heartbeatMS: Int64
+    public var stoppedMS: Int64?
+    public var outboxMessages: Int
+    public var outboxBytes: Int
+    public var ingestedTotal: Int
+    public var deliveredTotal: Int
+    public var droppedTotal: Int
+    public var commandsRefusedTotal: Int
+
+    public init(
+        pid: Int32, version: String, startedMS: Int64, heartbeatMS: Int64, stoppedMS: Int64? = nil,
+        outboxMessages: Int = 0, outboxBytes: Int = 0, ingestedTotal: Int = 0, deliveredTotal: Int = 0,
+        droppedTotal: Int = 0, commandsRefusedTotal: Int = 0
+    ) {
+        self.pid = pid
+        self.version = version
+        self.startedMS = startedMS
+        self.heartbeatMS = heartbeatMS
+        self.stoppedMS = stoppedMS
+        self.outboxMessages = outboxMessages
+        self.outboxBytes = outboxBytes
+        self.ingestedTotal = ingestedTotal
+        self.deliveredTotal = deliveredTotal
+        self.droppedTotal = droppedTotal
+        self.commandsRefusedTotal = commandsRefusedTotal
+    }
+}
+
+extension StateStore {
+    public func devices() throws(StoreError) -> [DeviceRecord] {
+        try read("read the device registry") { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, first_seen_ms, last_seen_ms, messages_in, messages_out, link_state, link_reason, link_changed_ms
+                    FROM device ORDER BY id
+                    """
+            ).map { row in
+                DeviceRecord(
+                    id: row[0], firstSeenMS: row[1], lastSeenMS: row[2], messagesIn: row[3], messagesOut: row[4],
+                    linkState: row[5], linkReason: row[6], linkChangedMS: row[7])
+            }
+        }
+    }
+
+    /// Records an upstream link change of a device (the device row is created if new).
+    public func setLinkState(deviceID: String, state: String, reason: String, atMS: Int64) throws(StoreError) {
+        try write("record the link state of \(deviceID)") { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO device (id, first_seen_ms, last_seen_ms, link_state, link_reason, link_changed_ms)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET link_state = excluded.link_state,
+                        link_reason = excluded.link_reason, link_changed_ms = excluded.link_changed_ms
+                    """, arguments: [deviceID, atMS, atMS, state, reason, atMS])
+        }
+    }
+
+    /// Marks every device's link down (at start: nothing is connected yet).
+    public func resetLinkStates(atMS: Int64) throws(StoreError) {
+        try write("reset link states") { db in
+            try db.execute(
+                sql: "UPDATE device SET link_state = 'down', link_reason = 'gatehoused restarted', link_changed_ms = ?",
+                arguments: [atMS])
+        }
+    }
+
+    public func writeStatus(_ status: DaemonStatus) throws(StoreError) {
+        try write("write the daemon status") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO daemon_status (id, pid, version, started_ms, heartbeat_ms, stopped_ms,
+                        outbox_messages, outbox_bytes, ingested_total, delivered_total, dropped_total, commands_refused_total)
+                    VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    status.pid, status.version, status.startedMS, status.heartbeatMS, status.stoppedMS,
+                    status.outboxMessages, status.outboxBytes, status.ingestedTotal, status.deliveredTotal,
+                    status.droppedTotal, status.commandsRefusedTotal,
+                ])
+        }
+    }
+
+    public func readStatus() throws(StoreError) -> DaemonStatus? {
+        try read("read the daemon status") { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT pid, version, started_ms, heartbeat_ms, stopped_ms, outbox_messages, outbox_bytes,
+                        ingested_total, delivered_total, dropped_total, commands_refused_total
+                    FROM daemon_status WHERE id = 1
+                    """
+            ).map { row in
+                DaemonStatus(
+                    pid: row[0], version: row[1], startedMS: row[2], heartbeatMS: row[3], stoppedMS: row[4],
+                    outboxMessages: row[5], outboxBytes: row[6], ingestedTotal: row[7], deliveredTotal: row[8],
+                    droppedTotal: row[9], commandsRefusedTotal: row[10])
+            }
+        }
+    }
+}

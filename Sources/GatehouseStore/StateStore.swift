@@ -1,0 +1,147 @@
+import Foundation
+import GRDB
+
+/// The gateway's state on disk: one SQLite database in WAL mode holding the device registry, the
+/// outbox, and the daemon's status. The daemon writes it; `gatehouse status` reads it.
+///
+/// Durability: every outbox append is one transaction. With `synchronous = FULL` (the default)
+/// SQLite fsyncs the WAL before the commit returns, so a committed message survives a power cut;
+/// `NORMAL` survives a crash of the process (kill -9) but not of the machine.
+public final class StateStore: Sendable {
+    public enum Durability: String, Sendable, CaseIterable {
+        case full
+        case normal
+    }
+
+    public let path: String
+    let pool: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and migrates it forward.
+    public init(path: String, durability: Durability = .full) throws(StoreError) {
+        self.path = path
+        var configuration = Configuration()
+        configuration.label = "gatehouse.state"
+        configuration.busyMode = .timeout(5)
+        let synchronous = durability == .full ? "FULL" : "NORMAL"
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        do {
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(code: .cannotOpen, message: "cannot open state database \(path)", underlying: error)
+        }
+    }
+
+    /// Opens an existing database for reading only (the CLI). Never creates or migrates.
+    public init(readingFrom path: String) throws(StoreError) {
+        self.path = path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw StoreError(code: .cannotOpen, message: "no state database at \(path); is gatehoused running with this config?")
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(5)
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+        } catch {
+            throw StoreError(code: .cannotOpen, message: "cannot open state database \(path)", underlying: error)
+        }
+    }
+
+    /// The schema's history. Append a migration; never edit one that shipped.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-registry-outbox-status") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE device (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        first_seen_ms INTEGER NOT NULL,
+                        last_seen_ms INTEGER NOT NULL,
+                        messages_in INTEGER NOT NULL DEFAULT 0,
+                        messages_out INTEGER NOT NULL DEFAULT 0,
+                        link_state TEXT NOT NULL DEFAULT 'down',
+                        link_reason TEXT NOT NULL DEFAULT '',
+                        link_changed_ms INTEGER NOT NULL DEFAULT 0
+                    );
+                    CREATE TABLE outbox (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        device_id TEXT NOT NULL,
+                        properties TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        enqueued_ms INTEGER NOT NULL,
+                        size INTEGER NOT NULL
+                    );
+                    CREATE TABLE daemon_status (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        pid INTEGER NOT NULL,
+                        version TEXT NOT NULL,
+                        started_ms INTEGER NOT NULL,
+                        heartbeat_ms INTEGER NOT NULL,
+                        stopped_ms INTEGER,
+                        outbox_messages INTEGER NOT NULL DEFAULT 0,
+                        outbox_bytes INTEGER NOT NULL DEFAULT 0,
+                        ingested_total INTEGER NOT NULL DEFAULT 0,
+                        delivered_total INTEGER NOT NULL DEFAULT 0,
+                        dropped_total INTEGER NOT NULL DEFAULT 0,
+                        commands_refused_total INTEGER NOT NULL DEFAULT 0
+                    );
+                    """)
+        }
+        return migrator
+    }
+}
+
+/// An error of the state store. Never carries message payloads or secrets.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public struct Code: RawRepresentable, Hashable, Sendable {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let cannotOpen = Code(rawValue: "store.cannot-open")
+        public static let writeFailed = Code(rawValue: "store.write-failed")
+        public static let readFailed = Code(rawValue: "store.read-failed")
+    }
+
+    public var code: Code
+    public var message: String
+    public var underlying: (any Error)?
+
+    public init(code: Code, message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        if let underlying { return "\(message): \(underlying)" }
+        return message
+    }
+}
+
+extension StateStore {
+    /// Runs a write transaction, mapping any failure to a StoreError.
+    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try pool.write(body)
+        } catch {
+            throw StoreError(code: .writeFailed, message: "cannot \(what)", underlying: error)
+        }
+    }
+
+    func read<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try pool.read(body)
+        } catch {
+            throw StoreError(code: .readFailed, message: "cannot \(what)", underlying: error)
+        }
+    }
+}
