@@ -8,6 +8,9 @@
 ///
 /// `field` arguments name the field being read, for error messages only.
 struct ByteReader {
+  /// A view of some of the packet's bytes, sharing the decoder's buffer.
+  typealias Bytes = ArraySlice<UInt8>
+
   private let bytes: [UInt8]
   private var position: Int
   private let end: Int
@@ -55,9 +58,7 @@ struct ByteReader {
 
   /// Reads two-byte-length-prefixed bytes: the layout of strings (§1.5.3) and of the
   /// binary Will Message and Password fields (§3.1.3.3, §3.1.3.5).
-  mutating func readLengthPrefixedBytes(_ field: String) throws(MQTTProtocolError) -> ArraySlice<
-    UInt8
-  > {
+  mutating func readLengthPrefixedBytes(_ field: String) throws(MQTTProtocolError) -> Bytes {
     // The field name is passed on unchanged: building "length of …" here would allocate a
     // String on every read, and this runs for every topic of every PUBLISH.
     let count = Int(try readUInt16(field))
@@ -84,7 +85,7 @@ struct ByteReader {
   }
 
   /// Reads everything up to the end of the packet (the PUBLISH payload, §3.3.3).
-  mutating func readRest() -> ArraySlice<UInt8> {
+  mutating func readRest() -> Bytes {
     let slice = bytes[position..<end]
     position = end
     return slice

@@ -87,6 +87,7 @@ public struct MQTTProtocolError: Error, Sendable, Equatable, CustomStringConvert
     public static let sessionPresentWithError = Code(rawValue: "sessionPresentWithError")
     /// A reserved return code: CONNACK 6–255 (§3.2.2.3) or a SUBACK code other than
     /// 0x00, 0x01, 0x02, 0x80 (§3.9.3).
+    // swift-format-ignore: DontRepeatTypeInStaticProperties
     public static let invalidReturnCode = Code(rawValue: "invalidReturnCode")
 
     // MARK: SUBSCRIBE, SUBACK, UNSUBSCRIBE (§3.8–§3.10)

@@ -159,15 +159,17 @@ typedef struct gh_host_api {
      * THREADS: any; calls from several threads are serialised by the host. */
     gh_status (*ingest)(void *host_ctx, const gh_message *messages, uint32_t count);
 
-    /* Reports the outcome of gh_plugin_ops.send for `token`: GH_OK once the hub acknowledged the
-     * message (MQTT PUBACK, AMQP accepted); GH_ERR_UNAVAILABLE if the link dropped first (the
-     * host sends it again later). Called exactly once per accepted send. THREADS: any;
-     * non-blocking. */
+    /* Reports the outcome of gh_plugin_ops.send for `token`, exactly once per accepted send:
+     * GH_OK once the hub acknowledged the message (MQTT PUBACK, AMQP accepted), possibly after
+     * the plugin re-sent it on a new connection; GH_ERR_UNAVAILABLE when the plugin gave up on it
+     * (identity closed, plugin stopping) — the host then sends it again later, in order.
+     * THREADS: any; non-blocking. */
     void (*delivered)(void *host_ctx, uint64_t token, gh_status status);
 
     /* Reports that the upstream identity of `device_id` changed link state (GH_LINK_*).
-     * `reason` is a short human text or empty. THREADS: any; non-blocking. When a link goes down
-     * the plugin must still report every outstanding send of that device through delivered(). */
+     * `reason` is a short human text or empty (never a secret). While a link is down the host
+     * sends nothing more to that identity; outstanding sends stay outstanding until delivered()
+     * reports them. THREADS: any; non-blocking. */
     void (*link_state)(void *host_ctx, gh_bytes device_id, int32_t state, gh_bytes reason);
 
     /* Signs an IoT Hub / DPS SAS token for `device_id`: the host computes

@@ -1,0 +1,260 @@
+import Foundation
+import GatehouseStore
+import TOMLKit
+
+extension GatewayConfig {
+    /// Reads and validates the file. Every problem is a `ConfigError` naming the key and line.
+    public static func load(path: String) throws(ConfigError) -> GatewayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, message: "cannot read the configuration file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, message: "the configuration file is not UTF-8")
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws(ConfigError) -> GatewayConfig {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError(file: path, line: error.source.begin.line, message: "TOML syntax: \(error.description)")
+        } catch {
+            throw ConfigError(file: path, message: "TOML syntax: \(error)")
+        }
+        var reader = ConfigReader(root: root, locator: SourceLocator(text: text), path: path)
+        return try reader.read()
+    }
+}
+
+/// Walks the parsed TOML, checking every key against what the section allows.
+private struct ConfigReader {
+    let root: TOMLTable
+    let locator: SourceLocator
+    let path: String
+
+    func error(_ section: String?, _ key: String?, _ message: String) -> ConfigError {
+        let line = section.map { locator.line(section: $0, key: key) } ?? key.map { locator.line(section: nil, key: $0) }
+        let name = [section.map { "[\($0)]" }, key].compactMap { $0 }.joined(separator: " ")
+        return ConfigError(file: path, line: line ?? nil, key: name.isEmpty ? nil : name, message: message)
+    }
+
+    mutating func read() throws(ConfigError) -> GatewayConfig {
+        let known: Set<String> = ["gateway", "outbox", "identity", "site", "hub"]
+        for key in root.keys where !known.contains(key) {
+            throw error(nil, key, "unknown section\(hint(key, known))")
+        }
+        for required in ["site", "hub"] where root[required]?.table == nil {
+            throw ConfigError(
+                file: path, key: "[\(required)]",
+                message: "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin")
+        }
+        return GatewayConfig(
+            gateway: try gateway(), outbox: try outbox(), identity: try identity(),
+            site: try transport("site"), hub: try transport("hub"), sourcePath: path)
+    }
+
+    func table(_ name: String) throws(ConfigError) -> TOMLTable? {
+        guard let value = root[name] else { return nil }
+        guard let table = value.table else { throw error(nil, name, "must be a table ([\(name)])") }
+        return table
+    }
+
+    func checkKeys(_ table: TOMLTable, _ section: String, _ known: Set<String>) throws(ConfigError) {
+        for key in table.keys where !known.contains(key) {
+            throw error(section, key, "unknown key\(hint(key, known))")
+        }
+    }
+
+    func gateway() throws(ConfigError) -> GatewayConfig.Gateway {
+        var result = GatewayConfig.Gateway()
+        guard let table = try table("gateway") else { return result }
+        try checkKeys(table, "gateway", ["state_db", "plugin_dir", "log_level", "drain_timeout"])
+        if let value = try string(table, "gateway", "state_db") { result.stateDB = value }
+        if let value = try string(table, "gateway", "plugin_dir") { result.pluginDir = value }
+        if let value = try string(table, "gateway", "log_level") {
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
+                throw error("gateway", "log_level", "must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            result.logLevel = value
+        }
+        if let value = try duration(table, "gateway", "drain_timeout") { result.drainTimeout = value }
+        return result
+    }
+
+    func outbox() throws(ConfigError) -> OutboxPolicy {
+        var result = OutboxPolicy()
+        guard let table = try table("outbox") else { return result }
+        try checkKeys(table, "outbox", ["max_bytes", "max_age", "drop", "durability", "inflight_per_device"])
+        if let value = try size(table, "outbox", "max_bytes") {
+            guard value >= 64 * 1024 else { throw error("outbox", "max_bytes", "must be at least 64 KiB") }
+            result.maxBytes = value
+        }
+        if let value = try duration(table, "outbox", "max_age") { result.maxAge = value }
+        if let value = try string(table, "outbox", "drop") {
+            guard let policy = OutboxPolicy.DropPolicy(rawValue: value) else {
+                throw error("outbox", "drop", "must be \"oldest\" or \"newest\", not \"\(value)\"")
+            }
+            result.drop = policy
+        }
+        if let value = try string(table, "outbox", "durability") {
+            guard let durability = StateStore.Durability(rawValue: value) else {
+                throw error("outbox", "durability", "must be \"full\" (survives power loss) or \"normal\" (survives a crash of gatehoused), not \"\(value)\"")
+            }
+            result.durability = durability
+        }
+        if let value = table["inflight_per_device"] {
+            guard let number = value.int, (1...1000).contains(number) else {
+                throw error("outbox", "inflight_per_device", "must be a whole number from 1 to 1000")
+            }
+            result.inflightPerDevice = number
+        }
+        return result
+    }
+
+    func identity() throws(ConfigError) -> GatewayConfig.Identity {
+        var result = GatewayConfig.Identity()
+        guard let table = try table("identity") else { return result }
+        try checkKeys(table, "identity", ["group_key_file", "sas_ttl"])
+        result.groupKeyFile = try string(table, "identity", "group_key_file")
+        if let value = try duration(table, "identity", "sas_ttl") {
+            guard value >= .seconds(60), value <= .seconds(365 * 24 * 3600) else {
+                throw error("identity", "sas_ttl", "must be between 1m and 365d")
+            }
+            result.sasTTL = value
+        }
+        return result
+    }
+
+    func transport(_ section: String) throws(ConfigError) -> GatewayConfig.TransportSection {
+        let table = try table(section)!
+        guard let plugin = try string(table, section, "plugin") else {
+            throw error(section, "plugin", "missing: name the transport plugin, e.g. plugin = \"mqtt\"")
+        }
+        // Everything but `plugin` belongs to the plugin, which validates it itself.
+        table.remove(at: "plugin")
+        let json = Array(table.convert(to: .json).utf8)
+        var lines: [String: Int] = [:]
+        for key in table.keys { lines[key] = locator.line(section: section, key: key) }
+        return GatewayConfig.TransportSection(
+            section: section, plugin: plugin, pluginConfigJSON: json, keyLines: lines,
+            sectionLine: locator.line(section: section, key: nil) ?? 0)
+    }
+
+    // MARK: Typed values
+
+    func string(_ table: TOMLTable, _ section: String, _ key: String) throws(ConfigError) -> String? {
+        guard let value = table[key] else { return nil }
+        guard let string = value.string else { throw error(section, key, "must be a string") }
+        return string
+    }
+
+    func duration(_ table: TOMLTable, _ section: String, _ key: String) throws(ConfigError) -> Duration? {
+        guard let value = table[key] else { return nil }
+        if let seconds = value.int, seconds >= 0 { return .seconds(seconds) }
+        guard let text = value.string, let parsed = Units.duration(text) else {
+            throw error(section, key, "must be a duration such as \"30s\", \"5m\", \"1h\" or \"7d\"")
+        }
+        return parsed
+    }
+
+    func size(_ table: TOMLTable, _ section: String, _ key: String) throws(ConfigError) -> Int? {
+        guard let value = table[key] else { return nil }
+        if let bytes = value.int, bytes >= 0 { return bytes }
+        guard let text = value.string, let parsed = Units.bytes(text) else {
+            throw error(section, key, "must be a size such as \"64 MiB\", \"1 GiB\" or a number of bytes")
+        }
+        return parsed
+    }
+}
+
+/// "; did you mean `x`?" when a known name is close to the unknown one.
+func hint(_ key: String, _ known: Set<String>) -> String {
+    guard let best = known.min(by: { levenshtein($0, key) < levenshtein($1, key) }), levenshtein(best, key) <= 2
+    else { return "; known keys: \(known.sorted().joined(separator: ", "))" }
+    return "; did you mean `\(best)`?"
+}
+
+func levenshtein(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var previous = Array(0...b.count)
+    for (i, ca) in a.enumerated() {
+        var current = [i + 1]
+        for (j, cb) in b.enumerated() {
+            current.append(Swift.min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
+        }
+        previous = current
+    }
+    return previous[b.count]
+}
+
+/// Finds the line of a `[section]` header or of a `key =` inside a section.
+///
+/// TOMLKit (toml++) reports positions only for syntax errors, not for the nodes of a parsed
+/// table, so messages about *valid* TOML with a wrong key or value locate it here by scanning
+/// the lines. Good enough for the flat files gatehouse reads (dotted and inline-table keys are
+/// found by their first segment).
+struct SourceLocator {
+    let lines: [Substring]
+
+    init(text: String) { lines = text.split(separator: "\n", omittingEmptySubsequences: false) }
+
+    func line(section: String?, key: String?) -> Int? {
+        var current: String? = nil
+        for (index, raw) in lines.enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                let name = line.drop { $0 == "[" }.prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
+                current = name
+                if key == nil, name == section { return index + 1 }
+                continue
+            }
+            guard let key, current == section else { continue }
+            let name = line.prefix { $0 != "=" }.trimmingCharacters(in: .whitespaces)
+                .trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+            if name == key || name.hasPrefix(key + ".") { return index + 1 }
+        }
+        return nil
+    }
+}
+
+/// Human units in config values.
+public enum Units {
+    /// "500ms", "30s", "5m", "1h", "7d" → Duration.
+    public static func duration(_ text: String) -> Duration? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed.prefix { $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        guard let value = Int64(digits) else { return nil }
+        switch unit {
+        case "ms": return .milliseconds(value)
+        case "s", "": return .seconds(value)
+        case "m", "min": return .seconds(value * 60)
+        case "h": return .seconds(value * 3600)
+        case "d": return .seconds(value * 86400)
+        default: return nil
+        }
+    }
+
+    /// "64 MiB", "1GiB", "512 KiB", "100 kB", "4096" → bytes.
+    public static func bytes(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed.prefix { $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        guard let value = Int(digits) else { return nil }
+        let factor: Int
+        switch unit {
+        case "", "B": factor = 1
+        case "KiB": factor = 1 << 10
+        case "MiB": factor = 1 << 20
+        case "GiB": factor = 1 << 30
+        case "kB", "KB": factor = 1000
+        case "MB": factor = 1_000_000
+        case "GB": factor = 1_000_000_000
+        default: return nil
+        }
+        let (result, overflow) = value.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : result
+    }
+}

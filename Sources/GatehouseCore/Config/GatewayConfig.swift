@@ -1,0 +1,83 @@
+import GatehouseStore
+
+/// The daemon's configuration, read from `/etc/gatehouse/gatehouse.toml` and validated as a whole
+/// before anything starts. See `packaging/gatehouse.toml` for every key with its default.
+public struct GatewayConfig: Sendable {
+    public var gateway: Gateway
+    public var outbox: OutboxPolicy
+    public var identity: Identity
+    /// The site-side transport that reads leaf devices' telemetry (section `[site]`).
+    public var site: TransportSection
+    /// The hub-side transport (section `[hub]`).
+    public var hub: TransportSection
+    /// The file it came from, for messages.
+    public var sourcePath: String
+
+    public struct Gateway: Sendable {
+        public var stateDB: String = "/var/lib/gatehouse/state.db"
+        public var pluginDir: String = "/usr/lib/gatehouse/plugins"
+        public var logLevel: String = "info"
+        /// How long a graceful stop waits for in-flight messages.
+        public var drainTimeout: Duration = .seconds(5)
+    }
+
+    public struct Identity: Sendable {
+        /// A file holding the base64 enrollment-group key; each device's key is derived from it
+        /// (HMAC-SHA256 of the device id), as DPS derives it. The TPM-held key replaces this.
+        public var groupKeyFile: String?
+        /// Lifetime of the SAS tokens signed for upstream connections.
+        public var sasTTL: Duration = .seconds(3600)
+    }
+
+    /// A transport plugin instance: the plugin's name and its own keys, handed to it as JSON.
+    public struct TransportSection: Sendable {
+        public var section: String
+        public var plugin: String
+        public var pluginConfigJSON: [UInt8]
+        /// Line of each of the section's keys, to place the plugin's own errors.
+        public var keyLines: [String: Int]
+        public var sectionLine: Int
+    }
+}
+
+/// What the outbox may hold and what happens past it.
+public struct OutboxPolicy: Sendable, Equatable {
+    public enum DropPolicy: String, Sendable, CaseIterable {
+        /// Make room by dropping the oldest waiting messages (fresh data matters most).
+        case oldest
+        /// Keep what is waiting; new messages past the limit are dropped (and still acknowledged
+        /// to the site broker, which would otherwise redeliver them forever).
+        case newest
+    }
+
+    public var maxBytes: Int = 256 * 1024 * 1024
+    public var maxAge: Duration = .seconds(7 * 24 * 3600)
+    public var drop: DropPolicy = .oldest
+    public var durability: StateStore.Durability = .full
+    /// Messages a device may have sent upstream and not yet had acknowledged.
+    public var inflightPerDevice: Int = 64
+
+    public init() {}
+}
+
+/// A configuration error, placed at a file and line, naming the key. Exit status 78 (EX_CONFIG).
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    public var key: String?
+    public var message: String
+
+    public init(file: String, line: Int? = nil, key: String? = nil, message: String) {
+        self.file = file
+        self.line = line
+        self.key = key
+        self.message = message
+    }
+
+    public var description: String {
+        var place = file
+        if let line { place += ":\(line)" }
+        if let key { return "\(place): \(key): \(message)" }
+        return "\(place): \(message)"
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import GatehousePluginKit
+import GatehouseStore
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// Why the gateway could not start, with the sysexits code the daemon exits with, so that
+/// systemd's `RestartPreventExitStatus=78` stops a restart loop on a bad configuration.
+public struct StartupError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var exitCode: Int32
+
+    public static let configExit: Int32 = 78  // EX_CONFIG
+    public static let cantCreateExit: Int32 = 73  // EX_CANTCREAT
+    public static let softwareExit: Int32 = 70  // EX_SOFTWARE
+
+    public init(_ message: String, exitCode: Int32) {
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    public var description: String { message }
+}
+
+/// The running gateway: state store, relay and transport plugins, as one `Service`.
+public final class Gateway: Service {
+    public let config: GatewayConfig
+    public let relay: Relay
+    let store: StateStore
+    let site: PluginInstance
+    let hub: PluginInstance
+    let logger: Logger
+
+    /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
+    /// also the configuration check (`gatehoused --check`).
+    public init(config: GatewayConfig, logger: Logger) throws(StartupError) {
+        self.config = config
+        self.logger = logger
+        do {
+            store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
+        } catch {
+            throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
+        }
+        let signer: any DeviceSigner
+        if let keyFile = config.identity.groupKeyFile {
+            do {
+                signer = try GroupKeySigner(keyFile: keyFile)
+            } catch {
+                throw StartupError("\(config.sourcePath): [identity] group_key_file: \(error)", exitCode: StartupError.configExit)
+            }
+        } else {
+            signer = NoSigner()
+        }
+        do {
+            relay = try Relay(store: store, policy: config.outbox, signer: signer, logger: logger)
+        } catch {
+            throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
+        }
+        site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: relay)
+        hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: relay)
+    }
+
+    static func instantiate(
+        _ section: GatewayConfig.TransportSection, role: TransportRole, config: GatewayConfig,
+        delegate: any PluginHostDelegate
+    ) throws(StartupError) -> PluginInstance {
+        let path = PluginLibrary.resolve(name: section.plugin, in: config.gateway.pluginDir)
+        let library: PluginLibrary
+        do {
+            library = try PluginLibrary(path: path)
+            try library.requireTransport(role: role)
+        } catch {
+            throw StartupError(
+                "\(config.sourcePath):\(section.sectionLine): [\(section.section)] plugin = \"\(section.plugin)\": \(error)",
+                exitCode: StartupError.configExit)
+        }
+        do {
+            return try PluginInstance(
+                library: library, role: role, label: section.section, configJSON: section.pluginConfigJSON,
+                delegate: delegate)
+        } catch {
+            var place = config.sourcePath
+            if let key = error.configKey, let line = section.keyLines[key] {
+                place += ":\(line): [\(section.section)] \(key)"
+            } else {
+                place += ":\(section.sectionLine): [\(section.section)]"
+            }
+            throw StartupError("\(place): \(error.message)", exitCode: StartupError.configExit)
+        }
+    }
+
+    public func run() async throws {
+        do {
+            // The upstream side first, so that the first message ingested can leave at once.
+            try hub.start()
+            try relay.start(upstream: hub)
+            try site.start()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            shutdown()
+            throw error
+        }
+        logger.info(
+            "gatehoused started",
+            metadata: [
+                "version": "\(GatehouseVersion.current)", "site_plugin": "\(site.library.name)",
+                "hub_plugin": "\(hub.library.name)", "state_db": "\(config.gateway.stateDB)",
+            ])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                for await _ in await UnixSignalsSequence(trapping: .sighup) { reload() }
+            }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        shutdown()
+    }
+
+    /// Stop order: no new input, let in-flight messages be acknowledged, close the hub side.
+    func shutdown() {
+        logger.info("stopping: draining in-flight messages", metadata: ["timeout": "\(config.gateway.drainTimeout)"])
+        site.stop(drainMilliseconds: 0)
+        relay.drain(timeout: config.gateway.drainTimeout)
+        hub.stop(drainMilliseconds: 1000)
+        site.destroy()
+        hub.destroy()
+        logger.info("gatehoused stopped")
+    }
+
+    /// SIGHUP: re-read the configuration. A file that does not check changes nothing.
+    func reload() {
+        logger.info("reloading configuration", metadata: ["path": "\(config.sourcePath)"])
+        do {
+            let fresh = try GatewayConfig.load(path: config.sourcePath)
+            relay.update(policy: fresh.outbox)
+            if let level = Logger.Level(rawValue: fresh.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
+            if fresh.site.pluginConfigJSON != config.site.pluginConfigJSON
+                || fresh.hub.pluginConfigJSON != config.hub.pluginConfigJSON || fresh.gateway.stateDB != config.gateway.stateDB
+            {
+                logger.notice("changes to [site], [hub] or the state database take effect at the next start")
+            }
+            logger.info("configuration reloaded (outbox limits, log level)")
+        } catch {
+            logger.error("reload refused; the running configuration stays", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+import GatehousePluginKit
+
+/// The Shared Access Signature token of IoT Hub and DPS (PROTOCOLS.md §0):
+///
+///     SharedAccessSignature sr={resource}&sig={urlencode(base64(HMAC-SHA256(key, sr + "\n" + se)))}&se={expiry}[&skn={policy}]
+///
+/// `sr` is built once — lower-cased and percent-encoded with `/` as `%2F`, the documented form —
+/// and exactly that string is signed, which is the rule that every service variant accepts.
+public enum SASToken {
+    public static func make(resource: String, expiry: Int64, policyName: String? = nil, mac: (Data) -> Data) -> String {
+        let encodedResource = PropertyBag.percentEncode(resource.lowercased())
+        let stringToSign = Data("\(encodedResource)\n\(expiry)".utf8)
+        let signature = mac(stringToSign).base64EncodedString()
+        var token = "SharedAccessSignature sr=\(encodedResource)&sig=\(PropertyBag.percentEncode(signature))&se=\(expiry)"
+        if let policyName { token += "&skn=\(PropertyBag.percentEncode(policyName))" }
+        return token
+    }
+
+    /// HMAC-SHA256 with a symmetric key held in memory.
+    public static func make(resource: String, expiry: Int64, key: SymmetricKey, policyName: String? = nil) -> String {
+        make(resource: resource, expiry: expiry, policyName: policyName) { message in
+            Data(HMAC<SHA256>.authenticationCode(for: message, using: key))
+        }
+    }
+
+    /// The per-device key of a DPS enrollment group: HMAC-SHA256(group key, registration id),
+    /// used as the device's key bytes (PROTOCOLS.md §1.a).
+    public static func deriveDeviceKey(groupKey: SymmetricKey, registrationID: String) -> SymmetricKey {
+        SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(registrationID.utf8), using: groupKey)))
+    }
+}
+
+/// Signs SAS tokens for device identities. The TPM-backed signer of the provisioning work will
+/// be another conformer; plugins never see key material either way.
+public protocol DeviceSigner: Sendable {
+    func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String
+}
+
+public struct SignerError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Derives every device's key from an enrollment-group key kept in memory.
+public final class GroupKeySigner: DeviceSigner {
+    // Raw bytes rather than SymmetricKey, which swift-crypto 3 does not mark Sendable.
+    private let groupKey: [UInt8]
+
+    /// Reads the base64 group key from `path`. Errors name the file, never the key.
+    public init(keyFile path: String) throws(SignerError) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SignerError("cannot read the group key file \(path)")
+        }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let key = Data(base64Encoded: text), key.count >= 16 else {
+            throw SignerError("the group key file \(path) does not hold a base64 key of at least 16 bytes")
+        }
+        groupKey = [UInt8](key)
+    }
+
+    public init(groupKey: [UInt8]) { self.groupKey = groupKey }
+
+    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+        // A device's key signs only that device's resources.
+        guard resource.lowercased().hasSuffix("/devices/\(deviceID.lowercased())") else {
+            throw SignerError("refused to sign a resource that is not device \(deviceID)'s")
+        }
+        let deviceKey = SASToken.deriveDeviceKey(groupKey: SymmetricKey(data: groupKey), registrationID: deviceID)
+        return SASToken.make(resource: resource, expiry: expiry, key: deviceKey)
+    }
+}
+
+/// Used when no key is configured: signs nothing, so upstream links that need a token fail
+/// with a clear log line instead of connecting with a made-up credential.
+public struct NoSigner: DeviceSigner {
+    public init() {}
+    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+        throw SignerError("no device key is configured ([identity] group_key_file)")
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// One line a log event, `logfmt`-style, to standard error: what journald and `grep` read well.
+///
+///     2026-11-24T22:46:30.123Z level=info label=gatehouse.relay msg="outbox drained" device=pump-7
+public struct LogfmtLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    private let label: String
+    private static let output = Mutex<Void>(())
+    /// One level for the whole process, so that a reload (SIGHUP) changes every logger at once.
+    private static let level = Atomic<UInt8>(2)  // index into Logger.Level.allCases: info
+
+    /// Sets the process-wide level.
+    public static func setLevel(_ level: Logger.Level) {
+        Self.level.store(UInt8(Logger.Level.allCases.firstIndex(of: level)!), ordering: .relaxed)
+    }
+
+    public var logLevel: Logger.Level {
+        get { Logger.Level.allCases[Int(Self.level.load(ordering: .relaxed))] }
+        set { Self.setLevel(newValue) }
+    }
+
+    public init(label: String) {
+        self.label = label
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = "\(Self.timestamp()) level=\(event.level) label=\(label) msg=\(Self.quote(event.message.description))"
+        var merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
+        if let error = event.error { merged["error"] = "\(error)" }
+        for key in merged.keys.sorted() {
+            line += " \(key)=\(Self.quote(merged[key]!.description))"
+        }
+        line += "\n"
+        Self.output.withLock { _ in
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+    }
+
+    static func quote(_ value: String) -> String {
+        if !value.isEmpty, !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) {
+            return value
+        }
+        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "\"\(escaped)\""
+    }
+
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var time = time_t(now.tv_sec)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+            parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
+    }
+}

@@ -1,0 +1,501 @@
+import DequeModule
+import Dispatch
+import Foundation
+import GatehousePluginKit
+import GatehouseStore
+import Logging
+import Synchronization
+
+/// The relay: site telemetry in, durable outbox, hub out.
+///
+/// The promises it keeps (ARCHITECTURE.md, failure model):
+/// - `ingest` returns `.ok` only once the batch is committed in the outbox, so a transport that
+///   acknowledges after `ingest` never acknowledges a message that a crash could lose;
+/// - a message leaves the outbox only when the hub acknowledged it (`delivered(.ok)`);
+/// - messages of one device are sent in outbox order; after a link loss the unacknowledged ones
+///   are sent again, in order (duplicates are possible, loss is not).
+///
+/// Concurrency: two locks, always taken in this order.
+/// - `book` serialises everything that writes outbox rows *and* decides what is in memory
+///   (ingest, limit enforcement, refill). Because commit and in-memory append happen under one
+///   lock, memory holds a gap-free, duplicate-free prefix of the outbox.
+/// - `lanes` holds the per-device queues and in-flight sets; deliveries and link changes touch
+///   only it and never block on SQLite.
+/// One dispatcher thread sends, flushes acknowledgements to SQLite in batches, refills memory
+/// from disk and enforces the age limit; transports' callbacks only update state and wake it.
+public final class Relay: PluginHostDelegate {
+    let store: StateStore
+    let logger: Logger
+    let signer: any DeviceSigner
+    private let book: Mutex<Book>
+    private let lanes: Mutex<Lanes>
+    private let counters = Counters()
+    private let wake = DispatchSemaphore(value: 0)
+    private let wakeRequested = Atomic<Bool>(false)
+    private let running = Atomic<Bool>(false)
+    private let upstreamSlot = Mutex<PluginInstance?>(nil)
+    private let dispatcherDone = DispatchSemaphore(value: 0)
+    private let startedMS: Int64
+    /// The most payload bytes kept in memory; past it, the outbox is read back from disk.
+    let memoryCap: Int
+
+    /// What `book` guards: the outbox's size on disk and whether memory mirrors all of it.
+    struct Book {
+        var policy: OutboxPolicy
+        var messages: Int
+        var bytes: Int
+        /// True when some committed rows are not in memory; they start at `spillCursor`.
+        var spilled: Bool
+        var spillCursor: Int64
+    }
+
+    struct Lane {
+        var queue = Deque<OutboxRecord>()
+        var inflight: [OutboxRecord] = []
+        var linkUp = false
+        var retryAfter: ContinuousClock.Instant? = nil
+    }
+
+    /// What `lanes` guards.
+    struct Lanes {
+        var byDevice: [String: Lane] = [:]
+        /// Devices that may have something to send now.
+        var ready = Set<String>()
+        /// seq → device of everything in flight.
+        var inflightDevice: [Int64: String] = [:]
+        /// Acknowledged seqs not yet removed from SQLite, and per-device counts of them.
+        var acknowledged: [Int64] = []
+        var acknowledgedBytes = 0
+        var acknowledgedPerDevice: [String: Int] = [:]
+        var memoryBytes = 0
+        /// Devices whose upstream identity was asked to open.
+        var opened = Set<String>()
+        var inflightPerDevice: Int
+    }
+
+    final class Counters: Sendable {
+        let ingested = Atomic<Int>(0)
+        let delivered = Atomic<Int>(0)
+        let dropped = Atomic<Int>(0)
+        let commandsRefused = Atomic<Int>(0)
+    }
+
+    public init(
+        store: StateStore, policy: OutboxPolicy, signer: any DeviceSigner, logger: Logger,
+        memoryCap: Int = 16 << 20
+    ) throws(StoreError) {
+        self.store = store
+        self.signer = signer
+        self.logger = logger
+        self.memoryCap = memoryCap
+        let totals = try store.outboxTotals()
+        // At start nothing is in memory: the whole outbox is "spilled" and the dispatcher's
+        // first refill reads it back in order.
+        book = Mutex(Book(policy: policy, messages: totals.messages, bytes: totals.bytes, spilled: true, spillCursor: 0))
+        lanes = Mutex(Lanes(inflightPerDevice: policy.inflightPerDevice))
+        startedMS = Self.nowMS()
+        if totals.messages > 0 {
+            logger.info(
+                "outbox holds messages from before the restart; they will be sent first",
+                metadata: ["messages": "\(totals.messages)", "bytes": "\(totals.bytes)"])
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// Starts the dispatcher and opens the upstream identity of every known device.
+    public func start(upstream: PluginInstance) throws(StoreError) {
+        upstreamSlot.withLock { $0 = upstream }
+        try store.resetLinkStates(atMS: Self.nowMS())
+        running.store(true, ordering: .sequentiallyConsistent)
+        let thread = Thread { [self] in dispatcherLoop() }
+        thread.name = "gatehouse.relay"
+        thread.start()
+        for device in try store.devices() { openIdentityIfNeeded(device.id) }
+        requestWake()
+    }
+
+    /// Waits up to `timeout` for in-flight messages to be acknowledged, then stops the
+    /// dispatcher after a last flush. Messages still queued stay in the outbox for next time.
+    public func drain(timeout: Duration) {
+        let deadline = ContinuousClock.now + timeout
+        // Stop handing out new work; what is in flight may still be acknowledged.
+        lanes.withLock { lanes in
+            for device in lanes.byDevice.keys { lanes.byDevice[device]!.linkUp = false }
+            lanes.ready.removeAll()
+        }
+        while ContinuousClock.now < deadline, lanes.withLock({ !$0.inflightDevice.isEmpty }) {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let left = lanes.withLock { $0.inflightDevice.count }
+        if left > 0 {
+            logger.warning(
+                "stopping with messages in flight; they stay in the outbox and are sent again",
+                metadata: ["inflight": "\(left)"])
+        }
+        running.store(false, ordering: .sequentiallyConsistent)
+        requestWake()
+        dispatcherDone.wait()
+    }
+
+    /// Applies a reloaded outbox policy (limits, drop policy, window). Durability applies at
+    /// the next start.
+    public func update(policy: OutboxPolicy) {
+        book.withLock { $0.policy = policy }
+        lanes.withLock { $0.inflightPerDevice = policy.inflightPerDevice }
+        requestWake()
+    }
+
+    // MARK: - PluginHostDelegate: ingest
+
+    public func ingest(_ messages: [PluginMessage], from plugin: String) -> PluginStatus {
+        guard running.load(ordering: .relaxed) else { return .stopped }
+        let now = Self.nowMS()
+        var records = messages.map { message in
+            OutboxRecord(
+                deviceID: message.deviceID, properties: PropertyBag.encode(message.properties), payload: message.payload,
+                createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
+        }
+        var newDevices: [String] = []
+        do throws(StoreError) {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                records = try makeRoom(for: records, in: &book)
+                guard !records.isEmpty else { return }
+                let stored = try store.appendToOutbox(records)
+                book.messages += stored.count
+                book.bytes += stored.reduce(0) { $0 + $1.size }
+                counters.ingested.add(stored.count, ordering: .relaxed)
+                let batchBytes = stored.reduce(0) { $0 + $1.payload.count }
+                newDevices = lanes.withLock { lanes in
+                    if !book.spilled, lanes.memoryBytes + batchBytes > memoryCap {
+                        book.spilled = true
+                        book.spillCursor = stored[0].seq
+                    }
+                    if !book.spilled { Self.enqueue(stored, into: &lanes) }
+                    return Set(stored.map(\.deviceID)).filter { !lanes.opened.contains($0) }.sorted()
+                }
+            }
+        } catch {
+            logger.error(
+                "cannot make telemetry durable; not acknowledging it (the site broker will redeliver)",
+                metadata: ["plugin": "\(plugin)", "messages": "\(messages.count)", "error": "\(error)"])
+            return .unavailable
+        }
+        for device in newDevices {
+            logger.info("new leaf device seen on the site broker", metadata: ["device": "\(device)"])
+            openIdentityIfNeeded(device)
+        }
+        requestWake()
+        return .ok
+    }
+
+    /// Enforces the byte limit before a batch is appended; returns what may be appended.
+    private func makeRoom(for records: [OutboxRecord], in book: inout Book) throws(StoreError) -> [OutboxRecord] {
+        let incoming = records.reduce(0) { $0 + $1.size }
+        let excess = book.bytes + incoming - book.policy.maxBytes
+        guard excess > 0 else { return records }
+        switch book.policy.drop {
+        case .newest:
+            // Keep the waiting messages; take as many of the new ones as fit.
+            var room = book.policy.maxBytes - book.bytes
+            var kept: [OutboxRecord] = []
+            for record in records where record.size <= room {
+                kept.append(record)
+                room -= record.size
+            }
+            let dropped = records.count - kept.count
+            counters.dropped.add(dropped, ordering: .relaxed)
+            logger.warning(
+                "outbox full: dropped newest messages (policy drop = \"newest\")",
+                metadata: ["dropped": "\(dropped)", "limit_bytes": "\(book.policy.maxBytes)"])
+            return kept
+        case .oldest:
+            let keep = lanes.withLock { Set($0.inflightDevice.keys) }
+            let dropped = try store.dropOldest(freeing: excess, keep: keep)
+            forget(dropped, in: &book, reason: "outbox full: dropped oldest messages (policy drop = \"oldest\")")
+            return records
+        }
+    }
+
+    /// Accounts for rows deleted without delivery: counters, the log, and memory.
+    private func forget(_ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message) {
+        guard !dropped.isEmpty else { return }
+        book.messages -= dropped.count
+        book.bytes -= dropped.reduce(0) { $0 + $1.size }
+        counters.dropped.add(dropped.count, ordering: .relaxed)
+        let gone = Set(dropped.map(\.seq))
+        lanes.withLock { lanes in
+            for device in Set(dropped.map(\.deviceID)) {
+                guard var lane = lanes.byDevice[device] else { continue }
+                let before = lane.queue.reduce(0) { $0 + $1.payload.count }
+                lane.queue.removeAll { gone.contains($0.seq) }
+                lanes.memoryBytes -= before - lane.queue.reduce(0) { $0 + $1.payload.count }
+                lanes.byDevice[device] = lane
+            }
+        }
+        let devices = Set(dropped.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
+        logger.warning(reason, metadata: ["dropped": "\(dropped.count)", "devices": "\(devices)"])
+    }
+
+    private static func enqueue(_ records: [OutboxRecord], into lanes: inout Lanes) {
+        for record in records {
+            lanes.byDevice[record.deviceID, default: Lane()].queue.append(record)
+            lanes.memoryBytes += record.payload.count
+            lanes.ready.insert(record.deviceID)
+        }
+    }
+
+    // MARK: - PluginHostDelegate: delivery and links
+
+    public func delivered(token: UInt64, status: PluginStatus) {
+        let seq = Int64(bitPattern: token)
+        lanes.withLock { lanes in
+            guard let device = lanes.inflightDevice.removeValue(forKey: seq),
+                var lane = lanes.byDevice[device],
+                let index = lane.inflight.firstIndex(where: { $0.seq == seq })
+            else { return }
+            let record = lane.inflight.remove(at: index)
+            if status == .ok {
+                lanes.acknowledged.append(seq)
+                lanes.acknowledgedBytes += record.size
+                lanes.acknowledgedPerDevice[device, default: 0] += 1
+                lanes.memoryBytes -= record.payload.count
+            } else {
+                // Not acknowledged: back into the queue at its place in outbox order.
+                let position = lane.queue.firstIndex { $0.seq > seq } ?? lane.queue.endIndex
+                lane.queue.insert(record, at: position)
+            }
+            lanes.byDevice[device] = lane
+            lanes.ready.insert(device)
+        }
+        if status == .ok { counters.delivered.add(1, ordering: .relaxed) }
+        requestWake()
+    }
+
+    public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
+        lanes.withLock { lanes in
+            lanes.byDevice[deviceID, default: Lane()].linkUp = state == .up
+            lanes.byDevice[deviceID]!.retryAfter = nil
+            if state == .up { lanes.ready.insert(deviceID) }
+        }
+        var metadata: Logger.Metadata = ["device": "\(deviceID)", "state": "\(state)", "plugin": "\(plugin)"]
+        if !reason.isEmpty { metadata["reason"] = "\(reason)" }
+        logger.log(level: state == .down ? .warning : .info, "upstream link changed", metadata: metadata)
+        do {
+            try store.setLinkState(deviceID: deviceID, state: "\(state)", reason: reason, atMS: Self.nowMS())
+        } catch {
+            logger.error("cannot record link state", metadata: ["device": "\(deviceID)", "error": "\(error)"])
+        }
+        requestWake()
+    }
+
+    public func signSAS(deviceID: String, resource: String, expiry: Int64) -> Result<String, PluginStatusError> {
+        do {
+            return .success(try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry))
+        } catch {
+            logger.error("refused to sign a SAS token", metadata: ["device": "\(deviceID)", "reason": "\(error)"])
+            return .failure(PluginStatusError(.refused))
+        }
+    }
+
+    /// Until the command gate exists every command is refused: fail closed.
+    public func command(
+        _ command: PluginCommand, respond: @escaping @Sendable (_ status: Int32, _ body: [UInt8]) -> Void
+    ) {
+        counters.commandsRefused.add(1, ordering: .relaxed)
+        let kind = command.kind == .directMethod ? "direct-method" : "c2d-message"
+        logger.warning(
+            "command refused: no command gate is configured (fail closed)",
+            metadata: ["device": "\(command.deviceID)", "kind": "\(kind)", "name": "\(command.name)"])
+        respond(403, Array(#"{"status":403,"reason":"refused by gatehouse: no command gate is configured"}"#.utf8))
+    }
+
+    public func log(level: PluginLogLevel, message: String, plugin: String) {
+        let mapped: Logger.Level =
+            switch level {
+            case .debug: .debug
+            case .info: .info
+            case .warning: .warning
+            case .error: .error
+            }
+        logger.log(level: mapped, "\(message)", metadata: ["plugin": "\(plugin)"])
+    }
+
+    // MARK: - The dispatcher
+
+    private func requestWake() {
+        if !wakeRequested.exchange(true, ordering: .acquiringAndReleasing) { wake.signal() }
+    }
+
+    private func openIdentityIfNeeded(_ deviceID: String) {
+        let isNew = lanes.withLock { $0.opened.insert(deviceID).inserted }
+        guard isNew, let upstream = upstreamSlot.withLock({ $0 }) else { return }
+        let status = upstream.openIdentity(deviceID)
+        if status != .ok {
+            logger.error("upstream refused to open the device identity", metadata: ["device": "\(deviceID)", "status": "\(status)"])
+        }
+    }
+
+    private func dispatcherLoop() {
+        var lastHousekeeping = ContinuousClock.now - .seconds(10)
+        while true {
+            _ = wake.wait(timeout: .now() + .milliseconds(200))
+            wakeRequested.store(false, ordering: .sequentiallyConsistent)
+            let stopping = !running.load(ordering: .sequentiallyConsistent)
+            flushAcknowledged()
+            if stopping { break }
+            refillIfNeeded()
+            sendReady()
+            if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
+                lastHousekeeping = .now
+                expireOld()
+                writeStatus(stopped: false)
+            }
+        }
+        writeStatus(stopped: true)
+        dispatcherDone.signal()
+    }
+
+    /// Removes acknowledged messages from SQLite in one transaction.
+    private func flushAcknowledged() {
+        let (seqs, bytes, perDevice) = lanes.withLock { lanes in
+            defer {
+                lanes.acknowledged.removeAll(keepingCapacity: true)
+                lanes.acknowledgedBytes = 0
+                lanes.acknowledgedPerDevice.removeAll(keepingCapacity: true)
+            }
+            return (lanes.acknowledged, lanes.acknowledgedBytes, lanes.acknowledgedPerDevice)
+        }
+        guard !seqs.isEmpty else { return }
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                try store.removeFromOutbox(seqs, deliveredPerDevice: perDevice)
+                book.messages -= seqs.count
+                book.bytes -= bytes
+            }
+        } catch {
+            // The rows stay; they are sent again after a restart (a duplicate, never a loss).
+            logger.error("cannot remove delivered messages from the outbox", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Reads the next part of the outbox back into memory when memory has room again.
+    private func refillIfNeeded() {
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                guard book.spilled, lanes.withLock({ $0.memoryBytes }) < memoryCap / 2 else { return }
+                let batchLimit = 2000
+                let records = try store.outboxRecords(fromSeq: book.spillCursor, limit: batchLimit)
+                lanes.withLock { Self.enqueue(records, into: &$0) }
+                if let last = records.last { book.spillCursor = last.seq + 1 }
+                if records.count < batchLimit { book.spilled = false }
+            }
+        } catch {
+            logger.error("cannot read the outbox back from disk", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Hands every sendable message to the upstream transport, in per-device order.
+    private func sendReady() {
+        guard let upstream = upstreamSlot.withLock({ $0 }) else { return }
+        while true {
+            let now = ContinuousClock.now
+            let batch: [OutboxRecord] = lanes.withLock { lanes in
+                var batch: [OutboxRecord] = []
+                for device in lanes.ready {
+                    guard var lane = lanes.byDevice[device] else {
+                        lanes.ready.remove(device)
+                        continue
+                    }
+                    if let retry = lane.retryAfter, retry > now { continue }
+                    guard lane.linkUp, !lane.queue.isEmpty, lane.inflight.count < lanes.inflightPerDevice else {
+                        lanes.ready.remove(device)
+                        continue
+                    }
+                    while lane.inflight.count < lanes.inflightPerDevice, let next = lane.queue.popFirst() {
+                        lane.inflight.append(next)
+                        lanes.inflightDevice[next.seq] = device
+                        batch.append(next)
+                    }
+                    lanes.byDevice[device] = lane
+                    lanes.ready.remove(device)
+                    if batch.count >= 1024 { break }
+                }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            for record in batch {
+                let message = PluginMessage(
+                    deviceID: record.deviceID, payload: record.payload,
+                    properties: PropertyBag.decode(record.properties), createdUnixMS: record.createdMS)
+                let status = upstream.send(message, token: UInt64(bitPattern: record.seq))
+                if status != .ok {
+                    // Not accepted: back in line; try this device again shortly.
+                    delivered(token: UInt64(bitPattern: record.seq), status: status)
+                    lanes.withLock { $0.byDevice[record.deviceID]?.retryAfter = .now + .milliseconds(500) }
+                }
+            }
+        }
+    }
+
+    /// Drops messages older than the policy's max age.
+    private func expireOld() {
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                guard book.messages > 0 else { return }
+                let cutoff = Self.nowMS() - Int64(book.policy.maxAge.components.seconds * 1000)
+                let keep = lanes.withLock { Set($0.inflightDevice.keys) }
+                let dropped = try store.dropOlderThan(cutoff, keep: keep)
+                forget(dropped, in: &book, reason: "dropped messages older than the outbox's max_age")
+            }
+        } catch {
+            logger.error("cannot expire old outbox messages", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func writeStatus(stopped: Bool) {
+        let (messages, bytes) = book.withLock { ($0.messages, $0.bytes) }
+        let now = Self.nowMS()
+        let status = DaemonStatus(
+            pid: getpid(), version: GatehouseVersion.current, startedMS: startedMS, heartbeatMS: now,
+            stoppedMS: stopped ? now : nil, outboxMessages: messages, outboxBytes: bytes,
+            ingestedTotal: counters.ingested.load(ordering: .relaxed),
+            deliveredTotal: counters.delivered.load(ordering: .relaxed),
+            droppedTotal: counters.dropped.load(ordering: .relaxed),
+            commandsRefusedTotal: counters.commandsRefused.load(ordering: .relaxed))
+        do {
+            try store.writeStatus(status)
+        } catch {
+            logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Introspection (tests, status)
+
+    public struct Snapshot: Sendable {
+        public var outboxMessages: Int
+        public var outboxBytes: Int
+        public var inflight: Int
+        public var memoryBytes: Int
+        public var ingested: Int
+        public var delivered: Int
+        public var dropped: Int
+    }
+
+    public var snapshot: Snapshot {
+        let (messages, bytes) = book.withLock { ($0.messages, $0.bytes) }
+        let (inflight, memory) = lanes.withLock { ($0.inflightDevice.count, $0.memoryBytes) }
+        return Snapshot(
+            outboxMessages: messages, outboxBytes: bytes, inflight: inflight, memoryBytes: memory,
+            ingested: counters.ingested.load(ordering: .relaxed), delivered: counters.delivered.load(ordering: .relaxed),
+            dropped: counters.dropped.load(ordering: .relaxed))
+    }
+
+    static func nowMS() -> Int64 {
+        Int64(Date().timeIntervalSince1970 * 1000)
+    }
+}
+
+public enum GatehouseVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import Logging
+import ServiceLifecycle
+
+/// gatehoused — the gateway daemon. Wiring only: the logic lives in GatehouseCore.
+@main
+struct GatehouseDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatehoused",
+        abstract: "The gatehouse edge gateway daemon.",
+        version: GatehouseVersion.current)
+
+    @Option(name: .shortAndLong, help: "The configuration file.")
+    var config = "/etc/gatehouse/gatehouse.toml"
+
+    @Flag(help: "Check the configuration and the plugins it names, then exit (0 = good, 78 = bad).")
+    var check = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { LogfmtLogHandler(label: $0) }
+        var logger = Logger(label: "gatehoused")
+        let loaded: GatewayConfig
+        do {
+            loaded = try GatewayConfig.load(path: config)
+        } catch {
+            logger.critical("bad configuration", metadata: ["error": "\(error)"])
+            printError("gatehoused: \(error)")
+            throw ExitCode(StartupError.configExit)
+        }
+        if let level = Logger.Level(rawValue: loaded.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
+        logger[metadataKey: "pid"] = "\(getpid())"
+
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(config: loaded, logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            printError("gatehoused: \(error)")
+            throw ExitCode(error.exitCode)
+        }
+        if check {
+            print("gatehoused: \(config) checks; plugins load")
+            return
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("stopped on an error", metadata: ["error": "\(error)"])
+            throw ExitCode(StartupError.softwareExit)
+        }
+    }
+
+    private func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}
