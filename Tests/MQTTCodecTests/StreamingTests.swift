@@ -66,7 +66,7 @@ struct StreamingTests {
     #expect(decoded == samplePackets)
   }
 
-  @Test("a long stream keeps the buffer small (consumed bytes are compacted)")
+  @Test("a long stream split at arbitrary points decodes in order, without backlog")
   func compaction() throws {
     var stream: [UInt8] = []
     for id in 1...5_000 {

@@ -1,0 +1,435 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import CMosquitto
+import Foundation
+import GatehousePluginKit
+import Synchronization
+
+/// The upstream role: one MQTT connection per device identity to IoT Hub, on libmosquitto.
+///
+/// IoT Hub's MQTT endpoint cannot multiplex identities (PROTOCOLS.md §2.5), so each leaf device
+/// gets its own TLS connection with client id `{deviceId}`, username
+/// `{hub}/{deviceId}/?api-version=2021-04-12` and a SAS token (signed by the host) as password.
+///
+/// Threads: every libmosquitto call happens on ONE I/O thread that polls all sockets
+/// (`mosquitto_loop_read/write/misc`), so libmosquitto's per-client state is never touched
+/// concurrently and a thousand identities cost one thread, not a thousand. Other threads talk to
+/// it through `inbox` (a locked queue) and a wake-up pipe.
+final class HubConnections: Sendable {
+    struct Settings: Sendable {
+        var hostname: String
+        var address: String
+        var port: Int
+        var caFile: String?
+        var keepAlive: Int32
+        var sasTTL: Int64
+        var apiVersion: String
+    }
+
+    enum Op: Sendable {
+        case open(String)
+        case close(String)
+        case publish(device: String, topic: String, payload: [UInt8], token: UInt64)
+        case publishRaw(device: String, topic: String, payload: [UInt8])
+    }
+
+    struct PendingMethod: Sendable {
+        var device: String
+        var requestID: String
+    }
+
+    let settings: Settings
+    let host: PluginHost
+    private let inbox = Mutex<[Op]>([])
+    private let upDevices = Mutex<Set<String>>([])
+    private let pendingMethods = Mutex<[UInt64: PendingMethod]>([:])
+    private let nextCommandToken = Atomic<UInt64>(1)
+    private let running = Atomic<Bool>(false)
+    private let drainDeadlineMS = Atomic<Int64>(0)
+    private let done = DispatchSemaphore(value: 0)
+    private let wakePipe: (read: Int32, write: Int32)
+
+    init(settings: Settings, host: PluginHost) throws(PluginError) {
+        self.settings = settings
+        self.host = host
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
+            throw PluginError("cannot create the I/O thread's wake-up pipe: \(String(cString: strerror(errno)))")
+        }
+        wakePipe = (fds[0], fds[1])
+        Self.initLibrary
+    }
+
+    deinit {
+        Glibc.close(wakePipe.read)
+        Glibc.close(wakePipe.write)
+    }
+
+    /// libmosquitto's process-wide init (OpenSSL setup), once.
+    private static let initLibrary: Void = { _ = mosquitto_lib_init() }()
+
+    func start() {
+        running.store(true, ordering: .sequentiallyConsistent)
+        let thread = Thread { [self] in
+            var loop = IOLoop(owner: self)
+            loop.run()
+            done.signal()
+        }
+        thread.name = "gatehouse.mqtt.hub"
+        thread.start()
+    }
+
+    func stop(drainMilliseconds: UInt32) {
+        guard running.load(ordering: .sequentiallyConsistent) else { return }
+        drainDeadlineMS.store(Self.nowMS() + Int64(drainMilliseconds), ordering: .sequentiallyConsistent)
+        running.store(false, ordering: .sequentiallyConsistent)
+        wake()
+        done.wait()
+    }
+
+    // MARK: Calls from other threads
+
+    func open(_ device: String) -> PluginStatus {
+        enqueue(.open(device))
+        return .ok
+    }
+
+    func close(_ device: String) -> PluginStatus {
+        enqueue(.close(device))
+        return .ok
+    }
+
+    func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
+        guard upDevices.withLock({ $0.contains(message.deviceID) }) else { return .unavailable }
+        var topic = "devices/\(message.deviceID)/messages/events/"
+        topic += PropertyBag.encode(message.properties)
+        enqueue(.publish(device: message.deviceID, topic: topic, payload: message.payload, token: token))
+        return .ok
+    }
+
+    func commandResult(token: UInt64, status: Int32, body: [UInt8]) {
+        guard let pending = pendingMethods.withLock({ $0.removeValue(forKey: token) }) else {
+            if status != 200 {
+                // C2D over MQTT cannot be rejected: the PUBACK already completed it (§2.3).
+                host.log(.warning, "a cloud-to-device message was refused by the gateway (status \(status)) and dropped")
+            }
+            return
+        }
+        enqueue(.publishRaw(device: pending.device, topic: "$iothub/methods/res/\(status)/?$rid=\(pending.requestID)", payload: body))
+    }
+
+    private func enqueue(_ op: Op) {
+        inbox.withLock { $0.append(op) }
+        wake()
+    }
+
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakePipe.write, &byte, 1)
+    }
+
+    static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: - The I/O thread
+
+    /// Everything the I/O thread owns. Confined to that thread: never shared, so no locks.
+    struct IOLoop {
+        let owner: HubConnections
+        var links: [String: HubLink] = [:]
+
+        init(owner: HubConnections) { self.owner = owner }
+
+        mutating func run() {
+            var lastMisc = ContinuousClock.now
+            var drainBuffer = [UInt8](repeating: 0, count: 256)
+            while owner.running.load(ordering: .sequentiallyConsistent) {
+                var fds = [pollfd(fd: owner.wakePipe.read, events: Int16(POLLIN), revents: 0)]
+                var order: [HubLink] = []
+                for link in links.values {
+                    let socket = mosquitto_socket(link.mosq)
+                    guard socket >= 0 else { continue }
+                    var events = Int16(POLLIN)
+                    if mosquitto_want_write(link.mosq) || link.state == .connecting { events |= Int16(POLLOUT) }
+                    fds.append(pollfd(fd: socket, events: events, revents: 0))
+                    order.append(link)
+                }
+                _ = poll(&fds, nfds_t(fds.count), 100)
+                if fds[0].revents != 0 {
+                    while read(owner.wakePipe.read, &drainBuffer, drainBuffer.count) > 0 {}
+                }
+                processInbox()
+                for (index, link) in order.enumerated() {
+                    let revents = fds[index + 1].revents
+                    if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+                        _ = mosquitto_loop_read(link.mosq, 1)
+                    }
+                    if revents & Int16(POLLOUT) != 0 {
+                        _ = mosquitto_loop_write(link.mosq, 1)
+                    }
+                }
+                if ContinuousClock.now - lastMisc >= .milliseconds(500) {
+                    lastMisc = .now
+                    let now = HubConnections.nowMS()
+                    for link in links.values {
+                        if link.state == .connected || link.state == .connecting { _ = mosquitto_loop_misc(link.mosq) }
+                        link.tick(nowMS: now)
+                    }
+                }
+            }
+            shutdown()
+        }
+
+        mutating func processInbox() {
+            let ops = owner.inbox.withLock { ops in
+                defer { ops.removeAll(keepingCapacity: true) }
+                return ops
+            }
+            for op in ops {
+                switch op {
+                case .open(let device):
+                    if links[device] == nil {
+                        guard let link = HubLink(device: device, owner: owner) else { continue }
+                        links[device] = link
+                        link.connect()
+                    }
+                case .close(let device):
+                    links.removeValue(forKey: device)?.close(reason: "identity closed")
+                case .publish(let device, let topic, let payload, let token):
+                    guard let link = links[device] else {
+                        owner.host.delivered(token: token, status: .unavailable)
+                        continue
+                    }
+                    link.publish(topic: topic, payload: payload, token: token)
+                case .publishRaw(let device, let topic, let payload):
+                    links[device]?.publish(topic: topic, payload: payload, token: nil)
+                }
+            }
+        }
+
+        /// Waits (bounded) for outstanding acknowledgements, then closes every link.
+        mutating func shutdown() {
+            let deadline = owner.drainDeadlineMS.load(ordering: .sequentiallyConsistent)
+            while HubConnections.nowMS() < deadline, links.values.contains(where: { !$0.outstanding.isEmpty }) {
+                var fds: [pollfd] = []
+                var order: [HubLink] = []
+                for link in links.values {
+                    let socket = mosquitto_socket(link.mosq)
+                    guard socket >= 0 else { continue }
+                    fds.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0))
+                    order.append(link)
+                }
+                guard !fds.isEmpty else { break }
+                _ = poll(&fds, nfds_t(fds.count), 50)
+                for (index, link) in order.enumerated() where fds[index].revents != 0 {
+                    _ = mosquitto_loop_read(link.mosq, 1)
+                }
+            }
+            for link in links.values { link.close(reason: "gatehoused stopping") }
+            links.removeAll()
+        }
+    }
+}
+
+/// One device identity's connection. Confined to the I/O thread (every method is called there,
+/// including libmosquitto's callbacks, which run inside mosquitto_loop_*).
+final class HubLink {
+    enum State { case idle, connecting, connected, waiting }
+
+    let device: String
+    let owner: HubConnections
+    let mosq: OpaquePointer
+    var state = State.idle
+    /// libmosquitto message id → the host's token, for every send not yet acknowledged. The
+    /// session is persistent, so after a reconnect libmosquitto re-sends these itself and the
+    /// PUBACK still finds its token here.
+    var outstanding: [Int32: UInt64] = [:]
+    var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(60))
+    var retryAtMS: Int64 = 0
+    var renewAtMS: Int64 = .max
+    var renewing = false
+    private var selfReference: Unmanaged<HubLink>?
+
+    init?(device: String, owner: HubConnections) {
+        self.device = device
+        self.owner = owner
+        // Clean session 0, as the Azure SDKs do: C2D subscriptions and queued C2D survive.
+        guard let mosq = mosquitto_new(device, false, nil) else {
+            owner.host.log(.error, "libmosquitto could not create a client for device \(device)")
+            return nil
+        }
+        self.mosq = mosq
+        let reference = Unmanaged.passUnretained(self)
+        selfReference = reference
+        mosquitto_user_data_set(mosq, reference.toOpaque())
+        _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        // The host bounds what is in flight per device; libmosquitto should not queue on top.
+        _ = mosquitto_max_inflight_messages_set(mosq, 0)
+        let settings = owner.settings
+        let tlsStatus = mosquitto_tls_set(mosq, settings.caFile, settings.caFile == nil ? "/etc/ssl/certs" : nil, nil, nil, nil)
+        if tlsStatus != MOSQ_ERR_SUCCESS.rawValue {
+            owner.host.log(.error, "TLS setup failed for device \(device): \(String(cString: mosquitto_strerror(tlsStatus)))")
+        }
+        _ = mosquitto_tls_opts_set(mosq, 1, "tlsv1.2", nil)
+        mosquitto_connect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onConnect(rc) }
+        mosquitto_disconnect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onDisconnect(rc) }
+        mosquitto_publish_callback_set(mosq) { _, user, mid in HubLink.from(user)?.onPublish(mid) }
+        mosquitto_message_callback_set(mosq) { _, user, message in
+            guard let message else { return }
+            HubLink.from(user)?.onMessage(message.pointee)
+        }
+    }
+
+    static func from(_ user: UnsafeMutableRawPointer?) -> HubLink? {
+        user.map { Unmanaged<HubLink>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    var username: String { "\(owner.settings.hostname)/\(device)/?api-version=\(owner.settings.apiVersion)" }
+
+    /// Signs a fresh token and starts a non-blocking (re)connect.
+    func connect() {
+        let settings = owner.settings
+        let expiry = HubConnections.nowMS() / 1000 + settings.sasTTL
+        let token: String
+        switch owner.host.signSAS(deviceID: device, resource: "\(settings.hostname)/devices/\(device)", expiry: expiry) {
+        case .failure(let error):
+            fail(reason: "the gateway would not sign a SAS token for this device (\(error.status))")
+            return
+        case .success(let signed):
+            token = signed
+        }
+        // Renew at 80% of the lifetime: reconnect with a new token before the hub drops us.
+        renewAtMS = HubConnections.nowMS() + settings.sasTTL * 800
+        _ = mosquitto_username_pw_set(mosq, username, token)
+        state = .connecting
+        owner.host.linkState(deviceID: device, .connecting)
+        let rc: Int32
+        if renewing || retryAtMS > 0 {
+            rc = mosquitto_reconnect_async(mosq)
+        } else {
+            rc = mosquitto_connect_async(mosq, settings.address, Int32(settings.port), settings.keepAlive)
+        }
+        renewing = false
+        if rc != MOSQ_ERR_SUCCESS.rawValue {
+            fail(reason: "cannot connect to \(settings.address):\(settings.port): \(Self.describe(rc))")
+        }
+    }
+
+    private func fail(reason: String) {
+        state = .waiting
+        let delay = backoff.next()
+        retryAtMS = HubConnections.nowMS() + delay.milliseconds
+        owner.host.linkState(deviceID: device, .down, reason: "\(reason); retry in \(delay.formattedMS)")
+    }
+
+    /// Timers: reconnects that are due, token renewals.
+    func tick(nowMS: Int64) {
+        if state == .waiting, nowMS >= retryAtMS {
+            connect()
+        } else if state == .connected, nowMS >= renewAtMS {
+            renewing = true
+            owner.host.log(.info, "renewing the SAS token of device \(device)")
+            _ = mosquitto_disconnect(mosq)
+        }
+    }
+
+    func publish(topic: String, payload: [UInt8], token: UInt64?) {
+        var mid: Int32 = 0
+        let qos: Int32 = token == nil ? 0 : 1  // method responses go at QoS 0, as the SDKs send them
+        let rc = payload.withUnsafeBytes { bytes in
+            mosquitto_publish(mosq, &mid, topic, Int32(bytes.count), bytes.baseAddress, qos, false)
+        }
+        guard let token else { return }
+        if rc == MOSQ_ERR_SUCCESS.rawValue {
+            outstanding[mid] = token
+        } else {
+            owner.host.delivered(token: token, status: .unavailable)
+        }
+    }
+
+    func close(reason: String) {
+        if state == .connected { _ = mosquitto_disconnect(mosq) }
+        owner.upDevicesRemove(device)
+        for token in outstanding.values { owner.host.delivered(token: token, status: .unavailable) }
+        outstanding.removeAll()
+        owner.host.linkState(deviceID: device, .down, reason: reason)
+        mosquitto_destroy(mosq)
+        selfReference = nil
+    }
+
+    // MARK: libmosquitto callbacks (on the I/O thread, inside mosquitto_loop_*)
+
+    private func onConnect(_ rc: Int32) {
+        guard rc == 0 else {
+            _ = mosquitto_disconnect(mosq)
+            fail(reason: "hub refused the connection: \(String(cString: mosquitto_connack_string(rc)))")
+            return
+        }
+        state = .connected
+        backoff.reset()
+        retryAtMS = 1  // from now on reconnect, keeping the session
+        // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (PROTOCOLS.md §2.3).
+        _ = mosquitto_subscribe(mosq, nil, "devices/\(device)/messages/devicebound/#", 1)
+        _ = mosquitto_subscribe(mosq, nil, "$iothub/methods/POST/#", 0)
+        owner.upDevicesInsert(device)
+        owner.host.linkState(deviceID: device, .up)
+    }
+
+    private func onDisconnect(_ rc: Int32) {
+        owner.upDevicesRemove(device)
+        if renewing {
+            connect()
+            return
+        }
+        guard state != .waiting else { return }  // a refused CONNACK already scheduled the retry
+        fail(reason: rc == 0 ? "disconnected" : "connection lost: \(Self.describe(rc))")
+    }
+
+    private func onPublish(_ mid: Int32) {
+        if let token = outstanding.removeValue(forKey: mid) {
+            owner.host.delivered(token: token, status: .ok)
+        }
+    }
+
+    private func onMessage(_ message: mosquitto_message) {
+        let topic = message.topic.map { String(cString: $0) } ?? ""
+        let payload: [UInt8] =
+            message.payloadlen > 0 && message.payload != nil
+            ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen))) : []
+        owner.received(topic: topic, payload: payload, device: device)
+    }
+
+    static func describe(_ rc: Int32) -> String {
+        if rc == MOSQ_ERR_ERRNO.rawValue { return String(cString: strerror(errno)) }
+        return String(cString: mosquitto_strerror(rc))
+    }
+}
+
+extension HubConnections {
+    fileprivate func upDevicesInsert(_ device: String) { _ = upDevices.withLock { $0.insert(device) } }
+    fileprivate func upDevicesRemove(_ device: String) { _ = upDevices.withLock { $0.remove(device) } }
+
+    /// A message from the hub: a C2D message or a direct-method request, handed to the host.
+    fileprivate func received(topic: String, payload: [UInt8], device: String) {
+        let token = nextCommandToken.add(1, ordering: .relaxed).newValue
+        let c2dPrefix = "devices/\(device)/messages/devicebound/"
+        let methodPrefix = "$iothub/methods/POST/"
+        if topic.hasPrefix(c2dPrefix) {
+            let bag = topic.dropFirst(c2dPrefix.count)
+            host.command(
+                PluginCommand(kind: .c2dMessage, deviceID: device, name: "", payload: payload, properties: PropertyBag.decode(bag)),
+                token: token)
+        } else if topic.hasPrefix(methodPrefix) {
+            // $iothub/methods/POST/{name}/?$rid={rid}
+            let rest = topic.dropFirst(methodPrefix.count)
+            guard let slash = rest.firstIndex(of: "/") else { return }
+            let name = String(rest[..<slash])
+            let query = rest[rest.index(after: slash)...].drop { $0 == "?" }
+            let requestID = PropertyBag.decode(query).first { $0.key == "$rid" }?.value ?? ""
+            pendingMethods.withLock { $0[token] = PendingMethod(device: device, requestID: requestID) }
+            host.command(PluginCommand(kind: .directMethod, deviceID: device, name: name, payload: payload), token: token)
+        } else {
+            host.log(.debug, "ignoring a hub message on \(topic)")
+        }
+    }
+}

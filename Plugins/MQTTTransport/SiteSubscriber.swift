@@ -1,0 +1,312 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import Foundation
+import GatehousePluginKit
+import MQTTCodec
+import Synchronization
+
+/// The downstream role: reads leaf devices' telemetry from the site broker and acknowledges each
+/// QoS 1 message only after the host made it durable.
+///
+/// Why not libmosquitto here: Debian 12's libmosquitto 2.0.11 sends the PUBACK for an incoming
+/// QoS 1 message before its message callback returns (TESTING.md), so a crash between that
+/// PUBACK and the outbox commit would lose an acknowledged message. This client is a small MQTT
+/// 3.1.1 subscriber on our own strict codec that owns its acknowledgements:
+///
+///     read what the socket has → decode every complete PUBLISH → ingest(batch)  [one commit]
+///                              → PUBACK each, in one write
+///
+/// The session is persistent (clean session = 0), so whatever the broker sent and we did not
+/// acknowledge is sent again after a reconnect or a restart of gatehoused. Batching what one
+/// read returns gives group commit for free: one fsync covers as many messages as the broker
+/// had in flight to us (mosquitto's `max_inflight_messages`).
+final class SiteSubscriber: Sendable {
+    struct Settings: Sendable {
+        var host: String
+        var port: Int
+        var clientID: String
+        var username: String?
+        var password: [UInt8]?
+        var filters: [DeviceTopicFilter]
+        var keepAlive: UInt16
+        var maxBatch: Int
+    }
+
+    let settings: Settings
+    let host: PluginHost
+    private let running = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let socketFD = Atomic<Int32>(-1)
+
+    init(settings: Settings, host: PluginHost) {
+        self.settings = settings
+        self.host = host
+    }
+
+    func start() {
+        running.store(true, ordering: .sequentiallyConsistent)
+        let thread = Thread { [self] in
+            runLoop()
+            done.signal()
+        }
+        thread.name = "gatehouse.mqtt.site"
+        thread.start()
+    }
+
+    func stop() {
+        guard running.exchange(false, ordering: .sequentiallyConsistent) else { return }
+        // Unblock a read or a connect in progress.
+        let fd = socketFD.load(ordering: .sequentiallyConsistent)
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+        done.wait()
+    }
+
+    // MARK: - Connection loop
+
+    private func runLoop() {
+        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(30))
+        while running.load(ordering: .sequentiallyConsistent) {
+            let reason = runOneConnection(resetBackoff: { backoff.reset() })
+            guard running.load(ordering: .sequentiallyConsistent) else { break }
+            let delay = backoff.next()
+            host.log(.warning, "site broker \(settings.host):\(settings.port): \(reason); reconnecting in \(delay.formattedMS)")
+            sleepInterruptibly(delay)
+        }
+    }
+
+    /// One connection's life; returns why it ended.
+    private func runOneConnection(resetBackoff: () -> Void) -> String {
+        let fd: Int32
+        switch TCPSocket.connect(host: settings.host, port: settings.port) {
+        case .failure(let error): return error.description
+        case .success(let socket): fd = socket
+        }
+        socketFD.store(fd, ordering: .sequentiallyConsistent)
+        defer {
+            socketFD.store(-1, ordering: .sequentiallyConsistent)
+            close(fd)
+        }
+        var decoder = MQTTDecoder(maxPacketSize: 1 << 20 + 4096)
+        let connect = MQTTPacket.connect(
+            Connect(
+                clientID: settings.clientID, cleanSession: false, keepAlive: settings.keepAlive,
+                username: settings.username, password: settings.password, will: nil))
+        guard TCPSocket.writeAll(fd, connect.encoded) else { return "connection lost while sending CONNECT" }
+
+        // CONNACK, then SUBSCRIBE/SUBACK.
+        switch readPacket(fd, &decoder, timeout: .seconds(10)) {
+        case .success(.connack(let ack)) where ack.returnCode == .accepted:
+            break
+        case .success(.connack(let ack)):
+            return "broker refused the connection (CONNACK return code \(ack.returnCode.rawValue))"
+        case .success(let other):
+            return "expected CONNACK, got \(other.kindName)"
+        case .failure(let error):
+            return error.description
+        }
+        let subscribe = MQTTPacket.subscribe(
+            Subscribe(packetID: 1, topics: settings.filters.map { TopicSubscription(filter: $0.filter, qos: .atLeastOnce) }))
+        guard TCPSocket.writeAll(fd, subscribe.encoded) else { return "connection lost while subscribing" }
+        var pending: [Publish] = []
+        var subscribed = false
+        while !subscribed {
+            switch readPacket(fd, &decoder, timeout: .seconds(10)) {
+            case .success(.suback(let ack)):
+                if ack.returnCodes.contains(0x80) {
+                    return "broker refused the subscription to \(settings.filters.map(\.filter)) (check the ACL of client \(settings.clientID))"
+                }
+                subscribed = true
+            case .success(.publish(let publish)):
+                // A persistent session may replay before the SUBACK.
+                pending.append(publish)
+            case .success(let other):
+                return "expected SUBACK, got \(other.kindName)"
+            case .failure(let error):
+                return error.description
+            }
+        }
+        resetBackoff()
+        host.log(.info, "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))")
+        if !pending.isEmpty, let problem = commit(pending, fd: fd) { return problem }
+        return receiveLoop(fd, &decoder)
+    }
+
+    /// Reads, decodes, commits and acknowledges until the connection ends.
+    private func receiveLoop(_ fd: Int32, _ decoder: inout MQTTDecoder) -> String {
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var lastSent = ContinuousClock.now
+        var pingOutstanding = false
+        let keepAlive = Duration.seconds(Int(settings.keepAlive))
+        while running.load(ordering: .sequentiallyConsistent) {
+            // Wait for data, but wake in time to keep the session alive.
+            let untilPing = keepAlive - (ContinuousClock.now - lastSent)
+            let readable = TCPSocket.waitReadable(fd, timeout: max(untilPing, .milliseconds(10)))
+            if !readable {
+                if pingOutstanding { return "no PINGRESP within the keep-alive interval" }
+                guard TCPSocket.writeAll(fd, MQTTPacket.pingreq.encoded) else { return "connection lost (PINGREQ)" }
+                lastSent = .now
+                pingOutstanding = true
+                continue
+            }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count == 0 { return "broker closed the connection" }
+            if count < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return "read failed: \(String(cString: strerror(errno)))"
+            }
+            buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            var batch: [Publish] = []
+            do {
+                while let packet = try decoder.next() {
+                    switch packet {
+                    case .publish(let publish):
+                        batch.append(publish)
+                        if batch.count >= settings.maxBatch {
+                            if let problem = commit(batch, fd: fd) { return problem }
+                            batch.removeAll(keepingCapacity: true)
+                            lastSent = .now
+                        }
+                    case .pingresp:
+                        pingOutstanding = false
+                    case .suback, .unsuback:
+                        break
+                    default:
+                        return "unexpected \(packet.kindName) from the broker"
+                    }
+                }
+            } catch {
+                // Commit what decoded cleanly before the bad bytes, then drop the connection.
+                if !batch.isEmpty, let problem = commit(batch, fd: fd) { return problem }
+                return "protocol error from the broker: \(error)"
+            }
+            if !batch.isEmpty {
+                if let problem = commit(batch, fd: fd) { return problem }
+                lastSent = .now
+            }
+        }
+        _ = TCPSocket.writeAll(fd, MQTTPacket.disconnect.encoded)
+        return "stopped"
+    }
+
+    /// Makes a batch durable through the host, then acknowledges its QoS 1 messages.
+    /// Returns a reason to drop the connection, or nil.
+    private func commit(_ batch: [Publish], fd: Int32) -> String? {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var messages: [PluginMessage] = []
+        messages.reserveCapacity(batch.count)
+        for publish in batch {
+            guard let routed = DeviceTopicFilter.route(publish.topic, filters: settings.filters) else {
+                host.log(.warning, "ignoring a message on topic \(publish.topic): no device id in it")
+                continue
+            }
+            messages.append(
+                PluginMessage(deviceID: routed.deviceID, payload: publish.payload, properties: routed.properties, createdUnixMS: now))
+        }
+        if !messages.isEmpty {
+            let status = host.ingest(messages)
+            guard status == .ok else {
+                // Nothing acknowledged: the broker keeps the messages and resends them after we
+                // reconnect (persistent session).
+                return "the gateway could not make \(messages.count) message(s) durable (\(status)); not acknowledging them"
+            }
+        }
+        var acks: [UInt8] = []
+        acks.reserveCapacity(batch.count * 4)
+        for publish in batch where publish.qos != .atMostOnce {
+            guard let id = publish.packetID else { continue }
+            if publish.qos == .atLeastOnce {
+                MQTTPacket.puback(id).encode(into: &acks)
+            } else {
+                // QoS 2 from the broker: we subscribe with QoS 1, so the broker never sends it;
+                // a PUBREC keeps a misbehaving broker's flow going.
+                MQTTPacket.pubrec(id).encode(into: &acks)
+            }
+        }
+        if !acks.isEmpty, !TCPSocket.writeAll(fd, acks) {
+            return "connection lost while acknowledging (the broker will redeliver; duplicates are expected)"
+        }
+        return nil
+    }
+
+    private func readPacket(_ fd: Int32, _ decoder: inout MQTTDecoder, timeout: Duration) -> Result<MQTTPacket, TCPSocket.Failure> {
+        let deadline = ContinuousClock.now + timeout
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            do {
+                if let packet = try decoder.next() { return .success(packet) }
+            } catch {
+                return .failure(.init(description: "protocol error from the broker: \(error)"))
+            }
+            let left = deadline - .now
+            guard left > .zero, running.load(ordering: .sequentiallyConsistent) else {
+                return .failure(.init(description: "timed out waiting for the broker"))
+            }
+            guard TCPSocket.waitReadable(fd, timeout: min(left, .milliseconds(500))) else { continue }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count <= 0 { return .failure(.init(description: "broker closed the connection")) }
+            buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+        }
+    }
+
+    private func sleepInterruptibly(_ duration: Duration) {
+        let deadline = ContinuousClock.now + duration
+        while running.load(ordering: .sequentiallyConsistent), ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+}
+
+/// A subscription filter whose `+` level names the device, e.g. `devices/+/messages/events/#`.
+/// The levels matched by a trailing `#` are read as an IoT Hub property bag.
+struct DeviceTopicFilter: Sendable {
+    let filter: String
+    let levels: [Substring]
+    let deviceLevel: Int
+
+    init?(_ filter: String) {
+        guard TopicFilter.validateFilter(filter) else { return nil }
+        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
+        guard let deviceLevel = levels.firstIndex(of: "+") else { return nil }
+        self.filter = filter
+        self.levels = levels
+        self.deviceLevel = deviceLevel
+    }
+
+    static func route(_ topic: String, filters: [DeviceTopicFilter]) -> (deviceID: String, properties: [PluginMessage.Property])? {
+        for candidate in filters where TopicFilter.matches(filter: candidate.filter, topic: topic) {
+            let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+            guard candidate.deviceLevel < levels.count else { continue }
+            let device = String(levels[candidate.deviceLevel])
+            guard !device.isEmpty else { continue }
+            var properties: [PluginMessage.Property] = []
+            if candidate.levels.last == "#", levels.count >= candidate.levels.count {
+                let rest = levels[(candidate.levels.count - 1)...].joined(separator: "/")
+                properties = PropertyBag.decode(rest)
+            }
+            return (device, properties)
+        }
+        return nil
+    }
+}
+
+extension MQTTPacket {
+    var kindName: String {
+        switch self {
+        case .connect: "CONNECT"
+        case .connack: "CONNACK"
+        case .publish: "PUBLISH"
+        case .puback: "PUBACK"
+        case .pubrec: "PUBREC"
+        case .pubrel: "PUBREL"
+        case .pubcomp: "PUBCOMP"
+        case .subscribe: "SUBSCRIBE"
+        case .suback: "SUBACK"
+        case .unsubscribe: "UNSUBSCRIBE"
+        case .unsuback: "UNSUBACK"
+        case .pingreq: "PINGREQ"
+        case .pingresp: "PINGRESP"
+        case .disconnect: "DISCONNECT"
+        }
+    }
+}
