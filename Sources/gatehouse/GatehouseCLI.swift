@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// gatehouse — the operator's and integrator's command line. Wiring only.
+@main
+struct GatehouseCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatehouse",
+        abstract: "Inspect and manage a gatehouse edge gateway.",
+        version: GatehouseVersion.current,
+        subcommands: [Status.self, Config.self])
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .shortAndLong, help: "The daemon's configuration file.")
+    var config = "/etc/gatehouse/gatehouse.toml"
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the daemon, the outbox and every device's upstream link, from the state database.")
+
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() throws {
+        let config: GatewayConfig
+        do {
+            config = try GatewayConfig.load(path: options.config)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let store: StateStore
+        do {
+            store = try StateStore(readingFrom: config.gateway.stateDB)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let status = try store.readStatus()
+        let devices = try store.devices()
+        if json {
+            struct Report: Codable {
+                var daemon: DaemonStatus?
+                var running: Bool
+                var devices: [DeviceRecord]
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let report = Report(daemon: status, running: status.map(Self.isRunning) ?? false, devices: devices)
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        guard let status else {
+            print("gatehoused has not run with \(config.gateway.stateDB) yet")
+            return
+        }
+        let state = Self.isRunning(status) ? "running (pid \(status.pid))" : "not running"
+        print("gatehoused \(status.version): \(state), started \(Self.format(status.startedMS)), last heartbeat \(Self.format(status.heartbeatMS))")
+        print("outbox: \(status.outboxMessages) message(s), \(status.outboxBytes) bytes waiting")
+        print("since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused")
+        print("")
+        let header = ["DEVICE", "LINK", "SINCE", "IN", "OUT", "REASON"]
+        var rows = [header]
+        for device in devices {
+            rows.append([
+                device.id, device.linkState, Self.format(device.linkChangedMS), "\(device.messagesIn)", "\(device.messagesOut)",
+                device.linkReason,
+            ])
+        }
+        let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        if devices.isEmpty { print("(no devices seen yet)") }
+    }
+
+    /// The daemon is running if its pid is alive and its heartbeat is recent.
+    static func isRunning(_ status: DaemonStatus) -> Bool {
+        guard status.stoppedMS == nil, kill(status.pid, 0) == 0 || errno == EPERM else { return false }
+        return Int64(Date().timeIntervalSince1970 * 1000) - status.heartbeatMS < 10_000
+    }
+
+    static func format(_ ms: Int64) -> String {
+        guard ms > 0 else { return "-" }
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+}
+
+struct Config: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Check a configuration file (every key and value).")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        do {
+            _ = try GatewayConfig.load(path: options.config)
+            print("\(options.config): ok")
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(StartupError.configExit)
+        }
+    }
+}
