@@ -82,14 +82,20 @@ let package = Package(
             dependencies: ["CMosquitto"],
             path: "Benchmarks/relay-bench"
         ),
+        // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
+        .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(
             name: "GatehouseCoreTests",
-            dependencies: ["GatehouseCore", "GatehouseStore", "GatehousePluginKit"]
+            dependencies: [
+                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "GatehouseIntegrationTests",
-            dependencies: ["GatehouseCore", "GatehouseStore", "MQTTCodec"]
+            dependencies: ["GatehouseCore", "GatehouseStore", "GatehouseTestSupport"],
+            exclude: []
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -35,7 +35,10 @@ private struct ConfigReader {
     let path: String
 
     func error(_ section: String?, _ key: String?, _ message: String) -> ConfigError {
-        let line = section.map { locator.line(section: $0, key: key) } ?? key.map { locator.line(section: nil, key: $0) }
+        // A top-level name is a `[section]` header or a bare key before the first header.
+        let line =
+            section.map { locator.line(section: $0, key: key) }
+            ?? key.map { locator.line(section: $0, key: nil) ?? locator.line(section: nil, key: $0) }
         let name = [section.map { "[\($0)]" }, key].compactMap { $0 }.joined(separator: " ")
         return ConfigError(file: path, line: line ?? nil, key: name.isEmpty ? nil : name, message: message)
     }

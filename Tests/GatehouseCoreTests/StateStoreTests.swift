@@ -1,0 +1,68 @@
+import GatehouseStore
+import GatehouseTestSupport
+import Testing
+
+@Suite("State store (SQLite on disk)")
+struct StateStoreTests {
+    func record(_ device: String, _ payload: String, at ms: Int64 = 1000) -> OutboxRecord {
+        OutboxRecord(deviceID: device, properties: "k=v", payload: Array(payload.utf8), createdMS: ms, enqueuedMS: ms)
+    }
+
+    @Test("appends are durable and ordered, and survive reopening")
+    func appendAndReopen() throws {
+        let dir = TempDir()
+        let path = dir.file("state.db")
+        do {
+            let store = try StateStore(path: path)
+            let stored = try store.appendToOutbox([record("a", "1"), record("b", "2"), record("a", "3")])
+            #expect(stored.map(\.seq) == [1, 2, 3])
+            try store.removeFromOutbox([2], deliveredPerDevice: ["b": 1])
+        }
+        let reopened = try StateStore(path: path)
+        let left = try reopened.outboxRecords(fromSeq: 0, limit: 10)
+        #expect(left.map { String(decoding: $0.payload, as: UTF8.self) } == ["1", "3"])
+        #expect(try reopened.outboxTotals().messages == 2)
+        let devices = try reopened.devices()
+        #expect(devices.map(\.id) == ["a", "b"])
+        #expect(devices.first { $0.id == "a" }?.messagesIn == 2)
+        #expect(devices.first { $0.id == "b" }?.messagesOut == 1)
+        // Sequence numbers never go back, even after deletes (AUTOINCREMENT).
+        #expect(try reopened.appendToOutbox([record("c", "4")]).first?.seq == 4)
+    }
+
+    @Test("dropping the oldest frees bytes and never touches what is in flight")
+    func dropOldest() throws {
+        let dir = TempDir()
+        let store = try StateStore(path: dir.file("state.db"))
+        let stored = try store.appendToOutbox((0..<10).map { record("d", "payload-\($0)") })
+        let inFlight: Set<Int64> = [stored[0].seq]
+        let dropped = try store.dropOldest(freeing: stored[1].size * 2, keep: inFlight)
+        #expect(dropped.map(\.seq) == [stored[1].seq, stored[2].seq])
+        let left = try store.outboxRecords(fromSeq: 0, limit: 100).map(\.seq)
+        #expect(left.first == stored[0].seq)
+        #expect(left.count == 8)
+    }
+
+    @Test("expiry drops only records older than the cutoff")
+    func dropOlderThan() throws {
+        let dir = TempDir()
+        let store = try StateStore(path: dir.file("state.db"))
+        _ = try store.appendToOutbox([record("d", "old", at: 100), record("d", "older-but-in-flight", at: 150), record("d", "new", at: 900)])
+        let dropped = try store.dropOlderThan(500, keep: [2])
+        #expect(dropped.map(\.seq) == [1])
+        #expect(try store.outboxRecords(fromSeq: 0, limit: 10).map(\.seq) == [2, 3])
+    }
+
+    @Test("status and link states are readable by a read-only reader (the CLI)")
+    func statusReadOnly() throws {
+        let dir = TempDir()
+        let path = dir.file("state.db")
+        let store = try StateStore(path: path)
+        try store.setLinkState(deviceID: "pump-1", state: "up", reason: "", atMS: 5)
+        try store.writeStatus(DaemonStatus(pid: 42, version: "t", startedMS: 1, heartbeatMS: 2, outboxMessages: 3))
+        let reader = try StateStore(readingFrom: path)
+        #expect(try reader.readStatus()?.outboxMessages == 3)
+        #expect(try reader.devices().first?.linkState == "up")
+        #expect(throws: StoreError.self) { _ = try StateStore(readingFrom: dir.file("missing.db")) }
+    }
+}
