@@ -161,6 +161,7 @@ struct RelayTests {
             let h = try Harness(policy: policy, hold: true)
             let payload = { (n: Int) in String(repeating: "\(n % 10)", count: 100) }
             #expect(h.ingest("d", (0..<10).map(payload)) == .ok)
+            #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 1 })
             #expect(h.ingest("d", (10..<13).map(payload)) == .ok)
             let left = try h.store.outboxRecords(fromSeq: 0, limit: 100).map { String(decoding: $0.payload, as: UTF8.self) }
             #expect(left.count <= 10)
