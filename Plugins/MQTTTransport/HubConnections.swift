@@ -161,6 +161,12 @@ final class HubConnections: Sendable {
                 processInbox()
                 for (index, link) in order.enumerated() {
                     let revents = fds[index + 1].revents
+                    if link.state == .connecting, revents & Int16(POLLERR | POLLHUP) != 0 {
+                        // A non-blocking connect that failed (refused, unreachable): libmosquitto
+                        // reports nothing for it in an external loop, so we do.
+                        link.connectFailed("connection refused or reset")
+                        continue
+                    }
                     if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
                         _ = mosquitto_loop_read(link.mosq, 1)
                     }
@@ -248,6 +254,7 @@ final class HubLink {
     var retryAtMS: Int64 = 0
     var renewAtMS: Int64 = .max
     var renewing = false
+    var connectStartedMS: Int64 = 0
     private var selfReference: Unmanaged<HubLink>?
 
     init?(device: String, owner: HubConnections) {
@@ -302,6 +309,7 @@ final class HubLink {
         renewAtMS = HubConnections.nowMS() + settings.sasTTL * 800
         _ = mosquitto_username_pw_set(mosq, username, token)
         state = .connecting
+        connectStartedMS = HubConnections.nowMS()
         owner.host.linkState(deviceID: device, .connecting)
         let rc: Int32
         if renewing || retryAtMS > 0 {
@@ -315,6 +323,12 @@ final class HubLink {
         }
     }
 
+    /// Gives up on a connect in progress and schedules the next try.
+    func connectFailed(_ reason: String) {
+        _ = mosquitto_disconnect(mosq)
+        fail(reason: "cannot connect to \(owner.settings.address):\(owner.settings.port): \(reason)")
+    }
+
     private func fail(reason: String) {
         state = .waiting
         let delay = backoff.next()
@@ -322,9 +336,11 @@ final class HubLink {
         owner.host.linkState(deviceID: device, .down, reason: "\(reason); retry in \(delay.formattedMS)")
     }
 
-    /// Timers: reconnects that are due, token renewals.
+    /// Timers: reconnects that are due, connects that hang, token renewals.
     func tick(nowMS: Int64) {
-        if state == .waiting, nowMS >= retryAtMS {
+        if state == .connecting, nowMS - connectStartedMS > Int64(owner.settings.keepAlive) * 1000 {
+            connectFailed("no CONNACK within \(owner.settings.keepAlive)s")
+        } else if state == .waiting, nowMS >= retryAtMS {
             connect()
         } else if state == .connected, nowMS >= renewAtMS {
             renewing = true

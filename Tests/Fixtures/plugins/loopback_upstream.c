@@ -46,14 +46,15 @@ static gh_status lb_create(const gh_host_api *host, void *host_ctx, uint32_t rol
         free(self);
         return GH_ERR_INVALID;
     }
-    const char *out = strstr(json, "\"out\":");
+    const char *out = strstr(json, "\"out\"");
     if (out) {
-        const char *start = strchr(out + 6, '"');
+        const char *colon = strchr(out + 5, ':');
+        const char *start = colon ? strchr(colon, '"') : NULL;
         const char *end = start ? strchr(start + 1, '"') : NULL;
         if (start && end && (size_t)(end - start - 1) < sizeof self->out)
             memcpy(self->out, start + 1, (size_t)(end - start - 1));
     }
-    self->hold = strstr(json, "\"hold\":true") != NULL;
+    self->hold = strstr(json, "\"hold\":true") != NULL || strstr(json, "\"hold\" : true") != NULL;
     pthread_mutex_lock(&lock);
     current = self;
     held_count = 0;
