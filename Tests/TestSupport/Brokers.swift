@@ -112,10 +112,11 @@ public final class Collector: @unchecked Sendable {
     // @unchecked: immutable after init; the child is read through thread-safe APIs.
     let child: Subprocess
 
-    public init(broker: MosquittoBroker, topics: [String], in dir: TempDir, name: String = "collector") throws {
+    /// `name` is the MQTT client id's suffix (a persistent session); `file` names the output.
+    public init(broker: MosquittoBroker, topics: [String], in dir: TempDir, name: String = "collector", file: String? = nil) throws {
         var arguments = broker.clientArguments + ["-q", "1", "-v", "-i", "collector-\(name)", "-c"]
         for topic in topics { arguments += ["-t", topic] }
-        child = try Subprocess(which("mosquitto_sub")!, arguments, in: dir, name: name)
+        child = try Subprocess(which("mosquitto_sub")!, arguments, in: dir, name: file ?? name)
         Thread.sleep(forTimeInterval: 0.3)  // let the subscription land
     }
 
