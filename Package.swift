@@ -35,6 +35,9 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // The rule language: lexer, parser, checker, compiler, evaluator, diagnostics, test runner.
+        // No dependencies: integrators' tooling and the daemon both link it.
+        .target(name: "GateRules"),
         // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
         // client (which must control its own PUBACKs) and the hub emulator.
         .target(name: "MQTTCodec"),
@@ -69,6 +72,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GateRules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,6 +89,7 @@ let package = Package(
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "GateRulesTests", dependencies: ["GateRules"]),
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [

@@ -1,0 +1,2 @@
+/// The gatehouse rule language (see RULES.md).
+public enum GateRulesModule {}
