@@ -11,6 +11,9 @@ let package = Package(
         .executable(name: "gatehouse", targets: ["gatehouse"]),
         // Plugins are shared objects loaded with dlopen; SwiftPM names the file lib<name>.so.
         .library(name: "gatehouse-mqtt", type: .dynamic, targets: ["MQTTTransport"]),
+        // For the benchmark and fuzzing packages under Benchmarks/ and Fuzz/.
+        .library(name: "GateRules", targets: ["GateRules"]),
+        .library(name: "MQTTCodec", targets: ["MQTTCodec"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
