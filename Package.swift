@@ -41,6 +41,12 @@ let package = Package(
         // The rule language: lexer, parser, checker, compiler, evaluator, diagnostics, test runner.
         // No dependencies: integrators' tooling and the daemon both link it.
         .target(name: "GateRules"),
+        .systemLibrary(
+            name: "COpenSSL",
+            path: "Sources/COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
         // client (which must control its own PUBACKs) and the hub emulator.
         .target(name: "MQTTCodec"),
@@ -81,7 +87,7 @@ let package = Package(
         ),
         .target(
             name: "MQTTTransport",
-            dependencies: ["GatehousePluginKit", "CMosquitto", "MQTTCodec"],
+            dependencies: ["GatehousePluginKit", "CMosquitto", "COpenSSL", "MQTTCodec"],
             path: "Plugins/MQTTTransport"
         ),
         .executableTarget(

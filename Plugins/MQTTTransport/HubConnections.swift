@@ -2,6 +2,7 @@
     import Glibc
 #endif
 import CMosquitto
+import COpenSSL
 import Foundation
 import GatehousePluginKit
 import Synchronization
@@ -46,13 +47,28 @@ final class HubConnections: Sendable {
     private let pendingMethods = Mutex<[UInt64: PendingMethod]>([:])
     private let nextCommandToken = Atomic<UInt64>(1)
     private let running = Atomic<Bool>(false)
+    private let wakePending = Atomic<Bool>(false)
     private let drainDeadlineMS = Atomic<Int64>(0)
     private let done = DispatchSemaphore(value: 0)
     private let wakePipe: (read: Int32, write: Int32)
 
+    /// The TLS context all links share (see gh_tls_client_context); freed after the last link.
+    let tls: SendableContext
+
+    struct SendableContext: @unchecked Sendable {
+        // @unchecked: an OpenSSL SSL_CTX is safe to share between connections once configured;
+        // it is configured here, before any link exists, and never changed after.
+        let pointer: OpaquePointer
+    }
+
     init(settings: Settings, host: PluginHost) throws(PluginError) {
         self.settings = settings
         self.host = host
+        var message = [CChar](repeating: 0, count: 256)
+        guard let context = gh_tls_client_context(settings.caFile, settings.address, &message, message.count) else {
+            throw PluginError("cannot set up TLS: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))", configKey: settings.caFile == nil ? nil : "ca_file")
+        }
+        tls = SendableContext(pointer: context)
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
             throw PluginError("cannot create the I/O thread's wake-up pipe: \(String(cString: strerror(errno)))")
@@ -62,6 +78,7 @@ final class HubConnections: Sendable {
     }
 
     deinit {
+        SSL_CTX_free(tls.pointer)
         Glibc.close(wakePipe.read)
         Glibc.close(wakePipe.write)
     }
@@ -124,7 +141,10 @@ final class HubConnections: Sendable {
         wake()
     }
 
+    /// Wakes the I/O thread unless a wake-up is already pending: one pipe write covers every
+    /// operation queued before the thread drains the inbox.
     private func wake() {
+        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
         _ = write(wakePipe.write, &byte, 1)
     }
@@ -187,6 +207,7 @@ final class HubConnections: Sendable {
         }
 
         mutating func processInbox() {
+            owner.wakePending.store(false, ordering: .sequentiallyConsistent)
             let ops = owner.inbox.withLock { ops in
                 defer { ops.removeAll(keepingCapacity: true) }
                 return ops
@@ -272,15 +293,19 @@ final class HubLink {
         _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
         // The host bounds what is in flight per device; libmosquitto should not queue on top.
         _ = mosquitto_max_inflight_messages_set(mosq, 0)
-        let settings = owner.settings
-        let tlsStatus = mosquitto_tls_set(mosq, settings.caFile, settings.caFile == nil ? "/etc/ssl/certs" : nil, nil, nil, nil)
-        if tlsStatus != MOSQ_ERR_SUCCESS.rawValue {
-            owner.host.log(.error, "TLS setup failed for device \(device): \(String(cString: mosquitto_strerror(tlsStatus)))")
-        }
-        _ = mosquitto_tls_opts_set(mosq, 1, "tlsv1.2", nil)
+        // The shared context, as is: libmosquitto applies no defaults of its own on top, but
+        // still checks the server's host name (tls_insecure stays false).
+        _ = mosquitto_void_option(mosq, MOSQ_OPT_SSL_CTX, UnsafeMutableRawPointer(owner.tls.pointer))
+        _ = mosquitto_int_option(mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0)
         mosquitto_connect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onConnect(rc) }
         mosquitto_disconnect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onDisconnect(rc) }
         mosquitto_publish_callback_set(mosq) { _, user, mid in HubLink.from(user)?.onPublish(mid) }
+        // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
+        // more than the disconnect code that follows them.
+        mosquitto_log_callback_set(mosq) { _, user, level, text in
+            guard let link = HubLink.from(user), let text, level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else { return }
+            link.owner.host.log(.warning, "device \(link.device): libmosquitto: \(String(cString: text))")
+        }
         mosquitto_message_callback_set(mosq) { _, user, message in
             guard let message else { return }
             HubLink.from(user)?.onMessage(message.pointee)

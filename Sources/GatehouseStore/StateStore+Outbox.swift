@@ -71,7 +71,7 @@ extension StateStore {
     /// Removes acknowledged records, in one transaction.
     public func removeFromOutbox(_ seqs: [Int64], deliveredPerDevice: [String: Int] = [:]) throws(StoreError) {
         guard !seqs.isEmpty else { return }
-        try write("remove \(seqs.count) delivered message(s) from the outbox") { db in
+        try writeUnsynced("remove \(seqs.count) delivered message(s) from the outbox") { db in
             let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
             for seq in seqs { try delete.execute(arguments: [seq]) }
             let count = try db.cachedStatement(sql: "UPDATE device SET messages_out = messages_out + ? WHERE id = ?")

@@ -15,6 +15,8 @@ public final class StateStore: Sendable {
 
     public let path: String
     let pool: DatabasePool
+    /// The `synchronous` level of ordinary commits ("FULL" or "NORMAL").
+    let synchronous: String
 
     /// Opens (creating if needed) the database at `path` and migrates it forward.
     public init(path: String, durability: Durability = .full) throws(StoreError) {
@@ -23,6 +25,7 @@ public final class StateStore: Sendable {
         configuration.label = "gatehouse.state"
         configuration.busyMode = .timeout(5)
         let synchronous = durability == .full ? "FULL" : "NORMAL"
+        self.synchronous = synchronous
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
@@ -46,6 +49,7 @@ public final class StateStore: Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw StoreError(code: .cannotOpen, message: "no state database at \(path); is gatehoused running with this config?")
         }
+        synchronous = "NORMAL"
         var configuration = Configuration()
         configuration.readonly = true
         configuration.busyMode = .timeout(5)
@@ -132,6 +136,26 @@ extension StateStore {
     func write<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
         do {
             return try pool.write(body)
+        } catch {
+            throw StoreError(code: .writeFailed, message: "cannot \(what)", underlying: error)
+        }
+    }
+
+    /// A write transaction that does not wait for fsync. For changes whose loss in a power cut
+    /// is harmless (removing delivered messages: at worst they are sent again). In WAL mode the
+    /// next ordinary (synced) commit makes it durable too, since the log is written in order.
+    func writeUnsynced<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = OFF")
+                defer { try? db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+                var result: T?
+                try db.inTransaction {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
         } catch {
             throw StoreError(code: .writeFailed, message: "cannot \(what)", underlying: error)
         }

@@ -132,3 +132,32 @@ struct RelayIntegrationTests {
         #expect(waitUntil(timeout: .seconds(10)) { rig.gatewayLogs.contains("configuration reloaded") })
     }
 }
+
+@Suite("Hub TLS", .serialized, .enabled(if: MosquittoBroker.available, "mosquitto is not installed: run scripts/setup"))
+struct HubTLSTests {
+    @Test("a hub whose certificate names another host is refused; nothing is sent to it")
+    func hostNameChecked() throws {
+        let rig = try GatewayRig()
+        // Re-issue the hub's certificate, from the trusted CA, for "otherhost" only.
+        let dir = rig.dir
+        let openssl = which("openssl") ?? "/usr/bin/openssl"
+        let ext = try dir.write("other.ext", "subjectAltName=DNS:otherhost\n")
+        for arguments in [
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir.file("server.key"), "-out", dir.file("other.csr"), "-subj", "/CN=otherhost"],
+            ["x509", "-req", "-in", dir.file("other.csr"), "-CA", dir.file("ca.crt"), "-CAkey", dir.file("ca.key"), "-CAcreateserial",
+             "-out", dir.file("server.crt"), "-days", "2", "-extfile", ext],
+        ] {
+            #expect(try Subprocess.run(openssl, arguments).0 == 0)
+        }
+        rig.hub.stop()
+        try rig.hub.start()
+        let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
+        _ = collector
+        try rig.startGateway()
+        #expect(try publishLines(["secret telemetry"], topic: "devices/tls-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(waitUntil(timeout: .seconds(10)) { rig.gatewayLogs.contains("certificate verify failed") })
+        Thread.sleep(forTimeInterval: 1)
+        #expect(!rig.hub.log.contains("as tls-1 "), "the hub must never see a CONNECT")
+        #expect(rig.daemonCounter("outboxMessages") == 1)
+    }
+}

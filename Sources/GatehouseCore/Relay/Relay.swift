@@ -49,7 +49,10 @@ public final class Relay: PluginHostDelegate {
         var spillCursor: Int64
     }
 
-    struct Lane {
+    /// One device's queue. A class, so that mutating it in `Lanes.byDevice` never copies the
+    /// queue (a struct in a dictionary is copied on write while the dictionary holds it).
+    /// Touched only under the `lanes` lock.
+    final class Lane {
         var queue = Deque<OutboxRecord>()
         var inflight: [OutboxRecord] = []
         var linkUp = false
@@ -71,6 +74,14 @@ public final class Relay: PluginHostDelegate {
         /// Devices whose upstream identity was asked to open.
         var opened = Set<String>()
         var inflightPerDevice: Int
+
+        /// The device's lane, created on first use.
+        mutating func lane(_ device: String) -> Lane {
+            if let lane = byDevice[device] { return lane }
+            let lane = Lane()
+            byDevice[device] = lane
+            return lane
+        }
     }
 
     final class Counters: Sendable {
@@ -121,7 +132,7 @@ public final class Relay: PluginHostDelegate {
         let deadline = ContinuousClock.now + timeout
         // Stop handing out new work; what is in flight may still be acknowledged.
         lanes.withLock { lanes in
-            for device in lanes.byDevice.keys { lanes.byDevice[device]!.linkUp = false }
+            for lane in lanes.byDevice.values { lane.linkUp = false }
             lanes.ready.removeAll()
         }
         while ContinuousClock.now < deadline, lanes.withLock({ !$0.inflightDevice.isEmpty }) {
@@ -226,11 +237,10 @@ public final class Relay: PluginHostDelegate {
         let gone = Set(dropped.map(\.seq))
         lanes.withLock { lanes in
             for device in Set(dropped.map(\.deviceID)) {
-                guard var lane = lanes.byDevice[device] else { continue }
+                guard let lane = lanes.byDevice[device] else { continue }
                 let before = lane.queue.reduce(0) { $0 + $1.payload.count }
                 lane.queue.removeAll { gone.contains($0.seq) }
                 lanes.memoryBytes -= before - lane.queue.reduce(0) { $0 + $1.payload.count }
-                lanes.byDevice[device] = lane
             }
         }
         let devices = Set(dropped.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
@@ -239,7 +249,7 @@ public final class Relay: PluginHostDelegate {
 
     private static func enqueue(_ records: [OutboxRecord], into lanes: inout Lanes) {
         for record in records {
-            lanes.byDevice[record.deviceID, default: Lane()].queue.append(record)
+            lanes.lane(record.deviceID).queue.append(record)
             lanes.memoryBytes += record.payload.count
             lanes.ready.insert(record.deviceID)
         }
@@ -251,7 +261,7 @@ public final class Relay: PluginHostDelegate {
         let seq = Int64(bitPattern: token)
         lanes.withLock { lanes in
             guard let device = lanes.inflightDevice.removeValue(forKey: seq),
-                var lane = lanes.byDevice[device],
+                let lane = lanes.byDevice[device],
                 let index = lane.inflight.firstIndex(where: { $0.seq == seq })
             else { return }
             let record = lane.inflight.remove(at: index)
@@ -265,7 +275,6 @@ public final class Relay: PluginHostDelegate {
                 let position = lane.queue.firstIndex { $0.seq > seq } ?? lane.queue.endIndex
                 lane.queue.insert(record, at: position)
             }
-            lanes.byDevice[device] = lane
             lanes.ready.insert(device)
         }
         if status == .ok { counters.delivered.add(1, ordering: .relaxed) }
@@ -274,8 +283,9 @@ public final class Relay: PluginHostDelegate {
 
     public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
         lanes.withLock { lanes in
-            lanes.byDevice[deviceID, default: Lane()].linkUp = state == .up
-            lanes.byDevice[deviceID]!.retryAfter = nil
+            let lane = lanes.lane(deviceID)
+            lane.linkUp = state == .up
+            lane.retryAfter = nil
             if state == .up { lanes.ready.insert(deviceID) }
         }
         var metadata: Logger.Metadata = ["device": "\(deviceID)", "state": "\(state)", "plugin": "\(plugin)"]
@@ -338,11 +348,17 @@ public final class Relay: PluginHostDelegate {
 
     private func dispatcherLoop() {
         var lastHousekeeping = ContinuousClock.now - .seconds(10)
+        var lastFlush = ContinuousClock.now
         while true {
-            _ = wake.wait(timeout: .now() + .milliseconds(200))
+            _ = wake.wait(timeout: .now() + .milliseconds(20))
             wakeRequested.store(false, ordering: .sequentiallyConsistent)
             let stopping = !running.load(ordering: .sequentiallyConsistent)
-            flushAcknowledged()
+            // Acknowledged messages leave SQLite in batches: every 20 ms or 1,024 messages.
+            let pending = lanes.withLock { $0.acknowledged.count }
+            if stopping || pending >= 1024 || (pending > 0 && ContinuousClock.now - lastFlush >= .milliseconds(20)) {
+                flushAcknowledged()
+                lastFlush = .now
+            }
             if stopping { break }
             refillIfNeeded()
             sendReady()
@@ -403,7 +419,7 @@ public final class Relay: PluginHostDelegate {
             let batch: [OutboxRecord] = lanes.withLock { lanes in
                 var batch: [OutboxRecord] = []
                 for device in lanes.ready {
-                    guard var lane = lanes.byDevice[device] else {
+                    guard let lane = lanes.byDevice[device] else {
                         lanes.ready.remove(device)
                         continue
                     }
@@ -417,7 +433,6 @@ public final class Relay: PluginHostDelegate {
                         lanes.inflightDevice[next.seq] = device
                         batch.append(next)
                     }
-                    lanes.byDevice[device] = lane
                     lanes.ready.remove(device)
                     if batch.count >= 1024 { break }
                 }

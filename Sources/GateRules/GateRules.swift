@@ -1,2 +1,0 @@
-/// The gatehouse rule language (see RULES.md).
-public enum GateRulesModule {}
