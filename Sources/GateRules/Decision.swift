@@ -1,0 +1,150 @@
+/// What a policy answers: a decision for a command, a route for telemetry, and — on request —
+/// an explanation of every clause's value.
+
+public enum Effect: String, Sendable, Hashable {
+    case allow, deny
+}
+
+/// A rule, as decisions and explanations name it.
+public struct RuleRef: Sendable, Hashable, CustomStringConvertible {
+    public let name: String
+    public let file: String
+    public let line: Int
+    /// The rule's `because` text, if any.
+    public let because: String?
+
+    /// `"reboot, firmware.update" (10-commands.rules:4)`
+    public var description: String { "\"\(name)\" (\(file):\(line))" }
+}
+
+/// A rule whose evaluation failed. It could not allow; if it was a `deny`, it denied.
+public struct RuleFault: Sendable, Hashable, CustomStringConvertible {
+    public let rule: RuleRef
+    public let message: String
+    public var description: String { "\(rule) failed: \(message)" }
+}
+
+public struct Decision: Sendable {
+    public let effect: Effect
+    /// The rules that decided: every matching (or failing) `deny` if any, else every matching
+    /// `allow`. Empty for the default deny.
+    public var rules: [RuleRef] {
+        guard first >= 0 else { return [] }
+        return [table[Int(first)]] + more.map { table[Int($0)] }
+    }
+    /// Rules that failed while evaluating (and so could not allow).
+    public let faults: [RuleFault]
+    /// Filled in by `Policy.decide(_:explain:)` with `explain: true`.
+    public let explanation: Explanation?
+
+    // The deciding rules as indexes into the policy's table: a decision allocates nothing in
+    // the common case of one deciding rule.
+    let table: [RuleRef]
+    let first: Int32
+    let more: [Int32]
+
+    /// True when no rule matched and the default applied.
+    public var isDefault: Bool { first < 0 }
+
+    /// The first deciding rule's `because`, if it has one.
+    public var reason: String? { first >= 0 ? table[Int(first)].because : nil }
+
+    /// "allow by "reboot" (site.rules:4)" / "deny (no rule allows this command)"
+    public var summary: String {
+        if isDefault { return "\(effect) (no rule allows this command)" }
+        return "\(effect) by " + rules.map(\.description).joined(separator: ", ")
+    }
+}
+
+public enum RoutePriority: Int, Sendable, Hashable, Comparable, CustomStringConvertible {
+    case low, normal, high
+
+    static let names = ["low", "normal", "high"]
+
+    public init?(name: String) {
+        guard let index = Self.names.firstIndex(of: name) else { return nil }
+        self.init(rawValue: index)
+    }
+
+    public var description: String { Self.names[rawValue] }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
+
+public struct Route: Sendable, Hashable, CustomStringConvertible {
+    public let destination: String
+    public let priority: RoutePriority
+
+    public init(destination: String, priority: RoutePriority) {
+        self.destination = destination
+        self.priority = priority
+    }
+
+    public var description: String { "\(destination) (priority \(priority))" }
+}
+
+public struct RouteDecision: Sendable {
+    /// Where the message goes, highest priority first; empty when it is dropped.
+    public let routes: [Route]
+    /// The rules that decided: the matching (or failing) `drop`s if any, else the matching routes.
+    public let rules: [RuleRef]
+    public let faults: [RuleFault]
+    public let explanation: Explanation?
+
+    public var dropped: Bool { routes.isEmpty }
+
+    public var summary: String {
+        if dropped {
+            return rules.isEmpty
+                ? "drop (no rule routes this message)" : "drop by " + rules.map(\.description).joined(separator: ", ")
+        }
+        return "route to " + routes.map(\.description).joined(separator: ", ") + " by "
+            + rules.map(\.description).joined(separator: ", ")
+    }
+}
+
+/// Every evaluated rule, and in each the value of every clause.
+public struct Explanation: Sendable {
+    public var rules: [RuleExplanation]
+
+    /// ```
+    /// allow "reboot, firmware.update" (site.rules:4): did not match
+    ///   `operator` was false
+    ///     `"Gateway.Operator" in token.roles` was false: token.roles = ["Viewer"]
+    /// ```
+    public func render() -> String {
+        var lines: [String] = []
+        for rule in rules {
+            lines.append("\(rule.kind) \(rule.rule): \(rule.outcome)")
+            for clause in rule.clauses {
+                let indent = String(repeating: "  ", count: clause.depth + 1)
+                var line = "\(indent)`\(clause.text)` was \(clause.outcome)"
+                if clause.outcome.hasPrefix("failed") { line = "\(indent)`\(clause.text)` \(clause.outcome)" }
+                if !clause.bindings.isEmpty {
+                    line += ": " + clause.bindings.map { "\($0.0) = \($0.1)" }.joined(separator: ", ")
+                }
+                lines.append(line)
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+public struct RuleExplanation: Sendable {
+    public let rule: RuleRef
+    /// `allow`, `deny`, `route` or `drop`.
+    public let kind: String
+    /// `matched`, `did not match`, `matched (no condition)` or `failed: …`.
+    public let outcome: String
+    public let clauses: [ClauseExplanation]
+}
+
+public struct ClauseExplanation: Sendable {
+    /// Nesting: clauses of a `let` sit one level under the clause that used it.
+    public let depth: Int
+    /// The clause's source text.
+    public let text: String
+    /// `true`, `false` or `failed: …`.
+    public internal(set) var outcome: String
+    /// The input fields the clause read and their values (`missing` if absent).
+    public internal(set) var bindings: [(String, String)]
+}

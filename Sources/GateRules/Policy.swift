@@ -1,0 +1,362 @@
+/// A compiled policy: every `.rules` file of a directory, checked and lowered, ready to decide.
+///
+/// `Policy` is immutable and `Sendable`: any number of threads may call `decide` at once.
+/// Compiling is the only step that can fail, and it fails with diagnostics, never by throwing.
+/// Swap policies at run time with `PolicyHandle`.
+
+/// The inputs of a command decision. Each is JSON-shaped; absent ones read as missing.
+public struct CommandInput: Sendable {
+    var roots: Roots
+
+    /// - Parameters:
+    ///   - command: `{name, args, id, timeout}`; at least `name`.
+    ///   - token: the caller's verified JWT claims.
+    ///   - now: usually `Value.now(unixSeconds:)`; the language has no other clock.
+    public init(command: Value, token: Value = .null, device: Value = .null, gateway: Value = .null, now: Value = .null)
+    {
+        roots = Roots(command: command, token: token, device: device, gateway: gateway, now: now)
+    }
+
+    /// Reads `{"command": …, "token": …, "device": …, "gateway": …, "now": …}`; `now` may be
+    /// unix seconds or a map of its fields.
+    public init(json: String) throws(JSONError) {
+        let value = try Value(json: json)
+        self.init(
+            command: value["command"] ?? .null, token: value["token"] ?? .null, device: value["device"] ?? .null,
+            gateway: value["gateway"] ?? .null, now: nowValue(value["now"]))
+    }
+
+    public var command: Value {
+        get { roots.command }
+        set { roots.command = newValue }
+    }
+    public var token: Value {
+        get { roots.token }
+        set { roots.token = newValue }
+    }
+    public var device: Value {
+        get { roots.device }
+        set { roots.device = newValue }
+    }
+    public var gateway: Value {
+        get { roots.gateway }
+        set { roots.gateway = newValue }
+    }
+    public var now: Value {
+        get { roots.now }
+        set { roots.now = newValue }
+    }
+}
+
+/// The inputs of a telemetry routing decision.
+public struct TelemetryInput: Sendable {
+    var roots: Roots
+
+    /// - Parameter message: `{topic, size, properties, body, content_type}`.
+    public init(message: Value, device: Value = .null, gateway: Value = .null, now: Value = .null) {
+        roots = Roots(device: device, gateway: gateway, message: message, now: now)
+    }
+
+    public init(json: String) throws(JSONError) {
+        let value = try Value(json: json)
+        self.init(
+            message: value["message"] ?? .null, device: value["device"] ?? .null, gateway: value["gateway"] ?? .null,
+            now: nowValue(value["now"]))
+    }
+}
+
+private func nowValue(_ value: Value?) -> Value {
+    if case .number(let seconds)? = value { return .now(unixSeconds: Int64(seconds)) }
+    return value ?? .null
+}
+
+public final class Policy: Sendable {
+    /// The sources, kept for explanations and diagnostics.
+    public let files: [SourceFile]
+    /// Warnings from checking (a policy with errors is never built).
+    public let warnings: [Diagnostic]
+    /// The static bound on one decision's work (see `Cost`).
+    public let cost: Cost
+    public let options: CheckOptions
+    let engine: Engine
+    let tests: [CheckedTest]
+
+    public var commandRuleCount: Int { engine.commandRules.count }
+    public var telemetryRuleCount: Int { engine.telemetryRules.count }
+    public var testCount: Int { tests.count }
+
+    private init(files: [SourceFile], warnings: [Diagnostic], program: CheckedProgram, options: CheckOptions) {
+        self.files = files
+        self.warnings = warnings
+        self.cost = program.cost
+        self.options = options
+        self.engine = Engine(program: program, files: files, tracing: false)
+        self.tests = program.tests
+    }
+
+    /// Parses, checks and compiles. Returns nil (and the reasons) if anything is an error;
+    /// warnings come back either way.
+    public static func compile(files: [SourceFile], options: CheckOptions = CheckOptions()) -> (Policy?, [Diagnostic]) {
+        let (program, diagnostics) = frontEnd(files: files, options: options)
+        guard let program else { return (nil, diagnostics) }
+        return (Policy(files: files, warnings: diagnostics, program: program, options: options), diagnostics)
+    }
+
+    /// Lexes, parses and checks every file; nil program if there is any error.
+    static func frontEnd(files: [SourceFile], options: CheckOptions) -> (CheckedProgram?, [Diagnostic]) {
+        var diagnostics = DiagnosticBag()
+        var nextID = 0
+        var syntax: [FileSyntax] = []
+        for (index, file) in files.enumerated() {
+            syntax.append(Parser.parse(file, file: index, nextID: &nextID, diagnostics: &diagnostics))
+        }
+        let (program, checkDiagnostics) = Checker.check(syntax, files: files, options: options)
+        diagnostics.items += checkDiagnostics
+        // In reading order: by file, then position (stable, so one place keeps its order).
+        let sorted = diagnostics.items.enumerated().sorted { a, b in
+            let x = a.element.span.map { ($0.file, $0.start) } ?? (-1, -1)
+            let y = b.element.span.map { ($0.file, $0.start) } ?? (-1, -1)
+            return x != y ? x < y : a.offset < b.offset
+        }.map(\.element)
+        return (diagnostics.hasErrors ? nil : program, sorted)
+    }
+
+    /// Decides a command. Never fails: anything that goes wrong denies.
+    public func decide(_ input: CommandInput) -> Decision {
+        engine.decide(input.roots, budget: options.budget, trace: nil)
+    }
+
+    /// Decides a command and, with `explain`, records every clause's value. The explanation is
+    /// built by recompiling the same sources with tracing, so the fast path carries no cost.
+    public func decide(_ input: CommandInput, explain: Bool) -> Decision {
+        guard explain, let traced = tracedEngine() else { return decide(input) }
+        return traced.decide(input.roots, budget: options.budget, trace: Trace())
+    }
+
+    /// Routes a telemetry message. Never fails: anything that goes wrong drops.
+    public func route(_ input: TelemetryInput, explain: Bool = false) -> RouteDecision {
+        if explain, let traced = tracedEngine() {
+            return traced.route(input.roots, budget: options.budget, trace: Trace())
+        }
+        return engine.route(input.roots, budget: options.budget, trace: nil)
+    }
+
+    private func tracedEngine() -> Engine? {
+        guard let program = Self.frontEnd(files: files, options: options).0 else { return nil }
+        return Engine(program: program, files: files, tracing: true)
+    }
+}
+
+/// The compiled rules and the index that finds the ones a command name can match.
+struct Engine: Sendable {
+    struct CommandRule: Sendable {
+        let index: Int32
+        let effect: RuleEffect
+        let patterns: [Glob]
+        let condition: ConditionCode?
+
+        func matches(_ name: String) -> Bool { patterns.contains { $0.matches(name) } }
+    }
+
+    struct TelemetryRule: Sendable {
+        let index: Int32
+        let action: TelemetryAction
+        let routes: [Route]
+        let condition: ConditionCode?
+    }
+
+    /// The rules a command name can match, denies and allows apart, in policy order.
+    struct Candidates: Sendable {
+        var denies: [Int32] = []
+        var allows: [Int32] = []
+    }
+
+    let table: [RuleRef]
+    let commandRules: [CommandRule]
+    let telemetryRules: [TelemetryRule]
+    /// Every command name written without wildcards → the rules that can match it.
+    let byName: [String: Candidates]
+    /// Rules with a wildcard pattern: the candidates for any other name (patterns checked at run time).
+    let wildcard: Candidates
+    let letCount: Int
+    let localCount: Int
+
+    init(program: CheckedProgram, files: [SourceFile], tracing: Bool) {
+        let compiler = Compiler(lets: program.lets, tracing: tracing ? files : nil)
+        var table: [RuleRef] = []
+        func reference(_ name: String, _ span: Span, _ because: String?) -> Int32 {
+            let file = files[span.file]
+            table.append(
+                RuleRef(name: name, file: file.name, line: file.location(of: span.start).line, because: because))
+            return Int32(table.count - 1)
+        }
+        var commandRules: [CommandRule] = []
+        for rule in program.commandRules {
+            commandRules.append(
+                CommandRule(
+                    index: reference(rule.name, rule.span, rule.because), effect: rule.effect, patterns: rule.patterns,
+                    condition: rule.condition.map(compiler.rootCondition)))
+        }
+        var telemetryRules: [TelemetryRule] = []
+        for rule in program.telemetryRules {
+            telemetryRules.append(
+                TelemetryRule(
+                    index: reference(rule.name, rule.span, rule.because), action: rule.action,
+                    routes: rule.destinations.map { Route(destination: $0, priority: rule.priority) },
+                    condition: rule.condition.map(compiler.rootCondition)))
+        }
+        // The index: for each literal name, the rules naming it plus the wildcard rules matching it.
+        var wildcard = Candidates()
+        var literalNames: Set<String> = []
+        for (position, rule) in commandRules.enumerated() {
+            if rule.patterns.contains(where: { !$0.isLiteral }) {
+                if rule.effect == .deny {
+                    wildcard.denies.append(Int32(position))
+                } else {
+                    wildcard.allows.append(Int32(position))
+                }
+            }
+            for pattern in rule.patterns where pattern.isLiteral { literalNames.insert(pattern.pattern) }
+        }
+        var byName: [String: Candidates] = [:]
+        for name in literalNames {
+            var candidates = Candidates()
+            for (position, rule) in commandRules.enumerated() where rule.matches(name) {
+                if rule.effect == .deny {
+                    candidates.denies.append(Int32(position))
+                } else {
+                    candidates.allows.append(Int32(position))
+                }
+            }
+            byName[name] = candidates
+        }
+        self.table = table
+        self.commandRules = commandRules
+        self.telemetryRules = telemetryRules
+        self.byName = byName
+        self.wildcard = wildcard
+        self.letCount = program.lets.count
+        self.localCount = program.localSlots
+    }
+
+    private enum Outcome {
+        case matched, notMatched
+        case failed(Fault)
+    }
+
+    @inline(__always)
+    private func evaluate(_ condition: ConditionCode?, _ roots: Roots, _ frame: inout Frame) -> Outcome {
+        guard let condition else { return .matched }
+        do throws(Fault) {
+            return try condition(roots, &frame) ? .matched : .notMatched
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    private func describe(_ outcome: Outcome, conditional: Bool) -> String {
+        switch outcome {
+        case .matched: conditional ? "matched" : "matched (no condition)"
+        case .notMatched: "did not match"
+        case .failed(let fault): "failed: \(fault.message)"
+        }
+    }
+
+    func decide(_ roots: Roots, budget: Int, trace: Trace?) -> Decision {
+        guard case .map(let command) = roots.command, case .string(let name)? = command["name"] else {
+            return Decision(
+                effect: .deny, faults: [], explanation: trace.map { _ in Explanation(rules: []) }, table: table,
+                first: -1,
+                more: [])
+        }
+        let indexed = byName[name]
+        let candidates = indexed ?? wildcard
+        let checkPatterns = indexed == nil
+        return Frame.with(budget: budget, letCount: letCount, localCount: localCount, trace: trace) { frame in
+            var first: Int32 = -1
+            var more: [Int32] = []
+            var faults: [RuleFault] = []
+            var explained: [RuleExplanation] = []
+            func run(_ positions: [Int32], denying: Bool) {
+                for position in positions {
+                    let rule = commandRules[Int(position)]
+                    if checkPatterns, !rule.matches(name) { continue }
+                    let outcome = evaluate(rule.condition, roots, &frame)
+                    if let trace {
+                        explained.append(
+                            RuleExplanation(
+                                rule: table[Int(rule.index)], kind: rule.effect.rawValue,
+                                outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
+                    }
+                    var decides = false
+                    switch outcome {
+                    case .matched: decides = true
+                    case .notMatched: break
+                    case .failed(let fault):
+                        faults.append(RuleFault(rule: table[Int(rule.index)], message: fault.message))
+                        decides = denying  // a failing deny denies; a failing allow cannot allow
+                    }
+                    if decides {
+                        if first < 0 { first = rule.index } else { more.append(rule.index) }
+                    }
+                }
+            }
+            run(candidates.denies, denying: true)
+            var effect = Effect.deny
+            if first < 0 {
+                run(candidates.allows, denying: false)
+                if first >= 0 { effect = .allow }
+            }
+            return Decision(
+                effect: effect, faults: faults, explanation: trace.map { _ in Explanation(rules: explained) },
+                table: table, first: first, more: more)
+        }
+    }
+
+    func route(_ roots: Roots, budget: Int, trace: Trace?) -> RouteDecision {
+        Frame.with(budget: budget, letCount: letCount, localCount: localCount, trace: trace) { frame in
+            var drops: [RuleRef] = []
+            var routing: [RuleRef] = []
+            var routes: [Route] = []
+            var faults: [RuleFault] = []
+            var explained: [RuleExplanation] = []
+            for rule in telemetryRules {
+                let outcome = evaluate(rule.condition, roots, &frame)
+                let ref = table[Int(rule.index)]
+                if let trace {
+                    explained.append(
+                        RuleExplanation(
+                            rule: ref, kind: rule.action.rawValue,
+                            outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
+                }
+                switch (outcome, rule.action) {
+                case (.matched, .drop):
+                    drops.append(ref)
+                case (.matched, .route):
+                    routing.append(ref)
+                    for route in rule.routes {
+                        if let existing = routes.firstIndex(where: { $0.destination == route.destination }) {
+                            if routes[existing].priority < route.priority { routes[existing] = route }
+                        } else {
+                            routes.append(route)
+                        }
+                    }
+                case (.failed(let fault), let action):
+                    faults.append(RuleFault(rule: ref, message: fault.message))
+                    if action == .drop { drops.append(ref) }  // a failing drop drops
+                case (.notMatched, _):
+                    break
+                }
+            }
+            let explanation = trace.map { _ in Explanation(rules: explained) }
+            if !drops.isEmpty {
+                return RouteDecision(routes: [], rules: drops, faults: faults, explanation: explanation)
+            }
+            // Highest priority first; ties keep policy order (the sort is stable).
+            let ordered = routes.enumerated().sorted { a, b in
+                a.element.priority != b.element.priority ? a.element.priority > b.element.priority : a.offset < b.offset
+            }.map(\.element)
+            return RouteDecision(routes: ordered, rules: routing, faults: faults, explanation: explanation)
+        }
+    }
+}

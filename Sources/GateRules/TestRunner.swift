@@ -1,0 +1,84 @@
+/// Runs the `test` blocks written beside the rules: each builds an input, asks the policy,
+/// and compares the decision (and, if given, the deciding rules) with its `expect`.
+
+public struct TestOutcome: Sendable {
+    public let name: String
+    public let file: String
+    public let line: Int
+    public let passed: Bool
+    /// What the test expected, as written: `allow by "reboot"`.
+    public let expected: String
+    /// What the policy decided, with the deciding rules.
+    public let actual: String
+    /// Rules that failed while deciding (they are part of why a test may fail).
+    public let faults: [RuleFault]
+}
+
+public enum TestRunner {
+    public static func run(_ policy: Policy) -> [TestOutcome] {
+        policy.tests.map { run($0, in: policy) }
+    }
+
+    static func run(_ test: CheckedTest, in policy: Policy) -> TestOutcome {
+        let file = policy.files[test.span.file]
+        let line = file.location(of: test.span.start).line
+        var roots = Roots()
+        roots.command = test.inputs[.command] ?? .null
+        roots.token = test.inputs[.token] ?? .null
+        roots.device = test.inputs[.device] ?? .null
+        roots.gateway = test.inputs[.gateway] ?? .null
+        roots.message = test.inputs[.message] ?? .null
+        roots.now = test.inputs[.now] ?? .null
+        var expected = test.outcome.rawValue
+        if !test.routes.isEmpty { expected += " to " + test.routes.map(\.description).joined(separator: ", ") }
+        if let rules = test.rules { expected += " by " + rules.map { "\"\($0)\"" }.joined(separator: ", ") }
+
+        let passed: Bool
+        let actual: String
+        let faults: [RuleFault]
+        let deciding: [String]
+        switch test.outcome {
+        case .allow, .deny:
+            let decision = policy.engine.decide(roots, budget: policy.options.budget, trace: nil)
+            deciding = decision.rules.map(\.name)
+            faults = decision.faults
+            actual = decision.summary
+            passed = decision.effect.rawValue == test.outcome.rawValue && matches(test.rules, deciding)
+        case .route, .drop:
+            let decision = policy.engine.route(roots, budget: policy.options.budget, trace: nil)
+            deciding = decision.rules.map(\.name)
+            faults = decision.faults
+            actual = decision.summary
+            let outcomeOK = decision.dropped == (test.outcome == .drop)
+            let routesOK = test.outcome == .drop || Set(test.routes) == Set(decision.routes)
+            passed = outcomeOK && routesOK && matches(test.rules, deciding)
+        }
+        return TestOutcome(
+            name: test.name, file: file.name, line: line, passed: passed, expected: expected, actual: actual,
+            faults: faults)
+    }
+
+    private static func matches(_ expected: [String]?, _ actual: [String]) -> Bool {
+        guard let expected else { return true }
+        return Set(expected) == Set(actual) && expected.count == actual.count
+    }
+
+    /// One line a test, then `N passed, N failed`.
+    public static func report(_ outcomes: [TestOutcome]) -> String {
+        var lines: [String] = []
+        for outcome in outcomes {
+            let place = "\(outcome.file):\(outcome.line)"
+            if outcome.passed {
+                lines.append("PASS \(place) \(outcome.name): \(outcome.actual)")
+            } else {
+                lines.append("FAIL \(place) \(outcome.name)")
+                lines.append("     expected \(outcome.expected)")
+                lines.append("     got      \(outcome.actual)")
+            }
+            for fault in outcome.faults { lines.append("     note: \(fault)") }
+        }
+        let passed = outcomes.filter(\.passed).count
+        lines.append("\(passed) passed, \(outcomes.count - passed) failed")
+        return lines.joined(separator: "\n")
+    }
+}
