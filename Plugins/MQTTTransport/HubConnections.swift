@@ -291,6 +291,8 @@ final class HubLink {
         selfReference = reference
         mosquitto_user_data_set(mosq, reference.toOpaque())
         _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        // Telemetry is small and latency matters: no Nagle delay behind a delayed ACK.
+        _ = mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1)
         // The host bounds what is in flight per device; libmosquitto should not queue on top.
         _ = mosquitto_max_inflight_messages_set(mosq, 0)
         // The shared context, as is: libmosquitto applies no defaults of its own on top, but

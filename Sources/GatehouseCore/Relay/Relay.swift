@@ -33,6 +33,9 @@ public final class Relay: PluginHostDelegate {
     private let wake = DispatchSemaphore(value: 0)
     private let wakeRequested = Atomic<Bool>(false)
     private let running = Atomic<Bool>(false)
+    /// Mirrors `Book.spilled`, so the dispatcher can skip the `book` lock (held by ingest across
+    /// its fsync) when memory already holds the whole outbox.
+    private let spilledHint = Atomic<Bool>(true)
     private let upstreamSlot = Mutex<PluginInstance?>(nil)
     private let dispatcherDone = DispatchSemaphore(value: 0)
     private let startedMS: Int64
@@ -182,7 +185,7 @@ public final class Relay: PluginHostDelegate {
                         book.spilled = true
                         book.spillCursor = stored[0].seq
                     }
-                    if !book.spilled { Self.enqueue(stored, into: &lanes) }
+                    if !book.spilled { Self.enqueue(stored, into: &lanes) } else { spilledHint.store(true, ordering: .relaxed) }
                     return Set(stored.map(\.deviceID)).filter { !lanes.opened.contains($0) }.sorted()
                 }
             }
@@ -353,6 +356,8 @@ public final class Relay: PluginHostDelegate {
             _ = wake.wait(timeout: .now() + .milliseconds(20))
             wakeRequested.store(false, ordering: .sequentiallyConsistent)
             let stopping = !running.load(ordering: .sequentiallyConsistent)
+            // Sending first: it is what latency waits for, and it never touches SQLite.
+            if !stopping { sendReady() }
             // Acknowledged messages leave SQLite in batches: every 20 ms or 1,024 messages.
             let pending = lanes.withLock { $0.acknowledged.count }
             if stopping || pending >= 1024 || (pending > 0 && ContinuousClock.now - lastFlush >= .milliseconds(20)) {
@@ -397,9 +402,11 @@ public final class Relay: PluginHostDelegate {
 
     /// Reads the next part of the outbox back into memory when memory has room again.
     private func refillIfNeeded() {
+        guard spilledHint.load(ordering: .relaxed) else { return }
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
                 guard book.spilled, lanes.withLock({ $0.memoryBytes }) < memoryCap / 2 else { return }
+                defer { spilledHint.store(book.spilled, ordering: .relaxed) }
                 let batchLimit = 2000
                 let records = try store.outboxRecords(fromSeq: book.spillCursor, limit: batchLimit)
                 lanes.withLock { Self.enqueue(records, into: &$0) }
