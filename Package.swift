@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .executable(name: "gatehoused", targets: ["gatehoused"]),
         .executable(name: "gatehouse", targets: ["gatehouse"]),
+        // The offline IoT Hub + DPS emulator for tests, demos and integrators.
+        .executable(name: "gatehouse-devhub", targets: ["DevHub"]),
         // Plugins are shared objects loaded with dlopen; SwiftPM names the file lib<name>.so.
         .library(name: "gatehouse-mqtt", type: .dynamic, targets: ["MQTTTransport"]),
         // For the benchmark and fuzzing packages under Benchmarks/ and Fuzz/.
@@ -23,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // The versioned C ABI between the host and its plugins: one header, nothing else.
@@ -87,6 +92,29 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // DevHub: IoT Hub's device endpoint and DPS over MQTT/TLS, a control API, SQLite state.
+        .target(
+            name: "DevHubKit",
+            dependencies: [
+                "MQTTCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "DevHub",
+            dependencies: [
+                "DevHubKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "MQTTTransport",
             dependencies: ["GatehousePluginKit", "CMosquitto", "COpenSSL", "MQTTCodec"],
@@ -100,6 +128,7 @@ let package = Package(
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "DevHubTests", dependencies: ["DevHubKit", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
         .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
         .testTarget(

@@ -1,0 +1,2 @@
+/// DevHub: an offline IoT Hub + DPS emulator.
+public enum DevHubModule {}
