@@ -104,7 +104,14 @@ struct Checker {
     ) {
         var checker = Checker(files: files, options: options)
         let program = checker.run(syntax)
-        return (program, checker.diagnostics.items)
+        // The same complaint twice on one line is said once.
+        var seen: Set<String> = []
+        let unique = checker.diagnostics.items.filter { diagnostic in
+            guard let span = diagnostic.span else { return true }
+            let line = files[span.file].location(of: span.start).line
+            return seen.insert("\(span.file):\(line):\(diagnostic.id):\(diagnostic.message)").inserted
+        }
+        return (program, unique)
     }
 
     private mutating func run(_ syntax: [FileSyntax]) -> CheckedProgram {
@@ -155,7 +162,8 @@ struct Checker {
                 case .commandRule(let rule):
                     let name = rule.name?.text ?? rule.patterns.map(\.text).joined(separator: ", ")
                     let unique = claimName(
-                        name, span: rule.name?.span ?? rule.span, explicit: rule.name != nil, in: &ruleNames)
+                        name, kind: rule.effect.rawValue, span: rule.name?.span ?? rule.span,
+                        explicit: rule.name != nil, in: &ruleNames)
                     if let checked = checkCommandRule(rule, name: name), unique { commandRules.append(checked) }
                 case .telemetryRule(let rule):
                     let name =
@@ -163,7 +171,8 @@ struct Checker {
                         ?? (rule.action == .route
                             ? "route to " + rule.destinations.map(\.text).joined(separator: ", ") : "drop telemetry")
                     let unique = claimName(
-                        name, span: rule.name?.span ?? rule.span, explicit: rule.name != nil, in: &ruleNames)
+                        name, kind: rule.action.rawValue, span: rule.name?.span ?? rule.span,
+                        explicit: rule.name != nil, in: &ruleNames)
                     if let checked = checkTelemetryRule(rule, name: name), unique { telemetryRules.append(checked) }
                 case .test(let test):
                     testBlocks.append(test)
@@ -211,21 +220,24 @@ struct Checker {
             tests: tests, localSlots: maximumLocals, cost: cost)
     }
 
-    /// Records a rule name; false (after reporting) if another rule has it.
-    private mutating func claimName(_ name: String, span: Span, explicit: Bool, in names: inout [String: Span])
-        -> Bool
-    {
-        if let first = names[name] {
+    /// Records a rule name; false (after reporting) if another rule of the same kind has it.
+    /// Names are unique within a kind (`allow`, `deny`, `route`, `drop`) because a decision's
+    /// deciding rules are all of one kind: `allow command "reboot"` and `deny command "reboot"`
+    /// may both keep the default name "reboot".
+    private mutating func claimName(
+        _ name: String, kind: String, span: Span, explicit: Bool, in names: inout [String: Span]
+    ) -> Bool {
+        if let first = names[kind + " " + name] {
             diagnostics.append(
                 Diagnostic(
-                    .duplicateRule, .error, "there is already a rule named \"\(name)\"", at: span,
+                    .duplicateRule, .error, "there is already an `\(kind)` rule named \"\(name)\"", at: span,
                     hint: explicit
                         ? "rule names must be unique across the policy's files"
                         : "a rule is named after its commands unless it has `as \"…\"`; name one of them",
                     related: [.init(message: "the first is", span: first)]))
             return false
         }
-        names[name] = span
+        names[kind + " " + name] = span
         return true
     }
 
@@ -376,6 +388,8 @@ struct Checker {
             }
             inputs[root] = value
         }
+        // An input that failed is already reported; do not also say it is missing.
+        let sectionsFailed = !valid
         guard let expectation = block.expectation else {
             diagnostics.error(
                 .testSection, "the test \"\(block.name.text)\" has no `expect`", at: block.name.span,
@@ -383,13 +397,13 @@ struct Checker {
             return nil
         }
         let isCommand = expectation.outcome == .allow || expectation.outcome == .deny
-        if isCommand, inputs[.command] == nil {
+        if isCommand, inputs[.command] == nil, !sectionsFailed {
             diagnostics.error(
                 .testSection, "a test that expects `\(expectation.outcome)` needs a `command { name: … }` input",
                 at: expectation.span)
             valid = false
         }
-        if !isCommand, inputs[.message] == nil {
+        if !isCommand, inputs[.message] == nil, !sectionsFailed {
             diagnostics.error(
                 .testSection, "a test that expects `\(expectation.outcome)` needs a `message { … }` input",
                 at: expectation.span)
@@ -527,6 +541,7 @@ struct Checker {
             return IR(op: .root(root), span: span, type: .object(Schema.shape(of: root)))
         }
         if let index = letIndex[name] {
+            usedLets.insert(index)
             if letStack.count > Self.maximumLetDepth {
                 diagnostics.error(
                     .letTooDeep, "`let`s refer to each other more than \(Self.maximumLetDepth) levels deep here",
@@ -546,7 +561,6 @@ struct Checker {
                 usesBrokenLet = true
                 return invalid(span)
             }
-            usedLets.insert(index)
             if let available,
                 let missing = checked.roots.subtracting(available).sorted(by: { $0.rawValue < $1.rawValue }).first
             {
@@ -634,7 +648,7 @@ struct Checker {
         case .dynamic:
             type = .dynamic
         default:
-            diagnostics.error(.typeMismatch, "\(base.type.phrase.capitalizedFirst) cannot be indexed", at: base.span)
+            diagnostics.error(.typeMismatch, "\(base.type.phrase) cannot be indexed", at: base.span)
             return invalid(span)
         }
         return fold(IR(op: .index(base, key), span: span, type: type))
@@ -745,9 +759,9 @@ struct Checker {
             }
             let type: StaticType
             if left.type == .dynamic, tag(right.type) != nil || right.type == .dynamic {
-                type = right.type
+                type = .dynamic  // a claim's unit is unknown: `now.unix - token.iat < 5m` is fine
             } else if right.type == .dynamic, tag(left.type) != nil {
-                type = left.type
+                type = .dynamic
             } else if let l = tag(left.type), let r = tag(right.type), l == r, numeric.contains(l) {
                 type = left.type
             } else {

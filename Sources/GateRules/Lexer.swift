@@ -146,19 +146,23 @@ struct Lexer {
         case UInt8(ascii: ">"): return peek(1) == UInt8(ascii: "=") ? make(.ge, length: 2) : make(.gt, length: 1)
         case UInt8(ascii: "!"):
             if peek(1) == UInt8(ascii: "=") { return make(.ne, length: 2) }
-            position += 1
             diagnostics.error(
-                .unexpectedCharacter, "unexpected character `!`", at: span(start, position),
+                .unexpectedCharacter, "unexpected character `!`", at: span(start, start + 1),
                 hint: "negate a condition with `not`")
-            return nil
+            // Read on as if `not` had been written, so the parser reports nothing more.
+            var token = make(.keyword(.not), length: 1)
+            token.text = "not"
+            return token
         case UInt8(ascii: "&"), UInt8(ascii: "|"):
-            let symbol = byte == UInt8(ascii: "&") ? "and" : "or"
-            position += peek(1) == byte ? 2 : 1
+            let keyword: Keyword = byte == UInt8(ascii: "&") ? .and : .or
+            let length = peek(1) == byte ? 2 : 1
             diagnostics.error(
                 .unexpectedCharacter,
-                "unexpected character `\(String(decoding: bytes[start..<position], as: UTF8.self))`",
-                at: span(start, position), hint: "write `\(symbol)`")
-            return nil
+                "unexpected character `\(String(decoding: bytes[start..<(start + length)], as: UTF8.self))`",
+                at: span(start, start + length), hint: "write `\(keyword.rawValue)`")
+            var token = make(.keyword(keyword), length: length)
+            token.text = keyword.rawValue
+            return token
         case UInt8(ascii: "\""):
             return lexString()
         case UInt8(ascii: "0")...UInt8(ascii: "9"):

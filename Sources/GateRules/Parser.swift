@@ -19,6 +19,9 @@ struct Parser {
     /// Where the statement being parsed began, for messages.
     private var statementStart = 0
     private var statementKind = "statement"
+    /// Where the lexer reported errors: a statement holding one gets no parse error of its own,
+    /// since that would only restate the lexical one.
+    private var lexicalErrors: [Int] = []
 
     /// Thrown after an error has been reported, to unwind to the statement loop.
     struct Abandon: Error {}
@@ -34,6 +37,7 @@ struct Parser {
         var lexDiagnostics = DiagnosticBag()
         let lexed = Lexer.lex(source, file: file, diagnostics: &lexDiagnostics)
         var parser = Parser(source: source, file: file, tokens: lexed.tokens, nextID: nextID)
+        parser.lexicalErrors = lexDiagnostics.items.compactMap { $0.span?.start }
         let statements = parser.parseFile()
         nextID = parser.nextID
         diagnostics.items += lexDiagnostics.items
@@ -205,8 +209,10 @@ struct Parser {
         if skipped.2 != nil { expected = [] }
         let list = expected.isEmpty ? "the end" : expected.joined(separator: ", ") + " or the end"
         var hint: String?
+        var words = expected.map { $0.replacing("`", with: "") }
+        if skipped.1 != nil { words += ["and", "or"] }
         if current.kind == .identifier || current.kind == .keyword(.command),
-            let near = closest(to: current.text, among: expected.map { $0.replacing("`", with: "") })
+            let near = closest(to: current.text, among: words)
         {
             hint = "did you mean `\(near)`?"
         } else if skipped.1 == nil, expected.contains("`when`"), startsExpression(current) {
@@ -483,7 +489,9 @@ struct Parser {
                     kind: .quantity(value * unit.factor, lexeme: token.text, unit: unit))
             }
             let adjacent = current.span.start == token.span.end
-            let near = QuantityUnit.allCases.first { $0.rawValue.lowercased() == current.text.lowercased() }
+            let near =
+                QuantityUnit.allCases.first { $0.rawValue.lowercased() == current.text.lowercased() }
+                ?? closest(to: current.text, among: QuantityUnit.allCases.map(\.rawValue)).flatMap(QuantityUnit.init)
             if adjacent || near != nil {
                 let units = QuantityUnit.allCases.map(\.rawValue).joined(separator: ", ")
                 throw error(
@@ -587,7 +595,11 @@ struct Parser {
             // Point just past the last token rather than at the end of a trailing comment.
             span = Span(file: file, start: previous.span.end, end: previous.span.end)
         }
-        diagnostics.error(id, message, at: span, hint: hint)
+        let statementBegin = tokens[statementStart].span.start
+        let reach = max(current.span.end, span.end)
+        if !lexicalErrors.contains(where: { $0 >= statementBegin && $0 <= reach }) {
+            diagnostics.error(id, message, at: span, hint: hint)
+        }
         return Abandon()
     }
 
