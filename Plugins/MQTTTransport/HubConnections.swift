@@ -421,7 +421,11 @@ final class HubLink {
     private func onDisconnect(_ rc: Int32) {
         owner.upDevicesRemove(device)
         if renewing {
-            connect()
+            // Reconnect from the next tick, not from inside libmosquitto's disconnect handling,
+            // which discards packets queued during its callback (the new CONNECT among them).
+            state = .waiting
+            retryAtMS = HubConnections.nowMS()
+            owner.host.linkState(deviceID: device, .down, reason: "renewing the SAS token")
             return
         }
         guard state != .waiting else { return }  // a refused CONNACK already scheduled the retry
