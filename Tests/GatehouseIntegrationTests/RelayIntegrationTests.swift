@@ -99,6 +99,36 @@ struct RelayIntegrationTests {
         }
     }
 
+    @Test("a site broker restart loses nothing it acknowledged: the persistent session resumes")
+    func siteBrokerRestart() throws {
+        let rig = try GatewayRig()
+        let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
+        try rig.startGateway()
+        #expect(try publishLines(["before"], topic: "devices/s1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(waitUntil(timeout: .seconds(15)) { collector.lines.count == 1 })
+        rig.site.stop()
+        try rig.site.start()
+        // Published while gatehoused is still reconnecting: the broker queues them for its session.
+        #expect(try publishLines((1...100).map { "after-\($0)" }, topic: "devices/s1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            waitUntil(timeout: .seconds(60)) { Set(payloadsByDevice(collector.lines)["s1"] ?? []).count == 101 },
+            "arrived: \(Set(payloadsByDevice(collector.lines)["s1"] ?? []).count); site broker: \(rig.site.log.suffix(1500)); gatehoused: \(rig.gatewayLogs.suffix(1500))")
+        #expect(rig.gatewayLogs.contains("reconnecting in"))
+    }
+
+    @Test("SAS tokens are renewed before they expire, and telemetry keeps flowing")
+    func sasRenewal() throws {
+        let rig = try GatewayRig(hubExtra: "sas_ttl = 10")
+        let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
+        try rig.startGateway()
+        #expect(try publishLines(["t0"], topic: "devices/r1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        // 80 % of 10 s: the link reconnects with a fresh token at about 8 s.
+        #expect(waitUntil(timeout: .seconds(20)) { rig.gatewayLogs.contains("renewing the SAS token of device r1") })
+        #expect(waitUntil(timeout: .seconds(10)) { rig.hub.log.components(separatedBy: "as r1 (").count - 1 >= 2 })
+        #expect(try publishLines(["t1"], topic: "devices/r1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(waitUntil(timeout: .seconds(15)) { payloadsByDevice(collector.lines)["r1"] == ["t0", "t1"] })
+    }
+
     @Test("SIGTERM drains and exits 0; status then says not running")
     func gracefulStop() throws {
         let rig = try GatewayRig()

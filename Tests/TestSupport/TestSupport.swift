@@ -77,44 +77,83 @@ public func waitUntil(timeout: Duration, _ condition: () throws -> Bool) rethrow
 }
 
 /// A child process whose output goes to files in a folder.
+///
+/// Spawned with posix_spawn and an EMPTY signal mask and default dispositions: the test runner
+/// blocks some signals in its threads, and a child inherits that mask across exec — mosquitto
+/// then never sees SIGTERM (and never saves its persistence), and a test's "graceful stop"
+/// would silently become a SIGKILL.
 public final class Subprocess: @unchecked Sendable {
-    // @unchecked: `process` is only touched through its own thread-safe API.
-    public let process = Process()
+    // @unchecked: `exitStatus` is guarded by `lock`; everything else is immutable after init.
+    public let pid: pid_t
     public let stdoutPath: String
     public let stderrPath: String
+    private let lock = NSLock()
+    private var exitStatus: Int32?
 
     public init(_ executable: String, _ arguments: [String], in dir: TempDir, name: String, stdin: FileHandle? = nil) throws {
         stdoutPath = dir.file("\(name).out")
         stderrPath = dir.file("\(name).err")
-        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        if let stdin { process.standardInput = stdin } else { process.standardInput = FileHandle.nullDevice }
-        try process.run()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin.fileDescriptor, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let status = posix_spawn(&child, executable, &actions, &attributes, argv, environ)
+        guard status == 0 else { throw FixtureError("cannot start \(executable): \(String(cString: strerror(status)))") }
+        pid = child
     }
 
-    public var pid: Int32 { process.processIdentifier }
-    public var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { exitCode == nil }
     public var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
     public var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    /// The exit status once the child has ended (a signal death is 128 + the signal), else nil.
+    public var exitCode: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let exitStatus { return exitStatus }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        exitStatus = code
+        return code
+    }
 
     /// Waits for exit up to `timeout`; returns the exit status, or nil if still running.
     @discardableResult
     public func wait(timeout: Duration) -> Int32? {
-        guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
-        return process.terminationStatus
+        guard waitUntil(timeout: timeout, { !isRunning }) else { return nil }
+        return exitCode
     }
 
-    public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+    public func signal(_ signal: Int32) {
+        if isRunning { kill(pid, signal) }
+    }
 
-    /// SIGTERM, then SIGKILL after 5 s.
+    /// SIGTERM, then SIGKILL after 10 s.
     public func stop() {
-        guard process.isRunning else { return }
+        guard isRunning else { return }
         signal(SIGTERM)
-        if wait(timeout: .seconds(5)) == nil {
+        if wait(timeout: .seconds(10)) == nil {
             signal(SIGKILL)
             wait(timeout: .seconds(5))
         }
