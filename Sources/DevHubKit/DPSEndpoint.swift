@@ -199,17 +199,20 @@ extension MQTTSession {
 
   func handleDPSPublish(_ publish: Publish, registrationID: String, enrollment: DPSEnrollmentMatch)
   {
-    if let packetID = publish.packetID { send(.puback(packetID)) }
     let topic = publish.topic
+    let isRegister = topic.hasPrefix("$dps/registrations/PUT/iotdps-register/")
+    guard isRegister || topic.hasPrefix("$dps/registrations/GET/iotdps-get-operationstatus/") else {
+      close(reason: "registration \(registrationID) published to unsupported topic \"\(topic)\"")
+      return
+    }
+    if let packetID = publish.packetID { send(.puback(packetID)) }
     let query = PropertyBag.query(ofTopic: topic)
     let rid = PropertyBag.percentEncode(query["rid"] ?? "")
-    if topic.hasPrefix("$dps/registrations/PUT/iotdps-register/") {
+    if isRegister {
       register(publish, registrationID: registrationID, enrollment: enrollment, rid: rid)
-    } else if topic.hasPrefix("$dps/registrations/GET/iotdps-get-operationstatus/") {
+    } else {
       operationStatus(
         operationID: query["operationId"] ?? "", registrationID: registrationID, rid: rid)
-    } else {
-      close(reason: "registration \(registrationID) published to unsupported topic \"\(topic)\"")
     }
   }
 

@@ -419,21 +419,25 @@ extension MQTTSession {
       }
       return
     }
-    if let packetID = publish.packetID { send(.puback(packetID)) }
+    let handler: (Publish, String) -> Void
     if topic.hasPrefix("$iothub/methods/res/") {
-      handleMethodResponse(publish, deviceID: deviceID)
+      handler = handleMethodResponse
     } else if topic.hasPrefix("$iothub/twin/GET/") {
-      handleTwinGet(publish, deviceID: deviceID)
+      handler = handleTwinGet
     } else if topic.hasPrefix("$iothub/twin/PATCH/properties/reported/") {
-      handleReportedPatch(publish, deviceID: deviceID)
+      handler = handleReportedPatch
     } else if topic.hasPrefix("devices/") {
       close(reason: "device \(deviceID) published to \"\(topic)\", not one of its own topics")
+      return
     } else {
       close(reason: "device \(deviceID) published to unsupported topic \"\(topic)\"")
+      return
     }
+    if let packetID = publish.packetID { send(.puback(packetID)) }
+    handler(publish, deviceID)
   }
 
-  private func handleMethodResponse(_ publish: Publish, deviceID: String) {
+  private func handleMethodResponse(_ publish: Publish, _ deviceID: String) {
     // $iothub/methods/res/{status}/?$rid={rid}
     let parts = publish.topic.split(separator: "/")
     guard parts.count >= 4, let status = Int(parts[3]),
@@ -447,7 +451,7 @@ extension MQTTSession {
       result: MethodResult(status: status, payload: publish.payload))
   }
 
-  private func handleTwinGet(_ publish: Publish, deviceID: String) {
+  private func handleTwinGet(_ publish: Publish, _ deviceID: String) {
     guard let context else { return }
     let rid = PropertyBag.query(ofTopic: publish.topic)["rid"] ?? ""
     let store = services.hub.store
@@ -467,7 +471,7 @@ extension MQTTSession {
       }
   }
 
-  private func handleReportedPatch(_ publish: Publish, deviceID: String) {
+  private func handleReportedPatch(_ publish: Publish, _ deviceID: String) {
     guard let context else { return }
     let rid = PropertyBag.percentEncode(PropertyBag.query(ofTopic: publish.topic)["rid"] ?? "")
     guard let patch = try? JSONValue(parsing: publish.payload), patch.isObject else {
