@@ -101,7 +101,7 @@ final class SiteSubscriber: Sendable {
         case .success(.connack(let ack)):
             return "broker refused the connection (CONNACK return code \(ack.returnCode.rawValue))"
         case .success(let other):
-            return "expected CONNACK, got \(other.kindName)"
+            return "expected CONNACK, got \(other.name)"
         case .failure(let error):
             return error.description
         }
@@ -121,7 +121,7 @@ final class SiteSubscriber: Sendable {
                 // A persistent session may replay before the SUBACK.
                 pending.append(publish)
             case .success(let other):
-                return "expected SUBACK, got \(other.kindName)"
+                return "expected SUBACK, got \(other.name)"
             case .failure(let error):
                 return error.description
             }
@@ -172,7 +172,7 @@ final class SiteSubscriber: Sendable {
                     case .suback, .unsuback:
                         break
                     default:
-                        return "unexpected \(packet.kindName) from the broker"
+                        return "unexpected \(packet.name) from the broker"
                     }
                 }
             } catch {
@@ -287,26 +287,5 @@ struct DeviceTopicFilter: Sendable {
             return (device, properties)
         }
         return nil
-    }
-}
-
-extension MQTTPacket {
-    var kindName: String {
-        switch self {
-        case .connect: "CONNECT"
-        case .connack: "CONNACK"
-        case .publish: "PUBLISH"
-        case .puback: "PUBACK"
-        case .pubrec: "PUBREC"
-        case .pubrel: "PUBREL"
-        case .pubcomp: "PUBCOMP"
-        case .subscribe: "SUBSCRIBE"
-        case .suback: "SUBACK"
-        case .unsubscribe: "UNSUBSCRIBE"
-        case .unsuback: "UNSUBACK"
-        case .pingreq: "PINGREQ"
-        case .pingresp: "PINGRESP"
-        case .disconnect: "DISCONNECT"
-        }
     }
 }
