@@ -7,7 +7,7 @@ import NIOPosix
 import NIOSSL
 
 #if canImport(Glibc)
-  import Glibc
+    import Glibc
 #endif
 
 // DevHub: an offline Azure IoT Hub + DPS emulator that Azure's own device SDKs accept.
@@ -26,180 +26,180 @@ import NIOSSL
 
 /// How to run DevHub.
 public struct DevHubConfiguration: Sendable {
-  /// Where state, certificates and `devhub.json` live.
-  public var dataDirectory: String
-  /// The MQTT/TLS listener for both the hub and DPS. Port 0 picks a free port.
-  public var mqttHost = "127.0.0.1"
-  public var mqttPort = 8883
-  /// The control API listener (plain HTTP, loopback by default).
-  public var httpHost = "127.0.0.1"
-  public var httpPort = 8080
-  /// The hub's host name: what DPS returns as `assignedHub` and devices put in their username
-  /// and SAS resource. Defaults to the MQTT listen address, so clients need no DNS.
-  public var hubName: String?
-  public var idScope = "0ne00DEVHUB"
-  /// How many received telemetry messages to keep.
-  public var telemetryRetention = 1_000_000
-  public var eventLoopThreads = System.coreCount
+    /// Where state, certificates and `devhub.json` live.
+    public var dataDirectory: String
+    /// The MQTT/TLS listener for both the hub and DPS. Port 0 picks a free port.
+    public var mqttHost = "127.0.0.1"
+    public var mqttPort = 8883
+    /// The control API listener (plain HTTP, loopback by default).
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 8080
+    /// The hub's host name: what DPS returns as `assignedHub` and devices put in their username
+    /// and SAS resource. Defaults to the MQTT listen address, so clients need no DNS.
+    public var hubName: String?
+    public var idScope = "0ne00DEVHUB"
+    /// How many received telemetry messages to keep.
+    public var telemetryRetention = 1_000_000
+    public var eventLoopThreads = System.coreCount
 
-  public init(dataDirectory: String) {
-    self.dataDirectory = dataDirectory
-  }
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
 
-  public var effectiveHubName: String { hubName ?? mqttHost }
+    public var effectiveHubName: String { hubName ?? mqttHost }
 }
 
 /// A running DevHub: the MQTT/TLS listener (IoT Hub + DPS), the control API, the store.
 public final class DevHubServer: Sendable {
-  public let configuration: DevHubConfiguration
-  /// The bound addresses (the real ports when 0 was asked for).
-  public let mqttPort: Int
-  public let httpPort: Int
-  public let caPath: String
+    public let configuration: DevHubConfiguration
+    /// The bound addresses (the real ports when 0 was asked for).
+    public let mqttPort: Int
+    public let httpPort: Int
+    public let caPath: String
 
-  private let group: MultiThreadedEventLoopGroup
-  private let threadPool: NIOThreadPool
-  private let telemetry: TelemetryWriter
-  private let mqttChannel: any Channel
-  private let httpChannel: any Channel
-  private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
+    private let telemetry: TelemetryWriter
+    private let mqttChannel: any Channel
+    private let httpChannel: any Channel
+    private let logger: Logger
 
-  /// Opens the store, prepares certificates, binds both listeners and writes `devhub.json`.
-  public static func start(_ configuration: DevHubConfiguration, logger: Logger) throws
-    -> DevHubServer
-  {
-    try FileManager.default.createDirectory(
-      atPath: configuration.dataDirectory, withIntermediateDirectories: true,
-      attributes: [.posixPermissions: 0o700])
-    let store = try DevHubStore(path: configuration.dataDirectory + "/devhub.sqlite")
-    let hubName = configuration.effectiveHubName
-    let certificates = try DevHubCertificates.prepare(
-      in: configuration.dataDirectory,
-      names: [hubName, configuration.mqttHost, "localhost", "127.0.0.1", "::1"])
-    return try DevHubServer(
-      configuration: configuration, store: store, certificates: certificates, logger: logger)
-  }
+    /// Opens the store, prepares certificates, binds both listeners and writes `devhub.json`.
+    public static func start(_ configuration: DevHubConfiguration, logger: Logger) throws
+        -> DevHubServer
+    {
+        try FileManager.default.createDirectory(
+            atPath: configuration.dataDirectory, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
+        let store = try DevHubStore(path: configuration.dataDirectory + "/devhub.sqlite")
+        let hubName = configuration.effectiveHubName
+        let certificates = try DevHubCertificates.prepare(
+            in: configuration.dataDirectory,
+            names: [hubName, configuration.mqttHost, "localhost", "127.0.0.1", "::1"])
+        return try DevHubServer(
+            configuration: configuration, store: store, certificates: certificates, logger: logger)
+    }
 
-  private init(
-    configuration: DevHubConfiguration, store: DevHubStore, certificates: DevHubCertificates,
-    logger: Logger
-  ) throws {
-    self.configuration = configuration
-    self.logger = logger
-    self.caPath = certificates.caPath
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-    let threadPool = NIOThreadPool(numberOfThreads: 2)
-    threadPool.start()
-    self.group = group
-    self.threadPool = threadPool
-    let telemetry = TelemetryWriter(
-      store: store, retention: configuration.telemetryRetention, logger: logger)
-    self.telemetry = telemetry
-    let hubName = configuration.effectiveHubName
-    let hub = Hub(
-      hubName: hubName, store: store, threadPool: threadPool, telemetry: telemetry, logger: logger)
-    let dps = DPS(
-      idScope: configuration.idScope, assignedHub: hubName, store: store, threadPool: threadPool,
-      logger: logger)
-    let services = SessionServices(hub: hub, dps: dps, logger: logger)
+    private init(
+        configuration: DevHubConfiguration, store: DevHubStore, certificates: DevHubCertificates,
+        logger: Logger
+    ) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.caPath = certificates.caPath
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        self.group = group
+        self.threadPool = threadPool
+        let telemetry = TelemetryWriter(
+            store: store, retention: configuration.telemetryRetention, logger: logger)
+        self.telemetry = telemetry
+        let hubName = configuration.effectiveHubName
+        let hub = Hub(
+            hubName: hubName, store: store, threadPool: threadPool, telemetry: telemetry, logger: logger)
+        let dps = DPS(
+            idScope: configuration.idScope, assignedHub: hubName, store: store, threadPool: threadPool,
+            logger: logger)
+        let services = SessionServices(hub: hub, dps: dps, logger: logger)
 
-    var tls = TLSConfiguration.makeServerConfiguration(
-      certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificates.serverChainPEM.utf8))
-        .map {
-          .certificate($0)
-        },
-      privateKey: .privateKey(
-        try NIOSSLPrivateKey(bytes: Array(certificates.serverKeyPEM.utf8), format: .pem)))
-    tls.minimumTLSVersion = .tlsv12
-    let sslContext = try NIOSSLContext(configuration: tls)
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificates.serverChainPEM.utf8))
+                .map {
+                    .certificate($0)
+                },
+            privateKey: .privateKey(
+                try NIOSSLPrivateKey(bytes: Array(certificates.serverKeyPEM.utf8), format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        let sslContext = try NIOSSLContext(configuration: tls)
 
-    do {
-      mqttChannel = try ServerBootstrap(group: group)
-        .serverChannelOption(.backlog, value: 4096)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        .childChannelInitializer { channel in
-          channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
-            try channel.pipeline.syncOperations.addHandler(MQTTSession(services: services))
-          }
+        do {
+            mqttChannel = try ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 4096)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                        try channel.pipeline.syncOperations.addHandler(MQTTSession(services: services))
+                    }
+                }
+                .bind(host: configuration.mqttHost, port: configuration.mqttPort).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            try? threadPool.syncShutdownGracefully()
+            throw DevHubError(
+                .unavailable,
+                "cannot listen for MQTT on \(configuration.mqttHost):\(configuration.mqttPort): \(error)")
         }
-        .bind(host: configuration.mqttHost, port: configuration.mqttPort).wait()
-    } catch {
-      try? group.syncShutdownGracefully()
-      try? threadPool.syncShutdownGracefully()
-      throw DevHubError(
-        .unavailable,
-        "cannot listen for MQTT on \(configuration.mqttHost):\(configuration.mqttPort): \(error)")
-    }
-    mqttPort = mqttChannel.localAddress?.port ?? configuration.mqttPort
+        mqttPort = mqttChannel.localAddress?.port ?? configuration.mqttPort
 
-    let info = JSONValue.object([
-      "hubName": .string(hubName), "idScope": .string(configuration.idScope),
-      "mqtt": .object(["host": .string(configuration.mqttHost), "port": .int(mqttPort)]),
-      "caFile": .string(certificates.caPath),
-    ])
-    let api = ControlAPI(hub: hub, dps: dps, info: info)
-    do {
-      httpChannel = try ServerBootstrap(group: group)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .childChannelInitializer { channel in
-          channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(
-              ControlHTTPHandler(api: api, logger: logger))
-          }
+        let info = JSONValue.object([
+            "hubName": .string(hubName), "idScope": .string(configuration.idScope),
+            "mqtt": .object(["host": .string(configuration.mqttHost), "port": .int(mqttPort)]),
+            "caFile": .string(certificates.caPath),
+        ])
+        let api = ControlAPI(hub: hub, dps: dps, info: info)
+        do {
+            httpChannel = try ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(
+                            ControlHTTPHandler(api: api, logger: logger))
+                    }
+                }
+                .bind(host: configuration.httpHost, port: configuration.httpPort).wait()
+        } catch {
+            mqttChannel.close(promise: nil)
+            try? group.syncShutdownGracefully()
+            try? threadPool.syncShutdownGracefully()
+            throw DevHubError(
+                .unavailable,
+                "cannot listen for the control API on \(configuration.httpHost):\(configuration.httpPort): \(error)"
+            )
         }
-        .bind(host: configuration.httpHost, port: configuration.httpPort).wait()
-    } catch {
-      mqttChannel.close(promise: nil)
-      try? group.syncShutdownGracefully()
-      try? threadPool.syncShutdownGracefully()
-      throw DevHubError(
-        .unavailable,
-        "cannot listen for the control API on \(configuration.httpHost):\(configuration.httpPort): \(error)"
-      )
+        httpPort = httpChannel.localAddress?.port ?? configuration.httpPort
+
+        // What clients and the CLI need to find this instance.
+        var endpoints = info
+        endpoints.set(
+            "control", .string("http://\(Self.hostForURL(configuration.httpHost)):\(httpPort)"))
+        endpoints.set("pid", .int(Int(getpid())))
+        try (endpoints.prettyDescription + "\n").write(
+            toFile: configuration.dataDirectory + "/devhub.json", atomically: true, encoding: .utf8)
+        logger.info(
+            "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
+        )
     }
-    httpPort = httpChannel.localAddress?.port ?? configuration.httpPort
 
-    // What clients and the CLI need to find this instance.
-    var endpoints = info
-    endpoints.set(
-      "control", .string("http://\(Self.hostForURL(configuration.httpHost)):\(httpPort)"))
-    endpoints.set("pid", .int(Int(getpid())))
-    try (endpoints.prettyDescription + "\n").write(
-      toFile: configuration.dataDirectory + "/devhub.json", atomically: true, encoding: .utf8)
-    logger.info(
-      "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
-    )
-  }
+    static func hostForURL(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 
-  static func hostForURL(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
-
-  /// Serves until SIGINT or SIGTERM, then shuts down.
-  public func runUntilSignalled() {
-    let stop = DispatchSemaphore(value: 0)
-    let queue = DispatchQueue(label: "devhub.signals")
-    var sources: [any DispatchSourceSignal] = []
-    for signalNumber in [SIGINT, SIGTERM] {
-      signal(signalNumber, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-      source.setEventHandler { stop.signal() }
-      source.resume()
-      sources.append(source)
+    /// Serves until SIGINT or SIGTERM, then shuts down.
+    public func runUntilSignalled() {
+        let stop = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "devhub.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { stop.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        stop.wait()
+        logger.info("shutting down")
+        shutdown()
+        sources.forEach { $0.cancel() }
     }
-    stop.wait()
-    logger.info("shutting down")
-    shutdown()
-    sources.forEach { $0.cancel() }
-  }
 
-  /// Stops listening, closes every connection, and writes the telemetry still pending.
-  public func shutdown() {
-    try? mqttChannel.close().wait()
-    try? httpChannel.close().wait()
-    telemetry.drain()
-    try? group.syncShutdownGracefully()
-    try? threadPool.syncShutdownGracefully()
-  }
+    /// Stops listening, closes every connection, and writes the telemetry still pending.
+    public func shutdown() {
+        try? mqttChannel.close().wait()
+        try? httpChannel.close().wait()
+        telemetry.drain()
+        try? group.syncShutdownGracefully()
+        try? threadPool.syncShutdownGracefully()
+    }
 }

@@ -6,193 +6,193 @@ import Foundation
 /// How an enrollment proves a device's identity to DPS. Symmetric keys work over MQTT today;
 /// TPM (endorsement key + the nonce challenge over HTTPS) and X.509 fit the same record.
 public enum Attestation: Sendable, Equatable {
-  /// A primary and an optional secondary key (raw bytes). For a group, devices use keys derived
-  /// from these (PROTOCOLS.md §1.a); for an individual enrollment, these keys themselves.
-  case symmetricKey(primary: SymmetricKeyText, secondary: SymmetricKeyText?)
-  /// A TPM's endorsement key (base64 `TPM2B_PUBLIC`) and optional storage root key; individual
-  /// enrollments only. Registration over MQTT refuses it (TPM needs HTTPS, PROTOCOLS.md §1.b).
-  case tpm(endorsementKey: String, storageRootKey: String?)
+    /// A primary and an optional secondary key (raw bytes). For a group, devices use keys derived
+    /// from these (PROTOCOLS.md §1.a); for an individual enrollment, these keys themselves.
+    case symmetricKey(primary: SymmetricKeyText, secondary: SymmetricKeyText?)
+    /// A TPM's endorsement key (base64 `TPM2B_PUBLIC`) and optional storage root key; individual
+    /// enrollments only. Registration over MQTT refuses it (TPM needs HTTPS, PROTOCOLS.md §1.b).
+    case tpm(endorsementKey: String, storageRootKey: String?)
 
-  /// The type name DPS uses: `symmetricKey`, `tpm`.
-  public var type: String {
-    switch self {
-    case .symmetricKey: "symmetricKey"
-    case .tpm: "tpm"
+    /// The type name DPS uses: `symmetricKey`, `tpm`.
+    public var type: String {
+        switch self {
+        case .symmetricKey: "symmetricKey"
+        case .tpm: "tpm"
+        }
     }
-  }
 }
 
 /// A DPS enrollment group: any registration id whose key derives from the group key.
 public struct EnrollmentGroup: Sendable, Equatable {
-  public var name: String
-  public var attestation: Attestation
-  public var createdAt: Date
+    public var name: String
+    public var attestation: Attestation
+    public var createdAt: Date
 
-  public init(name: String, attestation: Attestation, createdAt: Date = Date()) {
-    self.name = name
-    self.attestation = attestation
-    self.createdAt = createdAt
-  }
-
-  /// The key a device with `registrationID` must sign with, for each group key.
-  func deviceKeys(registrationID: String) -> [[UInt8]] {
-    guard case .symmetricKey(let primary, let secondary) = attestation else { return [] }
-    return [primary, secondary].compactMap { $0 }.map {
-      SASVerifier.deriveDeviceKey(groupKey: $0.bytes, registrationID: registrationID)
+    public init(name: String, attestation: Attestation, createdAt: Date = Date()) {
+        self.name = name
+        self.attestation = attestation
+        self.createdAt = createdAt
     }
-  }
+
+    /// The key a device with `registrationID` must sign with, for each group key.
+    func deviceKeys(registrationID: String) -> [[UInt8]] {
+        guard case .symmetricKey(let primary, let secondary) = attestation else { return [] }
+        return [primary, secondary].compactMap { $0 }.map {
+            SASVerifier.deriveDeviceKey(groupKey: $0.bytes, registrationID: registrationID)
+        }
+    }
 }
 
 /// A DPS individual enrollment: one registration id with its own attestation, optionally
 /// mapped to a different hub device id.
 public struct IndividualEnrollment: Sendable, Equatable {
-  public var registrationID: String
-  public var attestation: Attestation
-  /// The hub device id to create; nil means the registration id.
-  public var deviceID: String?
-  public var createdAt: Date
+    public var registrationID: String
+    public var attestation: Attestation
+    /// The hub device id to create; nil means the registration id.
+    public var deviceID: String?
+    public var createdAt: Date
 
-  public init(
-    registrationID: String, attestation: Attestation, deviceID: String? = nil,
-    createdAt: Date = Date()
-  ) {
-    self.registrationID = registrationID
-    self.attestation = attestation
-    self.deviceID = deviceID
-    self.createdAt = createdAt
-  }
+    public init(
+        registrationID: String, attestation: Attestation, deviceID: String? = nil,
+        createdAt: Date = Date()
+    ) {
+        self.registrationID = registrationID
+        self.attestation = attestation
+        self.deviceID = deviceID
+        self.createdAt = createdAt
+    }
 }
 
 /// A device identity in the hub's registry, with SAS keys.
 public struct DeviceIdentity: Sendable, Equatable {
-  public var deviceID: String
-  public var primaryKey: SymmetricKeyText
-  public var secondaryKey: SymmetricKeyText?
-  /// Who created it: `api` or `dps:group:{name}` / `dps:individual`.
-  public var source: String
-  public var createdAt: Date
+    public var deviceID: String
+    public var primaryKey: SymmetricKeyText
+    public var secondaryKey: SymmetricKeyText?
+    /// Who created it: `api` or `dps:group:{name}` / `dps:individual`.
+    public var source: String
+    public var createdAt: Date
 
-  public init(
-    deviceID: String, primaryKey: SymmetricKeyText, secondaryKey: SymmetricKeyText? = nil,
-    source: String = "api", createdAt: Date = Date()
-  ) {
-    self.deviceID = deviceID
-    self.primaryKey = primaryKey
-    self.secondaryKey = secondaryKey
-    self.source = source
-    self.createdAt = createdAt
-  }
+    public init(
+        deviceID: String, primaryKey: SymmetricKeyText, secondaryKey: SymmetricKeyText? = nil,
+        source: String = "api", createdAt: Date = Date()
+    ) {
+        self.deviceID = deviceID
+        self.primaryKey = primaryKey
+        self.secondaryKey = secondaryKey
+        self.source = source
+        self.createdAt = createdAt
+    }
 
-  var keys: [[UInt8]] { [primaryKey, secondaryKey].compactMap { $0?.bytes } }
+    var keys: [[UInt8]] { [primaryKey, secondaryKey].compactMap { $0?.bytes } }
 }
 
 /// The outcome of a DPS registration (DeviceRegistrationResult, PROTOCOLS.md §1.a).
 public struct Registration: Sendable, Equatable {
-  public var registrationID: String
-  public var operationID: String
-  public var status: String
-  public var substatus: String
-  public var deviceID: String
-  public var assignedHub: String
-  /// `group:{name}` or `individual`.
-  public var enrollment: String
-  public var createdAt: Date
-  public var updatedAt: Date
-  public var etag: String
+    public var registrationID: String
+    public var operationID: String
+    public var status: String
+    public var substatus: String
+    public var deviceID: String
+    public var assignedHub: String
+    /// `group:{name}` or `individual`.
+    public var enrollment: String
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var etag: String
 
-  /// RegistrationOperationStatus JSON, as DPS answers an operation-status query.
-  public var operationStatusJSON: JSONValue {
-    .object([
-      "operationId": .string(operationID),
-      "status": .string(status),
-      "registrationState": .object([
-        "registrationId": .string(registrationID),
-        "createdDateTimeUtc": .string(DevHubTime.iso8601(createdAt)),
-        "assignedHub": .string(assignedHub),
-        "deviceId": .string(deviceID),
-        "status": .string(status),
-        "substatus": .string(substatus),
-        "lastUpdatedDateTimeUtc": .string(DevHubTime.iso8601(updatedAt)),
-        "etag": .string(etag),
-      ]),
-    ])
-  }
+    /// RegistrationOperationStatus JSON, as DPS answers an operation-status query.
+    public var operationStatusJSON: JSONValue {
+        .object([
+            "operationId": .string(operationID),
+            "status": .string(status),
+            "registrationState": .object([
+                "registrationId": .string(registrationID),
+                "createdDateTimeUtc": .string(DevHubTime.iso8601(createdAt)),
+                "assignedHub": .string(assignedHub),
+                "deviceId": .string(deviceID),
+                "status": .string(status),
+                "substatus": .string(substatus),
+                "lastUpdatedDateTimeUtc": .string(DevHubTime.iso8601(updatedAt)),
+                "etag": .string(etag),
+            ]),
+        ])
+    }
 }
 
 /// One device-to-cloud message as DevHub received it.
 public struct TelemetryRecord: Sendable, Equatable {
-  /// Assigned by the store; 0 until stored.
-  public var sequence: Int64
-  public var deviceID: String
-  public var receivedAt: Date
-  public var topic: String
-  /// The topic's property bag, decoded, in the device's order.
-  public var properties: [MessageProperty]
-  public var payload: [UInt8]
-  public var qos: UInt8
+    /// Assigned by the store; 0 until stored.
+    public var sequence: Int64
+    public var deviceID: String
+    public var receivedAt: Date
+    public var topic: String
+    /// The topic's property bag, decoded, in the device's order.
+    public var properties: [MessageProperty]
+    public var payload: [UInt8]
+    public var qos: UInt8
 
-  public init(
-    sequence: Int64 = 0, deviceID: String, receivedAt: Date = Date(), topic: String,
-    properties: [MessageProperty], payload: [UInt8], qos: UInt8
-  ) {
-    self.sequence = sequence
-    self.deviceID = deviceID
-    self.receivedAt = receivedAt
-    self.topic = topic
-    self.properties = properties
-    self.payload = payload
-    self.qos = qos
-  }
+    public init(
+        sequence: Int64 = 0, deviceID: String, receivedAt: Date = Date(), topic: String,
+        properties: [MessageProperty], payload: [UInt8], qos: UInt8
+    ) {
+        self.sequence = sequence
+        self.deviceID = deviceID
+        self.receivedAt = receivedAt
+        self.topic = topic
+        self.properties = properties
+        self.payload = payload
+        self.qos = qos
+    }
 }
 
 /// A cloud-to-device message, queued until the device acknowledges it.
 public struct C2DMessage: Sendable, Equatable {
-  public var sequence: Int64
-  public var deviceID: String
-  public var messageID: String
-  public var properties: [MessageProperty]
-  public var payload: [UInt8]
-  /// `queued` or `delivered`.
-  public var state: String
-  public var createdAt: Date
-  public var deliveredAt: Date?
+    public var sequence: Int64
+    public var deviceID: String
+    public var messageID: String
+    public var properties: [MessageProperty]
+    public var payload: [UInt8]
+    /// `queued` or `delivered`.
+    public var state: String
+    public var createdAt: Date
+    public var deliveredAt: Date?
 }
 
 /// A device twin: desired and reported properties, each with its own `$version`.
 public struct DeviceTwin: Sendable, Equatable {
-  public var deviceID: String
-  public var desired: JSONValue
-  public var desiredVersion: Int
-  public var reported: JSONValue
-  public var reportedVersion: Int
+    public var deviceID: String
+    public var desired: JSONValue
+    public var desiredVersion: Int
+    public var reported: JSONValue
+    public var reportedVersion: Int
 
-  /// The document a device gets for a twin GET: both sections with their `$version`.
-  public var deviceDocument: JSONValue {
-    var desired = desired
-    desired.set("$version", .int(desiredVersion))
-    var reported = reported
-    reported.set("$version", .int(reportedVersion))
-    return .object(["desired": desired, "reported": reported])
-  }
+    /// The document a device gets for a twin GET: both sections with their `$version`.
+    public var deviceDocument: JSONValue {
+        var desired = desired
+        desired.set("$version", .int(desiredVersion))
+        var reported = reported
+        reported.set("$version", .int(reportedVersion))
+        return .object(["desired": desired, "reported": reported])
+    }
 }
 
 enum DevHubTime {
-  /// UTC ISO 8601 with 7 fractional digits, the form DPS uses.
-  static func iso8601(_ date: Date) -> String {
-    let seconds = date.timeIntervalSince1970
-    let whole = floor(seconds)
-    var time = time_t(whole)
-    var parts = tm()
-    gmtime_r(&time, &parts)
-    let ticks = Int((seconds - whole) * 10_000_000)
-    func pad(_ value: Int32, _ width: Int) -> String {
-      let text = String(value)
-      return String(repeating: "0", count: max(0, width - text.count)) + text
+    /// UTC ISO 8601 with 7 fractional digits, the form DPS uses.
+    static func iso8601(_ date: Date) -> String {
+        let seconds = date.timeIntervalSince1970
+        let whole = floor(seconds)
+        var time = time_t(whole)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let ticks = Int((seconds - whole) * 10_000_000)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        let fraction = String(ticks)
+        return
+            "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
+            + String(repeating: "0", count: max(0, 7 - fraction.count)) + fraction + "Z"
     }
-    let fraction = String(ticks)
-    return
-      "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-      + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
-      + String(repeating: "0", count: max(0, 7 - fraction.count)) + fraction + "Z"
-  }
 }
