@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import CMosquitto
 import Foundation
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// relay-bench — the load side of Benchmarks/relay-bench.sh.
 ///
@@ -116,7 +117,9 @@ struct Run {
         let arrivals = Arrivals(count: options.messages)
         let arrivalsRef = Unmanaged.passRetained(arrivals)
         // The subscriber at the far end.
-        guard let subscriber = mosquitto_new("relay-bench-sub-\(getpid())-\(options.label)", true, arrivalsRef.toOpaque()) else {
+        guard
+            let subscriber = mosquitto_new("relay-bench-sub-\(getpid())-\(options.label)", true, arrivalsRef.toOpaque())
+        else {
             return #"{"error":"mosquitto_new failed"}"#
         }
         _ = mosquitto_int_option(subscriber, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
@@ -139,7 +142,10 @@ struct Run {
         let outstandingRef = Unmanaged.passRetained(outstanding)
         var publishers: [OpaquePointer] = []
         for index in 0..<connections {
-            guard let client = mosquitto_new("relay-bench-pub-\(getpid())-\(options.label)-\(index)", true, outstandingRef.toOpaque()) else {
+            guard
+                let client = mosquitto_new(
+                    "relay-bench-pub-\(getpid())-\(options.label)-\(index)", true, outstandingRef.toOpaque())
+            else {
                 return #"{"error":"mosquitto_new failed"}"#
             }
             _ = mosquitto_int_option(client, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
@@ -173,7 +179,8 @@ struct Run {
             outstanding.count.add(1, ordering: .relaxed)
             let rc = payload.withUnsafeBytes { bytes in
                 mosquitto_publish(
-                    publishers[seq % connections], nil, topics[seq % options.devices], Int32(bytes.count), bytes.baseAddress, 1, false)
+                    publishers[seq % connections], nil, topics[seq % options.devices], Int32(bytes.count),
+                    bytes.baseAddress, 1, false)
             }
             if rc != MOSQ_ERR_SUCCESS.rawValue {
                 return #"{"error":"publish failed: \#(String(cString: mosquitto_strerror(rc)))"}"#
@@ -200,8 +207,10 @@ struct Run {
             }
             let rate = Double(state.unique) / elapsed
             return String(
-                format: #"{"label":"%@","sent":%d,"received":%d,"duplicates":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}"#,
-                options.label, options.messages, state.unique, state.duplicates, elapsed, rate, percentile(0.50), percentile(0.99),
+                format:
+                    #"{"label":"%@","sent":%d,"received":%d,"duplicates":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}"#,
+                options.label, options.messages, state.unique, state.duplicates, elapsed, rate, percentile(0.50),
+                percentile(0.99),
                 percentile(1.0))
         }
     }

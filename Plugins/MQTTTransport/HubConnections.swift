@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import CMosquitto
 import COpenSSL
 import Foundation
 import GatehousePluginKit
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The upstream role: one MQTT connection per device identity to IoT Hub, on libmosquitto.
 ///
@@ -66,7 +67,9 @@ final class HubConnections: Sendable {
         self.host = host
         var message = [CChar](repeating: 0, count: 256)
         guard let context = gh_tls_client_context(settings.caFile, settings.address, &message, message.count) else {
-            throw PluginError("cannot set up TLS: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))", configKey: settings.caFile == nil ? nil : "ca_file")
+            throw PluginError(
+                "cannot set up TLS: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))",
+                configKey: settings.caFile == nil ? nil : "ca_file")
         }
         tls = SendableContext(pointer: context)
         var fds: [Int32] = [-1, -1]
@@ -129,11 +132,15 @@ final class HubConnections: Sendable {
         guard let pending = pendingMethods.withLock({ $0.removeValue(forKey: token) }) else {
             if status != 200 {
                 // C2D over MQTT cannot be rejected: the PUBACK already completed it (§2.3).
-                host.log(.warning, "a cloud-to-device message was refused by the gateway (status \(status)) and dropped")
+                host.log(
+                    .warning, "a cloud-to-device message was refused by the gateway (status \(status)) and dropped")
             }
             return
         }
-        enqueue(.publishRaw(device: pending.device, topic: "$iothub/methods/res/\(status)/?$rid=\(pending.requestID)", payload: body))
+        enqueue(
+            .publishRaw(
+                device: pending.device, topic: "$iothub/methods/res/\(status)/?$rid=\(pending.requestID)", payload: body
+            ))
     }
 
     private func enqueue(_ op: Op) {
@@ -305,7 +312,9 @@ final class HubLink {
         // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
         // more than the disconnect code that follows them.
         mosquitto_log_callback_set(mosq) { _, user, level, text in
-            guard let link = HubLink.from(user), let text, level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else { return }
+            guard let link = HubLink.from(user), let text, level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else {
+                return
+            }
             link.owner.host.log(.warning, "device \(link.device): libmosquitto: \(String(cString: text))")
         }
         mosquitto_message_callback_set(mosq) { _, user, message in
@@ -325,7 +334,8 @@ final class HubLink {
         let settings = owner.settings
         let expiry = HubConnections.nowMS() / 1000 + settings.sasTTL
         let token: String
-        switch owner.host.signSAS(deviceID: device, resource: "\(settings.hostname)/devices/\(device)", expiry: expiry) {
+        switch owner.host.signSAS(deviceID: device, resource: "\(settings.hostname)/devices/\(device)", expiry: expiry)
+        {
         case .failure(let error):
             fail(reason: "the gateway would not sign a SAS token for this device (\(error.status))")
             return
@@ -464,7 +474,9 @@ extension HubConnections {
         if topic.hasPrefix(c2dPrefix) {
             let bag = topic.dropFirst(c2dPrefix.count)
             host.command(
-                PluginCommand(kind: .c2dMessage, deviceID: device, name: "", payload: payload, properties: PropertyBag.decode(bag)),
+                PluginCommand(
+                    kind: .c2dMessage, deviceID: device, name: "", payload: payload, properties: PropertyBag.decode(bag)
+                ),
                 token: token)
         } else if topic.hasPrefix(methodPrefix) {
             // $iothub/methods/POST/{name}/?$rid={rid}
@@ -474,7 +486,8 @@ extension HubConnections {
             let query = rest[rest.index(after: slash)...].drop { $0 == "?" }
             let requestID = PropertyBag.decode(query).first { $0.key == "$rid" }?.value ?? ""
             pendingMethods.withLock { $0[token] = PendingMethod(device: device, requestID: requestID) }
-            host.command(PluginCommand(kind: .directMethod, deviceID: device, name: name, payload: payload), token: token)
+            host.command(
+                PluginCommand(kind: .directMethod, deviceID: device, name: name, payload: payload), token: token)
         } else {
             host.log(.debug, "ignoring a hub message on \(topic)")
         }

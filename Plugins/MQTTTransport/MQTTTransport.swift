@@ -28,7 +28,9 @@ final class MQTTTransport: TransportPlugin {
     }
 
     static func siteSettings(_ config: PluginConfig) throws(PluginError) -> SiteSubscriber.Settings {
-        try config.requireKnownKeys(["host", "port", "client_id", "username", "password_file", "topics", "keepalive", "max_batch"])
+        try config.requireKnownKeys([
+            "host", "port", "client_id", "username", "password_file", "topics", "keepalive", "max_batch",
+        ])
         var filters: [DeviceTopicFilter] = []
         for topic in try config.strings("topics", default: ["devices/+/messages/events/#"]) {
             guard let filter = DeviceTopicFilter(topic) else {
@@ -60,7 +62,8 @@ final class MQTTTransport: TransportPlugin {
         try config.requireKnownKeys(["hostname", "address", "port", "ca_file", "keepalive", "sas_ttl", "api_version"])
         let hostname = try config.string("hostname")
         guard !hostname.isEmpty, !hostname.contains("/") else {
-            throw PluginError("`hostname` must be the hub's host name, e.g. myhub.azure-devices.net", configKey: "hostname")
+            throw PluginError(
+                "`hostname` must be the hub's host name, e.g. myhub.azure-devices.net", configKey: "hostname")
         }
         return HubConnections.Settings(
             hostname: hostname,

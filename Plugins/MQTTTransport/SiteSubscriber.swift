@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Foundation
 import GatehousePluginKit
 import MQTTCodec
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The downstream role: reads leaf devices' telemetry from the site broker and acknowledges each
 /// QoS 1 message only after the host made it durable.
@@ -70,7 +71,9 @@ final class SiteSubscriber: Sendable {
             let reason = runOneConnection(resetBackoff: { backoff.reset() })
             guard running.load(ordering: .sequentiallyConsistent) else { break }
             let delay = backoff.next()
-            host.log(.warning, "site broker \(settings.host):\(settings.port): \(reason); reconnecting in \(delay.formattedMS)")
+            host.log(
+                .warning,
+                "site broker \(settings.host):\(settings.port): \(reason); reconnecting in \(delay.formattedMS)")
             sleepInterruptibly(delay)
         }
     }
@@ -106,7 +109,8 @@ final class SiteSubscriber: Sendable {
             return error.description
         }
         let subscribe = MQTTPacket.subscribe(
-            Subscribe(packetID: 1, topics: settings.filters.map { TopicSubscription(filter: $0.filter, qos: .atLeastOnce) }))
+            Subscribe(
+                packetID: 1, topics: settings.filters.map { TopicSubscription(filter: $0.filter, qos: .atLeastOnce) }))
         guard TCPSocket.writeAll(fd, subscribe.encoded) else { return "connection lost while subscribing" }
         var pending: [Publish] = []
         var subscribed = false
@@ -114,7 +118,8 @@ final class SiteSubscriber: Sendable {
             switch readPacket(fd, &decoder, timeout: .seconds(10)) {
             case .success(.suback(let ack)):
                 if ack.returnCodes.contains(0x80) {
-                    return "broker refused the subscription to \(settings.filters.map(\.filter)) (check the ACL of client \(settings.clientID))"
+                    return
+                        "broker refused the subscription to \(settings.filters.map(\.filter)) (check the ACL of client \(settings.clientID))"
                 }
                 subscribed = true
             case .success(.publish(let publish)):
@@ -127,7 +132,10 @@ final class SiteSubscriber: Sendable {
             }
         }
         resetBackoff()
-        host.log(.info, "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))")
+        host.log(
+            .info,
+            "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))"
+        )
         if !pending.isEmpty, let problem = commit(pending, fd: fd) { return problem }
         return receiveLoop(fd, &decoder)
     }
@@ -201,14 +209,17 @@ final class SiteSubscriber: Sendable {
                 continue
             }
             messages.append(
-                PluginMessage(deviceID: routed.deviceID, payload: publish.payload, properties: routed.properties, createdUnixMS: now))
+                PluginMessage(
+                    deviceID: routed.deviceID, payload: publish.payload, properties: routed.properties,
+                    createdUnixMS: now))
         }
         if !messages.isEmpty {
             let status = host.ingest(messages)
             guard status == .ok else {
                 // Nothing acknowledged: the broker keeps the messages and resends them after we
                 // reconnect (persistent session).
-                return "the gateway could not make \(messages.count) message(s) durable (\(status)); not acknowledging them"
+                return
+                    "the gateway could not make \(messages.count) message(s) durable (\(status)); not acknowledging them"
             }
         }
         var acks: [UInt8] = []
@@ -229,7 +240,9 @@ final class SiteSubscriber: Sendable {
         return nil
     }
 
-    private func readPacket(_ fd: Int32, _ decoder: inout MQTTDecoder, timeout: Duration) -> Result<MQTTPacket, TCPSocket.Failure> {
+    private func readPacket(_ fd: Int32, _ decoder: inout MQTTDecoder, timeout: Duration) -> Result<
+        MQTTPacket, TCPSocket.Failure
+    > {
         let deadline = ContinuousClock.now + timeout
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -273,7 +286,9 @@ struct DeviceTopicFilter: Sendable {
         self.deviceLevel = deviceLevel
     }
 
-    static func route(_ topic: String, filters: [DeviceTopicFilter]) -> (deviceID: String, properties: [PluginMessage.Property])? {
+    static func route(_ topic: String, filters: [DeviceTopicFilter]) -> (
+        deviceID: String, properties: [PluginMessage.Property]
+    )? {
         for candidate in filters where TopicFilter.matches(filter: candidate.filter, topic: topic) {
             let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
             guard candidate.deviceLevel < levels.count else { continue }

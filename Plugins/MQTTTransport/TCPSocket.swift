@@ -22,7 +22,9 @@ enum TCPSocket {
         var cursor: UnsafeMutablePointer<addrinfo>? = first
         while let info = cursor {
             cursor = info.pointee.ai_next
-            let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), info.pointee.ai_protocol)
+            let fd = socket(
+                info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue),
+                info.pointee.ai_protocol)
             guard fd >= 0 else { continue }
             if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
                 var one: Int32 = 1
@@ -53,7 +55,8 @@ enum TCPSocket {
 
     static func waitReadable(_ fd: Int32, timeout: Duration) -> Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = Int32(
+            clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         return poll(&entry, 1, ms) > 0
     }
 }
@@ -75,7 +78,8 @@ struct Backoff {
     mutating func next() -> Duration {
         let ceiling = min(initial * (1 << min(attempt, 16)), maximum)
         attempt += 1
-        let ms = max(Int64(ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000), 1)
+        let ms = max(
+            Int64(ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000), 1)
         return .milliseconds(Int64.random(in: (ms / 2)...ms))
     }
 }

@@ -47,7 +47,8 @@ public final class Gateway: Service {
             do {
                 signer = try GroupKeySigner(keyFile: keyFile)
             } catch {
-                throw StartupError("\(config.sourcePath): [identity] group_key_file: \(error)", exitCode: StartupError.configExit)
+                throw StartupError(
+                    "\(config.sourcePath): [identity] group_key_file: \(error)", exitCode: StartupError.configExit)
             }
         } else {
             signer = NoSigner()
@@ -136,7 +137,8 @@ public final class Gateway: Service {
             relay.update(policy: fresh.outbox)
             if let level = Logger.Level(rawValue: fresh.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
             if fresh.site.pluginConfigJSON != config.site.pluginConfigJSON
-                || fresh.hub.pluginConfigJSON != config.hub.pluginConfigJSON || fresh.gateway.stateDB != config.gateway.stateDB
+                || fresh.hub.pluginConfigJSON != config.hub.pluginConfigJSON
+                || fresh.gateway.stateDB != config.gateway.stateDB
             {
                 logger.notice("changes to [site], [hub] or the state database take effect at the next start")
             }

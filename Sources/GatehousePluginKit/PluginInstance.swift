@@ -64,7 +64,8 @@ public final class PluginInstance: Sendable {
         guard status == GH_OK else {
             api.deallocate()
             context.release()
-            throw PluginError.from(error, fallback: "plugin `\(library.name)` refused its configuration (status \(status))")
+            throw PluginError.from(
+                error, fallback: "plugin `\(library.name)` refused its configuration (status \(status))")
         }
         self.state = Mutex(.created(instance))
         context.takeUnretainedValue().owner.withLock { $0 = WeakInstance(self) }
@@ -245,7 +246,8 @@ final class HostContext: Sendable {
             guard let context = HostContext.from(raw), let command else { return }
             let owner = context.owner.withLock { $0 }
             guard let parsed = PluginCommand(command.pointee) else {
-                owner?.instance?.commandResult(token: token, status: 400, body: Array(#"{"error":"unknown command kind"}"#.utf8))
+                owner?.instance?.commandResult(
+                    token: token, status: 400, body: Array(#"{"error":"unknown command kind"}"#.utf8))
                 return
             }
             context.delegate.command(parsed) { status, body in

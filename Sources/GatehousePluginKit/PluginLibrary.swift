@@ -1,9 +1,10 @@
+import GatehousePluginABI
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import GatehousePluginABI
 
 /// Why a plugin file was refused. The message always names the file.
 public struct PluginLoadError: Error, Sendable, CustomStringConvertible {
@@ -81,7 +82,9 @@ public final class PluginLibrary: @unchecked Sendable {
         guard abi == GH_PLUGIN_ABI_VERSION else {
             throw PluginLoadError(
                 code: .abiVersionMismatch, path: path,
-                message: "was built for plugin ABI version \(abi), this gatehouse speaks version \(GH_PLUGIN_ABI_VERSION); rebuild it against this gatehouse_plugin.h")
+                message:
+                    "was built for plugin ABI version \(abi), this gatehouse speaks version \(GH_PLUGIN_ABI_VERSION); rebuild it against this gatehouse_plugin.h"
+            )
         }
         guard size >= MemoryLayout<gh_plugin_descriptor>.size else {
             throw PluginLoadError(

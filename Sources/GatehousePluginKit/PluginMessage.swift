@@ -159,7 +159,9 @@ extension PluginCommand {
             + properties.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
         var scratch = CScratch(capacity: footprint)
         defer { scratch.deallocate() }
-        var cProperties = properties.map { gh_property(key: scratch.bytes($0.key.utf8), value: scratch.bytes($0.value.utf8)) }
+        var cProperties = properties.map {
+            gh_property(key: scratch.bytes($0.key.utf8), value: scratch.bytes($0.value.utf8))
+        }
         return try cProperties.withUnsafeMutableBufferPointer { props in
             var c = gh_command()
             c.struct_size = UInt32(MemoryLayout<gh_command>.size)

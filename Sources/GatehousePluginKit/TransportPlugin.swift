@@ -91,7 +91,8 @@ public struct PluginConfig: Sendable {
     public func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) throws(PluginError) -> Int {
         guard let value = object[key] else { return fallback }
         guard let number = value as? Double, number == number.rounded(), range.contains(Int(number)) else {
-            throw PluginError("`\(key)` must be a whole number in \(range.lowerBound)...\(range.upperBound)", configKey: key)
+            throw PluginError(
+                "`\(key)` must be a whole number in \(range.lowerBound)...\(range.upperBound)", configKey: key)
         }
         return Int(number)
     }
@@ -138,9 +139,10 @@ public struct PluginHost: @unchecked Sendable {
 
     /// Blocks until the batch is durable. Acknowledge upstream of you only on `.ok`.
     public func ingest(_ messages: [PluginMessage]) -> PluginStatus {
-        PluginStatus(rawValue: PluginMessage.withCMessages(messages) { batch in
-            api.pointee.ingest(context, batch.baseAddress, UInt32(batch.count))
-        })
+        PluginStatus(
+            rawValue: PluginMessage.withCMessages(messages) { batch in
+                api.pointee.ingest(context, batch.baseAddress, UInt32(batch.count))
+            })
     }
 
     public func delivered(token: UInt64, status: PluginStatus) {

@@ -16,7 +16,9 @@ public struct OutboxRecord: Sendable, Equatable {
     /// What the record counts against the outbox's byte limit.
     public var size: Int { deviceID.utf8.count + properties.utf8.count + payload.count }
 
-    public init(seq: Int64 = 0, deviceID: String, properties: String, payload: [UInt8], createdMS: Int64, enqueuedMS: Int64) {
+    public init(
+        seq: Int64 = 0, deviceID: String, properties: String, payload: [UInt8], createdMS: Int64, enqueuedMS: Int64
+    ) {
         self.seq = seq
         self.deviceID = deviceID
         self.properties = properties
@@ -55,7 +57,8 @@ extension StateStore {
             for index in stored.indices {
                 let record = stored[index]
                 try insert.execute(arguments: [
-                    record.deviceID, record.properties, Data(record.payload), record.createdMS, record.enqueuedMS, record.size,
+                    record.deviceID, record.properties, Data(record.payload), record.createdMS, record.enqueuedMS,
+                    record.size,
                 ])
                 stored[index].seq = db.lastInsertedRowID
                 perDevice[record.deviceID, default: (0, 0)].count += 1
@@ -90,7 +93,8 @@ extension StateStore {
                     """, arguments: [seq, limit])
             return rows.map { row in
                 OutboxRecord(
-                    seq: row[0], deviceID: row[1], properties: row[2], payload: [UInt8](row[3] as Data), createdMS: row[4],
+                    seq: row[0], deviceID: row[1], properties: row[2], payload: [UInt8](row[3] as Data),
+                    createdMS: row[4],
                     enqueuedMS: row[5])
             }
         }
@@ -124,10 +128,13 @@ extension StateStore {
     }
 
     /// Drops records enqueued before `cutoffMS` (never those in `keep`), oldest first.
-    public func dropOlderThan(_ cutoffMS: Int64, keep: Set<Int64>, limit: Int = 10_000) throws(StoreError) -> [DroppedRecord] {
+    public func dropOlderThan(_ cutoffMS: Int64, keep: Set<Int64>, limit: Int = 10_000) throws(StoreError)
+        -> [DroppedRecord]
+    {
         try write("drop expired outbox messages") { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT seq, device_id, size, enqueued_ms FROM outbox ORDER BY seq LIMIT ?", arguments: [limit])
+                db, sql: "SELECT seq, device_id, size, enqueued_ms FROM outbox ORDER BY seq LIMIT ?", arguments: [limit]
+            )
             var dropped: [DroppedRecord] = []
             for row in rows {
                 let enqueued: Int64 = row[3]

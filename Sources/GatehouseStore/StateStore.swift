@@ -47,7 +47,8 @@ public final class StateStore: Sendable {
     public init(readingFrom path: String) throws(StoreError) {
         self.path = path
         guard FileManager.default.fileExists(atPath: path) else {
-            throw StoreError(code: .cannotOpen, message: "no state database at \(path); is gatehoused running with this config?")
+            throw StoreError(
+                code: .cannotOpen, message: "no state database at \(path); is gatehoused running with this config?")
         }
         synchronous = "NORMAL"
         var configuration = Configuration()

@@ -57,21 +57,27 @@ struct Status: ParsableCommand {
             return
         }
         let state = Self.isRunning(status) ? "running (pid \(status.pid))" : "not running"
-        print("gatehoused \(status.version): \(state), started \(Self.format(status.startedMS)), last heartbeat \(Self.format(status.heartbeatMS))")
+        print(
+            "gatehoused \(status.version): \(state), started \(Self.format(status.startedMS)), last heartbeat \(Self.format(status.heartbeatMS))"
+        )
         print("outbox: \(status.outboxMessages) message(s), \(status.outboxBytes) bytes waiting")
-        print("since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused")
+        print(
+            "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused"
+        )
         print("")
         let header = ["DEVICE", "LINK", "SINCE", "IN", "OUT", "REASON"]
         var rows = [header]
         for device in devices {
             rows.append([
-                device.id, device.linkState, Self.format(device.linkChangedMS), "\(device.messagesIn)", "\(device.messagesOut)",
+                device.id, device.linkState, Self.format(device.linkChangedMS), "\(device.messagesIn)",
+                "\(device.messagesOut)",
                 device.linkReason,
             ])
         }
         let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            print(
+                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         if devices.isEmpty { print("(no devices seen yet)") }
     }

@@ -1,12 +1,13 @@
 import ArgumentParser
 import CMalloc
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Foundation
 import GatehouseCore
 import Logging
 import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// gatehoused — the gateway daemon. Wiring only: the logic lives in GatehouseCore.
 @main

@@ -106,7 +106,12 @@ struct ConfigTests {
         #expect(config.site.keyLines["topics"] != nil)
     }
 
-    @Test("units", arguments: [("500ms", Duration.milliseconds(500)), ("30s", .seconds(30)), ("5m", .seconds(300)), ("7d", .seconds(604_800))])
+    @Test(
+        "units",
+        arguments: [
+            ("500ms", Duration.milliseconds(500)), ("30s", .seconds(30)), ("5m", .seconds(300)),
+            ("7d", .seconds(604_800)),
+        ])
     func durations(text: String, expected: Duration) {
         #expect(Units.duration(text) == expected)
     }

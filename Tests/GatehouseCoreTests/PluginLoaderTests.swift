@@ -47,7 +47,9 @@ struct PluginLoaderTests {
     func resolve() throws {
         let directory = CFixturePlugin.directory
         _ = try CFixturePlugin.path("loopback_upstream")
-        #expect(PluginLibrary.resolve(name: "loopback_upstream", in: directory) == directory + "/libgatehouse-loopback_upstream.so")
+        #expect(
+            PluginLibrary.resolve(name: "loopback_upstream", in: directory) == directory
+                + "/libgatehouse-loopback_upstream.so")
         #expect(PluginLibrary.resolve(name: "/abs/x.so", in: directory) == "/abs/x.so")
     }
 }

@@ -32,7 +32,8 @@ struct RelayTests {
             store = try StateStore(path: dbPath ?? dir.file("state.db"), durability: .normal)
             let logs = self.logs
             relay = try Relay(
-                store: store, policy: policy, signer: NoSigner(), logger: Logger(label: "test") { _ in CapturingLogHandler(logs) })
+                store: store, policy: policy, signer: NoSigner(),
+                logger: Logger(label: "test") { _ in CapturingLogHandler(logs) })
             outFile = dir.file("sent.txt")
             let config = #"{"out":"\#(outFile)","hold":\#(hold)}"#
             upstream = try PluginInstance(
@@ -42,7 +43,9 @@ struct RelayTests {
         }
 
         func ingest(_ device: String, _ payloads: [String], properties: [PluginMessage.Property] = []) -> PluginStatus {
-            relay.ingest(payloads.map { PluginMessage(deviceID: device, payload: Array($0.utf8), properties: properties) }, from: "site")
+            relay.ingest(
+                payloads.map { PluginMessage(deviceID: device, payload: Array($0.utf8), properties: properties) },
+                from: "site")
         }
 
         /// Lines the plugin wrote: "device\tproperties\tpayload".
@@ -163,7 +166,9 @@ struct RelayTests {
             #expect(h.ingest("d", (0..<10).map(payload)) == .ok)
             #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 1 })
             #expect(h.ingest("d", (10..<13).map(payload)) == .ok)
-            let left = try h.store.outboxRecords(fromSeq: 0, limit: 100).map { String(decoding: $0.payload, as: UTF8.self) }
+            let left = try h.store.outboxRecords(fromSeq: 0, limit: 100).map {
+                String(decoding: $0.payload, as: UTF8.self)
+            }
             #expect(left.count <= 10)
             #expect(h.relay.snapshot.dropped == 3)
             if drop == .oldest {
@@ -183,7 +188,9 @@ struct RelayTests {
         let h = try Harness()
         defer { h.stop() }
         let answer = Mutex<(Int32, String)?>(nil)
-        h.relay.command(PluginCommand(kind: .directMethod, deviceID: "pump-1", name: "reboot", payload: Array("{}".utf8))) {
+        h.relay.command(
+            PluginCommand(kind: .directMethod, deviceID: "pump-1", name: "reboot", payload: Array("{}".utf8))
+        ) {
             status, body in answer.withLock { $0 = (status, String(decoding: body, as: UTF8.self)) }
         }
         let result = answer.withLock { $0 }
@@ -196,9 +203,13 @@ struct RelayTests {
     func pluginConfigError() throws {
         let library = try PluginLibrary(path: try CFixturePlugin.path("loopback_upstream"))
         let dir = TempDir()
-        let relay = try Relay(store: try StateStore(path: dir.file("s.db")), policy: OutboxPolicy(), signer: NoSigner(), logger: Logger(label: "t"))
+        let relay = try Relay(
+            store: try StateStore(path: dir.file("s.db")), policy: OutboxPolicy(), signer: NoSigner(),
+            logger: Logger(label: "t"))
         #expect {
-            _ = try PluginInstance(library: library, role: .upstream, label: "hub", configJSON: Array(#"{"bogus":1}"#.utf8), delegate: relay)
+            _ = try PluginInstance(
+                library: library, role: .upstream, label: "hub", configJSON: Array(#"{"bogus":1}"#.utf8),
+                delegate: relay)
         } throws: { error in
             (error as? PluginError)?.configKey == "bogus"
         }

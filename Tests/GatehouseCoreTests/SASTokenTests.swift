@@ -12,7 +12,8 @@ struct SASTokenTests {
     @Test("a group-derived device key signs the documented token, byte for byte")
     func knownVector() throws {
         let signer = GroupKeySigner(groupKey: Self.groupKey)
-        let token = try signer.sign(deviceID: "pump-7", resource: "myhub.azure-devices.net/devices/pump-7", expiry: 1_800_000_000)
+        let token = try signer.sign(
+            deviceID: "pump-7", resource: "myhub.azure-devices.net/devices/pump-7", expiry: 1_800_000_000)
         #expect(
             token
                 == "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fpump-7&sig=yuqYeOrcdIywOqdCFFgLJflUHPxIIQoa7bqQl78NGdQ%3D&se=1800000000"
@@ -44,7 +45,9 @@ struct SASTokenTests {
 
     @Test("property bags round-trip and encode as IoT Hub expects")
     func propertyBag() {
-        let properties: [PluginMessage.Property] = [.init("$.ct", "application/json"), .init("alarm", "high & dry"), .init("ü", "=")]
+        let properties: [PluginMessage.Property] = [
+            .init("$.ct", "application/json"), .init("alarm", "high & dry"), .init("ü", "="),
+        ]
         let encoded = PropertyBag.encode(properties)
         #expect(encoded == "$.ct=application%2Fjson&alarm=high%20%26%20dry&%C3%BC=%3D")
         #expect(PropertyBag.decode(encoded) == properties)

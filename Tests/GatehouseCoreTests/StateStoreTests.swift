@@ -47,7 +47,9 @@ struct StateStoreTests {
     func dropOlderThan() throws {
         let dir = TempDir()
         let store = try StateStore(path: dir.file("state.db"))
-        _ = try store.appendToOutbox([record("d", "old", at: 100), record("d", "older-but-in-flight", at: 150), record("d", "new", at: 900)])
+        _ = try store.appendToOutbox([
+            record("d", "old", at: 100), record("d", "older-but-in-flight", at: 150), record("d", "new", at: 900),
+        ])
         let dropped = try store.dropOlderThan(500, keep: [2])
         #expect(dropped.map(\.seq) == [1])
         #expect(try store.outboxRecords(fromSeq: 0, limit: 10).map(\.seq) == [2, 3])

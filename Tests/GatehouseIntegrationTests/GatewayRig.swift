@@ -58,8 +58,10 @@ final class GatewayRig: @unchecked Sendable {
 
     /// Every gatehoused log so far, all runs.
     var gatewayLogs: String {
-        (1...max(runs, 1)).map { (try? String(contentsOfFile: dir.file("gatehoused-\($0).err"), encoding: .utf8)) ?? "" }
-            .joined()
+        (1...max(runs, 1)).map {
+            (try? String(contentsOfFile: dir.file("gatehoused-\($0).err"), encoding: .utf8)) ?? ""
+        }
+        .joined()
     }
 
     func status() throws -> [String: Any] {

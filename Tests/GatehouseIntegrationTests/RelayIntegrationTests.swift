@@ -7,7 +7,9 @@ import Testing
 #endif
 
 /// The relay end to end with real mosquitto brokers and the real gatehoused binary.
-@Suite("Relay end to end (mosquitto + gatehoused)", .serialized, .enabled(if: MosquittoBroker.available, "mosquitto is not installed: run scripts/setup"))
+@Suite(
+    "Relay end to end (mosquitto + gatehoused)", .serialized,
+    .enabled(if: MosquittoBroker.available, "mosquitto is not installed: run scripts/setup"))
 struct RelayIntegrationTests {
     @Test("telemetry arrives upstream under the device's own identity, topic and properties")
     func identityTopicProperties() throws {
@@ -15,7 +17,10 @@ struct RelayIntegrationTests {
         let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
         try rig.startGateway()
         #expect(
-            try publishLines(["{\"t\":21}", "{\"t\":22}"], topic: "devices/pump-1/messages/events/$.ct=application%2Fjson&alarm=high", broker: rig.site, in: rig.dir) == 0)
+            try publishLines(
+                ["{\"t\":21}", "{\"t\":22}"],
+                topic: "devices/pump-1/messages/events/$.ct=application%2Fjson&alarm=high", broker: rig.site,
+                in: rig.dir) == 0)
         #expect(try publishLines(["v1"], topic: "devices/valve-7/messages/events/", broker: rig.site, in: rig.dir) == 0)
         #expect(waitUntil(timeout: .seconds(15)) { collector.lines.count >= 3 })
         let lines = collector.lines
@@ -43,16 +48,20 @@ struct RelayIntegrationTests {
         collector.stop()  // its persistent session stays on the hub broker, saved across the restart
         rig.hub.stop()
         let messages = (1...300).map(String.init)
-        #expect(try publishLines(messages, topic: "devices/meter-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            try publishLines(messages, topic: "devices/meter-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
         #expect(waitUntil(timeout: .seconds(15)) { rig.daemonCounter("ingestedTotal") == 301 })
         let waiting = rig.daemonCounter("outboxMessages")
         #expect(waiting >= 250, "the outbox should hold what the hub could not take (it holds \(waiting))")
 
         try rig.hub.start()
         // The same subscriber identity resumes its session and gets what was queued for it.
-        let resumed = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir, name: "collector", file: "collector-2")
+        let resumed = try Collector(
+            broker: rig.hub, topics: ["devices/#"], in: rig.dir, name: "collector", file: "collector-2")
         #expect(waitUntil(timeout: .seconds(60)) { rig.daemonCounter("outboxMessages") == 0 })
-        let all = { (payloadsByDevice(collector.lines)["meter-1"] ?? []) + (payloadsByDevice(resumed.lines)["meter-1"] ?? []) }
+        let all = {
+            (payloadsByDevice(collector.lines)["meter-1"] ?? []) + (payloadsByDevice(resumed.lines)["meter-1"] ?? [])
+        }
         #expect(waitUntil(timeout: .seconds(15)) { Set(all()).count == 301 })
         // In order: the first arrival of each message follows the outbox's order.
         var seen = Set<String>()
@@ -70,9 +79,11 @@ struct RelayIntegrationTests {
         // Four leaf devices publish concurrently; each mosquitto_pub exits 0 only once the site
         // broker acknowledged every message.
         let publishers = try devices.map { device in
-            let input = try rig.dir.write("\(device).txt", (1...perDevice).map { "\(device)-\($0)" }.joined(separator: "\n") + "\n")
+            let input = try rig.dir.write(
+                "\(device).txt", (1...perDevice).map { "\(device)-\($0)" }.joined(separator: "\n") + "\n")
             return try Subprocess(
-                which("mosquitto_pub")!, rig.site.clientArguments + ["-q", "1", "-l", "-t", "devices/\(device)/messages/events/"],
+                which("mosquitto_pub")!,
+                rig.site.clientArguments + ["-q", "1", "-l", "-t", "devices/\(device)/messages/events/"],
                 in: rig.dir, name: "pub-\(device)", stdin: FileHandle(forReadingAtPath: input))
         }
         // Kill once about a third has gone through.
@@ -90,7 +101,9 @@ struct RelayIntegrationTests {
         let byDevice = payloadsByDevice(collector.lines)
         let total = byDevice.values.reduce(0) { $0 + $1.count }
         let unique = byDevice.values.reduce(0) { $0 + Set($1).count }
-        print("kill -9 test: killed after \(atKill) arrivals; \(unique) of \(expected) unique arrived, \(total - unique) duplicate(s)")
+        print(
+            "kill -9 test: killed after \(atKill) arrivals; \(unique) of \(expected) unique arrived, \(total - unique) duplicate(s)"
+        )
         #expect(arrived, "only \(unique) of \(expected) arrived")
         for device in devices {
             var seen = Set<String>()
@@ -109,10 +122,14 @@ struct RelayIntegrationTests {
         rig.site.stop()
         try rig.site.start()
         // Published while gatehoused is still reconnecting: the broker queues them for its session.
-        #expect(try publishLines((1...100).map { "after-\($0)" }, topic: "devices/s1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            try publishLines(
+                (1...100).map { "after-\($0)" }, topic: "devices/s1/messages/events/", broker: rig.site, in: rig.dir)
+                == 0)
         #expect(
             waitUntil(timeout: .seconds(60)) { Set(payloadsByDevice(collector.lines)["s1"] ?? []).count == 101 },
-            "arrived: \(Set(payloadsByDevice(collector.lines)["s1"] ?? []).count); site broker: \(rig.site.log.suffix(1500)); gatehoused: \(rig.gatewayLogs.suffix(1500))")
+            "arrived: \(Set(payloadsByDevice(collector.lines)["s1"] ?? []).count); site broker: \(rig.site.log.suffix(1500)); gatehoused: \(rig.gatewayLogs.suffix(1500))"
+        )
         #expect(rig.gatewayLogs.contains("reconnecting in"))
     }
 
@@ -134,7 +151,9 @@ struct RelayIntegrationTests {
         let rig = try GatewayRig()
         let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
         let gateway = try rig.startGateway()
-        #expect(try publishLines((1...50).map(String.init), topic: "devices/x/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            try publishLines(
+                (1...50).map(String.init), topic: "devices/x/messages/events/", broker: rig.site, in: rig.dir) == 0)
         #expect(waitUntil(timeout: .seconds(15)) { collector.lines.count == 50 })
         gateway.signal(SIGTERM)
         #expect(gateway.wait(timeout: .seconds(15)) == 0)
@@ -152,7 +171,8 @@ struct RelayIntegrationTests {
         let rig = try GatewayRig()
         let gateway = try rig.startGateway()
         let original = try String(contentsOfFile: rig.configPath, encoding: .utf8)
-        try (original + "\n[outbox]\nmax_bytes = \"lots\"\n").write(toFile: rig.configPath, atomically: true, encoding: .utf8)
+        try (original + "\n[outbox]\nmax_bytes = \"lots\"\n").write(
+            toFile: rig.configPath, atomically: true, encoding: .utf8)
         gateway.signal(SIGHUP)
         #expect(waitUntil(timeout: .seconds(10)) { rig.gatewayLogs.contains("reload refused") })
         #expect(rig.gatewayLogs.contains("max_bytes"))
@@ -173,9 +193,15 @@ struct HubTLSTests {
         let openssl = which("openssl") ?? "/usr/bin/openssl"
         let ext = try dir.write("other.ext", "subjectAltName=DNS:otherhost\n")
         for arguments in [
-            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir.file("server.key"), "-out", dir.file("other.csr"), "-subj", "/CN=otherhost"],
-            ["x509", "-req", "-in", dir.file("other.csr"), "-CA", dir.file("ca.crt"), "-CAkey", dir.file("ca.key"), "-CAcreateserial",
-             "-out", dir.file("server.crt"), "-days", "2", "-extfile", ext],
+            [
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir.file("server.key"), "-out",
+                dir.file("other.csr"), "-subj", "/CN=otherhost",
+            ],
+            [
+                "x509", "-req", "-in", dir.file("other.csr"), "-CA", dir.file("ca.crt"), "-CAkey", dir.file("ca.key"),
+                "-CAcreateserial",
+                "-out", dir.file("server.crt"), "-days", "2", "-extfile", ext,
+            ],
         ] {
             #expect(try Subprocess.run(openssl, arguments).0 == 0)
         }
@@ -184,7 +210,9 @@ struct HubTLSTests {
         let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
         _ = collector
         try rig.startGateway()
-        #expect(try publishLines(["secret telemetry"], topic: "devices/tls-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            try publishLines(
+                ["secret telemetry"], topic: "devices/tls-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
         #expect(waitUntil(timeout: .seconds(10)) { rig.gatewayLogs.contains("certificate verify failed") })
         Thread.sleep(forTimeInterval: 1)
         #expect(!rig.hub.log.contains("as tls-1 "), "the hub must never see a CONNECT")

@@ -3,14 +3,19 @@ import GatehouseTestSupport
 import Testing
 
 /// How gatehoused refuses to start: exit 78 (EX_CONFIG) and a message naming the place.
-@Suite("gatehoused start-up checks", .serialized, .enabled(if: MosquittoBroker.available, "mosquitto is not installed: run scripts/setup"))
+@Suite(
+    "gatehoused start-up checks", .serialized,
+    .enabled(if: MosquittoBroker.available, "mosquitto is not installed: run scripts/setup"))
 struct StartupTests {
     func run(_ config: String, in dir: TempDir) throws -> (Int32, String) {
         let path = try dir.write("gatehouse.toml", config)
         return try Subprocess.run(Paths.gatehoused, ["--check", "-c", path], timeout: .seconds(30))
     }
 
-    func config(_ dir: TempDir, site: String = "plugin = \"mqtt\"", hub: String = "plugin = \"mqtt\"\nhostname = \"localhost\"", extra: String = "") -> String {
+    func config(
+        _ dir: TempDir, site: String = "plugin = \"mqtt\"", hub: String = "plugin = \"mqtt\"\nhostname = \"localhost\"",
+        extra: String = ""
+    ) -> String {
         """
         [gateway]
         state_db = "\(dir.file("state.db"))"
@@ -37,7 +42,9 @@ struct StartupTests {
         let dir = TempDir()
         let (status, output) = try run(config(dir, extra: "[outbox]\nmax_bytse = 1\n"), in: dir)
         #expect(status == 78)
-        #expect(output.contains("gatehouse.toml:5: [outbox] max_bytse: unknown key; did you mean `max_bytes`?"), "\(output)")
+        #expect(
+            output.contains("gatehouse.toml:5: [outbox] max_bytse: unknown key; did you mean `max_bytes`?"), "\(output)"
+        )
     }
 
     @Test("a plugin's own key is checked by the plugin and placed by the host")
@@ -92,8 +99,13 @@ struct StartupTests {
         let rig = try GatewayRig(hubPlugin: plugin, hubExtra: "out = \"\(out)\"")
         let gateway = try rig.startGateway()
         #expect(gateway.isRunning, "\(gateway.stderr)")
-        #expect(try publishLines(["hello", "world"], topic: "devices/c-dev/messages/events/k=v", broker: rig.site, in: rig.dir) == 0)
-        #expect(waitUntil(timeout: .seconds(10)) { ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").count == 2 })
+        #expect(
+            try publishLines(
+                ["hello", "world"], topic: "devices/c-dev/messages/events/k=v", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            waitUntil(timeout: .seconds(10)) {
+                ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").count == 2
+            })
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "c-dev\tk=v\thello\nc-dev\tk=v\tworld\n")
     }
 }

@@ -52,7 +52,8 @@ public final class MosquittoBroker: @unchecked Sendable {
         }
         config += extraConfig + "\n"
         let path = try dir.write("\(name).conf", config)
-        child = try Subprocess(which("mosquitto")!, ["-c", path], in: dir, name: "\(name)-\(UUID().uuidString.prefix(6))")
+        child = try Subprocess(
+            which("mosquitto")!, ["-c", path], in: dir, name: "\(name)-\(UUID().uuidString.prefix(6))")
         guard waitUntil(timeout: .seconds(5), { Self.listening(port) }) else {
             throw FixtureError("mosquitto \(name) did not start: \(child?.stderr ?? "")")
         }
@@ -75,7 +76,9 @@ public final class MosquittoBroker: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
         }
     }
 
@@ -96,9 +99,15 @@ public enum Certificates {
         let ext = try dir.write("san.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
         let openssl = which("openssl") ?? "/usr/bin/openssl"
         for arguments in [
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", caKey, "-out", ca, "-days", "2", "-subj", "/CN=gatehouse test CA"],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", caKey, "-out", ca, "-days", "2", "-subj",
+                "/CN=gatehouse test CA",
+            ],
             ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
-            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext],
+            [
+                "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", cert, "-days", "2",
+                "-extfile", ext,
+            ],
         ] {
             let (status, output) = try Subprocess.run(openssl, arguments)
             guard status == 0 else { throw FixtureError("openssl \(arguments[0]) failed: \(output)") }
@@ -113,7 +122,9 @@ public final class Collector: @unchecked Sendable {
     let child: Subprocess
 
     /// `name` is the MQTT client id's suffix (a persistent session); `file` names the output.
-    public init(broker: MosquittoBroker, topics: [String], in dir: TempDir, name: String = "collector", file: String? = nil) throws {
+    public init(
+        broker: MosquittoBroker, topics: [String], in dir: TempDir, name: String = "collector", file: String? = nil
+    ) throws {
         var arguments = broker.clientArguments + ["-q", "1", "-v", "-i", "collector-\(name)", "-c"]
         for topic in topics { arguments += ["-t", topic] }
         child = try Subprocess(which("mosquitto_sub")!, arguments, in: dir, name: file ?? name)

@@ -23,7 +23,9 @@ public enum Paths {
 
     public static var gatehoused: String { binDir.appendingPathComponent("gatehoused").path }
     public static var gatehouseCLI: String { binDir.appendingPathComponent("gatehouse").path }
-    public static var abiHeaderDir: String { packageRoot.appendingPathComponent("Sources/GatehousePluginABI/include").path }
+    public static var abiHeaderDir: String {
+        packageRoot.appendingPathComponent("Sources/GatehousePluginABI/include").path
+    }
 }
 
 /// A temporary folder removed when the value is released.
@@ -90,7 +92,9 @@ public final class Subprocess: @unchecked Sendable {
     private let lock = NSLock()
     private var exitStatus: Int32?
 
-    public init(_ executable: String, _ arguments: [String], in dir: TempDir, name: String, stdin: FileHandle? = nil) throws {
+    public init(_ executable: String, _ arguments: [String], in dir: TempDir, name: String, stdin: FileHandle? = nil)
+        throws
+    {
         stdoutPath = dir.file("\(name).out")
         stderrPath = dir.file("\(name).err")
         var actions = posix_spawn_file_actions_t()
@@ -118,7 +122,9 @@ public final class Subprocess: @unchecked Sendable {
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
         let status = posix_spawn(&child, executable, &actions, &attributes, argv, environ)
-        guard status == 0 else { throw FixtureError("cannot start \(executable): \(String(cString: strerror(status)))") }
+        guard status == 0 else {
+            throw FixtureError("cannot start \(executable): \(String(cString: strerror(status)))")
+        }
         pid = child
     }
 
@@ -162,7 +168,9 @@ public final class Subprocess: @unchecked Sendable {
     deinit { stop() }
 
     /// Runs a command to completion; returns (status, stdout+stderr).
-    public static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) throws -> (Int32, String) {
+    public static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) throws -> (
+        Int32, String
+    ) {
         let dir = TempDir("gatehouse-run")
         let child = try Subprocess(executable, arguments, in: dir, name: "cmd")
         guard let status = child.wait(timeout: timeout) else {
@@ -198,7 +206,10 @@ public enum CFixturePlugin {
         let output = outputDir.file("libgatehouse-\(name).so")
         let (status, log) = try Subprocess.run(
             which("cc") ?? "/usr/bin/cc",
-            ["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-I", Paths.abiHeaderDir, "-o", output, source, "-lpthread"])
+            [
+                "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-I", Paths.abiHeaderDir, "-o", output, source,
+                "-lpthread",
+            ])
         guard status == 0 else { throw FixtureError("cannot compile \(source): \(log)") }
         built[name] = output
         return output

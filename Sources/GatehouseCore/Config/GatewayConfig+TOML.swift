@@ -51,7 +51,9 @@ private struct ConfigReader {
         for required in ["site", "hub"] where root[required]?.table == nil {
             throw ConfigError(
                 file: path, key: "[\(required)]",
-                message: "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin")
+                message:
+                    "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin"
+            )
         }
         return GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), identity: try identity(),
@@ -78,7 +80,8 @@ private struct ConfigReader {
         if let value = try string(table, "gateway", "plugin_dir") { result.pluginDir = value }
         if let value = try string(table, "gateway", "log_level") {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
-                throw error("gateway", "log_level", "must be one of trace, debug, info, notice, warning, error, critical")
+                throw error(
+                    "gateway", "log_level", "must be one of trace, debug, info, notice, warning, error, critical")
             }
             result.logLevel = value
         }
@@ -103,7 +106,10 @@ private struct ConfigReader {
         }
         if let value = try string(table, "outbox", "durability") {
             guard let durability = StateStore.Durability(rawValue: value) else {
-                throw error("outbox", "durability", "must be \"full\" (survives power loss) or \"normal\" (survives a crash of gatehoused), not \"\(value)\"")
+                throw error(
+                    "outbox", "durability",
+                    "must be \"full\" (survives power loss) or \"normal\" (survives a crash of gatehoused), not \"\(value)\""
+                )
             }
             result.durability = durability
         }

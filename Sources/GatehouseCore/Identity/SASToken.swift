@@ -13,7 +13,8 @@ public enum SASToken {
         let encodedResource = PropertyBag.percentEncode(resource.lowercased())
         let stringToSign = Data("\(encodedResource)\n\(expiry)".utf8)
         let signature = mac(stringToSign).base64EncodedString()
-        var token = "SharedAccessSignature sr=\(encodedResource)&sig=\(PropertyBag.percentEncode(signature))&se=\(expiry)"
+        var token =
+            "SharedAccessSignature sr=\(encodedResource)&sig=\(PropertyBag.percentEncode(signature))&se=\(expiry)"
         if let policyName { token += "&skn=\(PropertyBag.percentEncode(policyName))" }
         return token
     }

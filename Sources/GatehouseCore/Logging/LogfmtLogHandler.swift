@@ -32,7 +32,8 @@ public struct LogfmtLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "\(Self.timestamp()) level=\(event.level) label=\(label) msg=\(Self.quote(event.message.description))"
+        var line =
+            "\(Self.timestamp()) level=\(event.level) label=\(label) msg=\(Self.quote(event.message.description))"
         var merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if let error = event.error { merged["error"] = "\(error)" }
         for key in merged.keys.sorted() {

@@ -105,7 +105,8 @@ public final class Relay: PluginHostDelegate {
         let totals = try store.outboxTotals()
         // At start nothing is in memory: the whole outbox is "spilled" and the dispatcher's
         // first refill reads it back in order.
-        book = Mutex(Book(policy: policy, messages: totals.messages, bytes: totals.bytes, spilled: true, spillCursor: 0))
+        book = Mutex(
+            Book(policy: policy, messages: totals.messages, bytes: totals.bytes, spilled: true, spillCursor: 0))
         lanes = Mutex(Lanes(inflightPerDevice: policy.inflightPerDevice))
         startedMS = Self.nowMS()
         if totals.messages > 0 {
@@ -167,7 +168,8 @@ public final class Relay: PluginHostDelegate {
         let now = Self.nowMS()
         var records = messages.map { message in
             OutboxRecord(
-                deviceID: message.deviceID, properties: PropertyBag.encode(message.properties), payload: message.payload,
+                deviceID: message.deviceID, properties: PropertyBag.encode(message.properties),
+                payload: message.payload,
                 createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
         }
         var newDevices: [String] = []
@@ -185,7 +187,11 @@ public final class Relay: PluginHostDelegate {
                         book.spilled = true
                         book.spillCursor = stored[0].seq
                     }
-                    if !book.spilled { Self.enqueue(stored, into: &lanes) } else { spilledHint.store(true, ordering: .relaxed) }
+                    if !book.spilled {
+                        Self.enqueue(stored, into: &lanes)
+                    } else {
+                        spilledHint.store(true, ordering: .relaxed)
+                    }
                     return Set(stored.map(\.deviceID)).filter { !lanes.opened.contains($0) }.sorted()
                 }
             }
@@ -345,7 +351,9 @@ public final class Relay: PluginHostDelegate {
         guard isNew, let upstream = upstreamSlot.withLock({ $0 }) else { return }
         let status = upstream.openIdentity(deviceID)
         if status != .ok {
-            logger.error("upstream refused to open the device identity", metadata: ["device": "\(deviceID)", "status": "\(status)"])
+            logger.error(
+                "upstream refused to open the device identity",
+                metadata: ["device": "\(deviceID)", "status": "\(status)"])
         }
     }
 
@@ -509,7 +517,8 @@ public final class Relay: PluginHostDelegate {
         let (inflight, memory) = lanes.withLock { ($0.inflightDevice.count, $0.memoryBytes) }
         return Snapshot(
             outboxMessages: messages, outboxBytes: bytes, inflight: inflight, memoryBytes: memory,
-            ingested: counters.ingested.load(ordering: .relaxed), delivered: counters.delivered.load(ordering: .relaxed),
+            ingested: counters.ingested.load(ordering: .relaxed),
+            delivered: counters.delivered.load(ordering: .relaxed),
             dropped: counters.dropped.load(ordering: .relaxed))
     }
 
