@@ -140,7 +140,10 @@ let package = Package(
         ),
         .testTarget(
             name: "GatehouseIntegrationTests",
-            dependencies: ["GatehouseCore", "GatehouseStore", "GatehouseTestSupport"],
+            dependencies: [
+                "GatehouseCore", "GatehouseStore", "GatehouseTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: []
         ),
     ],

@@ -9,17 +9,25 @@ import GatehouseTestSupport
 /// temporary folder; `startGateway()` runs the real gatehoused binary against them.
 final class GatewayRig: @unchecked Sendable {
     // @unchecked: used from one test task at a time.
-    let dir = TempDir("gatehouse-it")
+    private(set) var dir = TempDir("gatehouse-it")
     let site: MosquittoBroker
     let hub: MosquittoBroker
     let configPath: String
     var gateway: Subprocess?
     private var runs = 0
 
-    init(extraConfig: String = "", hubPlugin: String = "mqtt", hubExtra: String = "") throws {
+    /// The enrollment-group key gatehoused derives device keys from.
+    let groupKey: [UInt8] = (0..<32).map { UInt8($0) }
+
+    /// `hubSection`: the [hub] keys besides `plugin`; by default a TLS mosquitto started here.
+    init(
+        extraConfig: String = "", hubPlugin: String = "mqtt", hubExtra: String = "", hubSection: String? = nil,
+        in directory: TempDir? = nil
+    ) throws {
+        if let directory { dir = directory }
         site = try MosquittoBroker(name: "site", in: dir, extraConfig: "max_inflight_messages 500")
         hub = try MosquittoBroker(name: "hub", in: dir, tls: true)
-        try dir.write("group.key", Data((0..<32).map { UInt8($0) }).base64EncodedString())
+        try dir.write("group.key", Data(groupKey).base64EncodedString())
         chmod(dir.file("group.key"), 0o600)
         configPath = try dir.write(
             "gatehouse.toml",
@@ -41,7 +49,7 @@ final class GatewayRig: @unchecked Sendable {
 
             [hub]
             plugin = "\(hubPlugin)"
-            \(hubPlugin == "mqtt" ? "hostname = \"localhost\"\nport = \(hub.port)\nca_file = \"\(hub.tls!.caFile)\"" : "")
+            \(hubSection ?? (hubPlugin == "mqtt" ? "hostname = \"localhost\"\nport = \(hub.port)\nca_file = \"\(hub.tls!.caFile)\"" : ""))
             \(hubExtra)
             """)
     }

@@ -68,7 +68,7 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     deinit { stop() }
 
-    static func listening(_ port: Int) -> Bool {
+    public static func listening(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
