@@ -183,6 +183,20 @@ struct RelayTests {
         }
     }
 
+    @Test("messages older than max_age are dropped, counted and logged; what is in flight stays")
+    func maxAge() throws {
+        var policy = OutboxPolicy()
+        policy.maxAge = .seconds(1)
+        policy.inflightPerDevice = 1
+        let h = try Harness(policy: policy, hold: true)
+        defer { h.stop() }
+        #expect(h.ingest("d", ["1", "2", "3"]) == .ok)
+        #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 1 })
+        #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.dropped == 2 })
+        #expect(h.logs.contains("older than the outbox's max_age"))
+        #expect(try h.store.outboxRecords(fromSeq: 0, limit: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["1"])
+    }
+
     @Test("until the command gate exists, every command is refused with 403 (fail closed)")
     func commandsRefused() throws {
         let h = try Harness()
