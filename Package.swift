@@ -53,6 +53,17 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // TPM 2.0 through tss2-esys: EK/SRK, ActivateCredential, import, HMAC inside the TPM.
+        .systemLibrary(
+            name: "CTSS2",
+            path: "Sources/CTSS2",
+            pkgConfig: "tss2-esys tss2-tctildr tss2-mu tss2-rc",
+            providers: [.apt(["libtss2-dev"])]
+        ),
+        .target(
+            name: "GatehouseTPM",
+            dependencies: ["CTSS2", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
         // client (which must control its own PUBACKs) and the hub emulator.
         .target(name: "MQTTCodec"),
@@ -128,6 +139,7 @@ let package = Package(
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         .testTarget(name: "DevHubTests", dependencies: ["DevHubKit", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
         .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
