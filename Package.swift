@@ -21,13 +21,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // The versioned C ABI between the host and its plugins: one header, nothing else.
@@ -59,6 +60,14 @@ let package = Package(
             path: "Sources/CTSS2",
             pkgConfig: "tss2-esys tss2-tctildr tss2-mu tss2-rc",
             providers: [.apt(["libtss2-dev"])]
+        ),
+        // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
+        .target(
+            name: "GatehouseAuth",
+            dependencies: [
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "GatehouseTPM",
@@ -139,6 +148,7 @@ let package = Package(
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         .testTarget(name: "DevHubTests", dependencies: ["DevHubKit", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.

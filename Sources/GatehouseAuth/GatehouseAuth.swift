@@ -1,0 +1,2 @@
+/// JWT verification for the command gate.
+public enum GatehouseAuthModule {}
