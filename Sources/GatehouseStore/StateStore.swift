@@ -102,6 +102,26 @@ public final class StateStore: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v2-audit") { db in
+            // One row a command decision: who asked what of which device, and what decided it.
+            try db.execute(
+                sql: """
+                    CREATE TABLE audit (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time_ms INTEGER NOT NULL,
+                        device_id TEXT NOT NULL,
+                        command_kind TEXT NOT NULL,
+                        command_name TEXT NOT NULL,
+                        caller TEXT NOT NULL,
+                        tenant TEXT NOT NULL,
+                        effect TEXT NOT NULL,
+                        rules TEXT NOT NULL,
+                        reason TEXT NOT NULL
+                    );
+                    CREATE INDEX audit_time ON audit (time_ms);
+                    CREATE INDEX audit_device ON audit (device_id, time_ms);
+                    """)
+        }
         return migrator
     }
 }

@@ -10,7 +10,7 @@ struct GatehouseCLI: ParsableCommand {
         commandName: "gatehouse",
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
-        subcommands: [Status.self, Config.self, Rules.self])
+        subcommands: [Status.self, Config.self, Rules.self, Audit.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -108,6 +108,57 @@ struct Config: ParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(StartupError.configExit)
+        }
+    }
+}
+
+struct Audit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the command gate's decisions, newest first, from the audit log.")
+
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Only decisions about this device.") var device: String?
+    @Option(help: "Only decisions of the last DURATION (e.g. 1h, 7d).") var since: String?
+    @Option(help: "At most this many decisions.") var limit = 50
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() throws {
+        let config: GatewayConfig
+        do {
+            config = try GatewayConfig.load(path: options.config)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        var sinceMS: Int64 = 0
+        if let since {
+            guard let window = Units.duration(since) else {
+                throw ValidationError("--since \(since): expected a duration such as 30m, 1h or 7d")
+            }
+            sinceMS = Int64(Date().timeIntervalSince1970 * 1000) - window.components.seconds * 1000
+        }
+        let store: StateStore
+        do {
+            store = try StateStore(readingFrom: config.gateway.stateDB)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let records = try store.auditRecords(deviceID: device, sinceMS: sinceMS, limit: limit)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(records), as: UTF8.self))
+            return
+        }
+        guard !records.isEmpty else {
+            print("(no decisions recorded)")
+            return
+        }
+        for record in records {
+            let rules = record.rules.isEmpty ? "" : " by \(record.rules)"
+            let reason = record.reason.isEmpty ? "" : " — \(record.reason)"
+            print(
+                "\(Status.format(record.timeMS))  \(record.effect.uppercased())  \(record.commandKind) \(record.commandName.isEmpty ? "-" : record.commandName) → \(record.deviceID)  caller=\(record.caller.isEmpty ? "?" : record.caller) tenant=\(record.tenant.isEmpty ? "?" : record.tenant)\(rules)\(reason)"
+            )
         }
     }
 }

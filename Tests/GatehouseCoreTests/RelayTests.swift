@@ -194,7 +194,10 @@ struct RelayTests {
         #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 1 })
         #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.dropped == 2 })
         #expect(h.logs.contains("older than the outbox's max_age"))
-        #expect(try h.store.outboxRecords(fromSeq: 0, limit: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["1"])
+        #expect(
+            try h.store.outboxRecords(fromSeq: 0, limit: 10).map { String(decoding: $0.payload, as: UTF8.self) } == [
+                "1"
+            ])
     }
 
     @Test("until the command gate exists, every command is refused with 403 (fail closed)")
@@ -211,6 +214,11 @@ struct RelayTests {
         #expect(result?.0 == 403)
         #expect(result?.1.contains("no command gate") == true)
         #expect(h.logs.contains("command refused"))
+        let audit = try h.store.auditRecords()
+        #expect(audit.count == 1)
+        #expect(audit.first?.effect == "deny")
+        #expect(audit.first?.deviceID == "pump-1")
+        #expect(audit.first?.commandName == "reboot")
     }
 
     @Test("a plugin's config error names its key")

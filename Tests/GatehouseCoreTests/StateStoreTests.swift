@@ -68,3 +68,28 @@ struct StateStoreTests {
         #expect(throws: StoreError.self) { _ = try StateStore(readingFrom: dir.file("missing.db")) }
     }
 }
+
+@Suite("Audit log (SQLite on disk)")
+struct AuditLogTests {
+    func decision(_ device: String, _ effect: String, at ms: Int64) -> AuditRecord {
+        AuditRecord(
+            timeMS: ms, deviceID: device, commandKind: "direct-method", commandName: "reboot", caller: "user-1",
+            tenant: "t1",
+            effect: effect, rules: "operators may reboot (10-commands.rules:4)", reason: "")
+    }
+
+    @Test("decisions are kept, queried newest first, and pruned by age and count")
+    func appendQueryPrune() throws {
+        let dir = TempDir()
+        let store = try StateStore(path: dir.file("state.db"))
+        for (index, device) in ["a", "b", "a", "a"].enumerated() {
+            try store.appendAudit(decision(device, index % 2 == 0 ? "allow" : "deny", at: Int64(1000 * (index + 1))))
+        }
+        let forA = try store.auditRecords(deviceID: "a")
+        #expect(forA.map(\.timeMS) == [4000, 3000, 1000])
+        #expect(try store.auditRecords(sinceMS: 2500).count == 2)
+        #expect(try store.pruneAudit(AuditRetention(maxRows: 10, maxAgeMS: 2000), nowMS: 4500) == 2)  // 1000 and 2000 are too old
+        #expect(try store.pruneAudit(AuditRetention(maxRows: 1, maxAgeMS: 1_000_000), nowMS: 4500) == 1)
+        #expect(try store.auditRecords().map(\.timeMS) == [4000])
+    }
+}

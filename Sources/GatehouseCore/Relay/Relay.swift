@@ -326,6 +326,15 @@ public final class Relay: PluginHostDelegate {
         logger.warning(
             "command refused: no command gate is configured (fail closed)",
             metadata: ["device": "\(command.deviceID)", "kind": "\(kind)", "name": "\(command.name)"])
+        // Every decision is audited, refusals included.
+        do {
+            try store.appendAudit(
+                AuditRecord(
+                    timeMS: Self.nowMS(), deviceID: command.deviceID, commandKind: kind, commandName: command.name,
+                    caller: "", tenant: "", effect: "deny", rules: "", reason: "no command gate is configured"))
+        } catch {
+            logger.error("cannot write the audit record of a refusal", metadata: ["error": "\(error)"])
+        }
         respond(403, Array(#"{"status":403,"reason":"refused by gatehouse: no command gate is configured"}"#.utf8))
     }
 
