@@ -368,6 +368,8 @@ extension MQTTSession {
     /// The connection closed: leave the hub, and publish the Will unless the device said goodbye.
     func hubSessionEnded() {
         guard let connection else { return }
+        // The connection refers back to this session: drop it, or both (and the channel) leak.
+        self.connection = nil
         services.hub.detach(connection, subscriptions: subscriptions)
         logger.info("device \(connection.deviceID) disconnected")
         if let will, !disconnectedCleanly, !replaced,

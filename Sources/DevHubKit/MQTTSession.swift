@@ -115,6 +115,7 @@ final class MQTTSession: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        connection = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -3,100 +3,100 @@ import Testing
 @testable import DevHubKit
 
 @Suite struct PropertyBagTests {
-  @Test func decodesInOrderWithNullsAndEscapes() {
-    let bag = PropertyBag.decode(
-      "%24.mid=42&%24.ct=application%2Fjson&b=2%20%2F%26%3D&flag&empty=&a+b=c+d&&")
-    #expect(
-      bag == [
-        MessageProperty("$.mid", "42"), MessageProperty("$.ct", "application/json"),
-        MessageProperty("b", "2 /&="), MessageProperty("flag", nil), MessageProperty("empty", ""),
-        MessageProperty("a+b", "c+d"),
-      ])
-  }
+    @Test func decodesInOrderWithNullsAndEscapes() {
+        let bag = PropertyBag.decode(
+            "%24.mid=42&%24.ct=application%2Fjson&b=2%20%2F%26%3D&flag&empty=&a+b=c+d&&")
+        #expect(
+            bag == [
+                MessageProperty("$.mid", "42"), MessageProperty("$.ct", "application/json"),
+                MessageProperty("b", "2 /&="), MessageProperty("flag", nil), MessageProperty("empty", ""),
+                MessageProperty("a+b", "c+d"),
+            ])
+    }
 
-  @Test func malformedEscapesAreKeptVerbatim() {
-    #expect(PropertyBag.percentDecode("100%") == "100%")
-    #expect(PropertyBag.percentDecode("%zz%4") == "%zz%4")
-    #expect(PropertyBag.percentDecode("%C3%A9") == "é")
-    #expect(PropertyBag.percentDecode("%FF") == "\u{FFFD}")
-  }
+    @Test func malformedEscapesAreKeptVerbatim() {
+        #expect(PropertyBag.percentDecode("100%") == "100%")
+        #expect(PropertyBag.percentDecode("%zz%4") == "%zz%4")
+        #expect(PropertyBag.percentDecode("%C3%A9") == "é")
+        #expect(PropertyBag.percentDecode("%FF") == "\u{FFFD}")
+    }
 
-  @Test func encodeRoundTrips() {
-    let properties = [
-      MessageProperty("$.to", "/devices/d/messages/deviceBound"), MessageProperty("ünï", "v=1&2"),
-      MessageProperty("null", nil),
-    ]
-    let text = PropertyBag.encode(properties)
-    #expect(!text.contains("/"))
-    #expect(PropertyBag.decode(text[...]) == properties)
-  }
+    @Test func encodeRoundTrips() {
+        let properties = [
+            MessageProperty("$.to", "/devices/d/messages/deviceBound"), MessageProperty("ünï", "v=1&2"),
+            MessageProperty("null", nil),
+        ]
+        let text = PropertyBag.encode(properties)
+        #expect(!text.contains("/"))
+        #expect(PropertyBag.decode(text[...]) == properties)
+    }
 
-  @Test func queryOfTopic() {
-    #expect(
-      PropertyBag.query(ofTopic: "$iothub/twin/res/204/?$rid=a%20b&$version=3") == [
-        "rid": "a b", "version": "3",
-      ])
-    #expect(PropertyBag.query(ofTopic: "no/query") == [:])
-  }
+    @Test func queryOfTopic() {
+        #expect(
+            PropertyBag.query(ofTopic: "$iothub/twin/res/204/?$rid=a%20b&$version=3") == [
+                "rid": "a b", "version": "3",
+            ])
+        #expect(PropertyBag.query(ofTopic: "no/query") == [:])
+    }
 }
 
 @Suite struct JSONValueTests {
-  @Test func keepsMemberOrderAndNumberText() throws {
-    let text = #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"\u00e9\n\"q\""}}"#
-    let value = try JSONValue(parsing: text)
-    #expect(value.description == #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"é\n\"q\""}}"#)
-    #expect(try JSONValue(parsing: value.prettyDescription) == value)
-  }
+    @Test func keepsMemberOrderAndNumberText() throws {
+        let text = #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"\u00e9\n\"q\""}}"#
+        let value = try JSONValue(parsing: text)
+        #expect(value.description == #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"é\n\"q\""}}"#)
+        #expect(try JSONValue(parsing: value.prettyDescription) == value)
+    }
 
-  @Test(arguments: [
-    "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "+1", "\"\\x\"", "\"\u{01}\"", "nul", "1 2",
-    "{'a':1}",
-    "\"\\ud800\"", String(repeating: "[", count: 65) + String(repeating: "]", count: 65),
-  ])
-  func rejectsInvalidJSON(text: String) {
-    #expect(throws: JSONParseError.self) { try JSONValue(parsing: text) }
-  }
+    @Test(arguments: [
+        "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "+1", "\"\\x\"", "\"\u{01}\"", "nul", "1 2",
+        "{'a':1}",
+        "\"\\ud800\"", String(repeating: "[", count: 65) + String(repeating: "]", count: 65),
+    ])
+    func rejectsInvalidJSON(text: String) {
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: text) }
+    }
 
-  @Test func deepNestingIsRefusedWithoutRecursionBlowUp() {
-    let bomb = String(repeating: "[", count: 100_000)
-    #expect(throws: JSONParseError.self) { try JSONValue(parsing: bomb) }
-  }
+    @Test func deepNestingIsRefusedWithoutRecursionBlowUp() {
+        let bomb = String(repeating: "[", count: 100_000)
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: bomb) }
+    }
 
-  @Test func mergePatchFollowsRFC7396() throws {
-    let target = try JSONValue(parsing: #"{"a":1,"b":{"c":2,"d":3},"e":[1]}"#)
-    let patch = try JSONValue(parsing: #"{"a":null,"b":{"c":null,"f":4},"e":{"x":1},"g":"new"}"#)
-    #expect(
-      target.merging(patch: patch).description == #"{"b":{"d":3,"f":4},"e":{"x":1},"g":"new"}"#)
-  }
+    @Test func mergePatchFollowsRFC7396() throws {
+        let target = try JSONValue(parsing: #"{"a":1,"b":{"c":2,"d":3},"e":[1]}"#)
+        let patch = try JSONValue(parsing: #"{"a":null,"b":{"c":null,"f":4},"e":{"x":1},"g":"new"}"#)
+        #expect(
+            target.merging(patch: patch).description == #"{"b":{"d":3,"f":4},"e":{"x":1},"g":"new"}"#)
+    }
 }
 
 @Suite struct UsernameTests {
-  @Test func hubUsernames() throws {
-    let parsed = try #require(
-      HubUsername("hub.example/dev-1/?api-version=2021-04-12&DeviceClientType=py%2F2.14"))
-    #expect(parsed.hostName == "hub.example")
-    #expect(parsed.deviceID == "dev-1")
-    #expect(parsed.moduleID == nil)
-    #expect(parsed.query["api-version"] == "2021-04-12")
-    #expect(parsed.query["DeviceClientType"] == "py/2.14")
-    #expect(HubUsername("hub/dev/mod/?api-version=1")?.moduleID == "mod")
-    #expect(HubUsername("hub/dev/") != nil)
-    for bad in ["", "garbage", "hub/dev", "hub//?a=1", "/dev/?a", "hub/a/b/c/?x", "hub/dev#/?x"] {
-      #expect(HubUsername(bad) == nil, "\(bad)")
+    @Test func hubUsernames() throws {
+        let parsed = try #require(
+            HubUsername("hub.example/dev-1/?api-version=2021-04-12&DeviceClientType=py%2F2.14"))
+        #expect(parsed.hostName == "hub.example")
+        #expect(parsed.deviceID == "dev-1")
+        #expect(parsed.moduleID == nil)
+        #expect(parsed.query["api-version"] == "2021-04-12")
+        #expect(parsed.query["DeviceClientType"] == "py/2.14")
+        #expect(HubUsername("hub/dev/mod/?api-version=1")?.moduleID == "mod")
+        #expect(HubUsername("hub/dev/") != nil)
+        for bad in ["", "garbage", "hub/dev", "hub//?a=1", "/dev/?a", "hub/a/b/c/?x", "hub/dev#/?x"] {
+            #expect(HubUsername(bad) == nil, "\(bad)")
+        }
     }
-  }
 
-  @Test func dpsUsernames() throws {
-    let parsed = try #require(
-      DPSUsername("0ne00ABC/registrations/reg-1/api-version=2019-03-31&ClientVersion=azure%2F2.14"))
-    #expect(parsed.idScope == "0ne00ABC")
-    #expect(parsed.registrationID == "reg-1")
-    for bad in [
-      "0ne/registrations/reg", "0ne/registration/reg/api-version=1",
-      "/registrations/r/api-version=1",
-      "0ne/registrations/reg./api-version=1", "0ne/registrations/r g/api-version=1",
-    ] {
-      #expect(DPSUsername(bad) == nil, "\(bad)")
+    @Test func dpsUsernames() throws {
+        let parsed = try #require(
+            DPSUsername("0ne00ABC/registrations/reg-1/api-version=2019-03-31&ClientVersion=azure%2F2.14"))
+        #expect(parsed.idScope == "0ne00ABC")
+        #expect(parsed.registrationID == "reg-1")
+        for bad in [
+            "0ne/registrations/reg", "0ne/registration/reg/api-version=1",
+            "/registrations/r/api-version=1",
+            "0ne/registrations/reg./api-version=1", "0ne/registrations/r g/api-version=1",
+        ] {
+            #expect(DPSUsername(bad) == nil, "\(bad)")
+        }
     }
-  }
 }
