@@ -1,2 +1,0 @@
-/// JWT verification for the command gate.
-public enum GatehouseAuthModule {}
