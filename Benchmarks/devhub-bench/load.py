@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import ssl
 import struct
 import time
@@ -105,6 +106,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, from /proc (clock ticks of 1/100 s)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def api(control, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(control + path, method=method, data=data, headers={"Content-Type": "application/json"})
@@ -152,14 +160,18 @@ async def main():
           f"({(rss_held - rss_idle) / args.devices:.0f} KiB per connection)")
 
     payload = b"x" * args.payload
+    cpu_before = cpu_seconds(args.pid)
     started = time.time()
     counts = await asyncio.gather(*(d.send(args.messages, args.window, payload) for d in devices))
     seconds = time.time() - started
     total = sum(counts)
+    cpu = cpu_seconds(args.pid) - cpu_before
     rss_after = rss_kib(args.pid)
     stored = api(args.control, "GET", "/api")["telemetryStored"]
     print(f"D2C QoS 1: {total} messages acknowledged (PUBACK after the SQLite commit) in {seconds:.2f} s "
           f"= {total / seconds:,.0f} msg/s from {args.devices} connections, window {args.window}, {args.payload}-byte payloads")
+    print(f"DevHub used {cpu:.2f} CPU-seconds for them: {total / max(cpu, 0.01):,.0f} messages per DevHub CPU-second "
+          "(the load tool shares the machine)")
     print(f"DevHub stored {stored} messages; RSS after the run {rss_after / 1024:.1f} MiB")
     for d in devices:
         d.writer.close()

@@ -10,7 +10,7 @@ cd "$root"
 swift build -c release --product gatehouse-devhub >/dev/null
 bin="$(swift build -c release --show-bin-path)/gatehouse-devhub"
 work="$(mktemp -d /tmp/devhub-bench.XXXXXX)"
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000 sockets on each side
 "$bin" serve --data "$work/data" --mqtt 127.0.0.1:0 --http 127.0.0.1:0 --log-level warning 2>"$work/devhub.log" &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
