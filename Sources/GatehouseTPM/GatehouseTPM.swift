@@ -1,2 +1,0 @@
-/// TPM 2.0 access for gatehouse (see the provisioning issue).
-public enum GatehouseTPMModule {}

@@ -1,0 +1,158 @@
+import Foundation
+import GatehouseTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A swtpm started for one test: fresh state folder, free loopback ports, stopped on release.
+///
+/// swtpm serves one TCP client at a time: close the `TPMContext` before running a `tpm2_*`
+/// tool against the same instance, or the tool waits for the connection.
+final class SoftwareTPM: @unchecked Sendable {
+    // @unchecked: every stored property is immutable after init.
+    static let path = which("swtpm")
+    static let toolsPresent = which("tpm2_readpublic") != nil && which("tpm2_makecredential") != nil
+    static let openssl = which("openssl")
+    static var unavailableReason: String? {
+        if path == nil { return "swtpm is not installed (scripts/setup installs swtpm and swtpm-tools)" }
+        if !toolsPresent { return "tpm2-tools is not installed (scripts/setup installs it)" }
+        if openssl == nil { return "openssl is not installed" }
+        return nil
+    }
+    static var isAvailable: Bool {
+        if let reason = unavailableReason {
+            print("GatehouseTPMTests: skipped — \(reason)")
+            return false
+        }
+        return true
+    }
+
+    let dir = TempDir("gatehouse-swtpm")
+    let port: Int
+    let process: Subprocess
+    var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
+
+    /// - Parameter startedUp: start with `startup-clear` (else our code must run TPM2_Startup).
+    init(startedUp: Bool = true) throws {
+        guard let swtpm = Self.path else { throw FixtureError(Self.unavailableReason ?? "no swtpm") }
+        port = try Self.freePortPair()
+        let state = dir.file("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        var arguments = [
+            "socket", "--tpm2", "--tpmstate", "dir=\(state)",
+            "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
+            "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
+        ]
+        arguments += ["--flags", startedUp ? "not-need-init,startup-clear" : "not-need-init"]
+        process = try Subprocess(swtpm, arguments, in: dir, name: "swtpm")
+        let port = self.port
+        guard waitUntil(timeout: .seconds(10), { Self.accepts(port: port) }) else {
+            process.stop()
+            throw FixtureError("swtpm did not listen on \(port): \(process.stderr)")
+        }
+    }
+
+    deinit { process.stop() }
+
+    /// Runs a tpm2-tools command against this swtpm (`-T` added); throws with its output on
+    /// failure. Pass `tcti: false` for offline commands (`--tcti none` is then the caller's).
+    @discardableResult
+    func tool(_ name: String, _ arguments: [String], tcti: Bool = true) throws -> String {
+        guard let path = which(name) else { throw FixtureError("\(name) is not installed") }
+        let (status, output) = try Subprocess.run(path, (tcti ? ["-T", self.tcti] : []) + arguments)
+        guard status == 0 else {
+            throw FixtureError("\(name) \(arguments.joined(separator: " ")) → \(status): \(output)")
+        }
+        return output
+    }
+
+    static func accepts(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    static func canBind(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    /// A port P with P and P + 1 free (the TCTI uses P + 1 as swtpm's control channel).
+    static func freePortPair() throws -> Int {
+        for _ in 0..<50 {
+            let port = freePort()
+            if port < 65535 && canBind(port + 1) { return port }
+        }
+        throw FixtureError("no free pair of loopback ports")
+    }
+}
+
+/// Command-line cryptography as an independent cross-check (openssl, not our code).
+enum OpenSSL {
+    /// HMAC-SHA256 of `message` with `key`, computed by `openssl dgst`.
+    static func hmac(key: [UInt8], message: [UInt8]) throws -> [UInt8] {
+        let dir = TempDir("gatehouse-openssl")
+        let input = dir.file("message")
+        let output = dir.file("mac")
+        try Data(message).write(to: URL(fileURLWithPath: input))
+        try run([
+            "dgst", "-sha256", "-mac", "HMAC", "-macopt", "hexkey:\(hex(key))", "-binary", "-out", output, input,
+        ])
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
+    }
+
+    static func sha256(_ message: [UInt8]) throws -> [UInt8] {
+        let dir = TempDir("gatehouse-openssl")
+        let input = dir.file("message")
+        let output = dir.file("digest")
+        try Data(message).write(to: URL(fileURLWithPath: input))
+        try run(["dgst", "-sha256", "-binary", "-out", output, input])
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
+    }
+
+    /// AES-128-CFB (full-block feedback, as the TPM uses) with a zero IV.
+    static func aes128CFB(key: [UInt8], _ plaintext: [UInt8]) throws -> [UInt8] {
+        let dir = TempDir("gatehouse-openssl")
+        let input = dir.file("plain")
+        let output = dir.file("cipher")
+        try Data(plaintext).write(to: URL(fileURLWithPath: input))
+        try run([
+            "enc", "-aes-128-cfb", "-K", hex(key), "-iv", String(repeating: "0", count: 32), "-nosalt", "-in", input,
+            "-out", output,
+        ])
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
+    }
+
+    static func run(_ arguments: [String]) throws {
+        guard let openssl = SoftwareTPM.openssl else { throw FixtureError("openssl is not installed") }
+        let (status, output) = try Subprocess.run(openssl, arguments)
+        guard status == 0 else { throw FixtureError("openssl \(arguments.first ?? "") failed: \(output)") }
+    }
+}
+
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}
+
+func randomBytes(_ count: Int) -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+}
