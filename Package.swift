@@ -16,6 +16,7 @@ let package = Package(
         // For the benchmark and fuzzing packages under Benchmarks/ and Fuzz/.
         .library(name: "GateRules", targets: ["GateRules"]),
         .library(name: "MQTTCodec", targets: ["MQTTCodec"]),
+        .library(name: "DevHubKit", targets: ["DevHubKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
