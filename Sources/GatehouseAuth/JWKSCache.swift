@@ -89,13 +89,18 @@ public actor JWKSCache {
     /// The key with this `kid`; on a miss, refreshes (unless the last fetch is under
     /// `minimumRefreshInterval` old) and looks again.
     func key(for kid: String) async -> VerificationKey? {
-        if let key = snapshot.withLock({ $0[kid] }) { return key }
+        if let key = cachedKey(for: kid) { return key }
         if let inFlight {
             await inFlight.value
         } else if mayFetch() {
             await refresh()
         }
         return snapshot.withLock { $0[kid] }
+    }
+
+    /// The key with this `kid` if it is loaded: the fast path, one lock, no hop onto the actor.
+    nonisolated func cachedKey(for kid: String) -> VerificationKey? {
+        snapshot.withLock { $0[kid] }
     }
 
     /// The `kid`s currently usable.

@@ -50,6 +50,14 @@ public final class TokenVerifier: Sendable {
         }
     }
 
+    /// The token of an `Authorization`-style value, `Bearer <jwt>` (scheme in any case), or nil.
+    public static func bearerToken(fromAuthorization value: String) -> String? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
     // MARK: - The procedure
 
     private func check(_ token: String) async throws(AuthError) -> VerifiedToken {
@@ -88,10 +96,14 @@ public final class TokenVerifier: Sendable {
             }
             key = symmetric
         } else {
-            guard let found = await keys?.key(for: kid) else {
+            guard let keys else { throw AuthError(.unknownKey, "no key set is configured") }
+            if let cached = keys.cachedKey(for: kid) {
+                key = cached
+            } else if let fetched = await keys.key(for: kid) {
+                key = fetched
+            } else {
                 throw AuthError(.unknownKey, "no key in the key set has the token's kid")
             }
-            key = found
         }
         guard let verifier = key.verifiers[algorithm] else {
             throw AuthError(.algorithmKeyMismatch, "the key the token names (\(key.keyType)) cannot verify \(alg)")

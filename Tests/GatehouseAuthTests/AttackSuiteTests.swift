@@ -8,7 +8,8 @@ struct AttackSuiteTests {
     @Test("each token is accepted or refused with its code, and no message holds the token")
     func everyCase() async throws {
         let fixtures = try JWTFixtures.load()
-        let (verifier, _, _, _) = try await fixtures.verifier()
+        let logs = CapturedLogs()
+        let (verifier, _, _, _) = try await fixtures.verifier(logs: logs)
         #expect(fixtures.cases.cases.count >= 40)
         for fixture in fixtures.cases.cases {
             let result = await verifier.verify(fixture.token)
@@ -23,9 +24,23 @@ struct AttackSuiteTests {
                 Issue.record("\(fixture.name): expected \(code), accepted")
             case (let code, .failure(let error)):
                 #expect(error.code.rawValue == code, "\(fixture.name)")
-                expectNoTokenText(error, token: fixture.token, name: fixture.name)
+                expectNoTokenText(error.description + error.message, token: fixture.token, name: fixture.name)
             }
         }
+        let logged = logs.all.joined(separator: "\n")
+        #expect(logged.contains("auth.bad-signature"))  // refusals are logged, by code
+        for fixture in fixtures.cases.cases {
+            expectNoTokenText(logged, token: fixture.token, name: "log lines, \(fixture.name)")
+        }
+    }
+
+    @Test("the bearer token of an authorization value")
+    func bearer() {
+        #expect(TokenVerifier.bearerToken(fromAuthorization: "Bearer abc.def.ghi") == "abc.def.ghi")
+        #expect(TokenVerifier.bearerToken(fromAuthorization: " bearer  abc.def.ghi ") == "abc.def.ghi")
+        #expect(TokenVerifier.bearerToken(fromAuthorization: "Basic dXNlcjpwYXNz") == nil)
+        #expect(TokenVerifier.bearerToken(fromAuthorization: "Bearer ") == nil)
+        #expect(TokenVerifier.bearerToken(fromAuthorization: "abc.def.ghi") == nil)
     }
 
     @Test("accepted v1 and v2 tokens expose the Entra claims")
@@ -100,8 +115,7 @@ struct AttackSuiteTests {
         #expect(await plain.verify(fixtures.cases.hs256).failureCode == .algorithmNotAllowed)
     }
 
-    private func expectNoTokenText(_ error: AuthError, token: String, name: String) {
-        let text = error.description + error.message
+    private func expectNoTokenText(_ text: String, token: String, name: String) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         if !token.isEmpty { #expect(!text.contains(token), "\(name): message holds the token") }
         for part in parts where part.count >= 8 {

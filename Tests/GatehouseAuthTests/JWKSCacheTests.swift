@@ -94,7 +94,8 @@ struct JWKSCacheTests {
         leaky["keys"] = leakyKeys
         let online = StubSource(
             "https://login.example/keys", document: try JSONSerialization.data(withJSONObject: leaky))
-        let first = try await JWKSCache(sources: [online], cacheFile: cacheFile, clock: clock.clock)
+        let first = try await JWKSCache(
+            sources: [online], cacheFile: cacheFile, clock: clock.clock, logger: quietLogger)
         await first.refresh()
         let written = try String(contentsOfFile: cacheFile, encoding: .utf8)
         #expect(written.contains("rsa-1") && written.contains("ec-1"))
@@ -103,9 +104,11 @@ struct JWKSCacheTests {
 
         // A restart with the network down.
         let offline = StubSource("https://login.example/keys", document: nil)
-        let keys = try await JWKSCache(sources: [offline], cacheFile: cacheFile, clock: clock.clock)
+        let keys = try await JWKSCache(
+            sources: [offline], cacheFile: cacheFile, clock: clock.clock, logger: quietLogger)
         #expect(await keys.keyIDs == ["rsa-1", "ec-1"])
-        let verifier = try await TokenVerifier(configuration: fixtures.configuration, keys: keys, clock: clock.clock)
+        let verifier = try await TokenVerifier(
+            configuration: fixtures.configuration, keys: keys, clock: clock.clock, logger: quietLogger)
         #expect(await verifier.verify(fixtures["v1-valid"]).failureCode == nil)
         #expect(await verifier.verify(fixtures["v2-es256-valid"]).failureCode == nil)
         #expect(offline.fetches == 0)
@@ -114,7 +117,7 @@ struct JWKSCacheTests {
 
         // Keys cached for a source that is no longer configured are not trusted.
         let other = StubSource("https://elsewhere.example/keys", document: nil)
-        let moved = try await JWKSCache(sources: [other], cacheFile: cacheFile, clock: clock.clock)
+        let moved = try await JWKSCache(sources: [other], cacheFile: cacheFile, clock: clock.clock, logger: quietLogger)
         #expect(await moved.keyIDs.isEmpty)
     }
 
@@ -126,7 +129,8 @@ struct JWKSCacheTests {
         try fixtures.jwks.write(to: URL(fileURLWithPath: path))
         let clock = ManualClock(fixtures.cases.now)
         let remote = StubSource(document: Data(#"{"keys": []}"#.utf8))
-        let keys = try await JWKSCache(sources: [FileJWKSSource(path: path), remote], clock: clock.clock)
+        let keys = try await JWKSCache(
+            sources: [FileJWKSSource(path: path), remote], clock: clock.clock, logger: quietLogger)
         await keys.refresh()
         #expect(await keys.keyIDs == ["rsa-1", "ec-1"])
         remote.set(fixtures.rotatedJWKS)
@@ -144,9 +148,9 @@ struct JWKSCacheTests {
         #expect(throws: AuthError.self) { try HTTPSJWKSSource(url: URL(string: "http://login.example/keys")!) }
         _ = try HTTPSJWKSSource(url: URL(string: "https://login.microsoftonline.com/common/discovery/v2.0/keys")!)
         let source = StubSource(document: nil)
-        let keys = try await JWKSCache(sources: [source])
+        let keys = try await JWKSCache(sources: [source], logger: quietLogger)
         await #expect(throws: AuthError.self) {
-            _ = try await JWKSCache(sources: [source, StubSource(document: nil)])  // same identifier twice
+            _ = try await JWKSCache(sources: [source, StubSource(document: nil)], logger: quietLogger)  // same identifier twice
         }
         let bad: [TokenVerifier.Configuration] = [
             .init(audiences: [], tenants: ["72f988bf-86f1-41af-91ab-2d7cd011db47"]),
@@ -166,7 +170,7 @@ struct JWKSCacheTests {
         ]
         for configuration in bad {
             await #expect(throws: AuthError.self) {
-                _ = try await TokenVerifier(configuration: configuration, keys: keys)
+                _ = try await TokenVerifier(configuration: configuration, keys: keys, logger: quietLogger)
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseAuth
 import GatehouseTestSupport
+import Logging
 import Synchronization
 import Testing
 
@@ -121,13 +122,14 @@ struct JWTFixtures: Sendable {
 
     /// A verifier over a stub source serving `jwks.json`, at the fixtures' `now`.
     func verifier(
-        configuration: TokenVerifier.Configuration? = nil, source: StubSource? = nil, clock: ManualClock? = nil
+        configuration: TokenVerifier.Configuration? = nil, source: StubSource? = nil, clock: ManualClock? = nil,
+        logs: CapturedLogs = CapturedLogs()
     ) async throws -> (TokenVerifier, JWKSCache, StubSource, ManualClock) {
         let source = source ?? StubSource(document: jwks)
         let clock = clock ?? ManualClock(cases.now)
-        let keys = try await JWKSCache(sources: [source], clock: clock.clock)
+        let keys = try await JWKSCache(sources: [source], clock: clock.clock, logger: logs.logger)
         let verifier = try await TokenVerifier(
-            configuration: configuration ?? self.configuration, keys: keys, clock: clock.clock)
+            configuration: configuration ?? self.configuration, keys: keys, clock: clock.clock, logger: logs.logger)
         return (verifier, keys, source, clock)
     }
 }
@@ -138,3 +140,29 @@ extension Result {
         return nil
     }
 }
+
+/// Log lines kept in memory, so tests can assert on what was (not) logged.
+final class CapturedLogs: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+
+    var logger: Logger { Logger(label: "test") { _ in CapturingLogHandler(logs: self) } }
+
+    private struct CapturingLogHandler: LogHandler {
+        let logs: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            logs.append("\(event.level) \(event.message) \(event.metadata ?? [:])")
+        }
+    }
+}
+
+let quietLogger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
