@@ -15,12 +15,30 @@ struct ActivationTests {
         let endorsementKeyFile: String
         let storageRootKeyName: Data
 
+        /// The SRK public key as PEM, written by tpm2_readpublic (for the outer wrapper).
+        let storageRootKeyPEM: String
+
         init() throws {
             tpm = try SoftwareTPM()
-            context = try TPMContext(tcti: tpm.tcti)
+            let first = try TPMContext(tcti: tpm.tcti)
             endorsementKeyFile = tpm.dir.file("ek.pub")
-            try context.endorsementKeyPublic().write(to: URL(fileURLWithPath: endorsementKeyFile))
-            storageRootKeyName = try context.storageRootKeyName()
+            try first.endorsementKeyPublic().write(to: URL(fileURLWithPath: endorsementKeyFile))
+            storageRootKeyName = try first.storageRootKeyName()
+            first.close()  // swtpm serves one client: let tpm2-tools in
+            storageRootKeyPEM = tpm.dir.file("srk.pem")
+            try tpm.tool("tpm2_readpublic", ["-c", "0x81000001", "-f", "pem", "-o", storageRootKeyPEM])
+            context = try TPMContext(tcti: tpm.tcti)
+        }
+
+        /// A complete `authenticationKey` for `hmacKey`, as the service would build it.
+        func authenticationKey(hmacKey: [UInt8], outerWrapper: Bool) throws -> AuthenticationKeyBlob {
+            let innerKey = randomBytes(16)
+            let (credential, encryptedSecret) = try makeCredential(secret: innerKey)
+            let duplicate = try Duplicate(
+                hmacKey: hmacKey, innerKey: innerKey, parentPEM: outerWrapper ? storageRootKeyPEM : nil)
+            return AuthenticationKeyBlob(
+                credentialBlob: credential, secret: encryptedSecret, duplicate: duplicate.duplicate,
+                encryptedSeed: duplicate.encryptedSeed, publicArea: duplicate.publicArea)
         }
 
         /// `tpm2_makecredential --tcti none`: (credentialBlob, secret) contents, from its file
@@ -88,15 +106,11 @@ struct ActivationTests {
         #expect(try fixture.context.activateCredential(credentialBlob: good, secret: goodSecret) == Data([1, 2, 3]))
     }
 
-    @Test func authenticationKeyIsImportedPersistedAndSigns() throws {
+    @Test(arguments: [true, false])
+    func authenticationKeyIsImportedPersistedAndSigns(outerWrapper: Bool) throws {
         let fixture = try Fixture()
         let hmacKey = randomBytes(32)
-        let innerKey = randomBytes(16)
-        let (credential, encryptedSecret) = try fixture.makeCredential(secret: innerKey)
-        let (duplicate, publicArea) = try Duplicate.innerWrapped(hmacKey: hmacKey, innerKey: innerKey)
-        let blob = AuthenticationKeyBlob(
-            credentialBlob: credential, secret: encryptedSecret, duplicate: duplicate, encryptedSeed: Data(),
-            publicArea: publicArea)
+        let blob = try fixture.authenticationKey(hmacKey: hmacKey, outerWrapper: outerWrapper)
         // Through the wire form DPS uses (base64 of the five TPM2Bs).
         let parsed = try AuthenticationKeyBlob(base64: blob.encoded.base64EncodedString())
         #expect(parsed == blob)
@@ -117,12 +131,8 @@ struct ActivationTests {
 
         // A second blob (DPS sends one again in the assigned registration state) replaces it.
         let secondKey = randomBytes(32)
-        let (credential2, secret2) = try fixture.makeCredential(secret: innerKey)
-        let (duplicate2, public2) = try Duplicate.innerWrapped(hmacKey: secondKey, innerKey: innerKey)
         try fixture.context.importAuthenticationKey(
-            AuthenticationKeyBlob(
-                credentialBlob: credential2, secret: secret2, duplicate: duplicate2, encryptedSeed: Data(),
-                publicArea: public2))
+            try fixture.authenticationKey(hmacKey: secondKey, outerWrapper: outerWrapper))
         #expect(
             [UInt8](try fixture.context.hmac(persistentKey: TPMContext.authenticationKeyHandle, Data("x".utf8)))
                 == (try OpenSSL.hmac(key: secondKey, message: [0x78])))
@@ -130,45 +140,79 @@ struct ActivationTests {
         #expect(try fixture.context.loadedHandleCount() == 0)
     }
 
-    @Test func tamperedDuplicateIsRefused() throws {
+    @Test(arguments: [true, false])
+    func tamperedDuplicateIsRefused(outerWrapper: Bool) throws {
         let fixture = try Fixture()
-        let innerKey = randomBytes(16)
-        let (credential, encryptedSecret) = try fixture.makeCredential(secret: innerKey)
-        let (duplicate, publicArea) = try Duplicate.innerWrapped(hmacKey: randomBytes(32), innerKey: innerKey)
-        var altered = [UInt8](duplicate)
-        altered[40] ^= 0x01
-        let error = try #require(throws: TPMError.self) {
-            try fixture.context.importAuthenticationKey(
-                AuthenticationKeyBlob(
-                    credentialBlob: credential, secret: encryptedSecret, duplicate: Data(altered),
-                    encryptedSeed: Data(),
-                    publicArea: publicArea))
+        let blob = try fixture.authenticationKey(hmacKey: randomBytes(32), outerWrapper: outerWrapper)
+        for index in [3, 40, blob.duplicate.count - 1] {  // outer HMAC, inner integrity, key bytes
+            var altered = blob
+            var bytes = [UInt8](blob.duplicate)
+            bytes[index] ^= 0x01
+            altered.duplicate = Data(bytes)
+            let error = try #require(throws: TPMError.self) { try fixture.context.importAuthenticationKey(altered) }
+            #expect(error.operation == "Esys_Import")
+            #expect(error.code ~= .integrity)
         }
-        #expect(error.operation == "Esys_Import")
-        #expect(error.code ~= .integrity)
+        if outerWrapper {
+            var altered = blob
+            altered.encryptedSeed = Data(blob.encryptedSeed.reversed())
+            let error = try #require(throws: TPMError.self) { try fixture.context.importAuthenticationKey(altered) }
+            #expect(error.operation == "Esys_Import")
+        }
         #expect(!(try fixture.context.persistentHandles().contains(TPMContext.authenticationKeyHandle)))
         #expect(try fixture.context.loadedHandleCount() == 0)
+        // The untouched blob still imports.
+        try fixture.context.importAuthenticationKey(blob)
     }
 }
 
-/// The service side of TPM2_Import, built here with openssl: a keyed-hash HMAC key in a
-/// duplicate with an inner wrapper (AES-128-CFB with `innerKey`, zero IV) and no outer wrapper
-/// (TPM 2.0 Part 1, "Inner Duplication Wrapper"; allowed when encryptedDuplication is clear).
-enum Duplicate {
-    /// Returns (TPM2B_PRIVATE contents, TPM2B_PUBLIC contents).
-    static func innerWrapped(hmacKey: [UInt8], innerKey: [UInt8]) throws -> (Data, Data) {
-        let seed = randomBytes(32)
+/// The service side of TPM2_Import, built here with openssl (TPM 2.0 Part 1, "Duplication"):
+/// a keyed-hash HMAC key in an inner wrapper (AES-128-CFB with `innerKey`, zero IV, integrity
+/// SHA-256) and, with `parentPEM`, an outer wrapper to the SRK (a seed encrypted with RSA-OAEP,
+/// label "DUPLICATE", from which KDFa derives the AES-128-CFB key ("STORAGE") and the HMAC key
+/// ("INTEGRITY")). Without the outer wrapper the seed is empty, which TPM2_Import allows when
+/// encryptedDuplication is clear.
+struct Duplicate {
+    var duplicate: Data
+    var encryptedSeed: Data
+    var publicArea: Data
+
+    init(hmacKey: [UInt8], innerKey: [UInt8], parentPEM: String?) throws {
+        let obfuscation = randomBytes(32)
         // TPMT_PUBLIC: keyedHash, SHA-256, userWithAuth | noDA | sign (not fixedTPM/fixedParent:
         // a duplicated object cannot have them), empty policy, HMAC-SHA256,
-        // unique = SHA-256(seed || key).
-        var publicArea: [UInt8] = [0x00, 0x08, 0x00, 0x0B, 0x00, 0x04, 0x04, 0x40, 0x00, 0x00, 0x00, 0x05, 0x00, 0x0B]
-        publicArea += sized(try OpenSSL.sha256(seed + hmacKey))
-        let name: [UInt8] = [0x00, 0x0B] + (try OpenSSL.sha256(publicArea))
+        // unique = SHA-256(seedValue || key).
+        var objectPublic: [UInt8] = [
+            0x00, 0x08, 0x00, 0x0B, 0x00, 0x04, 0x04, 0x40, 0x00, 0x00, 0x00, 0x05, 0x00, 0x0B,
+        ]
+        objectPublic += Self.sized(try OpenSSL.sha256(obfuscation + hmacKey))
+        let name: [UInt8] = [0x00, 0x0B] + (try OpenSSL.sha256(objectPublic))
         // TPM2B_SENSITIVE: keyedHash, empty authValue, seedValue, the key.
-        let sensitive = sized([0x00, 0x08] + sized([]) + sized(seed) + sized(hmacKey))
-        let integrity = try OpenSSL.sha256(sensitive + name)
-        let encrypted = try OpenSSL.aes128CFB(key: innerKey, sized(integrity) + sensitive)
-        return (Data(encrypted), Data(publicArea))
+        let sensitive = Self.sized([0x00, 0x08] + Self.sized([]) + Self.sized(obfuscation) + Self.sized(hmacKey))
+        let innerIntegrity = try OpenSSL.sha256(sensitive + name)
+        let inner = try OpenSSL.aes128CFB(key: innerKey, Self.sized(innerIntegrity) + sensitive)
+        publicArea = Data(objectPublic)
+        guard let parentPEM else {
+            duplicate = Data(inner)
+            encryptedSeed = Data()
+            return
+        }
+        let seed = randomBytes(32)
+        encryptedSeed = Data(try OpenSSL.rsaOAEP(publicKeyPEM: parentPEM, seed, label: Array("DUPLICATE\0".utf8)))
+        let storageKey = Array(try Self.kdfa(seed, label: "STORAGE", contextU: name, bits: 128))
+        let integrityKey = try Self.kdfa(seed, label: "INTEGRITY", contextU: [], bits: 256)
+        let outer = try OpenSSL.aes128CFB(key: storageKey, inner)
+        let outerHMAC = try OpenSSL.hmac(key: integrityKey, message: outer + name)
+        duplicate = Data(Self.sized(outerHMAC) + outer)
+    }
+
+    /// KDFa with SHA-256 (TPM 2.0 Part 1, 11.4.10.2), for up to 256 bits (one HMAC).
+    static func kdfa(_ key: [UInt8], label: String, contextU: [UInt8], bits: Int) throws -> [UInt8] {
+        let bitsBE: [UInt8] = [
+            UInt8(bits >> 24 & 0xFF), UInt8(bits >> 16 & 0xFF), UInt8(bits >> 8 & 0xFF), UInt8(bits & 0xFF),
+        ]
+        let block = try OpenSSL.hmac(key: key, message: [0, 0, 0, 1] + Array(label.utf8) + [0] + contextU + bitsBE)
+        return Array(block.prefix(bits / 8))
     }
 
     static func sized(_ bytes: [UInt8]) -> [UInt8] { [UInt8(bytes.count >> 8), UInt8(bytes.count & 0xFF)] + bytes }

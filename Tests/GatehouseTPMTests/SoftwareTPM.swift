@@ -141,6 +141,20 @@ enum OpenSSL {
         return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
     }
 
+    /// RSA-OAEP (SHA-256, MGF1-SHA-256) with a label, as the TPM uses for encrypted seeds.
+    static func rsaOAEP(publicKeyPEM: String, _ plaintext: [UInt8], label: [UInt8]) throws -> [UInt8] {
+        let dir = TempDir("gatehouse-openssl")
+        let input = dir.file("plain")
+        let output = dir.file("cipher")
+        try Data(plaintext).write(to: URL(fileURLWithPath: input))
+        try run([
+            "pkeyutl", "-encrypt", "-pubin", "-inkey", publicKeyPEM, "-in", input, "-out", output,
+            "-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256",
+            "-pkeyopt", "rsa_oaep_label:\(hex(label))",
+        ])
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
+    }
+
     static func run(_ arguments: [String]) throws {
         guard let openssl = SoftwareTPM.openssl else { throw FixtureError("openssl is not installed") }
         let (status, output) = try Subprocess.run(openssl, arguments)
