@@ -209,7 +209,7 @@ public final class TokenVerifier: Sendable {
         guard let data = Base64URL.decode(part) else {
             throw AuthError(.malformed, "the \(what) is not base64url")
         }
-        guard let value = try? JSONValue(parsing: data), let object = value.objectValue else {
+        guard let value = try? JSONValue(parsingStrict: data), let object = value.objectValue else {
             throw AuthError(.malformed, "the \(what) is not a JSON object")
         }
         return object

@@ -24,7 +24,8 @@ import uuid
 try:
     import jwt
     from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 except ImportError as error:  # the Swift test prints this and fails
     print(f"MISSING-PACKAGES: {error}; run scripts/setup (pip: pyjwt[crypto])", file=sys.stderr)
@@ -109,6 +110,15 @@ def main(out_dir: str) -> None:
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
         return f"{signing_input}.{b64(mac)}"
 
+    def rs256_raw(header_json: str, payload_json: str):
+        # Raw JSON text (duplicate member names), signed with cryptography directly.
+        signing_input = f"{b64(header_json.encode())}.{b64(payload_json.encode())}"
+        signature = rsa1.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64(signature)}"
+
+    good_claims = json.dumps(v2())
+    duplicate_aud = good_claims[:-1] + ', "aud": "api://someone-else"}'
+
     rsa1_public_pem = rsa1.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     valid_v2 = sign(v2())
@@ -165,7 +175,13 @@ def main(out_dir: str) -> None:
         ("four-parts", valid_v2 + ".e30", "auth.malformed"),
         ("empty-signature", ".".join(valid_v2.split(".")[:2]) + ".", "auth.malformed"),
         ("empty", "", "auth.malformed"),
-        ("deeply-nested-payload", sign_bytes(b"[" * 2000 + b"]" * 2000), "any"),
+        ("duplicate-alg-in-header", rs256_raw('{"alg":"RS256","kid":"rsa-1","alg":"none"}', good_claims), "auth.malformed"),
+        ("duplicate-aud-in-payload", rs256_raw('{"alg":"RS256","kid":"rsa-1"}', duplicate_aud), "auth.malformed"),
+        ("duplicate-escaped-name-in-payload",
+         rs256_raw('{"alg":"RS256","kid":"rsa-1"}', good_claims[:-1] + ', "\\u0061ud": "api://someone-else"}'),
+         "auth.malformed"),
+        ("nested-claims-ok", sign(v2(ctx={"a": [{"b": {"c": [1, 2, {"d": None}]}}]})), "ok"),
+        ("deeply-nested-payload", sign_bytes(b"[" * 2000 + b"]" * 2000), "auth.malformed"),
     ]
     names = [name for name, _, _ in cases]
     assert len(names) == len(set(names)), "duplicate case names"
