@@ -54,7 +54,7 @@ def rsa_key():
 
 def public_jwk(private_key, kid, **extra):
     algorithm = RSAAlgorithm if isinstance(private_key, rsa.RSAPrivateKey) else ECAlgorithm
-    jwk = algorithm.to_jwk(private_key.public_key(), as_dict=True)
+    jwk = json.loads(algorithm.to_jwk(private_key.public_key()))
     jwk.update({"kid": kid, "use": "sig", **extra})
     return jwk
 
