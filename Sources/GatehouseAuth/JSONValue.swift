@@ -36,10 +36,9 @@ public enum JSONValue: Sendable, Hashable {
 
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 
-    /// Parses one JSON document (Foundation's decoder: it limits nesting depth, so a hostile
-    /// document cannot exhaust the stack).
+    /// Parses one JSON document: the strict parser below, with a generous depth (JWKS documents).
     public init(parsing data: Data) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: data)
+        try self.init(parsingStrict: data, maxDepth: 256)
     }
 
     /// Compact JSON text (keys sorted).
@@ -96,109 +95,220 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByBooleanLiteral, Ex
 }
 
 extension JSONValue {
-    /// Parses a JWS header or claims set: like `init(parsing:)`, but a document with a member
-    /// name twice in one object, or nested deeper than `maxDepth`, is refused.
+    /// Parses a JWS header or claims set strictly (RFC 8259): a member name twice in one
+    /// object, nesting deeper than `maxDepth`, invalid UTF-8, a lone surrogate or a number
+    /// beyond Double's range is refused.
     ///
-    /// Foundation's decoder (and so jwt-kit) silently keeps the first of duplicate members;
-    /// RFC 7515 §5.2 requires rejecting them or keeping the last, and a verifier that reads
-    /// `{"aud":"us","aud":"them"}` differently from the next parser in line is a confused
-    /// deputy. So this pass looks for duplicates first; the decoder then validates the rest.
+    /// Written by hand for two reasons. Foundation's decoder (and so jwt-kit) silently keeps
+    /// the first of duplicate members, while RFC 7515 §5.2 requires rejecting them or keeping
+    /// the last; a verifier that reads `{"aud":"us","aud":"them"}` differently from the next
+    /// parser in line is a confused deputy. And `Decodable` into an open enum costs a thrown
+    /// error per type tried: several hundred microseconds a token, against a budget of one
+    /// millisecond a command for verification and rules together.
     public init(parsingStrict data: Data, maxDepth: Int = 64) throws {
-        try JSONValue.checkMembers(Array(data), maxDepth: maxDepth)
-        try self.init(parsing: data)
+        var parser = StrictJSONParser(bytes: Array(data), maxDepth: maxDepth)
+        self = try parser.parseDocument()
+    }
+}
+
+/// The parser behind `JSONValue(parsingStrict:)`.
+struct StrictJSONParser {
+    struct SyntaxError: Error {}
+
+    let bytes: [UInt8]
+    let maxDepth: Int
+    var index = 0
+
+    init(bytes: [UInt8], maxDepth: Int) {
+        self.bytes = bytes
+        self.maxDepth = maxDepth
     }
 
-    struct StructureError: Error {}
-
-    private enum Level {
-        case object(expectingName: Bool, names: Set<String>)
-        case array
+    mutating func parseDocument() throws(SyntaxError) -> JSONValue {
+        skipWhitespace()
+        let value = try parseValue(depth: 0)
+        skipWhitespace()
+        guard index == bytes.count else { throw SyntaxError() }
+        return value
     }
 
-    private static func checkMembers(_ bytes: [UInt8], maxDepth: Int) throws {
-        var stack: [Level] = []
-        var index = 0
+    private mutating func skipWhitespace() {
+        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+    }
+
+    private mutating func expect(_ byte: UInt8) throws(SyntaxError) {
+        guard index < bytes.count, bytes[index] == byte else { throw SyntaxError() }
+        index += 1
+    }
+
+    private mutating func parseValue(depth: Int) throws(SyntaxError) -> JSONValue {
+        guard index < bytes.count else { throw SyntaxError() }
+        switch bytes[index] {
+        case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
+        case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
+        case UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try parseNumber())
+        default: throw SyntaxError()
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(SyntaxError) {
+        let count = word.utf8CodeUnitCount
+        guard index + count <= bytes.count else { throw SyntaxError() }
+        for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { throw SyntaxError() }
+        index += count
+    }
+
+    private mutating func parseObject(depth: Int) throws(SyntaxError) -> JSONValue {
+        guard depth <= maxDepth else { throw SyntaxError() }
+        index += 1
+        var members: [String: JSONValue] = [:]
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+            index += 1
+            return .object(members)
+        }
+        while true {
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw SyntaxError() }
+            let name = try parseString()
+            guard members[name] == nil else { throw SyntaxError() }
+            skipWhitespace()
+            try expect(UInt8(ascii: ":"))
+            skipWhitespace()
+            members[name] = try parseValue(depth: depth)
+            skipWhitespace()
+            guard index < bytes.count else { throw SyntaxError() }
+            index += 1
+            switch bytes[index - 1] {
+            case UInt8(ascii: ","): continue
+            case UInt8(ascii: "}"): return .object(members)
+            default: throw SyntaxError()
+            }
+        }
+    }
+
+    private mutating func parseArray(depth: Int) throws(SyntaxError) -> JSONValue {
+        guard depth <= maxDepth else { throw SyntaxError() }
+        index += 1
+        var elements: [JSONValue] = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+            index += 1
+            return .array(elements)
+        }
+        while true {
+            skipWhitespace()
+            elements.append(try parseValue(depth: depth))
+            skipWhitespace()
+            guard index < bytes.count else { throw SyntaxError() }
+            index += 1
+            switch bytes[index - 1] {
+            case UInt8(ascii: ","): continue
+            case UInt8(ascii: "]"): return .array(elements)
+            default: throw SyntaxError()
+            }
+        }
+    }
+
+    private mutating func parseNumber() throws(SyntaxError) -> Double {
+        let start = index
+        func digits() -> Int {
+            let from = index
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+            return index - from
+        }
+        if bytes[index] == UInt8(ascii: "-") { index += 1 }
+        guard index < bytes.count else { throw SyntaxError() }
+        if bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else {
+            guard digits() > 0 else { throw SyntaxError() }
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            guard digits() > 0 else { throw SyntaxError() }
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                index += 1
+            }
+            guard digits() > 0 else { throw SyntaxError() }
+        }
+        guard let value = Double(String(decoding: bytes[start..<index], as: UTF8.self)), value.isFinite else {
+            throw SyntaxError()
+        }
+        return value
+    }
+
+    /// A string's contents with escapes decoded (so `"a"` and `"\u0061"` are the same name).
+    private mutating func parseString() throws(SyntaxError) -> String {
+        index += 1
+        var result = ""
+        var runStart = index
+        func flushRun(_ end: Int) throws(SyntaxError) {
+            guard end > runStart else { return }
+            guard let run = String(validating: bytes[runStart..<end], as: UTF8.self) else { throw SyntaxError() }
+            result += run
+        }
         while index < bytes.count {
             let byte = bytes[index]
             switch byte {
-            case UInt8(ascii: "{"), UInt8(ascii: "["):
-                guard stack.count < maxDepth else { throw StructureError() }
-                stack.append(byte == UInt8(ascii: "{") ? .object(expectingName: true, names: []) : .array)
-                index += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                guard stack.popLast() != nil else { throw StructureError() }
-                index += 1
-            case UInt8(ascii: ","), UInt8(ascii: ":"):
-                if case .object(_, let names) = stack.last {
-                    stack[stack.count - 1] = .object(expectingName: byte == UInt8(ascii: ","), names: names)
-                }
-                index += 1
             case UInt8(ascii: "\""):
-                let (text, end) = try readString(bytes, from: index + 1)
-                if case .object(true, var names) = stack.last {
-                    guard names.insert(text).inserted else { throw StructureError() }
-                    stack[stack.count - 1] = .object(expectingName: false, names: names)
+                try flushRun(index)
+                index += 1
+                return result
+            case 0..<0x20:
+                throw SyntaxError()
+            case UInt8(ascii: "\\"):
+                try flushRun(index)
+                guard index + 1 < bytes.count else { throw SyntaxError() }
+                let escape = bytes[index + 1]
+                index += 2
+                switch escape {
+                case UInt8(ascii: "\""): result.append("\"")
+                case UInt8(ascii: "\\"): result.append("\\")
+                case UInt8(ascii: "/"): result.append("/")
+                case UInt8(ascii: "b"): result.append("\u{08}")
+                case UInt8(ascii: "f"): result.append("\u{0C}")
+                case UInt8(ascii: "n"): result.append("\n")
+                case UInt8(ascii: "r"): result.append("\r")
+                case UInt8(ascii: "t"): result.append("\t")
+                case UInt8(ascii: "u"): result.unicodeScalars.append(try parseUnicodeEscape())
+                default: throw SyntaxError()
                 }
-                index = end
+                runStart = index
             default:
                 index += 1
             }
         }
+        throw SyntaxError()
     }
 
-    /// Reads a JSON string's contents (escapes decoded, so `"a"` and `"\u0061"` are the same
-    /// name); returns it and the index after the closing quote.
-    private static func readString(_ bytes: [UInt8], from start: Int) throws -> (String, Int) {
-        var scalars = String.UnicodeScalarView()
-        var raw: [UInt8] = []
-        var index = start
-        func flush() {
-            scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars)
-            raw.removeAll(keepingCapacity: true)
-        }
-        func hex4(_ at: Int) throws -> UInt32 {
-            guard at + 4 <= bytes.count,
-                let value = UInt32(String(decoding: bytes[at..<at + 4], as: UTF8.self), radix: 16)
-            else { throw StructureError() }
+    /// After `\u`: four hex digits, and for a high surrogate the `\uXXXX` low one that must follow.
+    private mutating func parseUnicodeEscape() throws(SyntaxError) -> Unicode.Scalar {
+        func hex4() throws(SyntaxError) -> UInt32 {
+            guard index + 4 <= bytes.count,
+                let value = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16),
+                bytes[index..<index + 4].allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "-") })
+            else { throw SyntaxError() }
+            index += 4
             return value
         }
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: "\"") {
-                flush()
-                return (String(scalars), index + 1)
-            }
-            guard byte == UInt8(ascii: "\\") else {
-                raw.append(byte)
-                index += 1
-                continue
-            }
-            guard index + 1 < bytes.count else { throw StructureError() }
-            flush()
-            let escape = bytes[index + 1]
+        var value = try hex4()
+        if (0xD800..<0xDC00).contains(value) {
+            guard index + 2 <= bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+            else { throw SyntaxError() }
             index += 2
-            switch escape {
-            case UInt8(ascii: "u"):
-                var value = try hex4(index)
-                index += 4
-                if (0xD800..<0xDC00).contains(value), index + 6 <= bytes.count, bytes[index] == UInt8(ascii: "\\"),
-                    bytes[index + 1] == UInt8(ascii: "u")
-                {
-                    let low = try hex4(index + 2)
-                    if (0xDC00..<0xE000).contains(low) {
-                        value = 0x10000 + ((value - 0xD800) << 10) + (low - 0xDC00)
-                        index += 6
-                    }
-                }
-                scalars.append(Unicode.Scalar(value) ?? "\u{FFFD}")
-            case UInt8(ascii: "b"): scalars.append("\u{08}")
-            case UInt8(ascii: "f"): scalars.append("\u{0C}")
-            case UInt8(ascii: "n"): scalars.append("\n")
-            case UInt8(ascii: "r"): scalars.append("\r")
-            case UInt8(ascii: "t"): scalars.append("\t")
-            default: scalars.append(Unicode.Scalar(escape))
-            }
+            let low = try hex4()
+            guard (0xDC00..<0xE000).contains(low) else { throw SyntaxError() }
+            value = 0x10000 + ((value - 0xD800) << 10) + (low - 0xDC00)
         }
-        throw StructureError()
+        guard let scalar = Unicode.Scalar(value) else { throw SyntaxError() }
+        return scalar
     }
 }
