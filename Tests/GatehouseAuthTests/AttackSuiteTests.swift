@@ -85,6 +85,18 @@ struct AttackSuiteTests {
         #expect(await verifier.verify(fixtures["nbf-within-skew"]).failureCode == .notYetValid)
     }
 
+    @Test("without tenants, the issuers are matched exactly and tid is not required")
+    func exactIssuers() async throws {
+        let fixtures = try JWTFixtures.load()
+        let v2Issuer = "https://login.microsoftonline.com/\(fixtures.cases.tenant)/v2.0"
+        let configuration = TokenVerifier.Configuration(audiences: Set(fixtures.cases.audiences), issuers: [v2Issuer])
+        let (verifier, _, _, _) = try await fixtures.verifier(configuration: configuration)
+        #expect(await verifier.verify(fixtures["v2-valid"]).failureCode == nil)
+        #expect(await verifier.verify(fixtures["no-tenant"]).failureCode == nil)
+        #expect(await verifier.verify(fixtures["v1-valid"]).failureCode == .wrongIssuer)
+        #expect(await verifier.verify(fixtures["wrong-tenant"]).failureCode == .wrongIssuer)
+    }
+
     @Test("JWKS rotation: the new key verifies after a refresh; the removed key's tokens are refused")
     func rotation() async throws {
         let fixtures = try JWTFixtures.load()
