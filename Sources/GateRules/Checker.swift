@@ -230,7 +230,8 @@ struct Checker {
         if let first = names[kind + " " + name] {
             diagnostics.append(
                 Diagnostic(
-                    .duplicateRule, .error, "there is already an `\(kind)` rule named \"\(name)\"", at: span,
+                    .duplicateRule, .error,
+                    "there is already \(kind == "allow" ? "an" : "a") `\(kind)` rule named \"\(name)\"", at: span,
                     hint: explicit
                         ? "rule names must be unique across the policy's files"
                         : "a rule is named after its commands unless it has `as \"…\"`; name one of them",
@@ -570,7 +571,12 @@ struct Checker {
                 return invalid(span)
             }
             rootsRead.formUnion(checked.roots)
+            // Constants and plain field paths (`let allowed = token.allowed`) are inlined:
+            // reading a field again costs less than caching it.
             if case .constant = checked.ir.op {
+                return IR(op: checked.ir.op, span: span, type: checked.ir.type)
+            }
+            if Self.isFieldPath(checked.ir) {
                 return IR(op: checked.ir.op, span: span, type: checked.ir.type)
             }
             return IR(op: .letReference(index), span: span, type: checked.ir.type)
@@ -887,6 +893,18 @@ struct Checker {
         guard children.allSatisfy({ $0.op.constantValue != nil }) else { return ir }
         guard let value = Evaluator.evaluateConstant(ir) else { return ir }
         return IR(op: .constant(value), span: ir.span, type: ir.type)
+    }
+
+    /// `root.a.b`: a field path from an input, with nothing computed.
+    static func isFieldPath(_ ir: IR) -> Bool {
+        var base = ir
+        var depth = 0
+        while case .field(let inner, _) = base.op {
+            base = inner
+            depth += 1
+        }
+        if case .root = base.op { return depth > 0 }
+        return false
     }
 
     // MARK: Cost

@@ -20,6 +20,8 @@ final class Compiler {
     /// The policy's sources when compiling for an explanation; nil on the fast path.
     let tracing: [SourceFile]?
     private var letBodies: [Int: ValueCode] = [:]
+    /// One more than the highest `let` slot the compiled code uses: the frame's size.
+    private(set) var letSlots = 0
 
     init(lets: [CheckedLet?], tracing: [SourceFile]?) {
         self.lets = lets
@@ -190,6 +192,7 @@ final class Compiler {
         case .local(let slot):
             return { _, f in f.locals![slot] }
         case .letReference(let index):
+            letSlots = max(letSlots, index + 1)
             let body = letBody(index)
             return { r, f throws(Fault) in
                 switch f.lets![index] {
@@ -269,15 +272,17 @@ final class Compiler {
             if keys.count == 1 {
                 let key = keys[0]
                 return { r, _ in
-                    if case .map(let map) = r[root] { return Evaluator.present(map[key]) }
+                    if case .map(let map) = r[root] { return Evaluator.present(Evaluator.lookup(map, key)) }
                     return nil
                 }
             }
             if keys.count == 2 {
                 let (first, second) = (keys[0], keys[1])
                 return { r, _ in
-                    guard case .map(let map) = r[root], case .map(let inner)? = map[first] else { return nil }
-                    return Evaluator.present(inner[second])
+                    guard case .map(let map) = r[root], case .map(let inner)? = Evaluator.lookup(map, first) else {
+                        return nil
+                    }
+                    return Evaluator.present(Evaluator.lookup(inner, second))
                 }
             }
             return { r, _ in

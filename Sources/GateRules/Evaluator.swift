@@ -11,13 +11,38 @@
 ///   are *faults*: the rule cannot allow (and a `deny` that faults denies).
 
 /// The six inputs of one decision. Absent inputs are `.null`, so everything under them is missing.
-struct Roots: Sendable {
-    var command: Value = .null
-    var token: Value = .null
-    var device: Value = .null
-    var gateway: Value = .null
-    var message: Value = .null
-    var now: Value = .null
+/// An immutable class: every compiled closure receives it, and passing one reference costs
+/// nothing where copying six values would cost twelve reference-count operations.
+final class Roots: Sendable {
+    let command: Value
+    let token: Value
+    let device: Value
+    let gateway: Value
+    let message: Value
+    let now: Value
+    /// `command.name`, read once when the input is built: every decision starts from it.
+    let commandName: String?
+
+    init(
+        command: Value = .null, token: Value = .null, device: Value = .null, gateway: Value = .null,
+        message: Value = .null, now: Value = .null
+    ) {
+        self.command = command
+        self.token = token
+        self.device = device
+        self.gateway = gateway
+        self.message = message
+        self.now = now
+        if case .string(let name)? = Evaluator.field(command, "name") { commandName = name } else { commandName = nil }
+    }
+
+    /// A copy with one input replaced.
+    func replacing(_ root: Root, with value: Value) -> Roots {
+        Roots(
+            command: root == .command ? value : command, token: root == .token ? value : token,
+            device: root == .device ? value : device, gateway: root == .gateway ? value : gateway,
+            message: root == .message ? value : message, now: root == .now ? value : now)
+    }
 
     @inline(__always)
     subscript(root: Root) -> Value {
@@ -56,6 +81,8 @@ struct Frame {
     var trace: Trace?
 
     /// Runs `body` with a fresh frame: `letCount` unset `let` slots and `localCount` variables.
+    /// Always inlined, so `body` is not a real closure and captures (the inputs) are not copied.
+    @inline(__always)
     static func with<R>(budget: Int, letCount: Int, localCount: Int, trace: Trace? = nil, _ body: (inout Frame) -> R)
         -> R
     {
@@ -92,7 +119,21 @@ enum Evaluator {
 
     @inline(__always)
     static func field(_ value: Value?, _ key: String) -> Value? {
-        if case .map(let map)? = value { return present(map[key]) }
+        if case .map(let map)? = value { return present(lookup(map, key)) }
+        return nil
+    }
+
+    /// A map's value for `key`. Claims and tags are small maps, where comparing a few keys is
+    /// several times cheaper than hashing the key (same result: `Dictionary` compares keys
+    /// with `==` too).
+    @inline(__always)
+    static func lookup(_ map: [String: Value], _ key: String) -> Value? {
+        guard map.count <= 12 else { return map[key] }
+        var index = map.startIndex
+        while index != map.endIndex {
+            if map.keys[index] == key { return map.values[index] }
+            index = map.index(after: index)
+        }
         return nil
     }
 
@@ -102,7 +143,7 @@ enum Evaluator {
             guard n == n.rounded(), n >= 0, n < Double(items.count) else { return nil }
             return present(items[Int(n)])
         case (.map(let map)?, .string(let k)?):
-            return present(map[k])
+            return present(lookup(map, k))
         default:
             return nil
         }

@@ -28,23 +28,23 @@ public struct CommandInput: Sendable {
 
     public var command: Value {
         get { roots.command }
-        set { roots.command = newValue }
+        set { roots = roots.replacing(.command, with: newValue) }
     }
     public var token: Value {
         get { roots.token }
-        set { roots.token = newValue }
+        set { roots = roots.replacing(.token, with: newValue) }
     }
     public var device: Value {
         get { roots.device }
-        set { roots.device = newValue }
+        set { roots = roots.replacing(.device, with: newValue) }
     }
     public var gateway: Value {
         get { roots.gateway }
-        set { roots.gateway = newValue }
+        set { roots = roots.replacing(.gateway, with: newValue) }
     }
     public var now: Value {
         get { roots.now }
-        set { roots.now = newValue }
+        set { roots = roots.replacing(.now, with: newValue) }
     }
 }
 
@@ -147,13 +147,21 @@ public final class Policy: Sendable {
     }
 }
 
-/// The compiled rules and the index that finds the ones a command name can match.
-struct Engine: Sendable {
-    struct CommandRule: Sendable {
+/// The compiled rules and the index that finds the ones a command name can match. A class,
+/// so that a decision borrows it rather than copying its arrays.
+final class Engine: Sendable {
+    final class CommandRule: Sendable {
         let index: Int32
         let effect: RuleEffect
         let patterns: [Glob]
         let condition: ConditionCode?
+
+        init(index: Int32, effect: RuleEffect, patterns: [Glob], condition: ConditionCode?) {
+            self.index = index
+            self.effect = effect
+            self.patterns = patterns
+            self.condition = condition
+        }
 
         func matches(_ name: String) -> Bool { patterns.contains { $0.matches(name) } }
     }
@@ -166,16 +174,21 @@ struct Engine: Sendable {
     }
 
     /// The rules a command name can match, denies and allows apart, in policy order.
-    struct Candidates: Sendable {
-        var denies: [Int32] = []
-        var allows: [Int32] = []
+    final class Candidates: Sendable {
+        let denies: [Int32]
+        let allows: [Int32]
+
+        init(denies: [Int32] = [], allows: [Int32] = []) {
+            self.denies = denies
+            self.allows = allows
+        }
     }
 
     let table: [RuleRef]
     let commandRules: [CommandRule]
     let telemetryRules: [TelemetryRule]
     /// Every command name written without wildcards → the rules that can match it.
-    let byName: [String: Candidates]
+    let byName: NameIndex<Candidates>
     /// Rules with a wildcard pattern: the candidates for any other name (patterns checked at run time).
     let wildcard: Candidates
     let letCount: Int
@@ -206,36 +219,34 @@ struct Engine: Sendable {
                     condition: rule.condition.map(compiler.rootCondition)))
         }
         // The index: for each literal name, the rules naming it plus the wildcard rules matching it.
-        var wildcard = Candidates()
+        var wildcardDenies: [Int32] = []
+        var wildcardAllows: [Int32] = []
         var literalNames: Set<String> = []
         for (position, rule) in commandRules.enumerated() {
             if rule.patterns.contains(where: { !$0.isLiteral }) {
                 if rule.effect == .deny {
-                    wildcard.denies.append(Int32(position))
+                    wildcardDenies.append(Int32(position))
                 } else {
-                    wildcard.allows.append(Int32(position))
+                    wildcardAllows.append(Int32(position))
                 }
             }
             for pattern in rule.patterns where pattern.isLiteral { literalNames.insert(pattern.pattern) }
         }
-        var byName: [String: Candidates] = [:]
+        var byName: [(String, Candidates)] = []
         for name in literalNames {
-            var candidates = Candidates()
+            var denies: [Int32] = []
+            var allows: [Int32] = []
             for (position, rule) in commandRules.enumerated() where rule.matches(name) {
-                if rule.effect == .deny {
-                    candidates.denies.append(Int32(position))
-                } else {
-                    candidates.allows.append(Int32(position))
-                }
+                if rule.effect == .deny { denies.append(Int32(position)) } else { allows.append(Int32(position)) }
             }
-            byName[name] = candidates
+            byName.append((name, Candidates(denies: denies, allows: allows)))
         }
         self.table = table
         self.commandRules = commandRules
         self.telemetryRules = telemetryRules
-        self.byName = byName
-        self.wildcard = wildcard
-        self.letCount = program.lets.count
+        self.byName = NameIndex(byName)
+        self.wildcard = Candidates(denies: wildcardDenies, allows: wildcardAllows)
+        self.letCount = compiler.letSlots
         self.localCount = program.localSlots
     }
 
@@ -262,54 +273,63 @@ struct Engine: Sendable {
         }
     }
 
+    /// What the rules evaluated so far decided.
+    private struct Tally {
+        var first: Int32 = -1
+        var more: [Int32] = []
+        var faults: [RuleFault] = []
+        var explained: [RuleExplanation] = []
+    }
+
     func decide(_ roots: Roots, budget: Int, trace: Trace?) -> Decision {
-        guard case .map(let command) = roots.command, case .string(let name)? = command["name"] else {
+        guard let name = roots.commandName else {
             return Decision(
                 effect: .deny, faults: [], explanation: trace.map { _ in Explanation(rules: []) }, table: table,
-                first: -1,
-                more: [])
+                first: -1, more: [])
         }
         let indexed = byName[name]
         let candidates = indexed ?? wildcard
         let checkPatterns = indexed == nil
-        return Frame.with(budget: budget, letCount: letCount, localCount: localCount, trace: trace) { frame in
-            var first: Int32 = -1
-            var more: [Int32] = []
-            var faults: [RuleFault] = []
-            var explained: [RuleExplanation] = []
-            func run(_ positions: [Int32], denying: Bool) {
-                for position in positions {
-                    let rule = commandRules[Int(position)]
-                    if checkPatterns, !rule.matches(name) { continue }
-                    let outcome = evaluate(rule.condition, roots, &frame)
-                    if let trace {
-                        explained.append(
-                            RuleExplanation(
-                                rule: table[Int(rule.index)], kind: rule.effect.rawValue,
-                                outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
-                    }
-                    var decides = false
-                    switch outcome {
-                    case .matched: decides = true
-                    case .notMatched: break
-                    case .failed(let fault):
-                        faults.append(RuleFault(rule: table[Int(rule.index)], message: fault.message))
-                        decides = denying  // a failing deny denies; a failing allow cannot allow
-                    }
-                    if decides {
-                        if first < 0 { first = rule.index } else { more.append(rule.index) }
-                    }
-                }
+        var tally = Tally()
+        var effect = Effect.deny
+        Frame.with(budget: budget, letCount: letCount, localCount: localCount, trace: trace) { frame in
+            run(candidates.denies, denying: true, name: name, checkPatterns: checkPatterns, roots, &frame, &tally)
+            if tally.first < 0 {
+                run(candidates.allows, denying: false, name: name, checkPatterns: checkPatterns, roots, &frame, &tally)
+                if tally.first >= 0 { effect = .allow }
             }
-            run(candidates.denies, denying: true)
-            var effect = Effect.deny
-            if first < 0 {
-                run(candidates.allows, denying: false)
-                if first >= 0 { effect = .allow }
+        }
+        return Decision(
+            effect: effect, faults: tally.faults, explanation: trace.map { _ in Explanation(rules: tally.explained) },
+            table: table, first: tally.first, more: tally.more)
+    }
+
+    /// Evaluates the candidate rules of one kind and records those that decide.
+    private func run(
+        _ positions: [Int32], denying: Bool, name: String, checkPatterns: Bool, _ roots: Roots,
+        _ frame: inout Frame, _ tally: inout Tally
+    ) {
+        for position in positions {
+            let rule = commandRules[Int(position)]
+            if checkPatterns, !rule.matches(name) { continue }
+            let outcome = evaluate(rule.condition, roots, &frame)
+            if let trace = frame.trace {
+                tally.explained.append(
+                    RuleExplanation(
+                        rule: table[Int(rule.index)], kind: rule.effect.rawValue,
+                        outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
             }
-            return Decision(
-                effect: effect, faults: faults, explanation: trace.map { _ in Explanation(rules: explained) },
-                table: table, first: first, more: more)
+            var decides = false
+            switch outcome {
+            case .matched: decides = true
+            case .notMatched: break
+            case .failed(let fault):
+                tally.faults.append(RuleFault(rule: table[Int(rule.index)], message: fault.message))
+                decides = denying  // a failing deny denies; a failing allow cannot allow
+            }
+            if decides {
+                if tally.first < 0 { tally.first = rule.index } else { tally.more.append(rule.index) }
+            }
         }
     }
 

@@ -22,13 +22,10 @@ public enum TestRunner {
     static func run(_ test: CheckedTest, in policy: Policy) -> TestOutcome {
         let file = policy.files[test.span.file]
         let line = file.location(of: test.span.start).line
-        var roots = Roots()
-        roots.command = test.inputs[.command] ?? .null
-        roots.token = test.inputs[.token] ?? .null
-        roots.device = test.inputs[.device] ?? .null
-        roots.gateway = test.inputs[.gateway] ?? .null
-        roots.message = test.inputs[.message] ?? .null
-        roots.now = test.inputs[.now] ?? .null
+        let roots = Roots(
+            command: test.inputs[.command] ?? .null, token: test.inputs[.token] ?? .null,
+            device: test.inputs[.device] ?? .null, gateway: test.inputs[.gateway] ?? .null,
+            message: test.inputs[.message] ?? .null, now: test.inputs[.now] ?? .null)
         var expected = test.outcome.rawValue
         if !test.routes.isEmpty { expected += " to " + test.routes.map(\.description).joined(separator: ", ") }
         if let rules = test.rules { expected += " by " + rules.map { "\"\($0)\"" }.joined(separator: ", ") }

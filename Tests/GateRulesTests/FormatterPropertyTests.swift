@@ -175,7 +175,7 @@ struct PolicyGenerator {
 
         let (before, beforeDiagnostics) = Policy.compile(files: [original])
         let (after, afterDiagnostics) = Policy.compile(files: [SourceFile(name: "p.rules", text: formatted)])
-        #expect(beforeDiagnostics.map(\.id) == afterDiagnostics.map(\.id))
+        #expect(Set(beforeDiagnostics.map(\.id)) == Set(afterDiagnostics.map(\.id)))
         guard let before, let after else {
             #expect(before == nil && after == nil)
             return
