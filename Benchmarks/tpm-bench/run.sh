@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The TPM benchmark: HMAC operations per second inside a software TPM (swtpm, fresh state, TCP
-# on 127.0.0.1) through GatehouseTPM, and the time to derive DEVICES leaf-device keys.
+# The TPM benchmark: HMAC operations per second inside a software TPM (swtpm, fresh state, Unix
+# socket) through GatehouseTPM, and the time to derive DEVICES leaf-device keys.
 #
 #   Benchmarks/tpm-bench/run.sh [OPERATIONS] [DEVICES]        (defaults 2000, 1000)
+#   SWTPM_TRANSPORT=tcp Benchmarks/tpm-bench/run.sh          (swtpm over TCP instead of a Unix socket)
 #   TPM_TCTI=device:/dev/tpmrm0 Benchmarks/tpm-bench/run.sh   (a real TPM instead of swtpm)
 #
 # Needs the `tpm-bench` executable target (Package.swift, path Benchmarks/tpm-bench).
@@ -26,8 +27,12 @@ trap cleanup EXIT
 TCTI=${TPM_TCTI:-}
 if [ -z "$TCTI" ]; then
     command -v swtpm >/dev/null || { echo "swtpm is not installed (scripts/setup installs it)" >&2; exit 69; }
-    # A free pair of ports: P for commands, P+1 for swtpm's control channel.
-    PORT=$(python3 -c '
+    mkdir -p "$WORK/state"
+    # The swtpm TCTI opens a connection per TPM command: over TCP every command leaves a socket
+    # in TIME-WAIT for a minute, so the default is a Unix socket (SWTPM_TRANSPORT=tcp for TCP).
+    if [ "${SWTPM_TRANSPORT:-unix}" = tcp ]; then
+        # A free pair of ports: P for commands, P+1 for swtpm's control channel.
+        PORT=$(python3 -c '
 import socket
 while True:
     a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
@@ -36,16 +41,21 @@ while True:
         b.bind(("127.0.0.1", p + 1)); print(p); break
     except OSError: pass
     finally: a.close(); b.close()')
-    mkdir -p "$WORK/state"
-    swtpm socket --tpm2 --tpmstate dir="$WORK/state" \
-        --server type=tcp,port="$PORT",bindaddr=127.0.0.1 --ctrl type=tcp,port=$((PORT + 1)),bindaddr=127.0.0.1 \
-        --flags not-need-init,startup-clear &
+        SERVER="type=tcp,port=$PORT,bindaddr=127.0.0.1"; CTRL="type=tcp,port=$((PORT + 1)),bindaddr=127.0.0.1"
+        TCTI="swtpm:host=127.0.0.1,port=$PORT"
+        PROBE="import socket; socket.create_connection(('127.0.0.1', $PORT)).close()"
+    else
+        SERVER="type=unixio,path=$WORK/swtpm.sock"; CTRL="type=unixio,path=$WORK/swtpm.sock.ctrl"
+        TCTI="swtpm:path=$WORK/swtpm.sock"
+        PROBE="import socket; s = socket.socket(socket.AF_UNIX); s.connect('$WORK/swtpm.sock'); s.close()"
+    fi
+    swtpm socket --tpm2 --tpmstate dir="$WORK/state" --server "$SERVER" --ctrl "$CTRL" \
+        --flags not-need-init,startup-clear >"$WORK/swtpm.log" 2>&1 &
     SWTPM_PID=$!
     for _ in $(seq 100); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT)).close()" 2>/dev/null && break
+        python3 -c "$PROBE" 2>/dev/null && break
         sleep 0.05
     done
-    TCTI="swtpm:host=127.0.0.1,port=$PORT"
     echo "== swtpm $(swtpm --version | head -1 | sed 's/.*version \([0-9.]*\).*/\1/') on $TCTI, fresh state"
 fi
 echo "== $(nproc) cores, $(uname -r); $OPERATIONS HMACs, $DEVICES devices"

@@ -20,7 +20,10 @@ import Synchronization
 /// (`WrappedKey`), which are useless outside this TPM.
 ///
 /// TCTI configuration strings are those of `Tss2_TctiLdr_Initialize`: `device:/dev/tpmrm0`,
-/// `swtpm:host=127.0.0.1,port=2321`, `tabrmd`, or empty for the library's default.
+/// `swtpm:host=127.0.0.1,port=2321`, `swtpm:path=/run/swtpm.sock`, `tabrmd`, or empty for the
+/// library's default. The swtpm TCTI opens a new connection for every TPM command: over TCP each
+/// leaves a loopback socket in TIME-WAIT for a minute, so prefer swtpm's Unix socket (`path=`)
+/// for long runs.
 public final class TPMContext: Sendable {
     /// The TCG's persistent handle of the RSA endorsement key.
     public static let endorsementKeyHandle: UInt32 = 0x8101_0001

@@ -5,7 +5,7 @@ import GatehouseTestSupport
     import Glibc
 #endif
 
-/// A swtpm started for one test: fresh state folder, free loopback ports, stopped on release.
+/// A swtpm started for one test: fresh state folder, its own socket, stopped on release.
 ///
 /// swtpm serves one TCP client at a time: close the `TPMContext` before running a `tpm2_*`
 /// tool against the same instance, or the tool waits for the connection.
@@ -28,28 +28,46 @@ final class SoftwareTPM: @unchecked Sendable {
         return true
     }
 
+    /// How the TCTI reaches swtpm.
+    ///
+    /// The swtpm TCTI opens a new connection for every TPM command, so over TCP each command
+    /// leaves a socket in TIME-WAIT for a minute (a 2,000-HMAC loop leaves 2,000): tests use a
+    /// Unix socket by default, and TCP where the TCP form itself is under test.
+    enum Transport { case unixSocket, tcp }
+
     let dir = TempDir("gatehouse-swtpm")
-    let port: Int
+    let tcti: String
     let process: Subprocess
-    var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
 
     /// - Parameter startedUp: start with `startup-clear` (else our code must run TPM2_Startup).
-    init(startedUp: Bool = true) throws {
+    init(startedUp: Bool = true, transport: Transport = .unixSocket) throws {
         guard let swtpm = Self.path else { throw FixtureError(Self.unavailableReason ?? "no swtpm") }
-        port = try Self.freePortPair()
         let state = dir.file("state")
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-        var arguments = [
-            "socket", "--tpm2", "--tpmstate", "dir=\(state)",
-            "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
-            "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
-        ]
+        var arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(state)"]
+        let ready: () -> Bool
+        switch transport {
+        case .unixSocket:
+            // The TCTI's control channel is the same path plus ".ctrl".
+            let socket = dir.file("swtpm.sock")
+            arguments += ["--server", "type=unixio,path=\(socket)", "--ctrl", "type=unixio,path=\(socket).ctrl"]
+            tcti = "swtpm:path=\(socket)"
+            ready = { Self.accepts(unixSocket: socket) }
+        case .tcp:
+            // The TCTI's control channel is the next port.
+            let port = try Self.freePortPair()
+            arguments += [
+                "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
+                "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
+            ]
+            tcti = "swtpm:host=127.0.0.1,port=\(port)"
+            ready = { Self.accepts(port: port) }
+        }
         arguments += ["--flags", startedUp ? "not-need-init,startup-clear" : "not-need-init"]
         process = try Subprocess(swtpm, arguments, in: dir, name: "swtpm")
-        let port = self.port
-        guard waitUntil(timeout: .seconds(10), { Self.accepts(port: port) }) else {
+        guard waitUntil(timeout: .seconds(10), ready) else {
             process.stop()
-            throw FixtureError("swtpm did not listen on \(port): \(process.stderr)")
+            throw FixtureError("swtpm did not start listening (\(tcti)): \(process.stderr)")
         }
     }
 
@@ -77,6 +95,22 @@ final class SoftwareTPM: @unchecked Sendable {
         return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    static func accepts(unixSocket path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes + [0])
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
             }
         }
     }

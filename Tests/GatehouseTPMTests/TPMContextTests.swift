@@ -8,7 +8,7 @@ import Testing
 @Suite(.enabled(if: SoftwareTPM.isAvailable, "needs swtpm, tpm2-tools and openssl (scripts/setup)"))
 struct TPMContextTests {
     @Test func endorsementAndStorageKeysMatchTPM2Tools() throws {
-        let tpm = try SoftwareTPM()
+        let tpm = try SoftwareTPM(transport: .tcp)
         let context = try TPMContext(tcti: tpm.tcti)
         let ek = try context.endorsementKeyPublic()
         let srk = try context.storageRootKeyPublic()
@@ -55,11 +55,15 @@ struct TPMContextTests {
         #expect(try context.storageRootKeyPublic().count > 256)
     }
 
-    @Test func noTPMReachableIsAClearError() throws {
-        let port = try SoftwareTPM.freePortPair()
-        let error = try #require(throws: TPMError.self) { try TPMContext(tcti: "swtpm:host=127.0.0.1,port=\(port)") }
+    @Test(arguments: ["tcp", "unix"])
+    func noTPMReachableIsAClearError(transport: String) throws {
+        let tcti =
+            transport == "tcp"
+            ? "swtpm:host=127.0.0.1,port=\(try SoftwareTPM.freePortPair())"
+            : "swtpm:path=\(TempDir().file("no-such.sock"))"
+        let error = try #require(throws: TPMError.self) { try TPMContext(tcti: tcti) }
         #expect(error.code ~= .tctiLayer)
-        #expect(error.description.contains("no TPM reachable through TCTI 'swtpm:host=127.0.0.1,port=\(port)'"))
+        #expect(error.description.contains("no TPM reachable through TCTI '\(tcti)'"))
     }
 
     @Test(arguments: [16, 32, 64, 100])
@@ -138,6 +142,32 @@ struct TPMContextTests {
         #expect(
             [UInt8](try context.hmac(wrapped, Data("end".utf8)))
                 == (try OpenSSL.hmac(key: key, message: Array("end".utf8))))
+    }
+
+    /// One context shared by many tasks: the mutex serialises them on the one TPM connection.
+    @Test func concurrentCallersShareOneContext() async throws {
+        let tpm = try SoftwareTPM()
+        let context = try TPMContext(tcti: tpm.tcti)
+        let key = randomBytes(32)
+        let wrapped = try context.importHMACKey(key)
+        let results = try await withThrowingTaskGroup(of: (String, Data).self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    var last = ("", Data())
+                    for index in 0..<25 {
+                        let message = "task \(task) message \(index)"
+                        last = (message, try context.hmac(wrapped, Data(message.utf8)))
+                    }
+                    return last
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == 8)
+        for (message, mac) in results {
+            #expect([UInt8](mac) == (try OpenSSL.hmac(key: key, message: Array(message.utf8))))
+        }
+        #expect(try context.loadedHandleCount() == 0)
     }
 
     @Test func persistentKeyByHandle() throws {
