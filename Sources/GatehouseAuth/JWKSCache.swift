@@ -46,7 +46,6 @@ public actor JWKSCache {
 
     private var stored: [String: SourceKeys] = [:]
     private var lastAttempt: Date?
-    private var lastSuccess: Date?
     private var inFlight: Task<Void, Never>?
     /// How many times the sources were asked (for tests and metrics).
     public private(set) var fetchCount = 0
@@ -106,17 +105,21 @@ public actor JWKSCache {
     /// The `kid`s currently usable.
     public var keyIDs: Set<String> { snapshot.withLock { Set($0.keys) } }
 
-    /// Refreshes if the last success is older than `refreshInterval` (and the last attempt
-    /// older than `minimumRefreshInterval`, so a failing source is retried every 5 min, not
-    /// every tick).
+    /// Refreshes if some source has no keys or keys fetched over `refreshInterval` ago (keys
+    /// read from the disk cache count from when they were fetched), and the last attempt is
+    /// over `minimumRefreshInterval` old — so a failing source is retried every 5 minutes,
+    /// not every tick.
     public func refreshIfDue() async {
         if let inFlight {
             await inFlight.value
             return
         }
         let now = clock.now()
-        if let lastSuccess, now.timeIntervalSince(lastSuccess) < policy.refreshInterval.seconds { return }
-        guard mayFetch() else { return }
+        let stale = sources.contains { source in
+            guard let fetchedAt = stored[source.identifier]?.fetchedAt else { return true }
+            return now.timeIntervalSince(fetchedAt) >= policy.refreshInterval.seconds
+        }
+        guard stale, mayFetch() else { return }
         await refresh()
     }
 
@@ -149,6 +152,7 @@ public actor JWKSCache {
         lastAttempt = clock.now()
         fetchCount += 1
         var changed = false
+        var fetched = false
         for source in sources {
             do {
                 let data = try await source.fetch()
@@ -166,7 +170,7 @@ public actor JWKSCache {
                 if stored[source.identifier]?.keys != loadable { changed = true }
                 stored[source.identifier] = SourceKeys(
                     source: source.identifier, fetchedAt: clock.now(), keys: loadable)
-                lastSuccess = clock.now()
+                fetched = true
             } catch {
                 let reason = (error as? AuthError)?.message ?? "\(type(of: error))"
                 logger.warning(
@@ -177,9 +181,8 @@ public actor JWKSCache {
                     ])
             }
         }
-        guard changed else { return }
-        await rebuild()
-        writeCache()
+        if changed { await rebuild() }
+        if fetched { writeCache() }  // also when unchanged: the cache records when keys were fetched
     }
 
     /// Rebuilds the verifiers from the stored keys. A `kid` in two sources: the first source wins.

@@ -79,6 +79,30 @@ struct JWKSCacheTests {
         #expect(source.fetches == 3)
     }
 
+    @Test("a source that keeps failing is retried every 5 minutes even while another one succeeds")
+    func oneSourceDown() async throws {
+        let fixtures = try JWTFixtures.load()
+        let clock = ManualClock(fixtures.cases.now)
+        let good = StubSource("file:good", document: fixtures.jwks)
+        let down = StubSource("https://down.example/keys", document: nil)
+        let keys = try await JWKSCache(sources: [good, down], clock: clock.clock, logger: quietLogger)
+        await keys.refreshIfDue()
+        #expect(down.fetches == 1 && good.fetches == 1)
+        clock.advance(.seconds(299))
+        await keys.refreshIfDue()
+        #expect(down.fetches == 1)
+        clock.advance(.seconds(2))
+        await keys.refreshIfDue()
+        #expect(down.fetches == 2)
+        down.set(fixtures.rotatedJWKS)
+        clock.advance(.seconds(301))
+        await keys.refreshIfDue()
+        #expect(await keys.keyIDs == ["rsa-1", "rsa-2", "ec-1"])
+        clock.advance(.seconds(301))
+        await keys.refreshIfDue()
+        #expect(down.fetches == 3)  // both fresh now: the next refresh is an hour after
+    }
+
     @Test("run() refreshes at once and stops when cancelled")
     func runLoop() async throws {
         let fixtures = try JWTFixtures.load()
