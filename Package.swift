@@ -142,6 +142,12 @@ let package = Package(
             path: "Plugins/MQTTTransport"
         ),
         .executableTarget(
+            name: "tpm-bench",
+            dependencies: ["GatehouseTPM"],
+            path: "Benchmarks/tpm-bench",
+            exclude: ["run.sh"]
+        ),
+        .executableTarget(
             name: "relay-bench",
             dependencies: ["CMosquitto"],
             path: "Benchmarks/relay-bench"
