@@ -82,6 +82,7 @@ let package = Package(
             dependencies: [
                 "GatehousePluginKit",
                 "GatehouseStore",
+                "GatehouseTPM",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -43,7 +43,13 @@ public final class Gateway: Service {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
         let signer: any DeviceSigner
-        if let keyFile = config.identity.groupKeyFile {
+        if let tcti = config.identity.tpm {
+            do {
+                signer = try TPMDeviceSigner(tcti: tcti, blobPath: config.identity.groupKeyBlob)
+            } catch {
+                throw StartupError("\(config.sourcePath): [identity] tpm: \(error)", exitCode: StartupError.configExit)
+            }
+        } else if let keyFile = config.identity.groupKeyFile {
             do {
                 signer = try GroupKeySigner(keyFile: keyFile)
             } catch {

@@ -10,7 +10,7 @@ struct GatehouseCLI: ParsableCommand {
         commandName: "gatehouse",
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
-        subcommands: [Status.self, Config.self, Rules.self, Audit.self])
+        subcommands: [Status.self, Config.self, Rules.self, Audit.self, TPM.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -159,6 +159,41 @@ struct Audit: ParsableCommand {
             print(
                 "\(Status.format(record.timeMS))  \(record.effect.uppercased())  \(record.commandKind) \(record.commandName.isEmpty ? "-" : record.commandName) → \(record.deviceID)  caller=\(record.caller.isEmpty ? "?" : record.caller) tenant=\(record.tenant.isEmpty ? "?" : record.tenant)\(rules)\(reason)"
             )
+        }
+    }
+}
+
+struct TPM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tpm", abstract: "The gateway's TPM.", subcommands: [ImportGroupKey.self])
+
+    struct ImportGroupKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import-group-key",
+            abstract: "Read an enrollment-group key (base64) from standard input, import it into the TPM named by "
+                + "[identity] tpm, and keep only the TPM-wrapped blob at [identity] group_key_blob.",
+            discussion: "Run it while gatehoused is stopped: a software TPM serves one client at a time.")
+
+        @OptionGroup var options: ConfigOption
+
+        func run() throws {
+            let config: GatewayConfig
+            do {
+                config = try GatewayConfig.load(path: options.config)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            guard let tcti = config.identity.tpm else {
+                throw ValidationError("\(options.config): [identity] tpm is not set; name the TPM there first")
+            }
+            let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            do {
+                try GroupKeyImport.run(base64Key: input, tcti: tcti, blobPath: config.identity.groupKeyBlob)
+            } catch {
+                FileHandle.standardError.write(Data("gatehouse tpm import-group-key: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            print("imported into the TPM; the wrapped key is at \(config.identity.groupKeyBlob) (no plaintext kept)")
         }
     }
 }

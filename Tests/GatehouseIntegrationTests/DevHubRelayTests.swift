@@ -108,3 +108,74 @@ struct DevHubRelayTests {
         #expect(waitUntil(timeout: .seconds(5)) { rig.daemonCounter("outboxMessages") == 1 })
     }
 }
+
+/// The group key inside a software TPM: imported once by the CLI, then every device's key is
+/// derived in the TPM and DevHub verifies the tokens signed with it.
+@Suite(
+    "Relay to DevHub with the group key in a TPM", .serialized,
+    .enabled(if: MosquittoBroker.available && which("swtpm") != nil, "needs mosquitto and swtpm: run scripts/setup"))
+struct TPMRelayTests {
+    @Test("devices' SAS keys derived inside swtpm are accepted by DevHub; no key material is left in plaintext")
+    func tpmSigner() throws {
+        let dir = TempDir("gatehouse-tpm-it")
+        // A fresh software TPM on a Unix socket (its control channel is the path + ".ctrl").
+        let state = dir.file("swtpm-state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let socket = dir.file("swtpm.sock")
+        let swtpm = try Subprocess(
+            which("swtpm")!,
+            [
+                "socket", "--tpm2", "--tpmstate", "dir=\(state)", "--server", "type=unixio,path=\(socket)", "--ctrl",
+                "type=unixio,path=\(socket).ctrl", "--flags", "not-need-init,startup-clear",
+            ], in: dir, name: "swtpm")
+        defer { swtpm.stop() }
+        #expect(waitUntil(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: socket) })
+
+        let devhub = try DevHubRelayTests.DevHub(in: dir)
+        let rig = try GatewayRig(
+            hubSection: "hostname = \"localhost\"\nport = \(devhub.mqttPort)\nca_file = \"\(devhub.caFile)\"", in: dir)
+        // Replace the plaintext key file with the TPM.
+        let groupKeyText = Data(rig.groupKey).base64EncodedString()
+        var config = try String(contentsOfFile: rig.configPath, encoding: .utf8)
+        config = config.replacingOccurrences(
+            of: "group_key_file = \"\(dir.file("group.key"))\"",
+            with: "tpm = \"swtpm:path=\(socket)\"\ngroup_key_blob = \"\(dir.file("tpm/group-key.blob"))\"")
+        try config.write(toFile: rig.configPath, atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: dir.file("group.key"))
+
+        let keyInput = try dir.write("key-input", groupKeyText + "\n")
+        let importer = try Subprocess(
+            Paths.gatehouseCLI, ["tpm", "import-group-key", "-c", rig.configPath], in: dir, name: "import",
+            stdin: FileHandle(forReadingAtPath: keyInput))
+        #expect(importer.wait(timeout: .seconds(30)) == 0, "\(importer.stderr)")
+        try FileManager.default.removeItem(atPath: keyInput)
+        #expect(importer.stdout.contains("imported into the TPM"))
+
+        let derivedKeys = ["t-1", "t-2"].map { DevHubRelayTests.derivedKey(group: rig.groupKey, device: $0) }
+        for (device, key) in zip(["t-1", "t-2"], derivedKeys) {
+            try devhub.run(["device", "create", device, "--key", key])
+        }
+        try rig.startGateway()
+        #expect(try publishLines(["one"], topic: "devices/t-1/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(try publishLines(["two"], topic: "devices/t-2/messages/events/", broker: rig.site, in: rig.dir) == 0)
+        #expect(
+            waitUntil(timeout: .seconds(20)) { ((try? devhub.telemetry()) ?? []).count == 2 },
+            "\(rig.gatewayLogs.suffix(2000))")
+        rig.gateway?.stop()
+
+        // Nothing on disk or in the logs holds the group key, a derived key or a signature:
+        // scan every file gatehouse wrote (state, logs, the wrapped blob), not DevHub's own data.
+        let secrets = [groupKeyText] + derivedKeys
+        let files = try FileManager.default.subpathsOfDirectory(atPath: dir.path).filter {
+            !$0.hasPrefix("devhub") && !$0.hasPrefix("swtpm") && !$0.hasPrefix("cmd")
+        }
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: dir.file(file)) else { continue }
+            let text = String(decoding: data, as: UTF8.self)
+            for secret in secrets { #expect(!text.contains(secret), "\(file) holds key material") }
+            #expect(!text.contains("SharedAccessSignature"), "\(file) holds a SAS token")
+            #expect(data.range(of: Data(rig.groupKey)) == nil, "\(file) holds the raw group key bytes")
+        }
+        #expect(files.contains("tpm/group-key.blob"))
+    }
+}

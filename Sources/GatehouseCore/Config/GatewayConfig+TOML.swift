@@ -125,8 +125,15 @@ private struct ConfigReader {
     func identity() throws(ConfigError) -> GatewayConfig.Identity {
         var result = GatewayConfig.Identity()
         guard let table = try table("identity") else { return result }
-        try checkKeys(table, "identity", ["group_key_file", "sas_ttl"])
+        try checkKeys(table, "identity", ["group_key_file", "tpm", "group_key_blob", "sas_ttl"])
         result.groupKeyFile = try string(table, "identity", "group_key_file")
+        result.tpm = try string(table, "identity", "tpm")
+        if let blob = try string(table, "identity", "group_key_blob") { result.groupKeyBlob = blob }
+        if result.tpm != nil, result.groupKeyFile != nil {
+            throw error(
+                "identity", "group_key_file",
+                "set either `tpm` (the group key inside the TPM) or `group_key_file`, not both")
+        }
         if let value = try duration(table, "identity", "sas_ttl") {
             guard value >= .seconds(60), value <= .seconds(365 * 24 * 3600) else {
                 throw error("identity", "sas_ttl", "must be between 1m and 365d")

@@ -23,8 +23,14 @@ public struct GatewayConfig: Sendable {
 
     public struct Identity: Sendable {
         /// A file holding the base64 enrollment-group key; each device's key is derived from it
-        /// (HMAC-SHA256 of the device id), as DPS derives it. The TPM-held key replaces this.
+        /// (HMAC-SHA256 of the device id), as DPS derives it. For development: the key is on
+        /// disk in plaintext. Production gateways use `tpm` and `group_key_blob` instead.
         public var groupKeyFile: String?
+        /// The TPM's TCTI (`device:/dev/tpmrm0`, `swtpm:path=/run/swtpm.sock`, `tabrmd`). With it,
+        /// device keys are derived inside the TPM from the wrapped group key.
+        public var tpm: String?
+        /// The TPM-wrapped group key written by `gatehouse tpm import-group-key`.
+        public var groupKeyBlob: String = "/var/lib/gatehouse/tpm/group-key.blob"
         /// Lifetime of the SAS tokens signed for upstream connections.
         public var sasTTL: Duration = .seconds(3600)
     }

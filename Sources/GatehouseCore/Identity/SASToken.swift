@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GatehousePluginKit
+import GatehouseTPM
 
 /// The Shared Access Signature token of IoT Hub and DPS (PROTOCOLS.md §0):
 ///
@@ -80,5 +81,60 @@ public struct NoSigner: DeviceSigner {
     public init() {}
     public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
         throw SignerError("no device key is configured ([identity] group_key_file)")
+    }
+}
+
+/// Derives every device's key inside the TPM from the TPM-wrapped group key; the derived keys
+/// stay in memory (see `TPMSigner`). The group key never leaves the TPM.
+public final class TPMDeviceSigner: DeviceSigner {
+    let signer: TPMSigner
+
+    /// Opens the TPM at `tcti` and reads the wrapped group key at `blobPath`.
+    public init(tcti: String, blobPath: String) throws(SignerError) {
+        guard let data = FileManager.default.contents(atPath: blobPath) else {
+            throw SignerError(
+                "no TPM-wrapped group key at \(blobPath); import one with `gatehouse tpm import-group-key`")
+        }
+        do {
+            let key = try WrappedKey(serialized: data)
+            signer = TPMSigner(context: try TPMContext(tcti: tcti), groupKey: key)
+        } catch {
+            throw SignerError("TPM \(tcti): \(error)")
+        }
+    }
+
+    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+        do {
+            try signer.derive([deviceID])
+            return try signer.sasToken(registrationID: deviceID, resource: resource, expiry: expiry)
+        } catch {
+            throw SignerError("\(error)")
+        }
+    }
+}
+
+/// Imports an enrollment-group key into the TPM and writes only the wrapped blob (mode 0600).
+public enum GroupKeyImport {
+    public static func run(base64Key: String, tcti: String, blobPath: String) throws(SignerError) {
+        guard let key = Data(base64Encoded: base64Key.trimmingCharacters(in: .whitespacesAndNewlines)), key.count >= 16
+        else {
+            throw SignerError("standard input does not hold a base64 key of at least 16 bytes")
+        }
+        do {
+            let context = try TPMContext(tcti: tcti)
+            defer { context.close() }
+            let wrapped = try context.importHMACKey(key)
+            let directory = (blobPath as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            guard
+                FileManager.default.createFile(
+                    atPath: blobPath, contents: wrapped.serialized, attributes: [.posixPermissions: 0o600])
+            else { throw SignerError("cannot write \(blobPath)") }
+        } catch let error as SignerError {
+            throw error
+        } catch {
+            throw SignerError("TPM \(tcti): \(error)")
+        }
     }
 }
