@@ -62,6 +62,8 @@ let package = Package(
             pkgConfig: "tss2-esys tss2-tctildr tss2-mu tss2-rc",
             providers: [.apt(["libtss2-dev"])]
         ),
+        // The DPS client: registers leaf devices on their behalf (keys from the caller's signer).
+        .target(name: "GatehouseProvisioning", dependencies: ["CMosquitto"]),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -83,6 +85,7 @@ let package = Package(
                 "GatehousePluginKit",
                 "GatehouseStore",
                 "GatehouseTPM",
+                "GatehouseProvisioning",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -60,7 +60,8 @@ public final class Gateway: Service {
             signer = NoSigner()
         }
         do {
-            relay = try Relay(store: store, policy: config.outbox, signer: signer, logger: logger)
+            relay = try Relay(
+                store: store, policy: config.outbox, signer: signer, logger: logger, provisioning: config.provisioning)
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }

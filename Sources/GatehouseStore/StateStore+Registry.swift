@@ -10,6 +10,9 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
     public var linkState: String
     public var linkReason: String
     public var linkChangedMS: Int64
+    /// "", "assigning", "assigned" or "failed: reason" (DPS on the device's behalf).
+    public var provisioning: String
+    public var assignedHub: String
 }
 
 /// What the daemon publishes about itself for `gatehouse status`.
@@ -51,13 +54,15 @@ extension StateStore {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT id, first_seen_ms, last_seen_ms, messages_in, messages_out, link_state, link_reason, link_changed_ms
+                    SELECT id, first_seen_ms, last_seen_ms, messages_in, messages_out, link_state, link_reason, link_changed_ms,
+                        provisioning, assigned_hub
                     FROM device ORDER BY id
                     """
             ).map { row in
                 DeviceRecord(
                     id: row[0], firstSeenMS: row[1], lastSeenMS: row[2], messagesIn: row[3], messagesOut: row[4],
-                    linkState: row[5], linkReason: row[6], linkChangedMS: row[7])
+                    linkState: row[5], linkReason: row[6], linkChangedMS: row[7], provisioning: row[8],
+                    assignedHub: row[9])
             }
         }
     }
@@ -72,6 +77,19 @@ extension StateStore {
                     ON CONFLICT(id) DO UPDATE SET link_state = excluded.link_state,
                         link_reason = excluded.link_reason, link_changed_ms = excluded.link_changed_ms
                     """, arguments: [deviceID, atMS, atMS, state, reason, atMS])
+        }
+    }
+
+    /// Records a device's provisioning state and, once assigned, its hub.
+    public func setProvisioning(deviceID: String, state: String, assignedHub: String = "", atMS: Int64)
+        throws(StoreError)
+    {
+        try write("record the provisioning of \(deviceID)") { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO device (id, first_seen_ms, last_seen_ms, provisioning, assigned_hub) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET provisioning = excluded.provisioning, assigned_hub = excluded.assigned_hub
+                    """, arguments: [deviceID, atMS, atMS, state, assignedHub])
         }
     }
 

@@ -122,6 +122,15 @@ public final class StateStore: Sendable {
                     CREATE INDEX audit_device ON audit (device_id, time_ms);
                     """)
         }
+        migrator.registerMigration("v3-provisioning") { db in
+            // What DPS assigned to a device (or why it did not), for the devices gatehouse
+            // provisions on their behalf.
+            try db.execute(
+                sql: """
+                    ALTER TABLE device ADD COLUMN provisioning TEXT NOT NULL DEFAULT '';
+                    ALTER TABLE device ADD COLUMN assigned_hub TEXT NOT NULL DEFAULT '';
+                    """)
+        }
         return migrator
     }
 }

@@ -91,6 +91,42 @@ struct DevHubRelayTests {
         #expect(received.filter { $0.device == "valve-7" }.map(\.payload) == ["c"])
     }
 
+    @Test("new leaf devices in the allow-list are registered with DPS on their behalf, then relayed; others wait")
+    func provisionedThroughDPS() throws {
+        let dir = TempDir("gatehouse-devhub-it")
+        let devhub = try DevHub(in: dir)
+        let rig = try GatewayRig(
+            extraConfig: """
+                [provisioning]
+                id_scope = "0ne00DEVHUB"
+                endpoint = "localhost"
+                port = \(devhub.mqttPort)
+                ca_file = "\(devhub.caFile)"
+                allow = ["prov-*"]
+                """,
+            hubSection: "hostname = \"localhost\"\nport = \(devhub.mqttPort)\nca_file = \"\(devhub.caFile)\"", in: dir)
+        // Only the enrollment group exists on the hub side: the devices do not, until DPS makes them.
+        try devhub.run(["group", "create", "site-a", "--key", Data(rig.groupKey).base64EncodedString()])
+        try rig.startGateway()
+        for device in ["prov-1", "prov-2", "stranger"] {
+            #expect(
+                try publishLines(
+                    ["hello from \(device)"], topic: "devices/\(device)/messages/events/", broker: rig.site, in: rig.dir
+                ) == 0)
+        }
+        #expect(
+            waitUntil(timeout: .seconds(30)) { ((try? devhub.telemetry()) ?? []).count == 2 },
+            "\(rig.gatewayLogs.suffix(3000))")
+        #expect(Set(try devhub.telemetry().map(\.device)) == ["prov-1", "prov-2"])
+        #expect(rig.gatewayLogs.contains("device registered with DPS"))
+        let devices = (try rig.status()["devices"] as? [[String: Any]]) ?? []
+        let states = Dictionary(
+            uniqueKeysWithValues: devices.map { ($0["id"] as? String ?? "", $0["provisioning"] as? String ?? "") })
+        #expect(states["prov-1"] == "assigned")
+        #expect(states["stranger"]?.hasPrefix("failed: not in [provisioning] allow") == true)
+        #expect(waitUntil(timeout: .seconds(5)) { rig.daemonCounter("outboxMessages") == 1 })  // the stranger's message waits
+    }
+
     @Test("a device the hub knows with another key is refused; its messages wait in the outbox")
     func wrongKeyRefused() throws {
         let dir = TempDir("gatehouse-devhub-it")

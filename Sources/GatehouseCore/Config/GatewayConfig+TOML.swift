@@ -44,7 +44,7 @@ private struct ConfigReader {
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
-        let known: Set<String> = ["gateway", "outbox", "identity", "site", "hub"]
+        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "site", "hub"]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
         }
@@ -56,7 +56,7 @@ private struct ConfigReader {
             )
         }
         return GatewayConfig(
-            gateway: try gateway(), outbox: try outbox(), identity: try identity(),
+            gateway: try gateway(), outbox: try outbox(), identity: try identity(), provisioning: try provisioning(),
             site: try transport("site"), hub: try transport("hub"), sourcePath: path)
     }
 
@@ -139,6 +139,42 @@ private struct ConfigReader {
                 throw error("identity", "sas_ttl", "must be between 1m and 365d")
             }
             result.sasTTL = value
+        }
+        return result
+    }
+
+    func provisioning() throws(ConfigError) -> GatewayConfig.Provisioning? {
+        guard let table = try table("provisioning") else { return nil }
+        try checkKeys(table, "provisioning", ["id_scope", "endpoint", "port", "ca_file", "allow", "concurrency"])
+        guard let scope = try string(table, "provisioning", "id_scope"), !scope.isEmpty else {
+            throw error("provisioning", "id_scope", "missing: the DPS ID scope, e.g. \"0ne00ABC123\"")
+        }
+        guard let list = table["allow"]?.array else {
+            throw error(
+                "provisioning", "allow",
+                "missing: a list of device-id patterns gatehouse may register, e.g. [\"pump-*\"] (\"*\" for all)")
+        }
+        var allow: [String] = []
+        for index in 0..<list.count {
+            guard let pattern = list[index].string, !pattern.isEmpty else {
+                throw error("provisioning", "allow", "must be a list of non-empty strings")
+            }
+            allow.append(pattern)
+        }
+        var result = GatewayConfig.Provisioning(idScope: scope, allow: allow)
+        if let endpoint = try string(table, "provisioning", "endpoint") { result.endpoint = endpoint }
+        result.caFile = try string(table, "provisioning", "ca_file")
+        if let value = table["port"] {
+            guard let port = value.int, (1...65535).contains(port) else {
+                throw error("provisioning", "port", "must be a port number")
+            }
+            result.port = port
+        }
+        if let value = table["concurrency"] {
+            guard let count = value.int, (1...64).contains(count) else {
+                throw error("provisioning", "concurrency", "must be a whole number from 1 to 64")
+            }
+            result.concurrency = count
         }
         return result
     }

@@ -6,6 +6,9 @@ public struct GatewayConfig: Sendable {
     public var gateway: Gateway
     public var outbox: OutboxPolicy
     public var identity: Identity
+    /// DPS registration on the devices' behalf (section `[provisioning]`); nil: devices must
+    /// already exist on the hub.
+    public var provisioning: Provisioning?
     /// The site-side transport that reads leaf devices' telemetry (section `[site]`).
     public var site: TransportSection
     /// The hub-side transport (section `[hub]`).
@@ -33,6 +36,17 @@ public struct GatewayConfig: Sendable {
         public var groupKeyBlob: String = "/var/lib/gatehouse/tpm/group-key.blob"
         /// Lifetime of the SAS tokens signed for upstream connections.
         public var sasTTL: Duration = .seconds(3600)
+    }
+
+    public struct Provisioning: Sendable {
+        public var idScope: String
+        public var endpoint: String = "global.azure-devices-provisioning.net"
+        public var port: Int = 8883
+        public var caFile: String?
+        /// Glob patterns (`*`, `?`) of the device ids gatehouse may register; others wait.
+        public var allow: [String]
+        /// Registrations running at once.
+        public var concurrency: Int = 4
     }
 
     /// A transport plugin instance: the plugin's name and its own keys, handed to it as JSON.

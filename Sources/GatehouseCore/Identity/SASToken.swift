@@ -37,7 +37,15 @@ public enum SASToken {
 /// Signs SAS tokens for device identities. The TPM-backed signer of the provisioning work will
 /// be another conformer; plugins never see key material either way.
 public protocol DeviceSigner: Sendable {
-    func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String
+    /// `resource` must be the device's own: `…/devices/{id}` (IoT Hub) or `…/registrations/{id}`
+    /// (DPS, with `policyName` "registration").
+    func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError) -> String
+}
+
+extension DeviceSigner {
+    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+        try sign(deviceID: deviceID, resource: resource, expiry: expiry, policyName: nil)
+    }
 }
 
 public struct SignerError: Error, Sendable, CustomStringConvertible {
@@ -65,13 +73,16 @@ public final class GroupKeySigner: DeviceSigner {
 
     public init(groupKey: [UInt8]) { self.groupKey = groupKey }
 
-    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+    public func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError)
+        -> String
+    {
         // A device's key signs only that device's resources.
-        guard resource.lowercased().hasSuffix("/devices/\(deviceID.lowercased())") else {
+        let lowered = resource.lowercased(), id = deviceID.lowercased()
+        guard lowered.hasSuffix("/devices/\(id)") || lowered.hasSuffix("/registrations/\(id)") else {
             throw SignerError("refused to sign a resource that is not device \(deviceID)'s")
         }
         let deviceKey = SASToken.deriveDeviceKey(groupKey: SymmetricKey(data: groupKey), registrationID: deviceID)
-        return SASToken.make(resource: resource, expiry: expiry, key: deviceKey)
+        return SASToken.make(resource: resource, expiry: expiry, key: deviceKey, policyName: policyName)
     }
 }
 
@@ -79,8 +90,10 @@ public final class GroupKeySigner: DeviceSigner {
 /// with a clear log line instead of connecting with a made-up credential.
 public struct NoSigner: DeviceSigner {
     public init() {}
-    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
-        throw SignerError("no device key is configured ([identity] group_key_file)")
+    public func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError)
+        -> String
+    {
+        throw SignerError("no device key is configured ([identity] tpm or group_key_file)")
     }
 }
 
@@ -103,10 +116,13 @@ public final class TPMDeviceSigner: DeviceSigner {
         }
     }
 
-    public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
+    public func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError)
+        -> String
+    {
         do {
             try signer.derive([deviceID])
-            return try signer.sasToken(registrationID: deviceID, resource: resource, expiry: expiry)
+            return try signer.sasToken(
+                registrationID: deviceID, resource: resource, expiry: expiry, policyName: policyName)
         } catch {
             throw SignerError("\(error)")
         }

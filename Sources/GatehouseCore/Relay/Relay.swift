@@ -27,6 +27,8 @@ public final class Relay: PluginHostDelegate {
     let store: StateStore
     let logger: Logger
     let signer: any DeviceSigner
+    /// Registers devices with DPS before their identity is opened, when configured.
+    let provisioner: Provisioner?
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
     private let counters = Counters()
@@ -96,10 +98,13 @@ public final class Relay: PluginHostDelegate {
 
     public init(
         store: StateStore, policy: OutboxPolicy, signer: any DeviceSigner, logger: Logger,
-        memoryCap: Int = 16 << 20
+        provisioning: GatewayConfig.Provisioning? = nil, memoryCap: Int = 16 << 20
     ) throws(StoreError) {
         self.store = store
         self.signer = signer
+        provisioner = try provisioning.map { settings throws(StoreError) in
+            try Provisioner(settings: settings, signer: signer, store: store, logger: logger)
+        }
         self.logger = logger
         self.memoryCap = memoryCap
         let totals = try store.outboxTotals()
@@ -357,7 +362,17 @@ public final class Relay: PluginHostDelegate {
 
     private func openIdentityIfNeeded(_ deviceID: String) {
         let isNew = lanes.withLock { $0.opened.insert(deviceID).inserted }
-        guard isNew, let upstream = upstreamSlot.withLock({ $0 }) else { return }
+        guard isNew else { return }
+        if let provisioner {
+            // Registered with DPS first (once; the registry remembers), then connected.
+            provisioner.ensure(deviceID) { [self] in openIdentity(deviceID) }
+        } else {
+            openIdentity(deviceID)
+        }
+    }
+
+    private func openIdentity(_ deviceID: String) {
+        guard let upstream = upstreamSlot.withLock({ $0 }) else { return }
         let status = upstream.openIdentity(deviceID)
         if status != .ok {
             logger.error(
