@@ -65,13 +65,12 @@ struct Status: ParsableCommand {
             "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused"
         )
         print("")
-        let header = ["DEVICE", "LINK", "SINCE", "IN", "OUT", "REASON"]
+        let header = ["DEVICE", "DPS", "LINK", "SINCE", "IN", "OUT", "REASON"]
         var rows = [header]
         for device in devices {
             rows.append([
-                device.id, device.linkState, Self.format(device.linkChangedMS), "\(device.messagesIn)",
-                "\(device.messagesOut)",
-                device.linkReason,
+                device.id, device.provisioning.isEmpty ? "-" : device.provisioning, device.linkState,
+                Self.format(device.linkChangedMS), "\(device.messagesIn)", "\(device.messagesOut)", device.linkReason,
             ])
         }
         let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
