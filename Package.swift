@@ -86,6 +86,7 @@ let package = Package(
                 "GatehouseStore",
                 "GatehouseTPM",
                 "GatehouseProvisioning",
+                "GateRules",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -1,4 +1,5 @@
 import Foundation
+import GateRules
 import GatehousePluginKit
 import GatehouseStore
 import Logging
@@ -31,12 +32,15 @@ public final class Gateway: Service {
     let site: PluginInstance
     let hub: PluginInstance
     let logger: Logger
+    /// The live rule set (swapped atomically on reload), when `[gateway] rules_dir` is set.
+    public let rules: PolicyHandle?
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
     public init(config: GatewayConfig, logger: Logger) throws(StartupError) {
         self.config = config
         self.logger = logger
+        rules = try Self.loadRules(config)
         do {
             store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
         } catch {
@@ -67,6 +71,20 @@ public final class Gateway: Service {
         }
         site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: relay)
         hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: relay)
+    }
+
+    /// Compiles the rule set; one that does not check stops the start (exit 78) with every
+    /// diagnostic, as `gatehouse rules check` prints them.
+    static func loadRules(_ config: GatewayConfig) throws(StartupError) -> PolicyHandle? {
+        guard let directory = config.gateway.rulesDir else { return nil }
+        let (policy, diagnostics, files) = Policy.compile(directory: directory)
+        guard let policy else {
+            let rendered = DiagnosticRenderer(files: files).render(diagnostics)
+            throw StartupError(
+                "\(config.sourcePath): [gateway] rules_dir: the rules in \(directory) do not check:\n\(rendered)",
+                exitCode: StartupError.configExit)
+        }
+        return PolicyHandle(policy)
     }
 
     static func instantiate(
@@ -109,6 +127,15 @@ public final class Gateway: Service {
             shutdown()
             throw error
         }
+        if let rules {
+            logger.info(
+                "rules loaded",
+                metadata: [
+                    "dir": "\(config.gateway.rulesDir ?? "")", "command_rules": "\(rules.current.commandRuleCount)",
+                ])
+        } else {
+            logger.notice("no rules_dir configured: every command is refused")
+        }
         logger.info(
             "gatehoused started",
             metadata: [
@@ -136,8 +163,9 @@ public final class Gateway: Service {
         logger.info("gatehoused stopped")
     }
 
-    /// SIGHUP: re-read the configuration. A file that does not check changes nothing.
+    /// SIGHUP: re-read the configuration and the rules. What does not check changes nothing.
     func reload() {
+        reloadRules()
         logger.info("reloading configuration", metadata: ["path": "\(config.sourcePath)"])
         do {
             let fresh = try GatewayConfig.load(path: config.sourcePath)
@@ -152,6 +180,22 @@ public final class Gateway: Service {
             logger.info("configuration reloaded (outbox limits, log level)")
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Compiles the rule directory off the hot path and swaps it in atomically; a rule set that
+    /// does not check is refused, logged with its diagnostics, and the running one stays.
+    func reloadRules() {
+        guard let rules, let directory = config.gateway.rulesDir else { return }
+        let result = rules.reload(directory: directory)
+        if result.accepted {
+            logger.info(
+                "rules reloaded",
+                metadata: ["dir": "\(directory)", "command_rules": "\(rules.current.commandRuleCount)"])
+        } else {
+            logger.error(
+                "rules reload refused; the running rules stay",
+                metadata: ["dir": "\(directory)", "diagnostics": "\(result.rendered)"])
         }
     }
 }

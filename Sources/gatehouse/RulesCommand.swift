@@ -7,7 +7,7 @@ struct Rules: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rules",
         abstract: "Check, test, explain and format rule sets.",
-        subcommands: [Check.self, Test.self, Explain.self, Fmt.self])
+        subcommands: [Check.self, Test.self, Explain.self, Fmt.self, Reload.self])
 }
 
 /// Prints to standard error.

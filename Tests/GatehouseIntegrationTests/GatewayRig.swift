@@ -54,6 +54,13 @@ final class GatewayRig: @unchecked Sendable {
             """)
     }
 
+    /// Points `[gateway] rules_dir` at `directory`.
+    func setRulesDir(_ directory: String) throws {
+        var text = try String(contentsOfFile: configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "[gateway]\n", with: "[gateway]\nrules_dir = \"\(directory)\"\n")
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
     @discardableResult
     func startGateway() throws -> Subprocess {
         runs += 1

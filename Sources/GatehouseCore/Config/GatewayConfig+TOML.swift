@@ -75,7 +75,8 @@ private struct ConfigReader {
     func gateway() throws(ConfigError) -> GatewayConfig.Gateway {
         var result = GatewayConfig.Gateway()
         guard let table = try table("gateway") else { return result }
-        try checkKeys(table, "gateway", ["state_db", "plugin_dir", "log_level", "drain_timeout"])
+        try checkKeys(table, "gateway", ["state_db", "plugin_dir", "rules_dir", "log_level", "drain_timeout"])
+        result.rulesDir = try string(table, "gateway", "rules_dir")
         if let value = try string(table, "gateway", "state_db") { result.stateDB = value }
         if let value = try string(table, "gateway", "plugin_dir") { result.pluginDir = value }
         if let value = try string(table, "gateway", "log_level") {

@@ -19,6 +19,9 @@ public struct GatewayConfig: Sendable {
     public struct Gateway: Sendable {
         public var stateDB: String = "/var/lib/gatehouse/state.db"
         public var pluginDir: String = "/usr/lib/gatehouse/plugins"
+        /// The rule set deciding commands (and telemetry routes). Unset: no rules are loaded and
+        /// every command is refused.
+        public var rulesDir: String?
         public var logLevel: String = "info"
         /// How long a graceful stop waits for in-flight messages.
         public var drainTimeout: Duration = .seconds(5)

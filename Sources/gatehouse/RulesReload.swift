@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import GateRules
+import GatehouseCore
+import GatehouseStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension Rules {
+    /// `gatehouse rules reload`: check the daemon's rule directory here first, so the integrator
+    /// sees every diagnostic at once, then ask the running daemon to swap it in (SIGHUP). The
+    /// daemon checks again and keeps its running rules if anything is wrong.
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check [gateway] rules_dir and make the running gatehoused load it (SIGHUP).")
+
+        @OptionGroup var options: ConfigOption
+
+        func run() throws {
+            let config: GatewayConfig
+            do {
+                config = try GatewayConfig.load(path: options.config)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            guard let directory = config.gateway.rulesDir else {
+                throw ValidationError("\(options.config): [gateway] rules_dir is not set; the daemon loads no rules")
+            }
+            let (policy, diagnostics, files) = Policy.compile(directory: directory)
+            if !diagnostics.isEmpty {
+                FileHandle.standardError.write(Data((DiagnosticRenderer(files: files).render(diagnostics) + "\n").utf8))
+            }
+            guard policy != nil else {
+                FileHandle.standardError.write(
+                    Data("gatehouse rules reload: \(directory) does not check; nothing sent\n".utf8))
+                throw ExitCode(1)
+            }
+            let status: DaemonStatus?
+            do {
+                status = try StateStore(readingFrom: config.gateway.stateDB).readStatus()
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            guard let status, Status.isRunning(status) else {
+                throw ValidationError(
+                    "gatehoused is not running with \(options.config); the rules load at its next start")
+            }
+            guard kill(status.pid, SIGHUP) == 0 else {
+                throw ValidationError(
+                    "cannot signal gatehoused (pid \(status.pid)): \(String(cString: strerror(errno)))")
+            }
+            print(
+                "\(directory) checks; asked gatehoused (pid \(status.pid)) to load it — its log says \"rules reloaded\""
+            )
+        }
+    }
+}
