@@ -16,6 +16,24 @@ struct GatehouseCLI: ParsableCommand {
 struct ConfigOption: ParsableArguments {
     @Option(name: .shortAndLong, help: "The daemon's configuration file.")
     var config = "/etc/gatehouse/gatehouse.toml"
+
+    /// The configuration, or a usage error naming the file, line and key.
+    func loadConfig() throws -> GatewayConfig {
+        do {
+            return try GatewayConfig.load(path: config)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
+    /// The daemon's state database, read-only.
+    static func openState(_ config: GatewayConfig) throws -> StateStore {
+        do {
+            return try StateStore(readingFrom: config.gateway.stateDB)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 }
 
 struct Status: ParsableCommand {
@@ -26,18 +44,8 @@ struct Status: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() throws {
-        let config: GatewayConfig
-        do {
-            config = try GatewayConfig.load(path: options.config)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        let store: StateStore
-        do {
-            store = try StateStore(readingFrom: config.gateway.stateDB)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        let config = try options.loadConfig()
+        let store = try ConfigOption.openState(config)
         let status = try store.readStatus()
         let devices = try store.devices()
         if json {
@@ -122,12 +130,7 @@ struct Audit: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() throws {
-        let config: GatewayConfig
-        do {
-            config = try GatewayConfig.load(path: options.config)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        let config = try options.loadConfig()
         var sinceMS: Int64 = 0
         if let since {
             guard let window = Units.duration(since) else {
@@ -135,12 +138,7 @@ struct Audit: ParsableCommand {
             }
             sinceMS = Int64(Date().timeIntervalSince1970 * 1000) - window.components.seconds * 1000
         }
-        let store: StateStore
-        do {
-            store = try StateStore(readingFrom: config.gateway.stateDB)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        let store = try ConfigOption.openState(config)
         let records = try store.auditRecords(deviceID: device, sinceMS: sinceMS, limit: limit)
         if json {
             let encoder = JSONEncoder()
@@ -176,12 +174,7 @@ struct TPM: ParsableCommand {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let config: GatewayConfig
-            do {
-                config = try GatewayConfig.load(path: options.config)
-            } catch {
-                throw ValidationError("\(error)")
-            }
+            let config = try options.loadConfig()
             guard let tcti = config.identity.tpm else {
                 throw ValidationError("\(options.config): [identity] tpm is not set; name the TPM there first")
             }

@@ -19,12 +19,7 @@ extension Rules {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let config: GatewayConfig
-            do {
-                config = try GatewayConfig.load(path: options.config)
-            } catch {
-                throw ValidationError("\(error)")
-            }
+            let config = try options.loadConfig()
             guard let directory = config.gateway.rulesDir else {
                 throw ValidationError("\(options.config): [gateway] rules_dir is not set; the daemon loads no rules")
             }
@@ -37,12 +32,7 @@ extension Rules {
                     Data("gatehouse rules reload: \(directory) does not check; nothing sent\n".utf8))
                 throw ExitCode(1)
             }
-            let status: DaemonStatus?
-            do {
-                status = try StateStore(readingFrom: config.gateway.stateDB).readStatus()
-            } catch {
-                throw ValidationError("\(error)")
-            }
+            let status = try ConfigOption.openState(config).readStatus()
             guard let status, Status.isRunning(status) else {
                 throw ValidationError(
                     "gatehoused is not running with \(options.config); the rules load at its next start")

@@ -207,8 +207,6 @@ struct HubTLSTests {
         }
         rig.hub.stop()
         try rig.hub.start()
-        let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
-        _ = collector
         try rig.startGateway()
         #expect(
             try publishLines(
