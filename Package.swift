@@ -86,6 +86,7 @@ let package = Package(
                 "GatehouseStore",
                 "GatehouseTPM",
                 "GatehouseProvisioning",
+                "GatehouseAuth",
                 "GateRules",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -168,8 +169,8 @@ let package = Package(
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseTestSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseTestSupport", "GatehouseAuth",
+                "GateRules", .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

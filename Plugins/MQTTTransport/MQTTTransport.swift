@@ -10,6 +10,7 @@ final class MQTTTransport: TransportPlugin {
     static let pluginName = "mqtt"
     static let pluginVersion = "0.1.0"
     static let roles: Set<TransportRole> = [.downstream, .upstream]
+    static let canDeliver = true
 
     private enum Role {
         case site(SiteSubscriber)
@@ -29,7 +30,8 @@ final class MQTTTransport: TransportPlugin {
 
     static func siteSettings(_ config: PluginConfig) throws(PluginError) -> SiteSubscriber.Settings {
         try config.requireKnownKeys([
-            "host", "port", "client_id", "username", "password_file", "topics", "keepalive", "max_batch",
+            "host", "port", "client_id", "username", "password_file", "topics", "keepalive", "max_batch", "commands",
+            "method_timeout",
         ])
         var filters: [DeviceTopicFilter] = []
         for topic in try config.strings("topics", default: ["devices/+/messages/events/#"]) {
@@ -55,7 +57,9 @@ final class MQTTTransport: TransportPlugin {
             password: password,
             filters: filters,
             keepAlive: UInt16(try config.integer("keepalive", default: 30, range: 5...3600)),
-            maxBatch: try config.integer("max_batch", default: 1000, range: 1...65535))
+            maxBatch: try config.integer("max_batch", default: 1000, range: 1...65535),
+            commands: try config.bool("commands", default: true),
+            methodTimeout: .seconds(try config.integer("method_timeout", default: 30, range: 1...300)))
     }
 
     static func hubSettings(_ config: PluginConfig) throws(PluginError) -> HubConnections.Settings {
@@ -104,6 +108,11 @@ final class MQTTTransport: TransportPlugin {
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
         guard case .hub(let hub) = role else { return .invalid }
         return hub.send(message, token: token)
+    }
+
+    func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus {
+        guard case .site(let site) = role else { return .invalid }
+        return site.deliver(command, token: token)
     }
 
     func commandResult(token: UInt64, status: Int32, body: [UInt8]) {

@@ -32,6 +32,11 @@ final class SiteSubscriber: Sendable {
         var filters: [DeviceTopicFilter]
         var keepAlive: UInt16
         var maxBatch: Int
+        /// Whether this client delivers commands to the devices (and so subscribes to their
+        /// method responses, `devices/+/methods/res/#`).
+        var commands: Bool = true
+        /// How long a leaf device has to answer a direct method.
+        var methodTimeout: Duration = .seconds(30)
     }
 
     let settings: Settings
@@ -39,6 +44,36 @@ final class SiteSubscriber: Sendable {
     private let running = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private let socketFD = Atomic<Int32>(-1)
+    /// Commands on their way to devices; the connection's writes are serialised by this lock
+    /// (the receive loop's acknowledgements and `deliver` from the host's threads).
+    private let outgoing = Mutex(Outgoing())
+
+    /// What `outgoing` guards.
+    struct Outgoing {
+        /// The connected socket, or -1: `deliver` writes only to a connection that is up.
+        var fd: Int32 = -1
+        var nextPacketID: UInt16 = 0
+        /// C2D messages published at QoS 1, by packet id, waiting for the broker's PUBACK.
+        var awaitingAck: [UInt16: UInt64] = [:]
+        /// Direct methods sent, by request id, waiting for the device's response.
+        var awaitingResponse: [String: PendingMethod] = [:]
+
+        mutating func packetID() -> UInt16 {
+            repeat {
+                nextPacketID = nextPacketID == UInt16.max ? 1 : nextPacketID + 1
+            } while awaitingAck[nextPacketID] != nil
+            return nextPacketID
+        }
+    }
+
+    struct PendingMethod {
+        var token: UInt64
+        var device: String
+        var deadline: ContinuousClock.Instant
+    }
+
+    /// Where commands go on the site broker (README, "Site-broker topics").
+    static let methodResponseFilter = "devices/+/methods/res/#"
 
     init(settings: Settings, host: PluginHost) {
         self.settings = settings
@@ -108,9 +143,11 @@ final class SiteSubscriber: Sendable {
         case .failure(let error):
             return error.description
         }
-        let subscribe = MQTTPacket.subscribe(
-            Subscribe(
-                packetID: 1, topics: settings.filters.map { TopicSubscription(filter: $0.filter, qos: .atLeastOnce) }))
+        var subscriptions = settings.filters.map { TopicSubscription(filter: $0.filter, qos: .atLeastOnce) }
+        if settings.commands {
+            subscriptions.append(TopicSubscription(filter: Self.methodResponseFilter, qos: .atLeastOnce))
+        }
+        let subscribe = MQTTPacket.subscribe(Subscribe(packetID: 1, topics: subscriptions))
         guard TCPSocket.writeAll(fd, subscribe.encoded) else { return "connection lost while subscribing" }
         var pending: [Publish] = []
         var subscribed = false
@@ -119,7 +156,7 @@ final class SiteSubscriber: Sendable {
             case .success(.suback(let ack)):
                 if ack.returnCodes.contains(0x80) {
                     return
-                        "broker refused the subscription to \(settings.filters.map(\.filter)) (check the ACL of client \(settings.clientID))"
+                        "broker refused the subscription to \(subscriptions.map(\.filter)) (check the ACL of client \(settings.clientID))"
                 }
                 subscribed = true
             case .success(.publish(let publish)):
@@ -137,7 +174,111 @@ final class SiteSubscriber: Sendable {
             "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))"
         )
         if !pending.isEmpty, let problem = commit(pending, fd: fd) { return problem }
-        return receiveLoop(fd, &decoder)
+        outgoing.withLock { $0.fd = fd }
+        let reason = receiveLoop(fd, &decoder)
+        failOutstandingCommands(reason: reason)
+        return reason
+    }
+
+    // MARK: - Commands to devices
+
+    /// Publishes an allowed command to its device: a C2D message at QoS 1 on
+    /// `devices/{id}/messages/devicebound/{properties}`, a direct method at QoS 0 on
+    /// `devices/{id}/methods/POST/{name}/?$rid={rid}`. The outcome follows through
+    /// `host.deliverResult`: 200 at the broker's PUBACK (C2D), or the device's answer on
+    /// `devices/{id}/methods/res/{status}/?$rid={rid}` (methods; 504 after `methodTimeout`).
+    func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus {
+        guard settings.commands else { return .invalid }
+        guard !command.deviceID.isEmpty, !command.deviceID.contains(where: { "/+#".contains($0) }) else {
+            return .invalid
+        }
+        return outgoing.withLock { state -> PluginStatus in
+            guard state.fd >= 0 else { return .unavailable }
+            let publish: Publish
+            switch command.kind {
+            case .c2dMessage:
+                let id = state.packetID()
+                publish = Publish(
+                    topic: "devices/\(command.deviceID)/messages/devicebound/" + PropertyBag.encode(command.properties),
+                    payload: command.payload, qos: .atLeastOnce, retain: false, packetID: id)
+                state.awaitingAck[id] = token
+            case .directMethod:
+                guard !command.name.isEmpty, !command.name.contains(where: { "/+#".contains($0) }) else {
+                    return .invalid
+                }
+                let rid = String(token)
+                publish = Publish(
+                    topic: "devices/\(command.deviceID)/methods/POST/\(command.name)/?$rid=\(rid)",
+                    payload: command.payload, qos: .atMostOnce, retain: false)
+                state.awaitingResponse[rid] = PendingMethod(
+                    token: token, device: command.deviceID, deadline: .now + settings.methodTimeout)
+            }
+            guard TCPSocket.writeAll(state.fd, MQTTPacket.publish(publish).encoded) else {
+                if let id = publish.packetID { state.awaitingAck[id] = nil }
+                state.awaitingResponse[String(token)] = nil
+                return .unavailable
+            }
+            return .ok
+        }
+    }
+
+    /// A PUBACK from the broker: the C2D message with that packet id is on the site broker.
+    private func acknowledged(packetID: UInt16) {
+        guard let token = outgoing.withLock({ $0.awaitingAck.removeValue(forKey: packetID) }) else { return }
+        host.deliverResult(token: token, status: 200, body: Array(#"{"status":200}"#.utf8))
+    }
+
+    /// A device's answer to a direct method, `devices/{id}/methods/res/{status}/?$rid={rid}`.
+    /// Answers for another device's request, or for none outstanding, are dropped (and logged).
+    private func methodResponse(_ publish: Publish) {
+        let levels = publish.topic.split(separator: "/", omittingEmptySubsequences: false)
+        guard levels.count == 6, levels[2] == "methods", levels[3] == "res", let status = Int32(levels[4]),
+            (100...599).contains(status), levels[5].hasPrefix("?")
+        else {
+            host.log(.warning, "ignoring a malformed method response on \(publish.topic)")
+            return
+        }
+        let device = String(levels[1])
+        let rid = PropertyBag.decode(levels[5].dropFirst()).first { $0.key == "$rid" }?.value ?? ""
+        let pending: PendingMethod? = outgoing.withLock { state in
+            guard let pending = state.awaitingResponse[rid], pending.device == device else { return nil }
+            state.awaitingResponse[rid] = nil
+            return pending
+        }
+        guard let pending else {
+            host.log(.warning, "device \(device) answered a method request that is not outstanding (rid \(rid))")
+            return
+        }
+        host.deliverResult(token: pending.token, status: status, body: publish.payload)
+    }
+
+    /// Answers 504 for methods whose device did not answer in time.
+    private func expireMethods() {
+        let now = ContinuousClock.now
+        let expired: [PendingMethod] = outgoing.withLock { state in
+            let late = state.awaitingResponse.filter { $0.value.deadline <= now }
+            for rid in late.keys { state.awaitingResponse[rid] = nil }
+            return Array(late.values)
+        }
+        for pending in expired {
+            host.deliverResult(
+                token: pending.token, status: 504,
+                body: Array(#"{"status":504,"reason":"the device did not answer in time"}"#.utf8))
+        }
+    }
+
+    /// The connection ended: nothing outstanding can complete on it any more.
+    private func failOutstandingCommands(reason: String) {
+        let (acks, methods) = outgoing.withLock { state in
+            defer {
+                state.fd = -1
+                state.awaitingAck.removeAll()
+                state.awaitingResponse.removeAll()
+            }
+            return (Array(state.awaitingAck.values), state.awaitingResponse.values.map(\.token))
+        }
+        let body = Array(#"{"status":503,"reason":"the site broker connection was lost"}"#.utf8)
+        for token in acks + methods { host.deliverResult(token: token, status: 503, body: body) }
     }
 
     /// Reads, decodes, commits and acknowledges until the connection ends.
@@ -149,10 +290,14 @@ final class SiteSubscriber: Sendable {
         while running.load(ordering: .sequentiallyConsistent) {
             // Wait for data, but wake in time to keep the session alive.
             let untilPing = keepAlive - (ContinuousClock.now - lastSent)
-            let readable = TCPSocket.waitReadable(fd, timeout: max(untilPing, .milliseconds(10)))
+            // Wake at least every 250 ms to time out direct methods.
+            let wait = min(max(untilPing, .milliseconds(10)), .milliseconds(250))
+            let readable = TCPSocket.waitReadable(fd, timeout: wait)
+            expireMethods()
             if !readable {
+                guard ContinuousClock.now - lastSent >= keepAlive else { continue }
                 if pingOutstanding { return "no PINGRESP within the keep-alive interval" }
-                guard TCPSocket.writeAll(fd, MQTTPacket.pingreq.encoded) else { return "connection lost (PINGREQ)" }
+                guard write(MQTTPacket.pingreq.encoded) else { return "connection lost (PINGREQ)" }
                 lastSent = .now
                 pingOutstanding = true
                 continue
@@ -168,6 +313,11 @@ final class SiteSubscriber: Sendable {
             do {
                 while let packet = try decoder.next() {
                     switch packet {
+                    case .publish(let publish) where settings.commands && Self.isMethodResponse(publish.topic):
+                        methodResponse(publish)
+                        if let id = publish.packetID, publish.qos == .atLeastOnce {
+                            guard write(MQTTPacket.puback(id).encoded) else { return "connection lost (PUBACK)" }
+                        }
                     case .publish(let publish):
                         batch.append(publish)
                         if batch.count >= settings.maxBatch {
@@ -177,6 +327,8 @@ final class SiteSubscriber: Sendable {
                         }
                     case .pingresp:
                         pingOutstanding = false
+                    case .puback(let id):
+                        acknowledged(packetID: id)
                     case .suback, .unsuback:
                         break
                     default:
@@ -193,8 +345,17 @@ final class SiteSubscriber: Sendable {
                 lastSent = .now
             }
         }
-        _ = TCPSocket.writeAll(fd, MQTTPacket.disconnect.encoded)
+        _ = write(MQTTPacket.disconnect.encoded)
         return "stopped"
+    }
+
+    /// Writes on the current connection under the lock that `deliver` also takes.
+    private func write(_ bytes: [UInt8]) -> Bool {
+        outgoing.withLock { state in state.fd >= 0 && TCPSocket.writeAll(state.fd, bytes) }
+    }
+
+    static func isMethodResponse(_ topic: String) -> Bool {
+        TopicFilter.matches(filter: methodResponseFilter, topic: topic)
     }
 
     /// Makes a batch durable through the host, then acknowledges its QoS 1 messages.
@@ -234,7 +395,7 @@ final class SiteSubscriber: Sendable {
                 MQTTPacket.pubrec(id).encode(into: &acks)
             }
         }
-        if !acks.isEmpty, !TCPSocket.writeAll(fd, acks) {
+        if !acks.isEmpty, !(outgoing.withLock { $0.fd < 0 } ? TCPSocket.writeAll(fd, acks) : write(acks)) {
             return "connection lost while acknowledging (the broker will redeliver; duplicates are expected)"
         }
         return nil

@@ -72,7 +72,10 @@ struct ObjectShape: Sendable, Equatable {
 enum Schema {
     static let command = ObjectShape(
         name: "command",
-        fields: ["name": .string, "args": .dynamic, "id": .string, "timeout": .duration],
+        fields: [
+            "name": .string, "kind": .string, "args": .dynamic, "properties": .map(.string), "id": .string,
+            "timeout": .duration,
+        ],
         open: false)
 
     /// Claims commonly found in the JWTs gateways see (Entra ID, Keycloak, Auth0, OIDC).

@@ -1,9 +1,11 @@
 import Foundation
 import GateRules
+import GatehouseAuth
 import GatehousePluginKit
 import GatehouseStore
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// Why the gateway could not start, with the sysexits code the daemon exits with, so that
@@ -116,7 +118,54 @@ public final class Gateway: Service {
         }
     }
 
+    /// The verifier of callers' tokens, from `[auth]`; nil without that section.
+    private let keys = Mutex<JWKSCache?>(nil)
+
+    /// Builds the token verifier from `[auth]` (reading the JWKS file, the disk cache, or both)
+    /// and wires the command gate. Without `[auth]` or rules, every command is refused.
+    public func prepareCommandGate() async throws(StartupError) {
+        var verifier: TokenVerifier?
+        if let auth = config.auth {
+            var sources: [any JWKSSource] = []
+            if let file = auth.jwksFile { sources.append(FileJWKSSource(path: file)) }
+            do {
+                if let url = auth.jwksURL, let parsed = URL(string: url) {
+                    sources.append(try HTTPSJWKSSource(url: parsed))
+                }
+                var policy = JWKSCache.Policy()
+                policy.refreshInterval = auth.jwksRefresh
+                let cache = try await JWKSCache(
+                    sources: sources, cacheFile: auth.jwksCache, policy: policy, logger: logger)
+                await cache.refresh()
+                var settings = TokenVerifier.Configuration(
+                    audiences: Set(auth.audiences), tenants: Set(auth.tenants), issuers: Set(auth.issuers))
+                settings.algorithms = Set(auth.algorithms.map(JWTAlgorithmName.init(rawValue:)))
+                settings.clockSkew = auth.clockSkew
+                settings.maxTokenBytes = auth.maxTokenBytes
+                verifier = try await TokenVerifier(configuration: settings, keys: cache, logger: logger)
+                keys.withLock { $0 = cache }
+                let usable = await cache.keyIDs.count
+                if usable == 0 {
+                    logger.warning(
+                        "no signing keys yet: every command is refused until the JWKS can be read",
+                        metadata: ["jwks": "\(sources.map(\.identifier).joined(separator: ", "))"])
+                } else {
+                    logger.info("token verification ready", metadata: ["keys": "\(usable)"])
+                }
+            } catch {
+                throw StartupError("\(config.sourcePath): [auth]: \(error)", exitCode: StartupError.configExit)
+            }
+        } else {
+            logger.notice("no [auth] section: every command is refused (callers cannot be verified)")
+        }
+        let gate = CommandGate(
+            verifier: verifier, rules: rules, settings: config.auth, gateway: config.gateway, store: store,
+            logger: logger)
+        relay.commands.configure(gate: gate, site: site)
+    }
+
     public func run() async throws {
+        if !relay.commands.isConfigured { try await prepareCommandGate() }
         do {
             // The upstream side first, so that the first message ingested can leave at once.
             try hub.start()
@@ -144,7 +193,25 @@ public final class Gateway: Service {
             ])
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
-                for await _ in await UnixSignalsSequence(trapping: .sighup) { reload() }
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    reload()
+                    if let cache = keys.withLock({ $0 }) { await cache.refresh() }
+                }
+            }
+            if let cache = keys.withLock({ $0 }) {
+                group.addTask { await cache.run() }
+            }
+            group.addTask { [self] in
+                // Audit retention: once at start, then hourly.
+                while !Task.isCancelled {
+                    do {
+                        let removed = try store.pruneAudit(config.gateway.auditRetention, nowMS: Relay.nowMS())
+                        if removed > 0 { logger.info("audit log pruned", metadata: ["records": "\(removed)"]) }
+                    } catch {
+                        logger.error("cannot prune the audit log", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .seconds(3600))
+                }
             }
             try? await gracefulShutdown()
             group.cancelAll()

@@ -7,3 +7,5 @@ _Static_assert(sizeof(gh_property) == 32, "gh_property layout");
 _Static_assert(sizeof(gh_message) == 88, "gh_message layout");
 _Static_assert(offsetof(gh_plugin_descriptor, ops) == 32, "descriptor header layout");
 _Static_assert(offsetof(gh_host_api, log) == 8, "host api header layout");
+/* 6 functions of 1.0, deliver_result (0.2, from the reserved space), 7 reserved: the size is unchanged. */
+_Static_assert(sizeof(gh_host_api) == 8 + 14 * sizeof(void *), "host api keeps its size");

@@ -12,6 +12,8 @@ public protocol PluginHostDelegate: AnyObject, Sendable {
     func signSAS(deviceID: String, resource: String, expiry: Int64) -> Result<String, PluginStatusError>
     /// A command from the hub; answer later through `respond`.
     func command(_ command: PluginCommand, respond: @escaping @Sendable (_ status: Int32, _ body: [UInt8]) -> Void)
+    /// The outcome of a `PluginInstance.deliver` on the site side (see `gh_host_api.deliver_result`).
+    func deliverResult(token: UInt64, status: Int32, body: [UInt8], plugin: String)
     func log(level: PluginLogLevel, message: String, plugin: String)
 }
 

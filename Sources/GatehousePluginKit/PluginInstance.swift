@@ -144,6 +144,19 @@ public final class PluginInstance: Sendable {
         return PluginStatus(rawValue: message.withCMessage { send(instance, $0, token) })
     }
 
+    // MARK: Downstream operations
+
+    /// Hands an allowed command to the site side; the outcome comes back through the delegate's
+    /// `deliverResult` with the same token. `.invalid` when the plugin cannot deliver commands.
+    public func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus {
+        guard case .some(let instance) = liveInstance else { return .stopped }
+        guard let deliver = ops.deliver else { return .invalid }
+        return PluginStatus(rawValue: command.withCCommand { deliver(instance, $0, token) })
+    }
+
+    /// True when the plugin implements `deliver` (a site transport that can take commands).
+    public var canDeliver: Bool { ops.deliver != nil }
+
     fileprivate func commandResult(token: UInt64, status: Int32, body: [UInt8]) {
         guard case .some(let instance) = liveInstance, let result = ops.command_result else { return }
         body.withUnsafeBufferPointer { buffer in
@@ -253,6 +266,11 @@ final class HostContext: Sendable {
             context.delegate.command(parsed) { status, body in
                 owner?.instance?.commandResult(token: token, status: status, body: body)
             }
+        }
+        api.deliver_result = { raw, token, status, body in
+            guard let context = HostContext.from(raw) else { return }
+            context.delegate.deliverResult(
+                token: token, status: status, body: [UInt8](ghBytes: body), plugin: context.label)
         }
         return api
     }

@@ -31,6 +31,11 @@ public protocol TransportPlugin: AnyObject, Sendable {
     func closeIdentity(_ deviceID: String) -> PluginStatus
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus
     func commandResult(token: UInt64, status: Int32, body: [UInt8])
+
+    /// Downstream role, optional: delivers an allowed command to its leaf device. Plugins that
+    /// set `canDeliver` implement it and report the outcome with `PluginHost.deliverResult`.
+    static var canDeliver: Bool { get }
+    func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus
 }
 
 extension TransportPlugin {
@@ -38,6 +43,8 @@ extension TransportPlugin {
     public func closeIdentity(_ deviceID: String) -> PluginStatus { .invalid }
     public func send(_ message: PluginMessage, token: UInt64) -> PluginStatus { .invalid }
     public func commandResult(token: UInt64, status: Int32, body: [UInt8]) {}
+    public static var canDeliver: Bool { false }
+    public func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus { .invalid }
 }
 
 /// The plugin's own config section (the JSON the host passes to create).
@@ -95,6 +102,15 @@ public struct PluginConfig: Sendable {
                 "`\(key)` must be a whole number in \(range.lowerBound)...\(range.upperBound)", configKey: key)
         }
         return Int(number)
+    }
+
+    /// A TOML/JSON boolean (which reaches the plugin as 1 or 0).
+    public func bool(_ key: String, default fallback: Bool) throws(PluginError) -> Bool {
+        guard let value = object[key] else { return fallback }
+        guard let number = value as? Double, number == 0 || number == 1 else {
+            throw PluginError("`\(key)` must be true or false", configKey: key)
+        }
+        return number == 1
     }
 
     public func strings(_ key: String, default fallback: [String]) throws(PluginError) -> [String] {
@@ -176,6 +192,16 @@ public struct PluginHost: @unchecked Sendable {
     public func command(_ command: PluginCommand, token: UInt64) {
         command.withCCommand { api.pointee.command(context, $0, token) }
     }
+
+    /// Reports the outcome of `deliver(_:token:)`. Hosts older than gatehouse 0.2 lack the
+    /// function: the report is then dropped (such a host never calls `deliver`).
+    public func deliverResult(token: UInt64, status: Int32, body: [UInt8]) {
+        guard api.pointee.struct_size >= MemoryLayout<gh_host_api>.size, let report = api.pointee.deliver_result
+        else { return }
+        body.withUnsafeBufferPointer { buffer in
+            report(context, token, status, gh_bytes(data: buffer.baseAddress, len: UInt64(buffer.count)))
+        }
+    }
 }
 
 /// Builds the C descriptor for a Swift `TransportPlugin` and routes the C thunks to it.
@@ -248,6 +274,13 @@ public enum PluginExport {
         }
         descriptor.ops.command_result = { instance, token, status, body in
             PluginBox.from(instance)?.commandResult(token: token, status: status, body: [UInt8](ghBytes: body))
+        }
+        if type.canDeliver {
+            descriptor.ops.deliver = { instance, command, token in
+                guard let plugin = PluginBox.from(instance), let command, let parsed = PluginCommand(command.pointee)
+                else { return GH_ERR_INVALID }
+                return plugin.deliver(parsed, token: token).rawValue
+            }
         }
         return descriptor
     }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// A leaf device as the registry knows it.
@@ -13,6 +14,25 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
     /// "", "assigning", "assigned" or "failed: reason" (DPS on the device's behalf).
     public var provisioning: String
     public var assignedHub: String
+}
+
+/// What the command rules know of a device beyond its id.
+public struct DeviceMetadata: Sendable, Equatable, Codable {
+    public var model: String
+    public var tags: [String: String]
+
+    public init(model: String = "", tags: [String: String] = [:]) {
+        self.model = model
+        self.tags = tags
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
 }
 
 /// What the daemon publishes about itself for `gatehouse status`.
@@ -90,6 +110,37 @@ extension StateStore {
                     INSERT INTO device (id, first_seen_ms, last_seen_ms, provisioning, assigned_hub) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET provisioning = excluded.provisioning, assigned_hub = excluded.assigned_hub
                     """, arguments: [deviceID, atMS, atMS, state, assignedHub])
+        }
+    }
+
+    /// The device's model and tags, as command rules see them (`device.model`, `device.tags`);
+    /// nil for a device the registry does not know.
+    public func deviceMetadata(_ deviceID: String) throws(StoreError) -> DeviceMetadata? {
+        try read("read the tags of \(deviceID)") { db in
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT model, tags FROM device WHERE id = ?", arguments: [deviceID])
+            else { return nil }
+            let tagsJSON: String = row[1]
+            let tags = (try? JSONDecoder().decode([String: String].self, from: Data(tagsJSON.utf8))) ?? [:]
+            return DeviceMetadata(model: row[0], tags: tags)
+        }
+    }
+
+    /// Sets a device's model and tags (the device row is created if new).
+    public func setDeviceMetadata(_ deviceID: String, _ metadata: DeviceMetadata, atMS: Int64) throws(StoreError) {
+        let tagsJSON: String
+        do {
+            tagsJSON = String(decoding: try JSONEncoder.sorted.encode(metadata.tags), as: UTF8.self)
+        } catch {
+            throw StoreError(code: .writeFailed, message: "cannot encode the tags of \(deviceID)", underlying: error)
+        }
+        try write("record the tags of \(deviceID)") { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO device (id, first_seen_ms, last_seen_ms, model, tags) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET model = excluded.model, tags = excluded.tags
+                    """, arguments: [deviceID, atMS, atMS, metadata.model, tagsJSON])
         }
     }
 

@@ -131,6 +131,14 @@ public final class StateStore: Sendable {
                     ALTER TABLE device ADD COLUMN assigned_hub TEXT NOT NULL DEFAULT '';
                     """)
         }
+        migrator.registerMigration("v4-device-tags") { db in
+            // What the command rules see as `device.model` and `device.tags` (a JSON object).
+            try db.execute(
+                sql: """
+                    ALTER TABLE device ADD COLUMN model TEXT NOT NULL DEFAULT '';
+                    ALTER TABLE device ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+                    """)
+        }
         return migrator
     }
 }

@@ -41,6 +41,7 @@ struct GatehouseDaemon: AsyncParsableCommand {
         let gateway: Gateway
         do {
             gateway = try Gateway(config: loaded, logger: logger)
+            try await gateway.prepareCommandGate()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             printError("gatehoused: \(error)")

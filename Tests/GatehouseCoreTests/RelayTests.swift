@@ -200,7 +200,7 @@ struct RelayTests {
             ])
     }
 
-    @Test("until the command gate exists, every command is refused with 403 (fail closed)")
+    @Test("until the command gate is configured, every command is refused with 403 and audited (fail closed)")
     func commandsRefused() throws {
         let h = try Harness()
         defer { h.stop() }
@@ -212,8 +212,8 @@ struct RelayTests {
         }
         let result = answer.withLock { $0 }
         #expect(result?.0 == 403)
-        #expect(result?.1.contains("no command gate") == true)
-        #expect(h.logs.contains("command refused"))
+        #expect(result?.1.contains("the command gate is not running") == true)
+        #expect(h.logs.contains("command denied"))
         let audit = try h.store.auditRecords()
         #expect(audit.count == 1)
         #expect(audit.first?.effect == "deny")

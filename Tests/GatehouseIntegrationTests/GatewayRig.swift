@@ -61,6 +61,13 @@ final class GatewayRig: @unchecked Sendable {
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
+    /// Adds lines to the `[gateway]` section.
+    func addGatewayKeys(_ lines: String) throws {
+        var text = try String(contentsOfFile: configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "[gateway]\n", with: "[gateway]\n\(lines)\n")
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
     @discardableResult
     func startGateway() throws -> Subprocess {
         runs += 1

@@ -44,7 +44,7 @@ private struct ConfigReader {
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
-        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "site", "hub"]
+        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "auth", "site", "hub"]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
         }
@@ -57,7 +57,7 @@ private struct ConfigReader {
         }
         return GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), identity: try identity(), provisioning: try provisioning(),
-            site: try transport("site"), hub: try transport("hub"), sourcePath: path)
+            auth: try auth(), site: try transport("site"), hub: try transport("hub"), sourcePath: path)
     }
 
     func table(_ name: String) throws(ConfigError) -> TOMLTable? {
@@ -75,7 +75,25 @@ private struct ConfigReader {
     func gateway() throws(ConfigError) -> GatewayConfig.Gateway {
         var result = GatewayConfig.Gateway()
         guard let table = try table("gateway") else { return result }
-        try checkKeys(table, "gateway", ["state_db", "plugin_dir", "rules_dir", "log_level", "drain_timeout"])
+        try checkKeys(
+            table, "gateway",
+            [
+                "state_db", "plugin_dir", "rules_dir", "log_level", "drain_timeout", "id", "tenant", "site",
+                "audit_max_age", "audit_max_rows",
+            ])
+        if let value = try duration(table, "gateway", "audit_max_age") {
+            guard value >= .seconds(3600) else { throw error("gateway", "audit_max_age", "must be at least 1h") }
+            result.auditRetention.maxAgeMS = Int64(value.components.seconds) * 1000
+        }
+        if let value = table["audit_max_rows"] {
+            guard let rows = value.int, rows >= 1000 else {
+                throw error("gateway", "audit_max_rows", "must be a whole number of at least 1000")
+            }
+            result.auditRetention.maxRows = rows
+        }
+        if let value = try string(table, "gateway", "id") { result.id = value }
+        if let value = try string(table, "gateway", "tenant") { result.tenant = value }
+        if let value = try string(table, "gateway", "site") { result.site = value }
         result.rulesDir = try string(table, "gateway", "rules_dir")
         if let value = try string(table, "gateway", "state_db") { result.stateDB = value }
         if let value = try string(table, "gateway", "plugin_dir") { result.pluginDir = value }
@@ -176,6 +194,95 @@ private struct ConfigReader {
                 throw error("provisioning", "concurrency", "must be a whole number from 1 to 64")
             }
             result.concurrency = count
+        }
+        return result
+    }
+
+    func auth() throws(ConfigError) -> GatewayConfig.Auth? {
+        guard let table = try table("auth") else { return nil }
+        try checkKeys(
+            table, "auth",
+            [
+                "audiences", "tenants", "issuers", "algorithms", "clock_skew", "max_token_bytes", "jwks_file",
+                "jwks_url", "jwks_cache", "jwks_refresh", "c2d_token_property", "c2d_name_property",
+                "c2d_id_property", "method_token_field", "method_id_field", "require_command_id",
+            ])
+        let audiences = try strings(table, "auth", "audiences") ?? []
+        guard !audiences.isEmpty else {
+            throw error("auth", "audiences", "missing: the accepted token audiences, e.g. [\"api://gatehouse\"]")
+        }
+        var result = GatewayConfig.Auth(audiences: audiences)
+        result.tenants = try strings(table, "auth", "tenants") ?? []
+        result.issuers = try strings(table, "auth", "issuers") ?? []
+        if result.tenants.isEmpty, result.issuers.isEmpty {
+            throw error("auth", "tenants", "set `tenants` (Entra ID tenant ids), `issuers`, or both")
+        }
+        if let algorithms = try strings(table, "auth", "algorithms") {
+            let allowed: Set<String> = [
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+            ]
+            for algorithm in algorithms where !allowed.contains(algorithm) {
+                throw error(
+                    "auth", "algorithms",
+                    "\(algorithm) is not allowed; choose from \(allowed.sorted().joined(separator: ", ")) (`none` and HMAC are never accepted with a JWKS)"
+                )
+            }
+            guard !algorithms.isEmpty else { throw error("auth", "algorithms", "must name at least one algorithm") }
+            result.algorithms = algorithms
+        }
+        if let value = try duration(table, "auth", "clock_skew") {
+            guard value <= .seconds(600) else { throw error("auth", "clock_skew", "must be at most 10m") }
+            result.clockSkew = value
+        }
+        if let value = try size(table, "auth", "max_token_bytes") {
+            guard (256...65536).contains(value) else {
+                throw error("auth", "max_token_bytes", "must be between 256 and 65536 bytes")
+            }
+            result.maxTokenBytes = value
+        }
+        result.jwksFile = try string(table, "auth", "jwks_file")
+        result.jwksURL = try string(table, "auth", "jwks_url")
+        if let url = result.jwksURL, !url.lowercased().hasPrefix("https://") {
+            throw error("auth", "jwks_url", "must be an https:// URL")
+        }
+        guard result.jwksFile != nil || result.jwksURL != nil else {
+            throw error(
+                "auth", "jwks_file", "missing: set `jwks_file`, `jwks_url`, or both (where the signing keys are)")
+        }
+        if let value = try string(table, "auth", "jwks_cache") { result.jwksCache = value }
+        if let value = try duration(table, "auth", "jwks_refresh") {
+            guard value >= .seconds(300) else { throw error("auth", "jwks_refresh", "must be at least 5m") }
+            result.jwksRefresh = value
+        }
+        for (key, path) in [
+            ("c2d_token_property", \GatewayConfig.Auth.c2dTokenProperty),
+            ("c2d_name_property", \GatewayConfig.Auth.c2dNameProperty),
+            ("c2d_id_property", \GatewayConfig.Auth.c2dIDProperty),
+            ("method_token_field", \GatewayConfig.Auth.methodTokenField),
+            ("method_id_field", \GatewayConfig.Auth.methodIDField),
+        ] {
+            if let value = try string(table, "auth", key) {
+                guard !value.isEmpty else { throw error("auth", key, "must not be empty") }
+                result[keyPath: path] = value
+            }
+        }
+        if let value = table["require_command_id"] {
+            guard let flag = value.bool else { throw error("auth", "require_command_id", "must be true or false") }
+            result.requireCommandID = flag
+        }
+        return result
+    }
+
+    func strings(_ table: TOMLTable, _ section: String, _ key: String) throws(ConfigError) -> [String]? {
+        guard let value = table[key] else { return nil }
+        if let single = value.string { return [single] }
+        guard let list = value.array else { throw error(section, key, "must be a string or a list of strings") }
+        var result: [String] = []
+        for index in 0..<list.count {
+            guard let item = list[index].string, !item.isEmpty else {
+                throw error(section, key, "must be a list of non-empty strings")
+            }
+            result.append(item)
         }
         return result
     }

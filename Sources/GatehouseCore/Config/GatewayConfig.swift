@@ -9,6 +9,9 @@ public struct GatewayConfig: Sendable {
     /// DPS registration on the devices' behalf (section `[provisioning]`); nil: devices must
     /// already exist on the hub.
     public var provisioning: Provisioning?
+    /// Verification of the callers' tokens on commands (section `[auth]`); nil: no command can be
+    /// verified, so every command is refused.
+    public var auth: Auth?
     /// The site-side transport that reads leaf devices' telemetry (section `[site]`).
     public var site: TransportSection
     /// The hub-side transport (section `[hub]`).
@@ -25,6 +28,46 @@ public struct GatewayConfig: Sendable {
         public var logLevel: String = "info"
         /// How long a graceful stop waits for in-flight messages.
         public var drainTimeout: Duration = .seconds(5)
+        /// What rules see as `gateway.id`, `gateway.tenant` and `gateway.site`.
+        public var id: String = ""
+        public var tenant: String = ""
+        public var site: String = ""
+        /// How long and how many command decisions the audit log keeps (pruned hourly).
+        public var auditRetention = AuditRetention()
+
+        public init() {}
+    }
+
+    /// Where the caller's token travels and what it must be (PROTOCOLS.md §5; README, "The command gate").
+    public struct Auth: Sendable {
+        /// Accepted `aud` values; at least one.
+        public var audiences: [String]
+        /// Accepted `tid` values (Entra ID tenants); with no `issuers`, Entra's v1 and v2 issuers of these.
+        public var tenants: [String] = []
+        public var issuers: [String] = []
+        public var algorithms: [String] = ["RS256", "ES256"]
+        public var clockSkew: Duration = .seconds(120)
+        public var maxTokenBytes: Int = 8 * 1024
+        /// The JWKS: a file, an HTTPS URL, or both.
+        public var jwksFile: String?
+        public var jwksURL: String?
+        /// The last good keys, so that the gate works offline after a restart.
+        public var jwksCache: String = "/var/lib/gatehouse/jwks-cache.json"
+        public var jwksRefresh: Duration = .seconds(3600)
+        /// The C2D application property holding `Bearer <jwt>`.
+        public var c2dTokenProperty: String = "authorization"
+        /// The C2D application property naming the command (what rules see as `command.name`).
+        public var c2dNameProperty: String = "command"
+        /// The C2D property that identifies the message for replay protection (`$.mid`: IoT Hub's messageId).
+        public var c2dIDProperty: String = "$.mid"
+        /// The direct-method payload field holding `Bearer <jwt>`; removed before delivery.
+        public var methodTokenField: String = "authorization"
+        /// The direct-method payload field identifying the request for replay protection; removed before delivery.
+        public var methodIDField: String = "command_id"
+        /// Refuse commands without an id (they could be replayed while their token lives).
+        public var requireCommandID: Bool = true
+
+        public init(audiences: [String]) { self.audiences = audiences }
     }
 
     public struct Identity: Sendable {

@@ -29,6 +29,8 @@ public final class Relay: PluginHostDelegate {
     let signer: any DeviceSigner
     /// Registers devices with DPS before their identity is opened, when configured.
     let provisioner: Provisioner?
+    /// The command path: gate, delivery to the site, answers back.
+    public let commands: CommandDispatcher
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
     private let counters = Counters()
@@ -93,7 +95,6 @@ public final class Relay: PluginHostDelegate {
         let ingested = Atomic<Int>(0)
         let delivered = Atomic<Int>(0)
         let dropped = Atomic<Int>(0)
-        let commandsRefused = Atomic<Int>(0)
     }
 
     public init(
@@ -107,6 +108,7 @@ public final class Relay: PluginHostDelegate {
         }
         self.logger = logger
         self.memoryCap = memoryCap
+        commands = CommandDispatcher(store: store, logger: logger)
         let totals = try store.outboxTotals()
         // At start nothing is in memory: the whole outbox is "spilled" and the dispatcher's
         // first refill reads it back in order.
@@ -322,25 +324,16 @@ public final class Relay: PluginHostDelegate {
         }
     }
 
-    /// Until the command gate exists every command is refused: fail closed.
+    /// Commands go through the gate (`CommandDispatcher`); until it is configured, every
+    /// command is refused: fail closed.
     public func command(
         _ command: PluginCommand, respond: @escaping @Sendable (_ status: Int32, _ body: [UInt8]) -> Void
     ) {
-        counters.commandsRefused.add(1, ordering: .relaxed)
-        let kind = command.kind == .directMethod ? "direct-method" : "c2d-message"
-        logger.warning(
-            "command refused: no command gate is configured (fail closed)",
-            metadata: ["device": "\(command.deviceID)", "kind": "\(kind)", "name": "\(command.name)"])
-        // Every decision is audited, refusals included.
-        do {
-            try store.appendAudit(
-                AuditRecord(
-                    timeMS: Self.nowMS(), deviceID: command.deviceID, commandKind: kind, commandName: command.name,
-                    caller: "", tenant: "", effect: "deny", rules: "", reason: "no command gate is configured"))
-        } catch {
-            logger.error("cannot write the audit record of a refusal", metadata: ["error": "\(error)"])
-        }
-        respond(403, Array(#"{"status":403,"reason":"refused by gatehouse: no command gate is configured"}"#.utf8))
+        commands.handle(command, respond: respond)
+    }
+
+    public func deliverResult(token: UInt64, status: Int32, body: [UInt8], plugin: String) {
+        commands.deliverResult(token: token, status: status, body: body)
     }
 
     public func log(level: PluginLogLevel, message: String, plugin: String) {
@@ -516,7 +509,7 @@ public final class Relay: PluginHostDelegate {
             ingestedTotal: counters.ingested.load(ordering: .relaxed),
             deliveredTotal: counters.delivered.load(ordering: .relaxed),
             droppedTotal: counters.dropped.load(ordering: .relaxed),
-            commandsRefusedTotal: counters.commandsRefused.load(ordering: .relaxed))
+            commandsRefusedTotal: commands.refused.load(ordering: .relaxed))
         do {
             try store.writeStatus(status)
         } catch {

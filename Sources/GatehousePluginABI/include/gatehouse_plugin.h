@@ -187,7 +187,15 @@ typedef struct gh_host_api {
      * gh_plugin_ops.command_result and the same `command_token`. THREADS: any. */
     void (*command)(void *host_ctx, const gh_command *command, uint64_t command_token);
 
-    void *reserved[8];              /* NULL; future host functions */
+    /* Reports the outcome of gh_plugin_ops.deliver for `command_token`, exactly once per
+     * delivery the plugin accepted (returned GH_OK): for a C2D message 200 once the site broker
+     * took it (or 503 when it could not); for a direct method the leaf device's own status and
+     * JSON response, or 504 when it did not answer in time. `body` is borrowed.
+     * Filled by hosts since gatehouse 0.2 (it took the first reserved slot, which is why the ABI
+     * version did not change): check it is not NULL before calling. THREADS: any; non-blocking. */
+    void (*deliver_result)(void *host_ctx, uint64_t command_token, int32_t status, gh_bytes body);
+
+    void *reserved[7];              /* NULL; future host functions */
 } gh_host_api;
 
 /* ---------------------------------------------------------------------------------------------
@@ -232,8 +240,12 @@ typedef struct gh_plugin_ops {
      * THREADS: any. */
     void (*command_result)(void *instance, uint64_t command_token, int32_t status, gh_bytes body);
 
-    /* DOWNSTREAM, OPTIONAL. Delivers a command to a leaf device on the site side. Reserved for
-     * the command gate; NULL in ABI 1 plugins is fine. */
+    /* DOWNSTREAM, OPTIONAL. Delivers a command the gate allowed to its leaf device on the site
+     * side and returns at once: GH_OK (the outcome follows through gh_host_api.deliver_result
+     * with the same token), or GH_ERR_UNAVAILABLE / GH_ERR_STOPPED when it cannot take it now
+     * (no deliver_result follows). The command carries no caller token any more: the host
+     * removed it. A downstream plugin without it (NULL) cannot take commands; the host then
+     * answers every allowed command with 501. THREADS: any. */
     gh_status (*deliver)(void *instance, const gh_command *command, uint64_t command_token);
 
     void *reserved[8];              /* NULL */

@@ -1,0 +1,132 @@
+import Foundation
+import GatehousePluginKit
+import GatehouseStore
+import Logging
+import Synchronization
+
+/// Carries a command from the upstream transport through the gate to the site transport and
+/// the device's answer back: one audit record and one log line a decision.
+///
+///     hub plugin ──command──▶ gate.decide ──allow──▶ site plugin.deliver ──deliver_result──▶ respond
+///                                         └─deny───▶ respond(403, reason)
+public final class CommandDispatcher: Sendable {
+    let store: StateStore
+    let logger: Logger
+    private let wiring = Mutex<Wiring?>(nil)
+    private let pending = Mutex<[UInt64: Pending]>([:])
+    private let nextToken = Atomic<UInt64>(0)
+    let decided = Atomic<Int>(0)
+    let refused = Atomic<Int>(0)
+
+    struct Wiring: Sendable {
+        var gate: CommandGate
+        var site: PluginInstance
+    }
+
+    struct Pending: Sendable {
+        var device: String
+        var name: String
+        var started: ContinuousClock.Instant
+        var respond: @Sendable (Int32, [UInt8]) -> Void
+    }
+
+    init(store: StateStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    public var isConfigured: Bool { wiring.withLock { $0 != nil } }
+
+    /// Until this is called every command is refused (fail closed).
+    public func configure(gate: CommandGate, site: PluginInstance) {
+        wiring.withLock { $0 = Wiring(gate: gate, site: site) }
+    }
+
+    func handle(_ command: PluginCommand, respond: @escaping @Sendable (Int32, [UInt8]) -> Void) {
+        guard let wiring = wiring.withLock({ $0 }) else {
+            refuse(command, reason: "the command gate is not running", respond: respond)
+            return
+        }
+        Task {
+            let started = ContinuousClock.now
+            let outcome = await wiring.gate.decide(command)
+            decided.add(1, ordering: .relaxed)
+            audit(command, outcome)
+            guard outcome.effect == .allow, let deliverable = outcome.deliverable else {
+                refused.add(1, ordering: .relaxed)
+                respond(403, outcome.refusalBody)
+                return
+            }
+            let token = nextToken.add(1, ordering: .relaxed).newValue
+            pending.withLock {
+                $0[token] = Pending(
+                    device: command.deviceID, name: outcome.commandName, started: started, respond: respond)
+            }
+            let status = wiring.site.deliver(deliverable, token: token)
+            guard status == .ok else {
+                _ = pending.withLock { $0.removeValue(forKey: token) }
+                let code: Int32 = status == .invalid ? 501 : 503
+                let reason =
+                    status == .invalid
+                    ? "the site transport cannot deliver commands" : "the site broker is not reachable now"
+                logger.warning(
+                    "allowed command not delivered",
+                    metadata: [
+                        "device": "\(command.deviceID)", "command": "\(outcome.commandName)", "reason": "\(reason)",
+                    ])
+                respond(code, Self.body(status: code, reason: reason))
+                return
+            }
+        }
+    }
+
+    /// The site transport's report on a delivery.
+    func deliverResult(token: UInt64, status: Int32, body: [UInt8]) {
+        guard let entry = pending.withLock({ $0.removeValue(forKey: token) }) else { return }
+        let elapsed = ContinuousClock.now - entry.started
+        logger.info(
+            "command delivered",
+            metadata: [
+                "device": "\(entry.device)", "command": "\(entry.name)", "status": "\(status)",
+                "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            ])
+        entry.respond(status, body)
+    }
+
+    /// Refuses without a decision (no gate): still audited.
+    func refuse(_ command: PluginCommand, reason: String, respond: @Sendable (Int32, [UInt8]) -> Void) {
+        refused.add(1, ordering: .relaxed)
+        let outcome = CommandGate.Outcome(
+            effect: .deny, commandName: command.name, reason: reason, rules: [], caller: "", tenant: "",
+            deliverable: nil)
+        audit(command, outcome)
+        respond(403, outcome.refusalBody)
+    }
+
+    private func audit(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {
+        let kind = command.kind == .directMethod ? "direct-method" : "c2d-message"
+        let rules = outcome.rules.joined(separator: "; ")
+        logger.log(
+            level: outcome.effect == .allow ? .info : .notice,
+            "command \(outcome.effect == .allow ? "allowed" : "denied")",
+            metadata: [
+                "device": "\(command.deviceID)", "kind": "\(kind)", "command": "\(outcome.commandName)",
+                "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)", "rules": "\(rules)",
+                "reason": "\(outcome.reason)",
+            ])
+        do {
+            try store.appendAudit(
+                AuditRecord(
+                    timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID, commandKind: kind,
+                    commandName: outcome.commandName, caller: outcome.caller, tenant: outcome.tenant,
+                    effect: outcome.effect.rawValue, rules: rules, reason: outcome.reason))
+        } catch {
+            logger.error("cannot write the audit record of a decision", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func body(status: Int32, reason: String) -> [UInt8] {
+        let object: [String: Any] = ["status": Int(status), "reason": reason]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? []
+    }
+}

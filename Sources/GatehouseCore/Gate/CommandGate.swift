@@ -1,0 +1,299 @@
+import Foundation
+import GateRules
+import GatehouseAuth
+import GatehousePluginKit
+import GatehouseStore
+import Logging
+import Synchronization
+
+/// The command gate: decides whether a cloud-to-device command may reach its leaf device.
+///
+///     the caller's token (C2D property / method payload field)
+///       → verified (TokenVerifier: signature, issuer, audience, tenant, lifetime)
+///       → not a replay (the command id, once within the token's lifetime)
+///       → the rule policy (command, token claims, device, gateway, now)
+///       → allow: the command without token and id, for delivery; deny: a 403 body naming why
+///
+/// Fail closed: a missing token, a token that does not verify, a missing id, a full replay
+/// cache, no rules or no `[auth]` — each denies. The reason never contains the token.
+public final class CommandGate: Sendable {
+    /// What the gate decided about one command.
+    public struct Outcome: Sendable {
+        public enum Effect: String, Sendable { case allow, deny }
+        public var effect: Effect
+        /// The name rules saw (`command.name`).
+        public var commandName: String
+        /// Why: the rule's `because`, the verification failure, or the gate's own reason.
+        public var reason: String
+        /// The deciding rules, "name (file:line)".
+        public var rules: [String]
+        /// The caller (`oid`, else `sub`) and tenant of a verified token; "" otherwise.
+        public var caller: String
+        public var tenant: String
+        /// The command to deliver (token and id removed); nil when denied.
+        public var deliverable: PluginCommand?
+
+        /// The JSON a refused method gets with status 403.
+        public var refusalBody: [UInt8] {
+            var body: [String: Any] = ["status": 403, "effect": "deny", "reason": reason]
+            if !rules.isEmpty { body["rules"] = rules }
+            return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])).map { [UInt8]($0) }
+                ?? Array(#"{"status":403,"effect":"deny"}"#.utf8)
+        }
+    }
+
+    let verifier: TokenVerifier?
+    let rules: PolicyHandle?
+    let settings: GatewayConfig.Auth
+    let store: StateStore
+    let gateway: Value
+    let replay: ReplayCache
+    let logger: Logger
+    let now: @Sendable () -> Date
+
+    /// - Parameters:
+    ///   - verifier: nil when `[auth]` is not configured: every command is then denied.
+    ///   - rules: nil when `[gateway] rules_dir` is not set: every command is then denied.
+    public init(
+        verifier: TokenVerifier?, rules: PolicyHandle?, settings: GatewayConfig.Auth?, gateway: GatewayConfig.Gateway,
+        store: StateStore, logger: Logger, replayCapacity: Int = 100_000,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.verifier = settings == nil ? nil : verifier
+        self.rules = rules
+        self.settings = settings ?? GatewayConfig.Auth(audiences: [])
+        self.store = store
+        self.gateway = .map([
+            "id": .string(gateway.id), "tenant": .string(gateway.tenant), "site": .string(gateway.site),
+            "tags": .map([:]),
+        ])
+        self.replay = ReplayCache(capacity: replayCapacity)
+        self.logger = logger
+        self.now = now
+    }
+
+    public func decide(_ command: PluginCommand) async -> Outcome {
+        var outcome = Outcome(
+            effect: .deny, commandName: command.kind == .directMethod ? command.name : "", reason: "", rules: [],
+            caller: "", tenant: "", deliverable: nil)
+        func deny(_ reason: String) -> Outcome {
+            outcome.reason = reason
+            return outcome
+        }
+        guard let verifier else { return deny("no [auth] section: the gateway cannot verify callers") }
+        guard let rules else { return deny("no rules are loaded ([gateway] rules_dir)") }
+
+        // 1. Take the token and the command id out of the command.
+        let parsed: ParsedCommand
+        switch ParsedCommand.parse(command, settings: settings) {
+        case .failure(let problem): return deny(problem.reason)
+        case .success(let value): parsed = value
+        }
+        outcome.commandName = parsed.name
+
+        // 2. The token.
+        guard let token = parsed.token else {
+            return deny(
+                command.kind == .c2dMessage
+                    ? "no caller token: expected the property `\(settings.c2dTokenProperty): Bearer <jwt>`"
+                    : "no caller token: expected the payload field `\(settings.methodTokenField): \"Bearer <jwt>\"`")
+        }
+        let verified: VerifiedToken
+        switch await verifier.verify(token) {
+        case .failure(let error): return deny("token refused: \(error)")
+        case .success(let value): verified = value
+        }
+        outcome.caller = verified.objectID ?? verified.subject
+        outcome.tenant = verified.tenant ?? ""
+
+        // 3. Replays: the same id for the same device while the token could still be used.
+        let current = now()
+        if let id = parsed.id {
+            let until = verified.expiresAt.addingTimeInterval(Double(settings.clockSkew.components.seconds))
+            switch replay.record(key: command.deviceID + "\u{0}" + id, until: until, now: current) {
+            case .fresh: break
+            case .replayed: return deny("replayed command: id \(id) was already used for \(command.deviceID)")
+            case .full: return deny("replay cache full: too many commands within their tokens' lifetime")
+            }
+        } else if settings.requireCommandID {
+            return deny(
+                command.kind == .c2dMessage
+                    ? "no command id: expected the property `\(settings.c2dIDProperty)` (replay protection)"
+                    : "no command id: expected the payload field `\(settings.methodIDField)` (replay protection)")
+        }
+
+        // 4. The rules.
+        let device: DeviceMetadata
+        do {
+            device = try store.deviceMetadata(command.deviceID) ?? DeviceMetadata()
+        } catch {
+            return deny("cannot read the device registry")
+        }
+        let input = CommandInput(
+            command: parsed.ruleValue(kind: command.kind),
+            token: .map(verified.claims.mapValues(Value.init)),
+            device: .map([
+                "id": .string(command.deviceID), "model": .string(device.model),
+                "tags": .map(device.tags.mapValues(Value.string)),
+            ]),
+            gateway: gateway,
+            now: .now(unixSeconds: Int64(current.timeIntervalSince1970)))
+        let decision = rules.decide(input)
+        for fault in decision.faults {
+            logger.warning("a rule failed while deciding (it could not allow)", metadata: ["fault": "\(fault)"])
+        }
+        outcome.rules = decision.rules.map { "\($0.name) (\($0.file):\($0.line))" }
+        if decision.effect == .allow {
+            outcome.effect = .allow
+            outcome.reason = decision.reason ?? "allowed by the rules"
+            outcome.deliverable = parsed.deliverable
+        } else {
+            outcome.reason =
+                decision.reason
+                ?? (decision.isDefault
+                    ? "no rule allows \(parsed.name.isEmpty ? "this command" : "command \"\(parsed.name)\"")"
+                    : "denied by the rules")
+        }
+        return outcome
+    }
+}
+
+/// A command with its token and id taken out.
+struct ParsedCommand: Sendable {
+    var name: String
+    var token: String?
+    var id: String?
+    /// The payload as rules see it (`command.args`): JSON if it parses, else its text.
+    var args: Value
+    var properties: [String: String]
+    var deliverable: PluginCommand
+
+    struct Problem: Error {
+        var reason: String
+    }
+
+    static func parse(_ command: PluginCommand, settings: GatewayConfig.Auth) -> Result<ParsedCommand, Problem> {
+        switch command.kind {
+        case .c2dMessage:
+            var token: String?
+            var id: String?
+            var name = ""
+            var kept: [PluginMessage.Property] = []
+            for property in command.properties {
+                if property.key.caseInsensitiveCompare(settings.c2dTokenProperty) == .orderedSame {
+                    guard token == nil else { return .failure(Problem(reason: "more than one caller token")) }
+                    guard let bearer = TokenVerifier.bearerToken(fromAuthorization: property.value) else {
+                        return .failure(Problem(reason: "the caller token is not of the form `Bearer <jwt>`"))
+                    }
+                    token = bearer
+                    continue  // never delivered to the device
+                }
+                if property.key == settings.c2dIDProperty { id = property.value }
+                if property.key == settings.c2dNameProperty { name = property.value }
+                kept.append(property)
+            }
+            var deliverable = command
+            deliverable.properties = kept
+            return .success(
+                ParsedCommand(
+                    name: name, token: token, id: id.flatMap { $0.isEmpty ? nil : $0 },
+                    args: Self.args(command.payload),
+                    properties: Dictionary(kept.map { ($0.key, $0.value) }) { a, _ in a },
+                    deliverable: deliverable))
+        case .directMethod:
+            let object: [String: JSONValue]
+            do {
+                guard let parsed = try JSONValue(parsingStrict: Data(command.payload)).objectValue else {
+                    return .failure(
+                        Problem(reason: "the method payload is not a JSON object (it must carry the caller token)"))
+                }
+                object = parsed
+            } catch {
+                return .failure(
+                    Problem(reason: "the method payload is not valid JSON (it must carry the caller token)"))
+            }
+            var token: String?
+            if let value = object[settings.methodTokenField] {
+                guard let text = value.stringValue, let bearer = TokenVerifier.bearerToken(fromAuthorization: text)
+                else {
+                    return .failure(Problem(reason: "the caller token is not of the form `Bearer <jwt>`"))
+                }
+                token = bearer
+            }
+            var id: String?
+            if let value = object[settings.methodIDField] {
+                guard let text = value.stringValue, !text.isEmpty else {
+                    return .failure(
+                        Problem(reason: "the command id `\(settings.methodIDField)` must be a non-empty string"))
+                }
+                id = text
+            }
+            var rest = object
+            rest[settings.methodTokenField] = nil
+            rest[settings.methodIDField] = nil
+            var deliverable = command
+            guard let payload = try? JSONValue.object(rest).serialized() else {
+                return .failure(Problem(reason: "the method payload cannot be re-encoded"))
+            }
+            deliverable.payload = [UInt8](payload)
+            return .success(
+                ParsedCommand(
+                    name: command.name, token: token, id: id, args: .map(rest.mapValues(Value.init)), properties: [:],
+                    deliverable: deliverable))
+        }
+    }
+
+    static func args(_ payload: [UInt8]) -> Value {
+        if payload.isEmpty { return .null }
+        if let json = try? JSONValue(parsingStrict: Data(payload)) { return Value(json) }
+        return .string(String(decoding: payload, as: UTF8.self))
+    }
+
+    func ruleValue(kind: PluginCommand.Kind) -> Value {
+        var fields: [String: Value] = [
+            "name": .string(name), "kind": .string(kind == .directMethod ? "method" : "c2d"), "args": args,
+            "properties": .map(properties.mapValues(Value.string)),
+        ]
+        if let id { fields["id"] = .string(id) }
+        return .map(fields)
+    }
+}
+
+extension Value {
+    /// A JSON claim or payload as the rule language's value.
+    init(_ json: JSONValue) {
+        switch json {
+        case .null: self = .null
+        case .bool(let value): self = .bool(value)
+        case .number(let value): self = .number(value)
+        case .string(let value): self = .string(value)
+        case .array(let values): self = .list(values.map(Value.init))
+        case .object(let members): self = .map(members.mapValues(Value.init))
+        }
+    }
+}
+
+/// Command ids seen, each kept until the token that carried it expires. Bounded: when full of
+/// live entries it refuses new ones (the gate then denies: fail closed).
+final class ReplayCache: Sendable {
+    enum Result { case fresh, replayed, full }
+
+    private let entries = Mutex<[String: Date]>([:])
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func record(key: String, until: Date, now: Date) -> Result {
+        entries.withLock { entries in
+            if let expiry = entries[key], expiry > now { return .replayed }
+            if entries.count >= capacity {
+                entries = entries.filter { $0.value > now }
+                if entries.count >= capacity { return .full }
+            }
+            entries[key] = until
+            return .fresh
+        }
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+}
