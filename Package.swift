@@ -154,6 +154,15 @@ let package = Package(
             exclude: ["run.sh"]
         ),
         .executableTarget(
+            name: "gate-bench",
+            dependencies: [
+                "GatehouseCore", "GatehouseAuth", "GateRules", "GatehouseStore", "GatehousePluginKit",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/gate-bench",
+            exclude: ["run.sh"]
+        ),
+        .executableTarget(
             name: "relay-bench",
             dependencies: ["CMosquitto"],
             path: "Benchmarks/relay-bench"

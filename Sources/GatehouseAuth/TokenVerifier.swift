@@ -52,10 +52,21 @@ public final class TokenVerifier: Sendable {
 
     /// The token of an `Authorization`-style value, `Bearer <jwt>` (scheme in any case), or nil.
     public static func bearerToken(fromAuthorization value: String) -> String? {
-        let trimmed = value.trimmingCharacters(in: .whitespaces)
-        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        // On UTF-8 bytes rather than Foundation's trimming (which bridges to NSString on Linux):
+        // this runs once a command.
+        let bytes = value.utf8
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+        guard var start = bytes.firstIndex(where: { !isSpace($0) }) else { return nil }
+        let scheme = Array("bearer".utf8)
+        for expected in scheme {
+            guard start != bytes.endIndex, bytes[start] | 0x20 == expected else { return nil }
+            start = bytes.index(after: start)
+        }
+        guard start != bytes.endIndex, isSpace(bytes[start]) else { return nil }
+        guard let first = bytes[start...].firstIndex(where: { !isSpace($0) }),
+            let last = bytes[first...].lastIndex(where: { !isSpace($0) })
+        else { return nil }
+        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 
     // MARK: - The procedure
@@ -178,8 +189,10 @@ public final class TokenVerifier: Sendable {
         guard configuration.tenants.contains(tid) else {
             throw AuthError(.wrongTenant, "the token's tenant is not an accepted one")
         }
-        guard let url = URL(string: issuer), url.scheme == "https",
-            url.path.split(separator: "/").first.map({ $0.lowercased() }) == tid
+        // https://{host}/{tid}/...: split by hand (Foundation's URL parser is slow on this path).
+        let segments = issuer.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard segments.count >= 4, String(decoding: segments[0], as: UTF8.self) == "https:", segments[1].isEmpty,
+            !segments[2].isEmpty, String(decoding: segments[3], as: UTF8.self).lowercased() == tid
         else {
             throw AuthError(.wrongIssuer, "iss does not name the token's tenant (tid)")
         }
@@ -193,7 +206,7 @@ public final class TokenVerifier: Sendable {
         func expand(_ template: String) -> String? {
             guard template.contains("{tenantid}") else { return template }
             guard let tenant else { return nil }
-            return template.replacingOccurrences(of: "{tenantid}", with: tenant)
+            return template.replacing("{tenantid}", with: tenant)
         }
         guard configuration.issuers.contains(where: { expand($0) == issuer }) else {
             throw AuthError(.wrongIssuer, "the token's issuer is not an accepted one")

@@ -227,6 +227,7 @@ public final class Gateway: Service {
         hub.stop(drainMilliseconds: 1000)
         site.destroy()
         hub.destroy()
+        relay.commands.auditLog.stop()
         logger.info("gatehoused stopped")
     }
 

@@ -65,6 +65,23 @@ extension StateStore {
         }
     }
 
+    /// Appends decisions in one transaction (one fsync): the audit log's group commit.
+    public func appendAudit(_ records: [AuditRecord]) throws(StoreError) {
+        try write("write \(records.count) audit record(s)") { db in
+            let statement = try db.cachedStatement(
+                sql: """
+                    INSERT INTO audit (time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+            for record in records {
+                try statement.execute(arguments: [
+                    record.timeMS, record.deviceID, record.commandKind, record.commandName, record.caller,
+                    record.tenant, record.effect, record.rules, record.reason,
+                ])
+            }
+        }
+    }
+
     /// Decisions, newest first, optionally for one device and from a time on.
     public func auditRecords(deviceID: String? = nil, sinceMS: Int64 = 0, limit: Int = 100) throws(StoreError)
         -> [AuditRecord]

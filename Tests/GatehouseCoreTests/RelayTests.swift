@@ -210,6 +210,7 @@ struct RelayTests {
         ) {
             status, body in answer.withLock { $0 = (status, String(decoding: body, as: UTF8.self)) }
         }
+        #expect(waitUntil(timeout: .seconds(5)) { answer.withLock { $0 } != nil })
         let result = answer.withLock { $0 }
         #expect(result?.0 == 403)
         #expect(result?.1.contains("the command gate is not running") == true)

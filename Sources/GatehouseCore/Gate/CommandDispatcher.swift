@@ -30,9 +30,12 @@ public final class CommandDispatcher: Sendable {
         var respond: @Sendable (Int32, [UInt8]) -> Void
     }
 
+    let auditLog: AuditWriter
+
     init(store: StateStore, logger: Logger) {
         self.store = store
         self.logger = logger
+        auditLog = AuditWriter(store: store, logger: logger)
     }
 
     public var isConfigured: Bool { wiring.withLock { $0 != nil } }
@@ -49,11 +52,11 @@ public final class CommandDispatcher: Sendable {
         }
         Task {
             let started = ContinuousClock.now
-            let outcome = await wiring.gate.decide(command)
-            decided.add(1, ordering: .relaxed)
-            audit(command, outcome)
+            guard let outcome = await decideAndAudit(command, gate: wiring.gate) else {
+                respond(503, Self.body(status: 503, reason: "the audit log cannot be written; command refused"))
+                return
+            }
             guard outcome.effect == .allow, let deliverable = outcome.deliverable else {
-                refused.add(1, ordering: .relaxed)
                 respond(403, outcome.refusalBody)
                 return
             }
@@ -80,6 +83,20 @@ public final class CommandDispatcher: Sendable {
         }
     }
 
+    /// Decides and makes the decision durable in the audit log: what happens between a command's
+    /// arrival and its delivery. The audit row is written before anything reaches the device; a
+    /// decision that cannot be audited is not carried out (nil: fail closed).
+    public func decideAndAudit(_ command: PluginCommand, gate: CommandGate) async -> CommandGate.Outcome? {
+        let outcome = await gate.decide(command)
+        decided.add(1, ordering: .relaxed)
+        guard await audit(command, outcome) else {
+            refused.add(1, ordering: .relaxed)
+            return nil
+        }
+        if outcome.effect == .deny { refused.add(1, ordering: .relaxed) }
+        return outcome
+    }
+
     /// The site transport's report on a delivery.
     func deliverResult(token: UInt64, status: Int32, body: [UInt8]) {
         guard let entry = pending.withLock({ $0.removeValue(forKey: token) }) else { return }
@@ -94,16 +111,19 @@ public final class CommandDispatcher: Sendable {
     }
 
     /// Refuses without a decision (no gate): still audited.
-    func refuse(_ command: PluginCommand, reason: String, respond: @Sendable (Int32, [UInt8]) -> Void) {
+    func refuse(_ command: PluginCommand, reason: String, respond: @escaping @Sendable (Int32, [UInt8]) -> Void) {
         refused.add(1, ordering: .relaxed)
         let outcome = CommandGate.Outcome(
             effect: .deny, commandName: command.name, reason: reason, rules: [], caller: "", tenant: "",
             deliverable: nil)
-        audit(command, outcome)
-        respond(403, outcome.refusalBody)
+        Task {
+            _ = await audit(command, outcome)
+            respond(403, outcome.refusalBody)
+        }
     }
 
-    private func audit(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {
+    /// One log line and one durable audit row; false if the row could not be written.
+    private func audit(_ command: PluginCommand, _ outcome: CommandGate.Outcome) async -> Bool {
         let kind = command.kind == .directMethod ? "direct-method" : "c2d-message"
         let rules = outcome.rules.joined(separator: "; ")
         logger.log(
@@ -114,15 +134,11 @@ public final class CommandDispatcher: Sendable {
                 "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)", "rules": "\(rules)",
                 "reason": "\(outcome.reason)",
             ])
-        do {
-            try store.appendAudit(
-                AuditRecord(
-                    timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID, commandKind: kind,
-                    commandName: outcome.commandName, caller: outcome.caller, tenant: outcome.tenant,
-                    effect: outcome.effect.rawValue, rules: rules, reason: outcome.reason))
-        } catch {
-            logger.error("cannot write the audit record of a decision", metadata: ["error": "\(error)"])
-        }
+        return await auditLog.append(
+            AuditRecord(
+                timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID, commandKind: kind,
+                commandName: outcome.commandName, caller: outcome.caller, tenant: outcome.tenant,
+                effect: outcome.effect.rawValue, rules: rules, reason: outcome.reason))
     }
 
     static func body(status: Int32, reason: String) -> [UInt8] {

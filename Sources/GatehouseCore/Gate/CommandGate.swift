@@ -72,6 +72,20 @@ public final class CommandGate: Sendable {
         self.now = now
     }
 
+    /// Device tags and model, cached for a second: a registry read costs more than the rules,
+    /// and tags change rarely (`gatehouse devices tag` takes effect within a second).
+    private let deviceCache = Mutex<[String: (metadata: DeviceMetadata, until: Date)]>([:])
+
+    private func deviceMetadata(_ deviceID: String, now: Date) -> DeviceMetadata? {
+        if let cached = deviceCache.withLock({ $0[deviceID] }), cached.until > now { return cached.metadata }
+        guard let metadata = try? store.deviceMetadata(deviceID) ?? DeviceMetadata() else { return nil }
+        deviceCache.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll(keepingCapacity: true) }
+            cache[deviceID] = (metadata, now.addingTimeInterval(1))
+        }
+        return metadata
+    }
+
     public func decide(_ command: PluginCommand) async -> Outcome {
         var outcome = Outcome(
             effect: .deny, commandName: command.kind == .directMethod ? command.name : "", reason: "", rules: [],
@@ -123,10 +137,7 @@ public final class CommandGate: Sendable {
         }
 
         // 4. The rules.
-        let device: DeviceMetadata
-        do {
-            device = try store.deviceMetadata(command.deviceID) ?? DeviceMetadata()
-        } catch {
+        guard let device = deviceMetadata(command.deviceID, now: current) else {
             return deny("cannot read the device registry")
         }
         let input = CommandInput(

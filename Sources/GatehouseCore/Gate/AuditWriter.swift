@@ -1,0 +1,73 @@
+import Dispatch
+import Foundation
+import GatehouseStore
+import Logging
+import Synchronization
+
+/// Writes the audit log with group commit: every record appended while the previous batch was
+/// being synced goes into the next transaction, so under load one fsync covers many decisions
+/// (the same idea as the outbox's ingest). `append` returns once its record is durable.
+final class AuditWriter: Sendable {
+    private struct Queue {
+        var records: [AuditRecord] = []
+        var waiters: [CheckedContinuation<Bool, Never>] = []
+        var stopped = false
+    }
+
+    private let store: StateStore
+    private let logger: Logger
+    private let queue = Mutex(Queue())
+    private let wake = DispatchSemaphore(value: 0)
+
+    init(store: StateStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+        let thread = Thread { [self] in run() }
+        thread.name = "gatehouse.audit"
+        thread.start()
+    }
+
+    /// Appends a decision; true once it is durable, false if it could not be written.
+    func append(_ record: AuditRecord) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let accepted = queue.withLock { queue in
+                guard !queue.stopped else { return false }
+                queue.records.append(record)
+                queue.waiters.append(continuation)
+                return true
+            }
+            if accepted { wake.signal() } else { continuation.resume(returning: false) }
+        }
+    }
+
+    func stop() {
+        queue.withLock { $0.stopped = true }
+        wake.signal()
+    }
+
+    private func run() {
+        while true {
+            wake.wait()
+            let (records, waiters, stopped) = queue.withLock { queue in
+                defer {
+                    queue.records.removeAll(keepingCapacity: true)
+                    queue.waiters.removeAll(keepingCapacity: true)
+                }
+                return (queue.records, queue.waiters, queue.stopped)
+            }
+            if !records.isEmpty {
+                var written = true
+                do {
+                    try store.appendAudit(records)
+                } catch {
+                    written = false
+                    logger.error(
+                        "cannot write the audit log; the commands concerned are refused",
+                        metadata: ["records": "\(records.count)", "error": "\(error)"])
+                }
+                for waiter in waiters { waiter.resume(returning: written) }
+            }
+            if stopped { return }
+        }
+    }
+}
