@@ -29,6 +29,60 @@ struct ConfigTests {
         #expect(hub?["plugin"] == nil)
     }
 
+    @Test("[auth]: the token rules and where the token travels")
+    func auth() throws {
+        let config = try GatewayConfig.parse(
+            """
+            [gateway]
+            tenant = "t"
+            audit_max_age = "30d"
+            [auth]
+            audiences = ["api://gatehouse"]
+            tenants = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+            jwks_url = "https://login.example/keys"
+            clock_skew = "30s"
+            method_token_field = "token"
+            require_command_id = false
+            \(Self.minimal)
+            """, path: "g.toml")
+        let auth = try #require(config.auth)
+        #expect(auth.audiences == ["api://gatehouse"])
+        #expect(auth.tenants == ["72f988bf-86f1-41af-91ab-2d7cd011db47"])
+        #expect(auth.clockSkew == .seconds(30))
+        #expect(auth.methodTokenField == "token" && auth.c2dTokenProperty == "authorization")
+        #expect(!auth.requireCommandID)
+        #expect(config.gateway.tenant == "t")
+        #expect(config.gateway.auditRetention.maxAgeMS == 30 * 86_400_000)
+        #expect(try GatewayConfig.parse(Self.minimal, path: "g.toml").auth == nil)
+    }
+
+    @Test(
+        "[auth] mistakes name the key",
+        arguments: [
+            ("[auth]\ntenants = [\"x\"]\njwks_file = \"/j\"", "[auth] audiences: missing"),
+            ("[auth]\naudiences = [\"a\"]\njwks_file = \"/j\"", "[auth] tenants: set `tenants`"),
+            ("[auth]\naudiences = [\"a\"]\ntenants = [\"x\"]", "[auth] jwks_file: missing"),
+            (
+                "[auth]\naudiences = [\"a\"]\ntenants = [\"x\"]\njwks_url = \"http://k\"",
+                "[auth] jwks_url: must be an https:// URL"
+            ),
+            (
+                "[auth]\naudiences = [\"a\"]\ntenants = [\"x\"]\njwks_file = \"/j\"\nalgorithms = [\"none\"]",
+                "none is not allowed"
+            ),
+            (
+                "[auth]\naudiences = [\"a\"]\ntenants = [\"x\"]\njwks_file = \"/j\"\naudience = \"a\"",
+                "did you mean `audiences`?"
+            ),
+        ])
+    func authErrors(text: String, message: String) {
+        #expect {
+            try GatewayConfig.parse(text + "\n" + Self.minimal, path: "g.toml")
+        } throws: { error in
+            "\(error)".contains(message)
+        }
+    }
+
     @Test("every value is read with its unit")
     func values() throws {
         let config = try GatewayConfig.parse(
