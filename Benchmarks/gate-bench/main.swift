@@ -58,7 +58,7 @@ struct GateBench {
         let (policy, diagnostics, _) = Policy.compile(directory: options.rules)
         guard let policy else { fatalError("rules do not check: \(diagnostics)") }
         let store = try StateStore(path: options.state, durability: .full)
-        try store.setDeviceMetadata("pump-7", DeviceMetadata(model: "pump-3000", tags: ["site": "A"]), atMS: 0)
+        try store.setDeviceMetadata("pump-7", DeviceMetadata(model: "pump-3000", tags: ["site": .string("A")]), atMS: 0)
         var gatewaySettings = GatewayConfig.Gateway()
         gatewaySettings.tenant = options.tenant
         let gate = CommandGate(

@@ -19,11 +19,60 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
 /// What the command rules know of a device beyond its id.
 public struct DeviceMetadata: Sendable, Equatable, Codable {
     public var model: String
-    public var tags: [String: String]
+    public var tags: [String: TagValue]
 
-    public init(model: String = "", tags: [String: String] = [:]) {
+    public init(model: String = "", tags: [String: TagValue] = [:]) {
         self.model = model
         self.tags = tags
+    }
+}
+
+/// A tag's value: rules compare `device.tags.locked == true` and `device.tags.floor > 2`, so
+/// booleans and numbers keep their type.
+public enum TagValue: Sendable, Equatable, Codable, CustomStringConvertible {
+    case string(String)
+    case number(Double)
+    case bool(Bool)
+
+    /// `true`/`false` and numbers as such, anything else as text (`gatehouse devices tag k=v`).
+    public init(parsing text: String) {
+        if text == "true" {
+            self = .bool(true)
+        } else if text == "false" {
+            self = .bool(false)
+        } else if let number = Double(text), number.isFinite, text.first.map({ $0.isNumber || $0 == "-" }) == true {
+            self = .number(number)
+        } else {
+            self = .string(text)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else {
+            self = .string(try container.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .string(let value): value
+        case .number(let value): value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+        case .bool(let value): String(value)
+        }
     }
 }
 
@@ -122,7 +171,7 @@ extension StateStore {
                     db, sql: "SELECT model, tags FROM device WHERE id = ?", arguments: [deviceID])
             else { return nil }
             let tagsJSON: String = row[1]
-            let tags = (try? JSONDecoder().decode([String: String].self, from: Data(tagsJSON.utf8))) ?? [:]
+            let tags = (try? JSONDecoder().decode([String: TagValue].self, from: Data(tagsJSON.utf8))) ?? [:]
             return DeviceMetadata(model: row[0], tags: tags)
         }
     }

@@ -12,18 +12,18 @@ struct DeviceTag: ParsableCommand {
 
     @OptionGroup var options: ConfigOption
     @Argument(help: "The device id.") var deviceID: String
-    @Argument(help: "Tags to set, as key=value.") var tags: [String] = []
+    @Argument(help: "Tags to set, as key=value (true, false and numbers keep their type).") var tags: [String] = []
     @Option(help: "The device's model.") var model: String?
     @Option(help: "A tag to remove; repeatable.") var remove: [String] = []
 
     func run() throws {
         let config = try options.loadConfig()
-        var changes: [String: String] = [:]
+        var changes: [String: TagValue] = [:]
         for pair in tags {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
                 throw ValidationError("tag \(pair): expected key=value, e.g. site=plant-a")
             }
-            changes[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            changes[String(pair[..<equals])] = TagValue(parsing: String(pair[pair.index(after: equals)...]))
         }
         let store: StateStore
         do {

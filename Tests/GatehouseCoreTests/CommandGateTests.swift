@@ -105,11 +105,12 @@ struct CommandGateUnitTests {
         let fixture = try Fixture()
         let mint = fixture.mint
         let token = try mint.token(["--role", "Gateway.Operator", "--claim", "site=A"])
-        try fixture.store.setDeviceMetadata("pump-1", DeviceMetadata(model: "pump-3000", tags: ["site": "A"]), atMS: 0)
+        try fixture.store.setDeviceMetadata(
+            "pump-1", DeviceMetadata(model: "pump-3000", tags: ["site": .string("A"), "locked": .bool(false)]), atMS: 0)
         let rules = try policy(
             """
             allow command "valve.set" as "site operators"
-              when token.site == device.tags.site and device.model startswith "pump-" and command.kind == "method"
+              when token.site == device.tags.site and device.tags.locked == false and device.model startswith "pump-" and command.kind == "method"
                 and command.args.percent <= 50
             """)
         let gate = gate(fixture, rules: rules, verifier: try await mint.verifier())

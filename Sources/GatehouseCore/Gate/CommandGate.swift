@@ -145,7 +145,14 @@ public final class CommandGate: Sendable {
             token: .map(verified.claims.mapValues(Value.init)),
             device: .map([
                 "id": .string(command.deviceID), "model": .string(device.model),
-                "tags": .map(device.tags.mapValues(Value.string)),
+                "tags": .map(
+                    device.tags.mapValues { tag in
+                        switch tag {
+                        case .string(let value): .string(value)
+                        case .number(let value): .number(value)
+                        case .bool(let value): .bool(value)
+                        }
+                    }),
             ]),
             gateway: gateway,
             now: .now(unixSeconds: Int64(current.timeIntervalSince1970)))
