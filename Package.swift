@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "gatehouse-devhub", targets: ["DevHub"]),
         // Plugins are shared objects loaded with dlopen; SwiftPM names the file lib<name>.so.
         .library(name: "gatehouse-mqtt", type: .dynamic, targets: ["MQTTTransport"]),
+        .library(name: "gatehouse-nftables", type: .dynamic, targets: ["NftablesFirewall"]),
         // For the benchmark and fuzzing packages under Benchmarks/ and Fuzz/.
         .library(name: "GateRules", targets: ["GateRules"]),
         .library(name: "MQTTCodec", targets: ["MQTTCodec"]),
@@ -146,6 +147,18 @@ let package = Package(
             name: "MQTTTransport",
             dependencies: ["GatehousePluginKit", "CMosquitto", "COpenSSL", "MQTTCodec"],
             path: "Plugins/MQTTTransport"
+        ),
+        // libnftables, the C API of nft, for the firewall plugin.
+        .systemLibrary(
+            name: "CNftables",
+            path: "Sources/CNftables",
+            pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]
+        ),
+        .target(
+            name: "NftablesFirewall",
+            dependencies: ["GatehousePluginKit", "CNftables"],
+            path: "Plugins/NftablesFirewall"
         ),
         .executableTarget(
             name: "tpm-bench",

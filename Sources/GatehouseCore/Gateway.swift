@@ -73,7 +73,15 @@ public final class Gateway: Service {
         }
         site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: relay)
         hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: relay)
+        if let section = config.firewall {
+            firewall = Mutex(try Self.instantiate(section, role: nil, config: config, delegate: relay))
+        } else {
+            firewall = Mutex(nil)
+        }
     }
+
+    /// The firewall plugin instance (replaced on reload), when `[firewall]` is configured.
+    let firewall: Mutex<PluginInstance?>
 
     /// Compiles the rule set; one that does not check stops the start (exit 78) with every
     /// diagnostic, as `gatehouse rules check` prints them.
@@ -89,15 +97,16 @@ public final class Gateway: Service {
         return PolicyHandle(policy)
     }
 
-    static func instantiate(
-        _ section: GatewayConfig.TransportSection, role: TransportRole, config: GatewayConfig,
+    /// Loads and creates a plugin instance: a transport in `role`, or the firewall (`role` nil).
+    public static func instantiate(
+        _ section: GatewayConfig.TransportSection, role: TransportRole?, config: GatewayConfig,
         delegate: any PluginHostDelegate
     ) throws(StartupError) -> PluginInstance {
         let path = PluginLibrary.resolve(name: section.plugin, in: config.gateway.pluginDir)
         let library: PluginLibrary
         do {
             library = try PluginLibrary(path: path)
-            try library.requireTransport(role: role)
+            if let role { try library.requireTransport(role: role) } else { try library.requireFirewall() }
         } catch {
             throw StartupError(
                 "\(config.sourcePath):\(section.sectionLine): [\(section.section)] plugin = \"\(section.plugin)\": \(error)",
@@ -166,6 +175,17 @@ public final class Gateway: Service {
 
     public func run() async throws {
         if !relay.commands.isConfigured { try await prepareCommandGate() }
+        // The host's firewall first: render, check, apply, read back (the plugin logs the figures).
+        if let firewall = firewall.withLock({ $0 }) {
+            do {
+                try firewall.start()
+            } catch {
+                logger.critical(
+                    "cannot apply the firewall; the previous ruleset stays", metadata: ["error": "\(error)"])
+                throw StartupError(
+                    "\(config.sourcePath): [firewall]: \(error.message)", exitCode: StartupError.configExit)
+            }
+        }
         do {
             // The upstream side first, so that the first message ingested can leave at once.
             try hub.start()
@@ -227,6 +247,10 @@ public final class Gateway: Service {
         hub.stop(drainMilliseconds: 1000)
         site.destroy()
         hub.destroy()
+        if let firewall = firewall.withLock({ $0 }) {
+            firewall.stop(drainMilliseconds: 0)  // keeps the rules unless on_stop = "remove"
+            firewall.destroy()
+        }
         relay.commands.auditLog.stop()
         logger.info("gatehoused stopped")
     }
@@ -245,9 +269,34 @@ public final class Gateway: Service {
             {
                 logger.notice("changes to [site], [hub] or the state database take effect at the next start")
             }
-            logger.info("configuration reloaded (outbox limits, log level)")
+            reloadFirewall(fresh)
+            logger.info("configuration reloaded (outbox limits, log level, firewall)")
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Applies the reloaded `[firewall]` with a fresh plugin instance; if it does not apply, the
+    /// running ruleset stays (the plugin changes nothing on failure) and the error is logged.
+    func reloadFirewall(_ fresh: GatewayConfig) {
+        guard let section = fresh.firewall else {
+            if firewall.withLock({ $0 }) != nil {
+                logger.notice(
+                    "[firewall] was removed from the configuration; the applied rules stay until the next start")
+            }
+            return
+        }
+        do {
+            let instance = try Self.instantiate(section, role: nil, config: fresh, delegate: relay)
+            switch instance.control(.apply) {
+            case .success(let summary):
+                logger.info("\(summary)")
+                firewall.withLock { $0 = instance }
+            case .failure(let error):
+                logger.error("firewall reload refused; the running ruleset stays", metadata: ["error": "\(error)"])
+            }
+        } catch {
+            logger.error("firewall reload refused; the running ruleset stays", metadata: ["error": "\(error)"])
         }
     }
 

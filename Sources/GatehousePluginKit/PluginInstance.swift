@@ -78,16 +78,16 @@ public final class PluginInstance: Sendable {
     }
 
     public func start() throws(PluginError) {
-        let result: gh_status? = state.withLock { state in
+        let failure: PluginError? = state.withLock { state in
             guard case .created(let instance) = state else { return nil }
             var error = gh_error()
             let status = ops.start(instance, &error)
             state = .started(instance)
-            return status == GH_OK ? GH_OK : status
+            guard status != GH_OK else { return nil }
+            return PluginError.from(
+                error, fallback: "plugin `\(library.name)` [\(label)] failed to start (status \(status))")
         }
-        if let result, result != GH_OK {
-            throw PluginError("plugin `\(library.name)` [\(label)] failed to start (status \(result))")
-        }
+        if let failure { throw failure }
     }
 
     /// Stops I/O, giving in-flight work `drainMilliseconds` to finish.
@@ -142,6 +142,40 @@ public final class PluginInstance: Sendable {
     public func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
         guard case .some(let instance) = liveInstance, let send = ops.send else { return .stopped }
         return PluginStatus(rawValue: message.withCMessage { send(instance, $0, token) })
+    }
+
+    // MARK: Firewall operations
+
+    /// Runs a firewall action; its text on success, the plugin's error (naming the rule) otherwise.
+    public func control(_ action: FirewallAction) -> Result<String, PluginError> {
+        guard
+            case .some(let instance) = state.withLock({ state -> UnsafeMutableRawPointer?? in
+                switch state {
+                case .created(let instance), .started(let instance): return .some(instance)
+                case .stopped, .destroyed: return .none
+                }
+            })
+        else { return .failure(PluginError("plugin `\(library.name)` is stopped")) }
+        guard let control = ops.control else {
+            return .failure(PluginError("plugin `\(library.name)` has no firewall control"))
+        }
+        final class Reply: @unchecked Sendable {
+            // @unchecked: written by the plugin's reply call, read after control returns, one thread.
+            var text = ""
+        }
+        let reply = Reply()
+        var error = gh_error()
+        let status = control(
+            instance, action.rawValue,
+            { context, text in
+                guard let context else { return }
+                Unmanaged<Reply>.fromOpaque(context).takeUnretainedValue().text = String(ghBytes: text)
+            }, Unmanaged.passUnretained(reply).toOpaque(), &error)
+        withExtendedLifetime(reply) {}
+        guard status == GH_OK else {
+            return .failure(PluginError.from(error, fallback: "firewall \(action) failed (status \(status))"))
+        }
+        return .success(reply.text)
     }
 
     // MARK: Downstream operations

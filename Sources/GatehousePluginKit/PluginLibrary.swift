@@ -110,6 +110,7 @@ public final class PluginLibrary: @unchecked Sendable {
             if ops.send == nil { missing.append("send") }
             if ops.command_result == nil { missing.append("command_result") }
         }
+        if descriptor.kind == GH_KIND_FIREWALL && ops.control == nil { missing.append("control") }
         guard missing.isEmpty else {
             throw PluginLoadError(
                 code: .missingOperation, path: path,
@@ -118,11 +119,36 @@ public final class PluginLibrary: @unchecked Sendable {
     }
 
     /// Refuses the plugin unless it is a transport that can play `role`.
+    public func requireFirewall() throws(PluginLoadError) {
+        guard kind == GH_KIND_FIREWALL else {
+            throw PluginLoadError(code: .wrongKind, path: path, message: "plugin `\(name)` is not a firewall plugin")
+        }
+    }
+
     public func requireTransport(role: TransportRole) throws(PluginLoadError) {
         guard kind == GH_KIND_TRANSPORT, roles & role.rawValue != 0 else {
             throw PluginLoadError(
                 code: .wrongKind, path: path,
                 message: "plugin `\(name)` is not a transport that can play the \(role) role")
+        }
+    }
+}
+
+/// What a firewall plugin is asked to do (`GH_FIREWALL_*`).
+public enum FirewallAction: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    case render = 1
+    case check = 2
+    case apply = 3
+    case status = 4
+    case remove = 5
+
+    public var description: String {
+        switch self {
+        case .render: "render"
+        case .check: "check"
+        case .apply: "apply"
+        case .status: "status"
+        case .remove: "remove"
         }
     }
 }

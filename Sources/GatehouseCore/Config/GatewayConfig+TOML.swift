@@ -44,7 +44,7 @@ private struct ConfigReader {
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
-        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "auth", "site", "hub"]
+        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "auth", "site", "hub", "firewall"]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
         }
@@ -55,9 +55,32 @@ private struct ConfigReader {
                     "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin"
             )
         }
+        let site = try transport("site")
+        var firewall: GatewayConfig.TransportSection?
+        if try table("firewall") != nil {
+            var section = try transport("firewall")
+            section.pluginConfigJSON = Self.addDerivedPorts(section.pluginConfigJSON, site: site)
+            firewall = section
+        }
         return GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), identity: try identity(), provisioning: try provisioning(),
-            auth: try auth(), site: try transport("site"), hub: try transport("hub"), sourcePath: path)
+            auth: try auth(), site: site, hub: try transport("hub"), firewall: firewall, sourcePath: path)
+    }
+
+    /// The ports gatehouse itself needs open, handed to the firewall plugin as `derived_allow`:
+    /// the site broker's port when the broker runs on this gateway (leaf devices connect to it).
+    /// Outbound connections (the hub, DPS) need nothing: their replies are established traffic.
+    static func addDerivedPorts(_ json: [UInt8], site: GatewayConfig.TransportSection) -> [UInt8] {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(json))) as? [String: Any] else { return json }
+        let siteObject = (try? JSONSerialization.jsonObject(with: Data(site.pluginConfigJSON))) as? [String: Any] ?? [:]
+        let host = siteObject["host"] as? String ?? "127.0.0.1"
+        let port = (siteObject["port"] as? NSNumber)?.intValue ?? 1883
+        var derived: [[String: Any]] = []
+        if ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"].contains(host) {
+            derived.append(["port": port, "proto": "tcp", "comment": "site broker ([site] port)"])
+        }
+        object["derived_allow"] = derived
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? json
     }
 
     func table(_ name: String) throws(ConfigError) -> TOMLTable? {

@@ -16,6 +16,8 @@ public struct GatewayConfig: Sendable {
     public var site: TransportSection
     /// The hub-side transport (section `[hub]`).
     public var hub: TransportSection
+    /// The firewall plugin (section `[firewall]`); nil: gatehouse leaves the host's packet filter alone.
+    public var firewall: TransportSection?
     /// The file it came from, for messages.
     public var sourcePath: String
 

@@ -88,6 +88,19 @@ typedef int32_t gh_status;
 #define GH_LINK_CONNECTING 1
 #define GH_LINK_UP 2
 
+/* Firewall control actions for gh_plugin_ops.control (kind GH_KIND_FIREWALL). The reply text:
+ *   RENDER  the complete ruleset the plugin would apply, for review (no change to the host);
+ *   CHECK   render, then a dry run through the packet filter; a one-line summary;
+ *   APPLY   render, check, apply atomically, read back and compare; a one-line summary;
+ *   STATUS  JSON: what is applied, whether it still matches what was applied, counters by reason;
+ *   REMOVE  removes the plugin's ruleset (the host's own rules are untouched).
+ * On failure the host's previous ruleset stays in place and gh_error names the rule or setting. */
+#define GH_FIREWALL_RENDER 1u
+#define GH_FIREWALL_CHECK 2u
+#define GH_FIREWALL_APPLY 3u
+#define GH_FIREWALL_STATUS 4u
+#define GH_FIREWALL_REMOVE 5u
+
 /* Command kinds for gh_command.kind. */
 #define GH_COMMAND_C2D_MESSAGE 1
 #define GH_COMMAND_DIRECT_METHOD 2
@@ -248,7 +261,15 @@ typedef struct gh_plugin_ops {
      * answers every allowed command with 501. THREADS: any. */
     gh_status (*deliver)(void *instance, const gh_command *command, uint64_t command_token);
 
-    void *reserved[8];              /* NULL */
+    /* FIREWALL, REQUIRED for that kind (since gatehouse 0.2; it took the first reserved slot).
+     * Runs one GH_FIREWALL_* action and hands its text to `reply` (borrowed, UTF-8, called at most
+     * once, before control returns). On failure fill `error` (never a secret) and return
+     * non-GH_OK; the packet filter is then as it was. start() applies; stop() keeps the rules
+     * (fail closed) unless the plugin's config says otherwise. THREADS: control thread. */
+    gh_status (*control)(void *instance, uint32_t action, void (*reply)(void *reply_ctx, gh_bytes text),
+                         void *reply_ctx, gh_error *error);
+
+    void *reserved[7];              /* NULL */
 } gh_plugin_ops;
 
 /* The descriptor a plugin returns from its entry point. OWNERSHIP: static. */

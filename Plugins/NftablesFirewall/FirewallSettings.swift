@@ -1,0 +1,154 @@
+import Foundation
+import GatehousePluginKit
+
+/// The `[firewall]` section, validated. Values that end up inside the ruleset are checked here
+/// against injection (quotes, newlines, braces); what they mean (an address, a prefix length)
+/// is left to nftables' own check, whose error then names the rule.
+struct FirewallSettings: Sendable {
+    struct Allow: Sendable, Equatable {
+        var port: String  // "8883" or "8000-8100"
+        var proto: String  // "tcp" or "udp"
+        var interface: String?
+        var source: String?
+        var comment: String
+        /// Where it came from, for messages: "allow[2]" or "the [site] broker port".
+        var origin: String
+    }
+
+    var allow: [Allow] = []
+    var synRate = 25
+    var synBurst = 50
+    /// Interfaces whose IPv6 is switched off, or ["all"].
+    var disableIPv6: [String] = []
+    var icmpIgnoreBogusErrorResponses: Bool?
+    var tcpSyncookies: Bool?
+    var icmpEchoIgnoreBroadcasts: Bool?
+    /// nil: USB storage is left alone; "block" writes the modprobe and udev files.
+    var usbStorage: String?
+    var usbAllow: [String] = []
+    var modprobeFile = "/etc/modprobe.d/gatehouse-usb-storage.conf"
+    var udevRulesFile = "/etc/udev/rules.d/90-gatehouse-usb-storage.rules"
+    var sysctlRoot = "/proc/sys"
+    /// "keep" (fail closed) or "remove" at daemon stop.
+    var onStop = "keep"
+    var stateFile = "/var/lib/gatehouse/firewall.json"
+    var table = "gatehouse"
+
+    var ipv6Off: Bool { disableIPv6.contains("all") }
+
+    static let knownKeys: Set<String> = [
+        "allow", "derived_allow", "syn_rate", "syn_burst", "disable_ipv6", "icmp_ignore_bogus_error_responses",
+        "tcp_syncookies", "icmp_echo_ignore_broadcasts", "usb_storage", "usb_allow", "modprobe_file", "udev_rules_file",
+        "sysctl_root", "on_stop", "state_file", "table",
+    ]
+
+    init(_ config: PluginConfig) throws(PluginError) {
+        try config.requireKnownKeys(Self.knownKeys)
+        for (index, entry) in (try Self.tables(config, "derived_allow")).enumerated() {
+            allow.append(try Self.allow(entry, key: "derived_allow", index: index))
+        }
+        for (index, entry) in (try Self.tables(config, "allow")).enumerated() {
+            allow.append(try Self.allow(entry, key: "allow", index: index))
+        }
+        synRate = try config.integer("syn_rate", default: 25, range: 1...100_000)
+        synBurst = try config.integer("syn_burst", default: 50, range: 1...1_000_000)
+        disableIPv6 = try config.strings("disable_ipv6", default: [])
+        for name in disableIPv6 where name != "all" {
+            guard Self.isInterfaceName(name) else {
+                throw PluginError(
+                    "disable_ipv6: `\(name)` is not an interface name (or \"all\")", configKey: "disable_ipv6")
+            }
+        }
+        func flag(_ key: String) throws(PluginError) -> Bool? {
+            config.object[key] == nil ? nil : try config.bool(key, default: false)
+        }
+        icmpIgnoreBogusErrorResponses = try flag("icmp_ignore_bogus_error_responses")
+        tcpSyncookies = try flag("tcp_syncookies")
+        icmpEchoIgnoreBroadcasts = try flag("icmp_echo_ignore_broadcasts")
+        if let usb = try config.optionalString("usb_storage") {
+            guard usb == "block" || usb == "allow" else {
+                throw PluginError("usb_storage must be \"block\" or \"allow\"", configKey: "usb_storage")
+            }
+            usbStorage = usb
+        }
+        usbAllow = try config.strings("usb_allow", default: [])
+        for id in usbAllow {
+            let parts = id.split(separator: ":")
+            guard parts.count == 2, parts.allSatisfy({ $0.count == 4 && $0.allSatisfy(\.isHexDigit) }) else {
+                throw PluginError(
+                    "usb_allow: `\(id)` is not vendor:product in hex (e.g. 0781:5583)", configKey: "usb_allow")
+            }
+        }
+        modprobeFile = try config.string("modprobe_file", default: modprobeFile)
+        udevRulesFile = try config.string("udev_rules_file", default: udevRulesFile)
+        sysctlRoot = try config.string("sysctl_root", default: sysctlRoot)
+        onStop = try config.string("on_stop", default: "keep")
+        guard onStop == "keep" || onStop == "remove" else {
+            throw PluginError("on_stop must be \"keep\" (fail closed) or \"remove\"", configKey: "on_stop")
+        }
+        stateFile = try config.string("state_file", default: stateFile)
+        table = try config.string("table", default: "gatehouse")
+        guard Self.isInterfaceName(table) else { throw PluginError("table: not a valid name", configKey: "table") }
+    }
+
+    private static func tables(_ config: PluginConfig, _ key: String) throws(PluginError) -> [[String: any Sendable]] {
+        guard let value = config.object[key] else { return [] }
+        guard let list = value as? [any Sendable] else {
+            throw PluginError("`\(key)` must be a list of tables, e.g. [{ port = 8883 }]", configKey: key)
+        }
+        var result: [[String: any Sendable]] = []
+        for item in list {
+            guard let table = item as? [String: any Sendable] else {
+                throw PluginError("`\(key)` must be a list of tables, e.g. [{ port = 8883 }]", configKey: key)
+            }
+            result.append(table)
+        }
+        return result
+    }
+
+    private static func allow(_ entry: [String: any Sendable], key: String, index: Int) throws(PluginError) -> Allow {
+        let place = "\(key)[\(index)]"
+        for name in entry.keys where !["port", "proto", "interface", "source", "comment"].contains(name) {
+            throw PluginError(
+                "\(place): unknown key `\(name)` (port, proto, interface, source, comment)", configKey: key)
+        }
+        let port: String
+        if let number = entry["port"] as? Double, number == number.rounded(), (1...65535).contains(Int(number)) {
+            port = String(Int(number))
+        } else if let text = entry["port"] as? String, Self.isPortRange(text) {
+            port = text
+        } else {
+            throw PluginError("\(place): `port` must be 1–65535 or a range \"8000-8100\"", configKey: key)
+        }
+        let proto = entry["proto"] as? String ?? "tcp"
+        guard proto == "tcp" || proto == "udp" else {
+            throw PluginError("\(place): `proto` must be \"tcp\" or \"udp\"", configKey: key)
+        }
+        let interface = entry["interface"] as? String
+        if let interface, !isInterfaceName(interface) {
+            throw PluginError("\(place): `interface` \"\(interface)\" is not an interface name", configKey: key)
+        }
+        let source = entry["source"] as? String
+        if let source, source.isEmpty || !source.allSatisfy({ $0.isHexDigit || ".:/".contains($0) }) {
+            throw PluginError("\(place): `source` \"\(source)\" is not an address or network", configKey: key)
+        }
+        let comment = entry["comment"] as? String ?? ""
+        guard !comment.contains(where: { "\"\\\n\r{};".contains($0) }), comment.count <= 100 else {
+            throw PluginError("\(place): `comment` must be one line without quotes or braces", configKey: key)
+        }
+        return Allow(
+            port: port, proto: proto, interface: interface, source: source, comment: comment.isEmpty ? place : comment,
+            origin: place)
+    }
+
+    static func isInterfaceName(_ name: String) -> Bool {
+        (1...15).contains(name.count)
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+    }
+
+    static func isPortRange(_ text: String) -> Bool {
+        let parts = text.split(separator: "-")
+        guard parts.count == 2, let low = Int(parts[0]), let high = Int(parts[1]) else { return false }
+        return 1 <= low && low < high && high <= 65535
+    }
+}
