@@ -50,15 +50,19 @@ public struct IndividualEnrollment: Sendable, Equatable {
     public var attestation: Attestation
     /// The hub device id to create; nil means the registration id.
     public var deviceID: String?
+    /// DPS's `provisioningStatus`: a disabled enrollment still attests, but its registration
+    /// ends `failed` (over HTTPS) or is refused (over MQTT).
+    public var enabled: Bool
     public var createdAt: Date
 
     public init(
-        registrationID: String, attestation: Attestation, deviceID: String? = nil,
+        registrationID: String, attestation: Attestation, deviceID: String? = nil, enabled: Bool = true,
         createdAt: Date = Date()
     ) {
         self.registrationID = registrationID
         self.attestation = attestation
         self.deviceID = deviceID
+        self.enabled = enabled
         self.createdAt = createdAt
     }
 }
