@@ -79,7 +79,9 @@ struct TPMPublicKey: Sendable, Equatable {
             &outLength, &error, error.count)
         guard ok == 1 else {
             throw DevHubError(
-                .internalError, "RSA-OAEP encryption failed: \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+                .internalError,
+                "RSA-OAEP encryption failed: \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+            )
         }
         return Array(out.prefix(outLength))
     }
@@ -94,7 +96,8 @@ enum TPMWrap {
         var counter: UInt32 = 1
         let bitsBE = withUnsafeBytes(of: UInt32(bits).bigEndian, Array.init)
         while out.count * 8 < bits {
-            let message = withUnsafeBytes(of: counter.bigEndian, Array.init) + Array(label.utf8) + [0] + contextU
+            let message =
+                withUnsafeBytes(of: counter.bigEndian, Array.init) + Array(label.utf8) + [0] + contextU
                 + contextV + bitsBE
             out += HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key))
             counter += 1

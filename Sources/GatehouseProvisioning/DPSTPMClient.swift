@@ -44,7 +44,8 @@ public enum DPSTPMClient {
             endorsementKey = try tpm.endorsementKeyPublic()
             storageRootKey = try tpm.storageRootKeyPublic()
         } catch {
-            throw ProvisioningError(.tpmUnavailable, "cannot read the TPM's endorsement and storage root keys: \(error)")
+            throw ProvisioningError(
+                .tpmUnavailable, "cannot read the TPM's endorsement and storage root keys: \(error)")
         }
         let base = "/\(percent(settings.idScope))/registrations/\(percent(registrationID))"
         let exchange = Exchange(settings: settings, group: group, deadline: deadline)

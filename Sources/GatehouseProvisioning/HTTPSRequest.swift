@@ -61,7 +61,8 @@ extension HTTPSRequest {
         // peer's IP address.
         let isAddress = host.contains(":") || host.split(separator: ".").allSatisfy { UInt8($0) != nil }
         let serverName = isAddress ? nil : host
-        let nanoseconds = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let nanoseconds =
+            Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         let promise = group.next().makePromise(of: HTTPSResponse.self)
         let channel: any Channel
         do {

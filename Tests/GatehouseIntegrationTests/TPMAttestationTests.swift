@@ -58,10 +58,12 @@ final class AttestationRig: @unchecked Sendable {
                 "--id-scope", Self.idScope,
             ], in: dir, name: "devhub")
         guard
-            waitUntil(timeout: .seconds(20), {
-                FileManager.default.fileExists(atPath: socket) && MosquittoBroker.listening(controlPort)
-                    && MosquittoBroker.listening(httpsPort)
-            })
+            waitUntil(
+                timeout: .seconds(20),
+                {
+                    FileManager.default.fileExists(atPath: socket) && MosquittoBroker.listening(controlPort)
+                        && MosquittoBroker.listening(httpsPort)
+                })
         else { throw FixtureError("swtpm or DevHub did not start: \(devhub.stderr)") }
     }
 
@@ -109,14 +111,18 @@ final class AttestationRig: @unchecked Sendable {
             headers: [("Content-Type", "application/json")],
             body: [UInt8](try JSONSerialization.data(withJSONObject: body)))
         let response = try await request.send(caFile: caFile, timeout: .seconds(10))
-        return (response.status, (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:])
+        return (
+            response.status, (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+        )
     }
 
     /// Runs a tpm2-tools command against this swtpm.
     @discardableResult
     func tool(_ name: String, _ arguments: [String]) throws -> String {
         let (status, output) = try Subprocess.run(which(name)!, ["-T", tcti] + arguments)
-        guard status == 0 else { throw FixtureError("\(name) \(arguments.joined(separator: " ")) → \(status): \(output)") }
+        guard status == 0 else {
+            throw FixtureError("\(name) \(arguments.joined(separator: " ")) → \(status): \(output)")
+        }
         return output
     }
 }
@@ -222,13 +228,17 @@ struct TPMAttestationTests {
         blob.duplicate = Data(duplicate)
         let third = try TPMContext(tcti: rig.tcti)
         defer { third.close() }
+        // (The disabled registration above left its registration key at 0x81000100.)
+        let before = try third.hmac(persistentKey: TPMContext.authenticationKeyHandle, Data("probe".utf8))
         let tampered = try #require(throws: ProvisioningError.self) {
             try DPSTPMClient.importBlob(blob.encoded.base64EncodedString(), into: third, what: "the registration key")
         }
         #expect(tampered.code == .blobRefused)
         #expect(tampered.message.contains("Esys_Import") == true, "\(tampered)")
         #expect(tampered.message.contains("altered") == true)
-        #expect(!(try third.persistentHandles().contains(TPMContext.authenticationKeyHandle)))
+        // Nothing was replaced, nothing left loaded.
+        #expect(try third.hmac(persistentKey: TPMContext.authenticationKeyHandle, Data("probe".utf8)) == before)
+        #expect(try third.loadedHandleCount() == 0)
 
         // DPS unreachable: a port nobody listens on.
         var nowhere = rig.settings
@@ -240,11 +250,58 @@ struct TPMAttestationTests {
     }
 }
 
+extension TPMAttestationTests {
+    @Test("symmetric-key attestation over DevHub's HTTPS DPS: SAS in Authorization, 202, poll, assigned")
+    func symmetricKeyOverHTTPS() async throws {
+        let rig = try AttestationRig()
+        let groupKey = [UInt8](repeating: 7, count: 32)
+        try rig.devhubCLI(["group", "create", "line-1", "--key", Data(groupKey).base64EncodedString()])
+        let deviceKey = HMAC<SHA256>.authenticationCode(for: Data("sym-1".utf8), using: SymmetricKey(data: groupKey))
+        func sas(_ key: some ContiguousBytes) -> String {
+            let sr = "\(AttestationRig.idScope)%2Fregistrations%2Fsym-1"
+            let se = Int(Date().timeIntervalSince1970) + 600
+            let sig = Data(
+                HMAC<SHA256>.authenticationCode(for: Data("\(sr)\n\(se)".utf8), using: SymmetricKey(data: key))
+            )
+            .base64EncodedString().addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+            return "SharedAccessSignature sr=\(sr)&sig=\(sig)&se=\(se)&skn=registration"
+        }
+        func send(_ method: HTTPMethod, _ target: String, _ authorization: String) async throws -> (Int, [String: Any])
+        {
+            let request = HTTPSRequest(
+                method: method, host: "localhost", port: rig.httpsPort, target: target,
+                headers: [("Authorization", authorization), ("Content-Type", "application/json")],
+                body: method == .PUT ? Array(#"{"registrationId":"sym-1"}"#.utf8) : [])
+            let response = try await request.send(caFile: rig.caFile, timeout: .seconds(10))
+            return (
+                response.status, (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+            )
+        }
+        let base = "/\(AttestationRig.idScope)/registrations/sym-1"
+        let (refused, _) = try await send(
+            .PUT, "\(base)/register?api-version=2021-06-01", sas([UInt8](repeating: 1, count: 32)))
+        #expect(refused == 401)
+        let token = sas(Data(deviceKey))
+        let (accepted, body) = try await send(.PUT, "\(base)/register?api-version=2021-06-01", token)
+        #expect(accepted == 202)
+        let operationID = try #require(body["operationId"] as? String)
+        let (first, _) = try await send(.GET, "\(base)/operations/\(operationID)?api-version=2021-06-01", token)
+        #expect(first == 202)
+        let (second, result) = try await send(.GET, "\(base)/operations/\(operationID)?api-version=2021-06-01", token)
+        #expect(second == 200)
+        #expect(result["status"] as? String == "assigned")
+        let state = try #require(result["registrationState"] as? [String: Any])
+        #expect(state["assignedHub"] as? String == "localhost")
+        #expect(state["deviceId"] as? String == "sym-1")
+    }
+}
+
 /// The real gatehoused registering itself by TPM attestation through DevHub's HTTPS DPS.
 @Suite(
     "gatehoused's own identity by DPS TPM attestation", .serialized,
     .enabled(
-        if: AttestationRig.available && MosquittoBroker.available, "needs swtpm, tpm2-tools and mosquitto: scripts/setup")
+        if: AttestationRig.available && MosquittoBroker.available,
+        "needs swtpm, tpm2-tools and mosquitto: scripts/setup")
 )
 struct GatewayIdentityTests {
     /// A GatewayRig whose [hub] is DevHub, with the TPM as identity and the gateway's own
@@ -300,7 +357,8 @@ struct GatewayIdentityTests {
         gateway.gateway?.stop()
 
         // No key material on disk or in the logs: the hub key (DevHub's record of it), SAS tokens.
-        let device = try JSONSerialization.jsonObject(with: Data(try rig.devhubCLI(["device", "show", "gw-site-a"]).utf8))
+        let device = try JSONSerialization.jsonObject(
+            with: Data(try rig.devhubCLI(["device", "show", "gw-site-a"]).utf8))
         let hubKey = try #require((device as? [String: Any])?["primaryKey"] as? String)
         let files = try FileManager.default.subpathsOfDirectory(atPath: rig.dir.path).filter {
             !$0.hasPrefix("devhub") && !$0.hasPrefix("swtpm") && !$0.hasPrefix("cmd")
@@ -326,7 +384,9 @@ struct GatewayIdentityTests {
         let noTPM = try gatewayRig(rig, registrationID: "gw-off", tcti: "swtpm:path=\(missing)")
         let child = try noTPM.startGateway()
         #expect(child.wait(timeout: .seconds(20)) == 78)
-        #expect(child.stderr.contains("[identity] tpm = \"swtpm:path=\(missing)\": the TPM is not reachable"), "\(child.stderr)")
+        #expect(
+            child.stderr.contains("[identity] tpm = \"swtpm:path=\(missing)\": the TPM is not reachable"),
+            "\(child.stderr)")
 
         for (registrationID, expected, code) in [
             ("gw-unknown", "has no TPM individual enrollment", "dps.not-enrolled"),
@@ -334,7 +394,8 @@ struct GatewayIdentityTests {
         ] {
             var config = try String(contentsOfFile: noTPM.configPath, encoding: .utf8)
             config = config.replacingOccurrences(of: "swtpm:path=\(missing)", with: rig.tcti)
-            config.replace(#/gateway_registration_id = "[^"]*"/#, with: "gateway_registration_id = \"\(registrationID)\"")
+            config.replace(
+                #/gateway_registration_id = "[^"]*"/#, with: "gateway_registration_id = \"\(registrationID)\"")
             try config.write(toFile: noTPM.configPath, atomically: true, encoding: .utf8)
             let child = try noTPM.startGateway()
             #expect(child.wait(timeout: .seconds(30)) == 78, "\(child.stderr)")

@@ -111,13 +111,15 @@ extension Gateway {
         }
         signer.adopt(deviceID: record.deviceID)
         logger.info(
-            registered ? "gateway registered with DPS (TPM attestation)" : "gateway identity reused from the state database",
+            registered
+                ? "gateway registered with DPS (TPM attestation)" : "gateway identity reused from the state database",
             metadata: [
                 "registration_id": "\(record.registrationID)", "device": "\(record.deviceID)",
                 "assigned_hub": "\(record.assignedHub)",
             ])
         let hubHost =
-            ((try? JSONSerialization.jsonObject(with: Data(config.hub.pluginConfigJSON))) as? [String: Any])?["hostname"]
+            ((try? JSONSerialization.jsonObject(with: Data(config.hub.pluginConfigJSON))) as? [String: Any])?[
+                "hostname"]
             as? String
         if let hubHost, hubHost.lowercased() != record.assignedHub.lowercased() {
             logger.warning(
