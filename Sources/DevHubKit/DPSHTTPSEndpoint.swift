@@ -49,7 +49,11 @@ final class DPSHTTPS: Sendable {
         /// Polls still answered `assigning` (one, so clients exercise `Retry-After`).
         var assigningPolls: Int
         var result: JSONValue
+        var createdAt = Date()
     }
+
+    /// How long an operation can be polled (and its keys stay in memory).
+    static let operationLifetime: TimeInterval = 600
 
     struct State: Sendable {
         var challenges: [String: Challenge] = [:]
@@ -117,9 +121,8 @@ final class DPSHTTPS: Sendable {
         var keyNames: Set<String> = ["", "registration"]
         var result: JSONValue
         var operationID = Self.newOperationID()
-        switch enrollment?.attestation {
-        case .tpm(_, _)?:
-            let enrollment = enrollment!
+        switch (enrollment, enrollment?.attestation) {
+        case (let enrollment?, .tpm?):
             keyNames = ["registration"]
             guard let challenge = state.withLock({ $0.challenges[registrationID.lowercased()] }) else {
                 return .error(
@@ -151,7 +154,7 @@ final class DPSHTTPS: Sendable {
             } else {
                 result = Self.failed(operationID: operationID, registrationID: registrationID)
             }
-        case .symmetricKey(let primary, let secondary)?:
+        case (let enrollment?, .symmetricKey(let primary, let secondary)?):
             let keys = [primary, secondary].compactMap { $0?.bytes }
             let verdict = SASVerifier.verify(token, expectedResource: resource, keys: keys, allowedKeyNames: keyNames)
             guard verdict == .valid else {
@@ -159,14 +162,14 @@ final class DPSHTTPS: Sendable {
                 return .error(401, code: 401002, "SAS token refused: \(verdict)")
             }
             operationKeys = keys
-            if enrollment!.enabled {
-                let registration = try dps.assign(registrationID: registrationID, enrollment: .individual(enrollment!))
+            if enrollment.enabled {
+                let registration = try dps.assign(registrationID: registrationID, enrollment: .individual(enrollment))
                 operationID = registration.operationID
                 result = registration.operationStatusJSON
             } else {
                 result = Self.failed(operationID: operationID, registrationID: registrationID)
             }
-        case nil:
+        default:
             var matched: (EnrollmentGroup, [[UInt8]])?
             for group in try dps.store.groups() {
                 let keys = group.deviceKeys(registrationID: registrationID)
@@ -188,7 +191,11 @@ final class DPSHTTPS: Sendable {
         }
         let operation = Operation(
             registrationID: registrationID, keys: operationKeys, keyNames: keyNames, assigningPolls: 1, result: result)
-        state.withLock { $0.operations[operationID] = operation }
+        let cutoff = Date().addingTimeInterval(-Self.operationLifetime)
+        state.withLock {
+            $0.operations = $0.operations.filter { $0.value.createdAt > cutoff }
+            $0.operations[operationID] = operation
+        }
         return DPSHTTPResponse(
             status: 202,
             body: .object(["operationId": .string(operationID), "status": .string("assigning")]),

@@ -82,7 +82,8 @@ extension HTTPSRequest {
             throw HTTPSRequestError(message: "cannot connect to \(endpoint): \(error)")
         }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: target)
-        head.headers.add(name: "Host", value: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+        let hostName = host.contains(":") ? "[\(host)]" : host
+        head.headers.add(name: "Host", value: port == 443 ? hostName : "\(hostName):\(port)")
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         head.headers.add(name: "Content-Length", value: String(body.count))
         head.headers.add(name: "Connection", value: "close")

@@ -356,6 +356,15 @@ struct GatewayIdentityTests {
         #expect(gateway.gatewayLogs.contains("gateway identity reused from the state database"))
         gateway.gateway?.stop()
 
+        // The key gone from the TPM: the next start registers again.
+        #expect(waitUntil(timeout: .seconds(10)) { !connected(rig, "gw-site-a") })
+        try rig.tool("tpm2_evictcontrol", ["-C", "o", "-c", "0x81000100"])
+        try gateway.startGateway()
+        #expect(waitUntil(timeout: .seconds(30)) { connected(rig, "gw-site-a") }, "\(gateway.gatewayLogs.suffix(2000))")
+        #expect(gateway.gatewayLogs.contains("has no key in the TPM any more; registering with DPS again"))
+        #expect(gateway.gatewayLogs.components(separatedBy: "gateway registered with DPS (TPM attestation)").count == 3)
+        gateway.gateway?.stop()
+
         // No key material on disk or in the logs: the hub key (DevHub's record of it), SAS tokens.
         let device = try JSONSerialization.jsonObject(
             with: Data(try rig.devhubCLI(["device", "show", "gw-site-a"]).utf8))
