@@ -216,6 +216,11 @@ struct Enrollment: ParsableCommand {
         @Option(help: "A file holding the endorsement key's TPM2B_PUBLIC (binary).") var endorsementKeyFile: String?
         @Option(help: "The hub device id (default: the registration id).") var deviceID: String?
         @Flag(help: "Enroll it disabled: attestation succeeds, the registration ends failed.") var disabled = false
+        @Option(
+            help: ArgumentHelp(
+                "Inject a fault into its HTTPS registrations (tests): tamper-authentication-key or throttle.",
+                valueName: "fault"))
+        var fault: String?
 
         func run() throws {
             let key: String
@@ -227,6 +232,7 @@ struct Enrollment: ParsableCommand {
             var body = JSONValue.object(["registrationId": .string(registrationID), "endorsementKey": .string(key)])
             if let deviceID { body.set("deviceId", .string(deviceID)) }
             if disabled { body.set("provisioningStatus", .string("disabled")) }
+            if let fault { body.set("fault", .string(fault)) }
             try control.call(.post, "/api/enrollments", body: body)
         }
     }

@@ -185,8 +185,19 @@ final class ControlAPI: Sendable {
             case "disabled": enabled = false
             case let other?: throw DevHubError(.badRequest, "provisioningStatus is enabled or disabled, not \(other)")
             }
+            var fault: EnrollmentFault?
+            if let name = body["fault"]?.stringValue {
+                guard let known = EnrollmentFault(rawValue: name) else {
+                    throw DevHubError(
+                        .badRequest,
+                        "fault is one of \(EnrollmentFault.allCases.map(\.rawValue).joined(separator: ", ")), not \(name)"
+                    )
+                }
+                fault = known
+            }
             let enrollment = IndividualEnrollment(
-                registrationID: registrationID, attestation: attestation, deviceID: deviceID, enabled: enabled)
+                registrationID: registrationID, attestation: attestation, deviceID: deviceID, enabled: enabled,
+                fault: fault)
             return blocking(eventLoop, status: 201) { [store] in
                 try store.saveEnrollment(enrollment)
                 return Self.enrollmentJSON(enrollment, includeKeys: true)
@@ -398,6 +409,7 @@ final class ControlAPI: Sendable {
             "attestation": .string(enrollment.attestation.type),
             "deviceId": .string(enrollment.deviceID ?? enrollment.registrationID),
             "provisioningStatus": .string(enrollment.enabled ? "enabled" : "disabled"),
+            "fault": enrollment.fault.map { .string($0.rawValue) } ?? .null,
             "createdAt": .string(DevHubTime.iso8601(enrollment.createdAt)),
         ])
         switch enrollment.attestation {

@@ -58,6 +58,8 @@ final class DPSHTTPS: Sendable {
     struct State: Sendable {
         var challenges: [String: Challenge] = [:]
         var operations: [String: Operation] = [:]
+        /// Registrations already answered 429 once (`EnrollmentFault.throttle`).
+        var throttled: Set<String> = []
     }
 
     let dps: DPS
@@ -110,6 +112,13 @@ final class DPSHTTPS: Sendable {
             return .error(400, code: 400004, "registrationId does not match the URL")
         }
         let enrollment = try dps.store.enrollment(registrationID: registrationID)
+        if enrollment?.fault == .throttle,
+            state.withLock({ $0.throttled.insert(registrationID.lowercased()).inserted })
+        {
+            var response = DPSHTTPResponse.error(429, code: 429001, "throttled (fault injected by the enrollment)")
+            response.retryAfter = 1
+            return response
+        }
         guard let authorization else {
             return try challenge(registrationID: registrationID, request: request, enrollment: enrollment)
         }
@@ -139,9 +148,10 @@ final class DPSHTTPS: Sendable {
             operationKeys = [challenge.key]
             if enrollment.enabled {
                 let hubKey = TPMWrap.random(32)
-                let blob = try TPMWrap.authenticationKey(
+                var blob = try TPMWrap.authenticationKey(
                     hmacKey: hubKey, endorsementKey: challenge.endorsementKey,
                     storageRootKey: challenge.storageRootKey)
+                if enrollment.fault == .tamperAuthenticationKey { blob = Self.tampered(blob) }
                 let registration = try dps.record(
                     registrationID: registrationID, deviceID: enrollment.deviceID ?? registrationID,
                     keys: [SymmetricKeyText(bytes: hubKey)], label: "individual")
@@ -229,8 +239,9 @@ final class DPSHTTPS: Sendable {
         let endorsementKey = try TPMPublicKey(base64: endorsementKeyText, role: "endorsement key")
         let storageRootKey = try TPMPublicKey(base64: rootText, role: "storage root key")
         let key = TPMWrap.random(32)
-        let blob = try TPMWrap.authenticationKey(
+        var blob = try TPMWrap.authenticationKey(
             hmacKey: key, endorsementKey: endorsementKey, storageRootKey: storageRootKey)
+        if enrollment.fault == .tamperAuthenticationKey { blob = Self.tampered(blob) }
         state.withLock {
             $0.challenges[registrationID.lowercased()] = Challenge(
                 key: key, endorsementKey: endorsementKey, storageRootKey: storageRootKey)
@@ -286,6 +297,16 @@ final class DPSHTTPS: Sendable {
                 "errorMessage": .string("the enrollment is disabled"), "lastUpdatedDateTimeUtc": .string(now),
             ]),
         ])
+    }
+
+    /// `blob` with one bit flipped inside the duplicate's inner wrapper (item 3), which the
+    /// TPM's integrity check in TPM2_Import catches.
+    static func tampered(_ blob: [UInt8]) -> [UInt8] {
+        var offset = 0
+        for _ in 0..<2 { offset += 2 + (Int(blob[offset]) << 8 | Int(blob[offset + 1])) }
+        var altered = blob
+        altered[offset + 2 + 40] ^= 0x01
+        return altered
     }
 
     static func newOperationID() -> String {

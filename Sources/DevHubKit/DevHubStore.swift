@@ -81,7 +81,10 @@ public final class DevHubStore: Sendable {
         }
         migrator.registerMigration("v2: enrollment provisioning status") { db in
             try db.execute(
-                sql: "ALTER TABLE individual_enrollment ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1")
+                sql: """
+                    ALTER TABLE individual_enrollment ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+                    ALTER TABLE individual_enrollment ADD COLUMN fault TEXT;
+                    """)
         }
         return migrator
     }
@@ -161,12 +164,15 @@ public final class DevHubStore: Sendable {
                 sql: """
                     INSERT OR REPLACE INTO individual_enrollment
                       (registration_id, attestation, primary_key, secondary_key, endorsement_key,
-                       storage_root_key, device_id, created_at, enabled)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       storage_root_key, device_id, created_at, enabled, fault)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: StatementArguments(
                     [enrollment.registrationID] + Self.attestationColumns(enrollment.attestation)
-                        + [enrollment.deviceID, enrollment.createdAt.timeIntervalSince1970, enrollment.enabled]))
+                        + [
+                            enrollment.deviceID, enrollment.createdAt.timeIntervalSince1970, enrollment.enabled,
+                            enrollment.fault?.rawValue,
+                        ]))
         }
     }
 
@@ -190,7 +196,8 @@ public final class DevHubStore: Sendable {
         guard let attestation = attestation(from: row) else { return nil }
         return IndividualEnrollment(
             registrationID: row["registration_id"], attestation: attestation, deviceID: row["device_id"],
-            enabled: row["enabled"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+            enabled: row["enabled"], fault: (row["fault"] as String?).flatMap(EnrollmentFault.init(rawValue:)),
+            createdAt: Date(timeIntervalSince1970: row["created_at"]))
     }
 
     @discardableResult

@@ -91,11 +91,14 @@ final class AttestationRig: @unchecked Sendable {
     }
 
     /// Enrolls this TPM's EK (or `endorsementKey`) under `registrationID` through the CLI.
-    func enroll(_ registrationID: String, endorsementKey: Data? = nil, disabled: Bool = false) throws {
+    func enroll(_ registrationID: String, endorsementKey: Data? = nil, disabled: Bool = false, fault: String? = nil)
+        throws
+    {
         let file = dir.file("ek-\(registrationID).pub")
         try (endorsementKey ?? tpmKeys().endorsementKey).write(to: URL(fileURLWithPath: file))
         try devhubCLI(
-            ["enrollment", "tpm", registrationID, "--endorsement-key-file", file] + (disabled ? ["--disabled"] : []))
+            ["enrollment", "tpm", registrationID, "--endorsement-key-file", file] + (disabled ? ["--disabled"] : [])
+                + (fault.map { ["--fault", $0] } ?? []))
     }
 
     /// The first PUT of TPM attestation, sent by hand: (HTTP status, JSON body).
@@ -167,10 +170,12 @@ struct TPMAttestationTests {
         #expect(try context.persistentHandles().contains(TPMContext.authenticationKeyHandle))
     }
 
-    @Test("the client registers through DevHub's HTTPS DPS; the hub device's key is the one in the TPM")
+    @Test(
+        "the client registers through DevHub's HTTPS DPS (after a 429 with Retry-After); the hub device's key is the one in the TPM"
+    )
     func clientRegisters() async throws {
         let rig = try AttestationRig()
-        try rig.enroll("gw-lib")
+        try rig.enroll("gw-lib", fault: "throttle")  // the first PUT is answered 429, Retry-After: 1
         let context = try TPMContext(tcti: rig.tcti)
         defer { context.close() }
         let assignment = try await DPSTPMClient.register(registrationID: "gw-lib", settings: rig.settings, tpm: context)
@@ -387,6 +392,7 @@ struct GatewayIdentityTests {
     func refusals() throws {
         let rig = try AttestationRig("gatehouse-gw-refusals")
         try rig.enroll("gw-off", disabled: true)
+        try rig.enroll("gw-tamper", fault: "tamper-authentication-key")
 
         // No TPM at the configured TCTI.
         let missing = rig.dir.file("no-such-tpm.sock")
@@ -400,6 +406,10 @@ struct GatewayIdentityTests {
         for (registrationID, expected, code) in [
             ("gw-unknown", "has no TPM individual enrollment", "dps.not-enrolled"),
             ("gw-off", "status failed", "dps.failed"),
+            (
+                "gw-tamper", "the TPM refused the registration key (the 401 challenge) from DPS in Esys_Import",
+                "dps.blob-refused"
+            ),
         ] {
             var config = try String(contentsOfFile: noTPM.configPath, encoding: .utf8)
             config = config.replacingOccurrences(of: "swtpm:path=\(missing)", with: rig.tcti)
