@@ -65,7 +65,11 @@ public final class Gateway: Service {
             }
             tpmContext = context
             if registersItself, !FileManager.default.fileExists(atPath: config.identity.groupKeyBlob) {
-                signer = NoSigner()  // the gateway's own identity only; leaf devices have no key
+                // The gateway's own identity only: leaf devices have no key to be signed with.
+                logger.notice(
+                    "no TPM-wrapped group key: only the gateway's own identity can reach the hub",
+                    metadata: ["group_key_blob": "\(config.identity.groupKeyBlob)"])
+                signer = NoSigner()
             } else {
                 do {
                     signer = try TPMDeviceSigner(context: context, blobPath: config.identity.groupKeyBlob)

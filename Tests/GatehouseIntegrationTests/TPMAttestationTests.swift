@@ -26,9 +26,10 @@ final class AttestationRig: @unchecked Sendable {
     let swtpm: Subprocess
     let socket: String
     let devhub: Subprocess
-    let mqttPort = freePort()
-    let controlPort = freePort()
-    let httpsPort = freePort()
+    /// The ports DevHub bound (it picks free ones and writes them to devhub.json: no races).
+    let mqttPort: Int
+    let controlPort: Int
+    let httpsPort: Int
     static let idScope = "0ne00DEVHUB"
 
     var tcti: String { "swtpm:path=\(socket)" }
@@ -53,18 +54,30 @@ final class AttestationRig: @unchecked Sendable {
         devhub = try Subprocess(
             Paths.binDir.appendingPathComponent("gatehouse-devhub").path,
             [
-                "serve", "--data", dir.file("devhub"), "--mqtt", "127.0.0.1:\(mqttPort)", "--http",
-                "127.0.0.1:\(controlPort)", "--dps-https", "127.0.0.1:\(httpsPort)", "--hub-name", "localhost",
-                "--id-scope", Self.idScope,
+                "serve", "--data", dir.file("devhub"), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                "--dps-https", "127.0.0.1:0", "--hub-name", "localhost", "--id-scope", Self.idScope,
             ], in: dir, name: "devhub")
+        let info = dir.file("devhub/devhub.json")
+        let socket = socket
         guard
             waitUntil(
                 timeout: .seconds(20),
                 {
-                    FileManager.default.fileExists(atPath: socket) && MosquittoBroker.listening(controlPort)
-                        && MosquittoBroker.listening(httpsPort)
-                })
-        else { throw FixtureError("swtpm or DevHub did not start: \(devhub.stderr)") }
+                    FileManager.default.fileExists(atPath: socket) && FileManager.default.fileExists(atPath: info)
+                }),
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: info)))
+                as? [String: Any],
+            let mqtt = (json["mqtt"] as? [String: Any])?["port"] as? Int,
+            let https = (json["dpsHttps"] as? [String: Any])?["port"] as? Int,
+            let control = (json["control"] as? String)?.split(separator: ":").last.flatMap({ Int($0) })
+        else {
+            devhub.stop()
+            swtpm.stop()
+            throw FixtureError("swtpm or DevHub did not start: \(devhub.stderr)")
+        }
+        mqttPort = mqtt
+        httpsPort = https
+        controlPort = control
     }
 
     deinit {
@@ -252,6 +265,23 @@ struct TPMAttestationTests {
             try await DPSTPMClient.register(registrationID: "gw-tamper", settings: nowhere, tpm: third)
         }
         #expect(unreachable.code == .unreachable)
+
+        // A DPS whose certificate the configured CA did not sign: refused in the TLS handshake.
+        var untrusted = rig.settings
+        untrusted.caFile = rig.dir.file("other-ca.pem")
+        let (made, output) = try Subprocess.run(
+            try #require(which("openssl")),
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                rig.dir.file("other-ca.key"), "-out", rig.dir.file("other-ca.pem"), "-subj", "/CN=another CA",
+                "-days", "1",
+            ])
+        #expect(made == 0, "\(output)")
+        let handshake = try await #require(throws: ProvisioningError.self) {
+            try await DPSTPMClient.register(registrationID: "gw-tamper", settings: untrusted, tpm: third)
+        }
+        #expect(handshake.code == .unreachable)
+        #expect("\(handshake)".contains("localhost:\(rig.httpsPort)"), "\(handshake)")
     }
 }
 
