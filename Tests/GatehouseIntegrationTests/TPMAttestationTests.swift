@@ -416,6 +416,10 @@ struct GatewayIdentityTests {
             #expect(!text.contains("authenticationKey"), "\(file) holds an authenticationKey blob")
         }
         #expect(files.contains("state.db"))
+        // DevHub's own log neither (its database holds the device key, as IoT Hub's registry does).
+        #expect(!rig.devhub.stderr.contains(hubKey))
+        #expect(!rig.devhub.stderr.contains("SharedAccessSignature"))
+        #expect(!rig.devhub.stderr.contains("sig="))
     }
 
     @Test("refusals stop gatehoused with an exit code and a message naming the cause")
