@@ -209,7 +209,7 @@ public final class DevHubServer: Sendable {
         try (endpoints.prettyDescription + "\n").write(
             toFile: configuration.dataDirectory + "/devhub.json", atomically: true, encoding: .utf8)
         let https = dpsHTTPSPort.map { port in
-            " and https://\(Self.hostForURL(configuration.dpsHTTPSHost ?? "")):\(port)"
+            ", DPS over HTTPS on https://\(Self.hostForURL(configuration.dpsHTTPSHost ?? "")):\(port)"
         }
         logger.info(
             "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort)\(https ?? ""), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"

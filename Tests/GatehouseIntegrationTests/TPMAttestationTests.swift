@@ -456,5 +456,14 @@ struct GatewayIdentityTests {
             #expect(child.stderr.contains(expected), "\(child.stderr)")
             #expect(child.stderr.contains(code), "\(child.stderr)")
         }
+
+        // DPS unreachable: exit 69 (EX_UNAVAILABLE), so systemd may try again later.
+        var config = try String(contentsOfFile: noTPM.configPath, encoding: .utf8)
+        config = config.replacingOccurrences(of: "https_port = \(rig.httpsPort)", with: "https_port = \(freePort())")
+        try config.write(toFile: noTPM.configPath, atomically: true, encoding: .utf8)
+        let offline = try noTPM.startGateway()
+        #expect(offline.wait(timeout: .seconds(30)) == 69, "\(offline.stderr)")
+        #expect(offline.stderr.contains("cannot connect to https://localhost:"), "\(offline.stderr)")
+        #expect(offline.stderr.contains("[dps.unreachable]"), "\(offline.stderr)")
     }
 }
