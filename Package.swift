@@ -64,7 +64,18 @@ let package = Package(
             providers: [.apt(["libtss2-dev"])]
         ),
         // The DPS client: registers leaf devices on their behalf (keys from the caller's signer).
-        .target(name: "GatehouseProvisioning", dependencies: ["CMosquitto"]),
+        // The gateway's own identity: DPS TPM attestation over HTTPS (swift-nio + NIOSSL + NIOHTTP1).
+        .target(
+            name: "GatehouseProvisioning",
+            dependencies: [
+                "CMosquitto",
+                "GatehouseTPM",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -125,6 +136,8 @@ let package = Package(
             name: "DevHubKit",
             dependencies: [
                 "MQTTCodec",
+                // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
+                "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -198,8 +211,9 @@ let package = Package(
         .testTarget(
             name: "GatehouseIntegrationTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehouseTestSupport",
+                "GatehouseCore", "GatehouseStore", "GatehouseTestSupport", "GatehouseProvisioning", "GatehouseTPM",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             exclude: []
         ),

@@ -76,6 +76,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Control API listen address host:port.")
     var http = "127.0.0.1:8080"
 
+    @Option(
+        name: .customLong("dps-https"),
+        help: "DPS over HTTPS listen address host:port (needed for TPM attestation; same CA as MQTT).")
+    var dpsHTTPS: String?
+
     @Option(help: "The hub host name devices connect to (default: the MQTT listen host).")
     var hubName: String?
 
@@ -101,6 +106,11 @@ struct Serve: ParsableCommand {
         var configuration = DevHubConfiguration(dataDirectory: data)
         (configuration.mqttHost, configuration.mqttPort) = try Self.split(mqtt, option: "--mqtt")
         (configuration.httpHost, configuration.httpPort) = try Self.split(http, option: "--http")
+        if let dpsHTTPS {
+            let (host, port) = try Self.split(dpsHTTPS, option: "--dps-https")
+            configuration.dpsHTTPSHost = host
+            configuration.dpsHTTPSPort = port
+        }
         configuration.hubName = hubName
         configuration.idScope = idScope
         configuration.telemetryRetention = telemetryRetention
@@ -171,7 +181,7 @@ struct Group: ParsableCommand {
 
 struct Enrollment: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "DPS individual enrollments.", subcommands: [Create.self, List.self])
+        abstract: "DPS individual enrollments.", subcommands: [Create.self, TPM.self, List.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -188,6 +198,41 @@ struct Enrollment: ParsableCommand {
             if let key { body.set("primaryKey", .string(key)) }
             if let endorsementKey { body.set("endorsementKey", .string(endorsementKey)) }
             if let deviceID { body.set("deviceId", .string(deviceID)) }
+            try control.call(.post, "/api/enrollments", body: body)
+        }
+    }
+
+    struct TPM: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "tpm",
+            abstract: "Create or replace a TPM individual enrollment (DPS over HTTPS).",
+            discussion: """
+                The endorsement key is the TPM's marshalled TPM2B_PUBLIC, as `tpm2_readpublic -c 0x81010001 \
+                -o ek.pub` writes it.
+                """)
+        @OptionGroup var control: ControlOptions
+        @Argument var registrationID: String
+        @Option(help: "The endorsement key, base64 of TPM2B_PUBLIC.") var endorsementKey: String?
+        @Option(help: "A file holding the endorsement key's TPM2B_PUBLIC (binary).") var endorsementKeyFile: String?
+        @Option(help: "The hub device id (default: the registration id).") var deviceID: String?
+        @Flag(help: "Enroll it disabled: attestation succeeds, the registration ends failed.") var disabled = false
+        @Option(
+            help: ArgumentHelp(
+                "Inject a fault into its HTTPS registrations (tests): tamper-authentication-key or throttle.",
+                valueName: "fault"))
+        var fault: String?
+
+        func run() throws {
+            let key: String
+            switch (endorsementKey, endorsementKeyFile) {
+            case (let text?, nil): key = text
+            case (nil, let path?): key = try Data(contentsOf: URL(fileURLWithPath: path)).base64EncodedString()
+            default: throw ValidationError("give --endorsement-key or --endorsement-key-file")
+            }
+            var body = JSONValue.object(["registrationId": .string(registrationID), "endorsementKey": .string(key)])
+            if let deviceID { body.set("deviceId", .string(deviceID)) }
+            if disabled { body.set("provisioningStatus", .string("disabled")) }
+            if let fault { body.set("fault", .string(fault)) }
             try control.call(.post, "/api/enrollments", body: body)
         }
     }

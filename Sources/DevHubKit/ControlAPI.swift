@@ -166,6 +166,8 @@ final class ControlAPI: Sendable {
             }
             let attestation: Attestation
             if let endorsementKey = body["endorsementKey"]?.stringValue {
+                // Checked now, so a key DPS could never wrap to fails at enrollment, not at registration.
+                _ = try TPMPublicKey(base64: endorsementKey, role: "endorsement key")
                 attestation = .tpm(
                     endorsementKey: endorsementKey, storageRootKey: body["storageRootKey"]?.stringValue)
             } else {
@@ -177,8 +179,25 @@ final class ControlAPI: Sendable {
             if let deviceID, !Hub.isValidDeviceID(deviceID) {
                 throw DevHubError(.badRequest, "invalid deviceId")
             }
+            let enabled: Bool
+            switch body["provisioningStatus"]?.stringValue {
+            case nil, "enabled": enabled = true
+            case "disabled": enabled = false
+            case let other?: throw DevHubError(.badRequest, "provisioningStatus is enabled or disabled, not \(other)")
+            }
+            var fault: EnrollmentFault?
+            if let name = body["fault"]?.stringValue {
+                guard let known = EnrollmentFault(rawValue: name) else {
+                    throw DevHubError(
+                        .badRequest,
+                        "fault is one of \(EnrollmentFault.allCases.map(\.rawValue).joined(separator: ", ")), not \(name)"
+                    )
+                }
+                fault = known
+            }
             let enrollment = IndividualEnrollment(
-                registrationID: registrationID, attestation: attestation, deviceID: deviceID)
+                registrationID: registrationID, attestation: attestation, deviceID: deviceID, enabled: enabled,
+                fault: fault)
             return blocking(eventLoop, status: 201) { [store] in
                 try store.saveEnrollment(enrollment)
                 return Self.enrollmentJSON(enrollment, includeKeys: true)
@@ -389,6 +408,8 @@ final class ControlAPI: Sendable {
             "registrationId": .string(enrollment.registrationID),
             "attestation": .string(enrollment.attestation.type),
             "deviceId": .string(enrollment.deviceID ?? enrollment.registrationID),
+            "provisioningStatus": .string(enrollment.enabled ? "enabled" : "disabled"),
+            "fault": enrollment.fault.map { .string($0.rawValue) } ?? .null,
             "createdAt": .string(DevHubTime.iso8601(enrollment.createdAt)),
         ])
         switch enrollment.attestation {

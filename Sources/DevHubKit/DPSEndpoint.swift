@@ -108,6 +108,9 @@ final class DPS: Sendable {
         }
         return threadPool.runIfActive(eventLoop: eventLoop) { [store] in
             if let enrollment = try store.enrollment(registrationID: registrationID) {
+                guard enrollment.enabled else {
+                    return .refuse(.notAuthorized, "the individual enrollment is disabled")
+                }
                 guard case .symmetricKey(let primary, let secondary) = enrollment.attestation else {
                     return .refuse(
                         .notAuthorized,
@@ -155,12 +158,20 @@ final class DPS: Sendable {
             }
             keys = [primary] + (secondary.map { [$0] } ?? [])
         }
+        return try record(registrationID: registrationID, deviceID: deviceID, keys: keys, label: enrollment.label)
+    }
+
+    /// Creates (or re-keys) the hub device `deviceID` with `keys` and records the registration
+    /// as assigned. Runs on the thread pool.
+    func record(registrationID: String, deviceID: String, keys: [SymmetricKeyText], label: String) throws
+        -> Registration
+    {
         let now = Date()
         let existing = try store.device(deviceID)
         try store.saveDevice(
             DeviceIdentity(
                 deviceID: deviceID, primaryKey: keys[0], secondaryKey: keys.count > 1 ? keys[1] : nil,
-                source: "dps:\(enrollment.label)", createdAt: existing?.createdAt ?? now),
+                source: "dps:\(label)", createdAt: existing?.createdAt ?? now),
             replace: true)
         let previous = try store.registration(registrationID)
         let registration = Registration(
@@ -169,11 +180,11 @@ final class DPS: Sendable {
                 "4.\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).\(UUID().uuidString.lowercased())",
             status: "assigned", substatus: "initialAssignment", deviceID: deviceID,
             assignedHub: assignedHub,
-            enrollment: enrollment.label, createdAt: previous?.createdAt ?? now, updatedAt: now,
+            enrollment: label, createdAt: previous?.createdAt ?? now, updatedAt: now,
             etag: Data("\"\(UUID().uuidString.lowercased())\"".utf8).base64EncodedString())
         try store.saveRegistration(registration)
         logger.info(
-            "registration \(registrationID) assigned to \(assignedHub) as device \(deviceID) (\(enrollment.label))"
+            "registration \(registrationID) assigned to \(assignedHub) as device \(deviceID) (\(label))"
         )
         return registration
     }

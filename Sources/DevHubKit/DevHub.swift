@@ -34,6 +34,10 @@ public struct DevHubConfiguration: Sendable {
     /// The control API listener (plain HTTP, loopback by default).
     public var httpHost = "127.0.0.1"
     public var httpPort = 8080
+    /// DPS over HTTPS (TPM attestation needs it; symmetric keys work too), with the same CA
+    /// and server certificate as the MQTT listener. Nil: no HTTPS listener. Port 0 picks one.
+    public var dpsHTTPSHost: String?
+    public var dpsHTTPSPort = 443
     /// The hub's host name: what DPS returns as `assignedHub` and devices put in their username
     /// and SAS resource. Defaults to the MQTT listen address, so clients need no DNS.
     public var hubName: String?
@@ -55,6 +59,8 @@ public final class DevHubServer: Sendable {
     /// The bound addresses (the real ports when 0 was asked for).
     public let mqttPort: Int
     public let httpPort: Int
+    /// The bound DPS HTTPS port, when that listener is on.
+    public let dpsHTTPSPort: Int?
     public let caPath: String
 
     private let group: MultiThreadedEventLoopGroup
@@ -62,6 +68,7 @@ public final class DevHubServer: Sendable {
     private let telemetry: TelemetryWriter
     private let mqttChannel: any Channel
     private let httpChannel: any Channel
+    private let dpsHTTPSChannel: (any Channel)?
     private let logger: Logger
 
     /// Opens the store, prepares certificates, binds both listeners and writes `devhub.json`.
@@ -75,7 +82,8 @@ public final class DevHubServer: Sendable {
         let hubName = configuration.effectiveHubName
         let certificates = try DevHubCertificates.prepare(
             in: configuration.dataDirectory,
-            names: [hubName, configuration.mqttHost, "localhost", "127.0.0.1", "::1"])
+            names: [hubName, configuration.mqttHost, "localhost", "127.0.0.1", "::1"]
+                + (configuration.dpsHTTPSHost.map { [$0] } ?? []))
         return try DevHubServer(
             configuration: configuration, store: store, certificates: certificates, logger: logger)
     }
@@ -134,11 +142,41 @@ public final class DevHubServer: Sendable {
         }
         mqttPort = mqttChannel.localAddress?.port ?? configuration.mqttPort
 
-        let info = JSONValue.object([
+        if let host = configuration.dpsHTTPSHost {
+            let endpoint = DPSHTTPS(dps: dps)
+            do {
+                let channel = try ServerBootstrap(group: group)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                            try channel.pipeline.syncOperations.addHandler(DPSHTTPSHandler(endpoint: endpoint))
+                        }
+                    }
+                    .bind(host: host, port: configuration.dpsHTTPSPort).wait()
+                dpsHTTPSChannel = channel
+                dpsHTTPSPort = channel.localAddress?.port ?? configuration.dpsHTTPSPort
+            } catch {
+                mqttChannel.close(promise: nil)
+                try? group.syncShutdownGracefully()
+                try? threadPool.syncShutdownGracefully()
+                throw DevHubError(
+                    .unavailable, "cannot listen for DPS HTTPS on \(host):\(configuration.dpsHTTPSPort): \(error)")
+            }
+        } else {
+            dpsHTTPSChannel = nil
+            dpsHTTPSPort = nil
+        }
+
+        var info = JSONValue.object([
             "hubName": .string(hubName), "idScope": .string(configuration.idScope),
             "mqtt": .object(["host": .string(configuration.mqttHost), "port": .int(mqttPort)]),
             "caFile": .string(certificates.caPath),
         ])
+        if let host = configuration.dpsHTTPSHost, let port = dpsHTTPSPort {
+            info.set("dpsHttps", .object(["host": .string(host), "port": .int(port)]))
+        }
         let api = ControlAPI(hub: hub, dps: dps, info: info)
         do {
             httpChannel = try ServerBootstrap(group: group)
@@ -153,6 +191,7 @@ public final class DevHubServer: Sendable {
                 .bind(host: configuration.httpHost, port: configuration.httpPort).wait()
         } catch {
             mqttChannel.close(promise: nil)
+            dpsHTTPSChannel?.close(promise: nil)
             try? group.syncShutdownGracefully()
             try? threadPool.syncShutdownGracefully()
             throw DevHubError(
@@ -169,8 +208,11 @@ public final class DevHubServer: Sendable {
         endpoints.set("pid", .int(Int(getpid())))
         try (endpoints.prettyDescription + "\n").write(
             toFile: configuration.dataDirectory + "/devhub.json", atomically: true, encoding: .utf8)
+        let https = dpsHTTPSPort.map { port in
+            ", DPS over HTTPS on https://\(Self.hostForURL(configuration.dpsHTTPSHost ?? "")):\(port)"
+        }
         logger.info(
-            "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
+            "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort)\(https ?? ""), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
         )
     }
 
@@ -198,6 +240,7 @@ public final class DevHubServer: Sendable {
     public func shutdown() {
         try? mqttChannel.close().wait()
         try? httpChannel.close().wait()
+        try? dpsHTTPSChannel?.close().wait()
         telemetry.drain()
         try? group.syncShutdownGracefully()
         try? threadPool.syncShutdownGracefully()

@@ -79,6 +79,13 @@ public final class DevHubStore: Sendable {
                       reported TEXT NOT NULL, reported_version INTEGER NOT NULL);
                     """)
         }
+        migrator.registerMigration("v2: enrollment provisioning status") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE individual_enrollment ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+                    ALTER TABLE individual_enrollment ADD COLUMN fault TEXT;
+                    """)
+        }
         return migrator
     }
 
@@ -157,12 +164,15 @@ public final class DevHubStore: Sendable {
                 sql: """
                     INSERT OR REPLACE INTO individual_enrollment
                       (registration_id, attestation, primary_key, secondary_key, endorsement_key,
-                       storage_root_key, device_id, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       storage_root_key, device_id, created_at, enabled, fault)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: StatementArguments(
                     [enrollment.registrationID] + Self.attestationColumns(enrollment.attestation)
-                        + [enrollment.deviceID, enrollment.createdAt.timeIntervalSince1970]))
+                        + [
+                            enrollment.deviceID, enrollment.createdAt.timeIntervalSince1970, enrollment.enabled,
+                            enrollment.fault?.rawValue,
+                        ]))
         }
     }
 
@@ -186,6 +196,7 @@ public final class DevHubStore: Sendable {
         guard let attestation = attestation(from: row) else { return nil }
         return IndividualEnrollment(
             registrationID: row["registration_id"], attestation: attestation, deviceID: row["device_id"],
+            enabled: row["enabled"], fault: (row["fault"] as String?).flatMap(EnrollmentFault.init(rawValue:)),
             createdAt: Date(timeIntervalSince1970: row["created_at"]))
     }
 

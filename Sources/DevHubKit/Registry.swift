@@ -50,17 +50,33 @@ public struct IndividualEnrollment: Sendable, Equatable {
     public var attestation: Attestation
     /// The hub device id to create; nil means the registration id.
     public var deviceID: String?
+    /// DPS's `provisioningStatus`: a disabled enrollment still attests, but its registration
+    /// ends `failed` (over HTTPS) or is refused (over MQTT).
+    public var enabled: Bool
+    /// A fault DevHub injects into this enrollment's HTTPS registrations, to test devices'
+    /// refusal and retry paths; nil in normal use.
+    public var fault: EnrollmentFault?
     public var createdAt: Date
 
     public init(
-        registrationID: String, attestation: Attestation, deviceID: String? = nil,
-        createdAt: Date = Date()
+        registrationID: String, attestation: Attestation, deviceID: String? = nil, enabled: Bool = true,
+        fault: EnrollmentFault? = nil, createdAt: Date = Date()
     ) {
         self.registrationID = registrationID
         self.attestation = attestation
         self.deviceID = deviceID
+        self.enabled = enabled
+        self.fault = fault
         self.createdAt = createdAt
     }
+}
+
+/// Faults DevHub can inject into DPS HTTPS registrations (test aids, never on by default).
+public enum EnrollmentFault: String, Sendable, CaseIterable {
+    /// Every `authenticationKey` sent has one bit flipped in its duplicate: the TPM refuses it.
+    case tamperAuthenticationKey = "tamper-authentication-key"
+    /// The first request of each registration is answered 429 with `Retry-After: 1`.
+    case throttle
 }
 
 /// A device identity in the hub's registry, with SAS keys.

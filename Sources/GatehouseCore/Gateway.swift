@@ -3,6 +3,7 @@ import GateRules
 import GatehouseAuth
 import GatehousePluginKit
 import GatehouseStore
+import GatehouseTPM
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -36,6 +37,9 @@ public final class Gateway: Service {
     let logger: Logger
     /// The live rule set (swapped atomically on reload), when `[gateway] rules_dir` is set.
     public let rules: PolicyHandle?
+    /// The gateway's own hub identity (DPS TPM attestation), when
+    /// `[provisioning] gateway_registration_id` is set.
+    let gatewayIdentitySigner: GatewayIdentitySigner?
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
@@ -48,12 +52,33 @@ public final class Gateway: Service {
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
-        let signer: any DeviceSigner
+        var signer: any DeviceSigner
+        // The process's one TPM context: the leaves' signer and the gateway's own identity share it.
+        var tpmContext: TPMContext?
+        let registersItself = config.provisioning?.gatewayRegistrationID != nil
         if let tcti = config.identity.tpm {
+            let context: TPMContext
             do {
-                signer = try TPMDeviceSigner(tcti: tcti, blobPath: config.identity.groupKeyBlob)
+                context = try TPMContext(tcti: tcti)
             } catch {
-                throw StartupError("\(config.sourcePath): [identity] tpm: \(error)", exitCode: StartupError.configExit)
+                throw StartupError(
+                    "\(config.sourcePath): [identity] tpm = \"\(tcti)\": the TPM is not reachable: \(error)",
+                    exitCode: StartupError.configExit)
+            }
+            tpmContext = context
+            if registersItself, !FileManager.default.fileExists(atPath: config.identity.groupKeyBlob) {
+                // The gateway's own identity only: leaf devices have no key to be signed with.
+                logger.notice(
+                    "no TPM-wrapped group key: only the gateway's own identity can reach the hub",
+                    metadata: ["group_key_blob": "\(config.identity.groupKeyBlob)"])
+                signer = NoSigner()
+            } else {
+                do {
+                    signer = try TPMDeviceSigner(context: context, blobPath: config.identity.groupKeyBlob)
+                } catch {
+                    throw StartupError(
+                        "\(config.sourcePath): [identity] tpm: \(error)", exitCode: StartupError.configExit)
+                }
             }
         } else if let keyFile = config.identity.groupKeyFile {
             do {
@@ -65,9 +90,17 @@ public final class Gateway: Service {
         } else {
             signer = NoSigner()
         }
+        if registersItself, let tpmContext {
+            let own = GatewayIdentitySigner(context: tpmContext, leaves: signer)
+            gatewayIdentitySigner = own
+            signer = own
+        } else {
+            gatewayIdentitySigner = nil
+        }
         do {
             relay = try Relay(
-                store: store, policy: config.outbox, signer: signer, logger: logger, provisioning: config.provisioning)
+                store: store, policy: config.outbox, signer: signer, logger: logger,
+                provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil })
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
@@ -189,7 +222,7 @@ public final class Gateway: Service {
         do {
             // The upstream side first, so that the first message ingested can leave at once.
             try hub.start()
-            try relay.start(upstream: hub)
+            try relay.start(upstream: hub, ownIdentity: gatewayIdentitySigner?.deviceID)
             try site.start()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])

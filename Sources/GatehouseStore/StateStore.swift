@@ -139,6 +139,21 @@ public final class StateStore: Sendable {
                     ALTER TABLE device ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
                     """)
         }
+        migrator.registerMigration("v5-gateway-identity") { db in
+            // The gateway's own DPS assignment (TPM attestation); its key stays in the TPM.
+            try db.execute(
+                sql: """
+                    CREATE TABLE gateway_identity (
+                      id INTEGER PRIMARY KEY CHECK (id = 1),
+                      registration_id TEXT NOT NULL,
+                      id_scope TEXT NOT NULL,
+                      device_id TEXT NOT NULL,
+                      assigned_hub TEXT NOT NULL,
+                      attestation TEXT NOT NULL,
+                      registered_ms INTEGER NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

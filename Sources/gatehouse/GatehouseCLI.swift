@@ -48,15 +48,19 @@ struct Status: ParsableCommand {
         let store = try ConfigOption.openState(config)
         let status = try store.readStatus()
         let devices = try store.devices()
+        let gatewayIdentity = try store.gatewayIdentity()
         if json {
             struct Report: Codable {
                 var daemon: DaemonStatus?
                 var running: Bool
+                var gatewayIdentity: GatewayIdentityRecord?
                 var devices: [DeviceRecord]
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let report = Report(daemon: status, running: status.map(Self.isRunning) ?? false, devices: devices)
+            let report = Report(
+                daemon: status, running: status.map(Self.isRunning) ?? false, gatewayIdentity: gatewayIdentity,
+                devices: devices)
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
@@ -72,6 +76,12 @@ struct Status: ParsableCommand {
         print(
             "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused"
         )
+        if let identity = gatewayIdentity {
+            let link = devices.first { $0.id == identity.deviceID }?.linkState ?? "-"
+            print(
+                "gateway identity: device \(identity.deviceID) on \(identity.assignedHub) (DPS registration \(identity.registrationID), \(identity.attestation.uppercased()) attestation, since \(Self.format(identity.registeredMS))), link \(link)"
+            )
+        }
         print("")
         let header = ["DEVICE", "DPS", "LINK", "SINCE", "IN", "OUT", "REASON"]
         var rows = [header]

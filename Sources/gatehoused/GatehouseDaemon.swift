@@ -51,6 +51,13 @@ struct GatehouseDaemon: AsyncParsableCommand {
             print("gatehoused: \(config) checks; plugins load")
             return
         }
+        do {
+            try await gateway.provisionOwnIdentity()
+        } catch {
+            logger.critical("cannot establish the gateway's own identity", metadata: ["error": "\(error)"])
+            printError("gatehoused: \(error)")
+            throw ExitCode(error.exitCode)
+        }
         // Give freed heap back to the kernel now and then (TLS handshakes of many identities
         // leave megabytes of free but resident heap behind).
         let trimmer = Task.detached(priority: .background) {

@@ -120,6 +120,18 @@ struct ConfigTests {
             ("[gateway]\nlog_level = \"loud\"\n", 2, "[gateway] log_level", "must be one of"),
             ("[identity]\nsas_ttl = \"5s\"\n", 2, "[identity] sas_ttl", "between 1m and 365d"),
             ("[gatway]\nx = 1\n", 1, "gatway", "did you mean `gateway`?"),
+            (
+                "[provisioning]\nid_scope = \"0ne1\"\ngateway_registration_id = \"gw-1\"\n", 3,
+                "[provisioning] gateway_registration_id", "needs [identity] tpm"
+            ),
+            (
+                "[identity]\ntpm = \"swtpm:path=/s\"\n[provisioning]\nid_scope = \"0ne1\"\ngateway_registration_id = \"gw/1\"\n",
+                5, "[provisioning] gateway_registration_id", "1–128 letters"
+            ),
+            (
+                "[identity]\ntpm = \"x\"\n[provisioning]\nid_scope = \"0ne1\"\ngateway_registration_id = \"g\"\ngateway_attestation = \"x509\"\n",
+                6, "[provisioning] gateway_attestation", "only \"tpm\""
+            ),
         ])
     func refused(prefix: String, line: Int, key: String, fragment: String) {
         let text = prefix + Self.minimal
@@ -131,6 +143,32 @@ struct ConfigTests {
             return error.line == line && error.key == key && rendered.contains(fragment)
                 && rendered.hasPrefix("/etc/gatehouse/gatehouse.toml:\(line): \(key): ")
         }
+    }
+
+    @Test("the gateway's own identity: registration id, HTTPS port, leaf registration off without allow")
+    func gatewayIdentity() throws {
+        let config = try GatewayConfig.parse(
+            """
+            [identity]
+            tpm = "device:/dev/tpmrm0"
+            [provisioning]
+            id_scope = "0ne00ABC"
+            endpoint = "dps.example"
+            https_port = 8443
+            gateway_registration_id = "gw-site-a"
+            gateway_attestation = "tpm"
+            \(Self.minimal)
+            """, path: "g.toml")
+        let provisioning = try #require(config.provisioning)
+        #expect(provisioning.gatewayRegistrationID == "gw-site-a")
+        #expect(provisioning.httpsPort == 8443)
+        #expect(provisioning.registersLeaves == false)
+        #expect(provisioning.port == 8883)
+        let leaves = try GatewayConfig.parse(
+            "[provisioning]\nid_scope = \"0ne1\"\nallow = [\"*\"]\n" + Self.minimal, path: "g.toml")
+        #expect(leaves.provisioning?.registersLeaves == true)
+        #expect(leaves.provisioning?.gatewayRegistrationID == nil)
+        #expect(leaves.provisioning?.httpsPort == 443)
     }
 
     @Test("a TOML syntax error names its line")

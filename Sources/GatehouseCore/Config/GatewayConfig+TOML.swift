@@ -55,6 +55,13 @@ private struct ConfigReader {
                     "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin"
             )
         }
+        let identity = try identity()
+        let provisioning = try provisioning()
+        if provisioning?.gatewayRegistrationID != nil, identity.tpm == nil {
+            throw error(
+                "provisioning", "gateway_registration_id",
+                "needs [identity] tpm: the gateway's own identity is attested by, and its key kept in, the TPM")
+        }
         let site = try transport("site")
         var firewall: GatewayConfig.TransportSection?
         if try table("firewall") != nil {
@@ -63,7 +70,7 @@ private struct ConfigReader {
             firewall = section
         }
         return GatewayConfig(
-            gateway: try gateway(), outbox: try outbox(), identity: try identity(), provisioning: try provisioning(),
+            gateway: try gateway(), outbox: try outbox(), identity: identity, provisioning: provisioning,
             auth: try auth(), site: site, hub: try transport("hub"), firewall: firewall, sourcePath: path)
     }
 
@@ -187,11 +194,31 @@ private struct ConfigReader {
 
     func provisioning() throws(ConfigError) -> GatewayConfig.Provisioning? {
         guard let table = try table("provisioning") else { return nil }
-        try checkKeys(table, "provisioning", ["id_scope", "endpoint", "port", "ca_file", "allow", "concurrency"])
+        try checkKeys(
+            table, "provisioning",
+            [
+                "id_scope", "endpoint", "port", "ca_file", "allow", "concurrency", "https_port",
+                "gateway_registration_id", "gateway_attestation",
+            ])
         guard let scope = try string(table, "provisioning", "id_scope"), !scope.isEmpty else {
             throw error("provisioning", "id_scope", "missing: the DPS ID scope, e.g. \"0ne00ABC123\"")
         }
-        guard let list = table["allow"]?.array else {
+        let gatewayRegistrationID = try string(table, "provisioning", "gateway_registration_id")
+        if let id = gatewayRegistrationID, !GatewayConfig.Provisioning.isValidRegistrationID(id) {
+            throw error(
+                "provisioning", "gateway_registration_id",
+                "must be 1–128 letters, digits or -._: ending in a letter, digit or -")
+        }
+        if let attestation = try string(table, "provisioning", "gateway_attestation"), attestation != "tpm" {
+            throw error("provisioning", "gateway_attestation", "only \"tpm\" is supported, not \"\(attestation)\"")
+        }
+        // Leaf registration is on when `allow` is given; the gateway's own identity alone needs none.
+        let list: TOMLArray
+        if let given = table["allow"]?.array {
+            list = given
+        } else if gatewayRegistrationID != nil {
+            list = TOMLArray()
+        } else {
             throw error(
                 "provisioning", "allow",
                 "missing: a list of device-id patterns gatehouse may register, e.g. [\"pump-*\"] (\"*\" for all)")
@@ -204,6 +231,14 @@ private struct ConfigReader {
             allow.append(pattern)
         }
         var result = GatewayConfig.Provisioning(idScope: scope, allow: allow)
+        result.registersLeaves = table["allow"] != nil
+        result.gatewayRegistrationID = gatewayRegistrationID
+        if let value = table["https_port"] {
+            guard let port = value.int, (1...65535).contains(port) else {
+                throw error("provisioning", "https_port", "must be a port number")
+            }
+            result.httpsPort = port
+        }
         if let endpoint = try string(table, "provisioning", "endpoint") { result.endpoint = endpoint }
         result.caFile = try string(table, "provisioning", "ca_file")
         if let value = table["port"] {

@@ -95,6 +95,21 @@ public struct GatewayConfig: Sendable {
         public var allow: [String]
         /// Registrations running at once.
         public var concurrency: Int = 4
+        /// Whether leaf devices are registered (an `allow` list was given).
+        public var registersLeaves = true
+        /// DPS's HTTPS port, for the gateway's own TPM attestation (TPM needs HTTPS).
+        public var httpsPort: Int = 443
+        /// The gateway's own DPS registration id: with it, gatehoused registers itself at start
+        /// by TPM attestation (`[identity] tpm`) and opens its own hub identity, signed in the TPM.
+        public var gatewayRegistrationID: String?
+
+        /// DPS registration ids: 1–128 of letters, digits, `-._:`, ending in a letter, digit or `-`.
+        static func isValidRegistrationID(_ id: String) -> Bool {
+            guard (1...128).contains(id.utf8.count), let last = id.last else { return false }
+            let allowed = Set("-._:")
+            return id.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || allowed.contains($0) }
+                && ((last.isASCII && (last.isLetter || last.isNumber)) || last == "-")
+        }
     }
 
     /// A transport plugin instance: the plugin's name and its own keys, handed to it as JSON.

@@ -102,6 +102,19 @@ public struct NoSigner: DeviceSigner {
 public final class TPMDeviceSigner: DeviceSigner {
     let signer: TPMSigner
 
+    /// Uses the process's TPM context and reads the wrapped group key at `blobPath`.
+    public init(context: TPMContext, blobPath: String) throws(SignerError) {
+        guard let data = FileManager.default.contents(atPath: blobPath) else {
+            throw SignerError(
+                "no TPM-wrapped group key at \(blobPath); import one with `gatehouse tpm import-group-key`")
+        }
+        do {
+            signer = TPMSigner(context: context, groupKey: try WrappedKey(serialized: data))
+        } catch {
+            throw SignerError("TPM \(context.tcti): \(error)")
+        }
+    }
+
     /// Opens the TPM at `tcti` and reads the wrapped group key at `blobPath`.
     public init(tcti: String, blobPath: String) throws(SignerError) {
         guard let data = FileManager.default.contents(atPath: blobPath) else {

@@ -125,14 +125,18 @@ public final class Relay: PluginHostDelegate {
 
     // MARK: - Lifecycle
 
-    /// Starts the dispatcher and opens the upstream identity of every known device.
-    public func start(upstream: PluginInstance) throws(StoreError) {
+    /// Starts the dispatcher and opens the upstream identity of every known device; the
+    /// gateway's own identity (`ownIdentity`, already registered) is opened first and directly.
+    public func start(upstream: PluginInstance, ownIdentity: String? = nil) throws(StoreError) {
         upstreamSlot.withLock { $0 = upstream }
         try store.resetLinkStates(atMS: Self.nowMS())
         running.store(true, ordering: .sequentiallyConsistent)
         let thread = Thread { [self] in dispatcherLoop() }
         thread.name = "gatehouse.relay"
         thread.start()
+        if let ownIdentity, lanes.withLock({ $0.opened.insert(ownIdentity).inserted }) {
+            openIdentity(ownIdentity)
+        }
         for device in try store.devices() { openIdentityIfNeeded(device.id) }
         requestWake()
     }
