@@ -64,6 +64,8 @@ let package = Package(
         ),
         // The DPS client: registers leaf devices on their behalf (keys from the caller's signer).
         .target(name: "GatehouseProvisioning", dependencies: ["CMosquitto"]),
+        // Site-broker credentials: mosquitto's dynamic security plugin over MQTT, the ACL plan.
+        .target(name: "GatehouseSiteBroker", dependencies: ["CMosquitto"]),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -86,6 +88,7 @@ let package = Package(
                 "GatehouseStore",
                 "GatehouseTPM",
                 "GatehouseProvisioning",
+                "GatehouseSiteBroker",
                 "GateRules",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -114,6 +117,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GatehouseSiteBroker",
                 "GateRules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -168,14 +172,14 @@ let package = Package(
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseTestSupport",
+                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "GatehouseIntegrationTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehouseTestSupport",
+                "GatehouseCore", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: []

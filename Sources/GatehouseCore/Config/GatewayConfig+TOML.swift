@@ -44,7 +44,7 @@ private struct ConfigReader {
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
-        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "site", "hub"]
+        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "site_broker", "site", "hub"]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
         }
@@ -55,9 +55,10 @@ private struct ConfigReader {
                     "missing section; it names the \(required == "site" ? "site-broker (downstream)" : "hub (upstream)") transport plugin"
             )
         }
+        let siteBroker = try siteBroker()
         return GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), identity: try identity(), provisioning: try provisioning(),
-            site: try transport("site"), hub: try transport("hub"), sourcePath: path)
+            siteBroker: siteBroker, site: try transport("site"), hub: try transport("hub"), sourcePath: path)
     }
 
     func table(_ name: String) throws(ConfigError) -> TOMLTable? {
@@ -176,6 +177,55 @@ private struct ConfigReader {
                 throw error("provisioning", "concurrency", "must be a whole number from 1 to 64")
             }
             result.concurrency = count
+        }
+        return result
+    }
+
+    func siteBroker() throws(ConfigError) -> GatewayConfig.SiteBroker? {
+        guard let table = try table("site_broker") else { return nil }
+        try checkKeys(
+            table, "site_broker",
+            ["host", "port", "ca_file", "admin_username", "admin_password_file", "telemetry_topics", "command_topics"])
+        guard let admin = try string(table, "site_broker", "admin_username"), !admin.isEmpty else {
+            throw error(
+                "site_broker", "admin_username", "missing: the dynsec admin client (mosquitto_ctrl dynsec init FILE NAME)")
+        }
+        guard let passwordFile = try string(table, "site_broker", "admin_password_file"), !passwordFile.isEmpty else {
+            throw error(
+                "site_broker", "admin_password_file", "missing: a file holding the admin's password (mode 0600)")
+        }
+        var result = GatewayConfig.SiteBroker(adminUsername: admin, adminPasswordFile: passwordFile)
+        // The mqtt site transport's own keys are the defaults: one broker, one set of topics.
+        if let site = root["site"]?.table, site["plugin"]?.string == "mqtt" {
+            if let host = site["host"]?.string { result.host = host }
+            if let port = site["port"]?.int { result.port = port }
+            if let topics = site["topics"]?.array {
+                result.telemetryTopics = (0..<topics.count).compactMap { topics[$0].string }
+            }
+            if let username = site["username"]?.string { result.gatewayUsername = username }
+            if let clientID = site["client_id"]?.string { result.gatewayClientID = clientID }
+            result.gatewayPasswordFile = site["password_file"]?.string
+        }
+        if let host = try string(table, "site_broker", "host") { result.host = host }
+        if let value = table["port"] {
+            guard let port = value.int, (1...65535).contains(port) else {
+                throw error("site_broker", "port", "must be a port number")
+            }
+            result.port = port
+        }
+        result.caFile = try string(table, "site_broker", "ca_file")
+        for key in ["telemetry_topics", "command_topics"] {
+            guard let value = table[key] else { continue }
+            guard let list = value.array, list.count > 0,
+                case let topics = (0..<list.count).compactMap({ list[$0].string }), topics.count == list.count
+            else {
+                throw error("site_broker", key, "must be a non-empty list of topic filters")
+            }
+            for topic in topics where topic.split(separator: "/", omittingEmptySubsequences: false).filter({ $0 == "+" }).count != 1 {
+                throw error(
+                    "site_broker", key, "`\(topic)` must have exactly one `+` level, for the device id")
+            }
+            if key == "telemetry_topics" { result.telemetryTopics = topics } else { result.commandTopics = topics }
         }
         return result
     }

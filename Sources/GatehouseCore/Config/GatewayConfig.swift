@@ -9,6 +9,9 @@ public struct GatewayConfig: Sendable {
     /// DPS registration on the devices' behalf (section `[provisioning]`); nil: devices must
     /// already exist on the hub.
     public var provisioning: Provisioning?
+    /// The site broker's dynamic security plugin, managed by `gatehouse site init` and
+    /// `gatehouse devices` (section `[site_broker]`); nil: gatehouse does not manage it.
+    public var siteBroker: SiteBroker?
     /// The site-side transport that reads leaf devices' telemetry (section `[site]`).
     public var site: TransportSection
     /// The hub-side transport (section `[hub]`).
@@ -50,6 +53,28 @@ public struct GatewayConfig: Sendable {
         public var allow: [String]
         /// Registrations running at once.
         public var concurrency: Int = 4
+    }
+
+    /// How the CLI reaches the site broker as its dynsec admin, and the topics of the ACLs it
+    /// writes. Where the site transport is the `mqtt` plugin, host, port, topics and the
+    /// gateway's client (username, client id, password file) default to its `[site]` keys.
+    public struct SiteBroker: Sendable {
+        public var host: String = "127.0.0.1"
+        public var port: Int = 1883
+        /// Connect with TLS, trusting this CA; nil: plain MQTT (the broker's loopback listener).
+        public var caFile: String?
+        public var adminUsername: String
+        /// Holds the admin's password; readable by the daemon's user only.
+        public var adminPasswordFile: String
+        /// Device → gateway; a `+` level is the device id (default: `[site] topics`).
+        public var telemetryTopics: [String] = ["devices/+/messages/events/#"]
+        /// Gateway → device.
+        public var commandTopics: [String] = ["devices/+/commands/#", "devices/+/methods/#"]
+        /// The gateway's own client on the site broker (`[site] username`, `client_id`,
+        /// `password_file`).
+        public var gatewayUsername: String = "gatehouse"
+        public var gatewayClientID: String = "gatehouse"
+        public var gatewayPasswordFile: String?
     }
 
     /// A transport plugin instance: the plugin's name and its own keys, handed to it as JSON.

@@ -29,6 +29,9 @@ public final class Relay: PluginHostDelegate {
     let signer: any DeviceSigner
     /// Registers devices with DPS before their identity is opened, when configured.
     let provisioner: Provisioner?
+    /// Devices removed with `gatehouse devices remove` (the registry's `removed_ms`): never
+    /// relayed, no hub identity, no signature.
+    let revoked: Revocations
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
     private let counters = Counters()
@@ -102,8 +105,10 @@ public final class Relay: PluginHostDelegate {
     ) throws(StoreError) {
         self.store = store
         self.signer = signer
+        let revoked = Revocations(try store.removedDeviceIDs())
+        self.revoked = revoked
         provisioner = try provisioning.map { settings throws(StoreError) in
-            try Provisioner(settings: settings, signer: signer, store: store, logger: logger)
+            try Provisioner(settings: settings, signer: signer, store: store, logger: logger, revoked: revoked)
         }
         self.logger = logger
         self.memoryCap = memoryCap
@@ -131,8 +136,55 @@ public final class Relay: PluginHostDelegate {
         let thread = Thread { [self] in dispatcherLoop() }
         thread.name = "gatehouse.relay"
         thread.start()
-        for device in try store.devices() { openIdentityIfNeeded(device.id) }
+        for device in revoked.all { dropRemoved(device) }
+        for device in try store.devices() where !device.isRemoved { openIdentityIfNeeded(device.id) }
         requestWake()
+    }
+
+    /// Re-reads which devices are removed (`gatehouse devices remove` changes the registry and
+    /// sends SIGHUP). A newly removed device's identity is closed, its derived key forgotten and
+    /// its waiting telemetry dropped; a device added again is relayed again from its next message.
+    public func applyRegistry() {
+        let now: Set<String>
+        do {
+            now = try store.removedDeviceIDs()
+        } catch {
+            logger.error("cannot read the removed devices from the registry", metadata: ["error": "\(error)"])
+            return
+        }
+        let (removed, restored) = revoked.replace(with: now)
+        for device in removed.sorted() { dropRemoved(device) }
+        for device in restored.sorted() {
+            logger.info("device added again; relayed from its next message", metadata: ["device": "\(device)"])
+        }
+    }
+
+    /// Everything the daemon holds for a removed device goes: lane, hub identity, key, outbox rows.
+    private func dropRemoved(_ deviceID: String) {
+        lanes.withLock { lanes in
+            lanes.opened.remove(deviceID)
+            lanes.ready.remove(deviceID)
+            guard let lane = lanes.byDevice.removeValue(forKey: deviceID) else { return }
+            for record in lane.inflight { lanes.inflightDevice.removeValue(forKey: record.seq) }
+            lanes.memoryBytes -= (lane.queue.reduce(0) { $0 + $1.payload.count }
+                + lane.inflight.reduce(0) { $0 + $1.payload.count })
+        }
+        provisioner?.forget(deviceID)
+        signer.forget(deviceID: deviceID)
+        if let upstream = upstreamSlot.withLock({ $0 }) { _ = upstream.closeIdentity(deviceID) }
+        var dropped = 0
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                let records = try store.dropOutbox(ofDevice: deviceID, keep: [])
+                dropped = records.count
+                forget(records, in: &book, reason: "dropped the waiting telemetry of a removed device")
+            }
+        } catch {
+            logger.error("cannot drop a removed device's outbox messages", metadata: ["error": "\(error)"])
+        }
+        logger.notice(
+            "device removed: hub identity closed, derived key forgotten, not relayed any more",
+            metadata: ["device": "\(deviceID)", "dropped": "\(dropped)"])
     }
 
     /// Waits up to `timeout` for in-flight messages to be acknowledged, then stops the
@@ -171,6 +223,22 @@ public final class Relay: PluginHostDelegate {
     public func ingest(_ messages: [PluginMessage], from plugin: String) -> PluginStatus {
         guard running.load(ordering: .relaxed) else { return .stopped }
         let now = Self.nowMS()
+        var messages = messages
+        if !revoked.isEmpty {
+            // Acknowledged and dropped: a removed device's telemetry is not relayed.
+            let refused = messages.filter { revoked.contains($0.deviceID) }
+            if !refused.isEmpty {
+                messages.removeAll { revoked.contains($0.deviceID) }
+                counters.dropped.add(refused.count, ordering: .relaxed)
+                logger.warning(
+                    "dropped telemetry of a removed device",
+                    metadata: [
+                        "devices": "\(Set(refused.map(\.deviceID)).sorted().joined(separator: ","))",
+                        "dropped": "\(refused.count)",
+                    ])
+                if messages.isEmpty { return .ok }
+            }
+        }
         var records = messages.map { message in
             OutboxRecord(
                 deviceID: message.deviceID, properties: PropertyBag.encode(message.properties),
@@ -296,6 +364,10 @@ public final class Relay: PluginHostDelegate {
     }
 
     public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
+        if revoked.contains(deviceID) {
+            logger.info("upstream link of a removed device changed", metadata: ["device": "\(deviceID)", "state": "\(state)"])
+            return
+        }
         lanes.withLock { lanes in
             let lane = lanes.lane(deviceID)
             lane.linkUp = state == .up
@@ -314,6 +386,10 @@ public final class Relay: PluginHostDelegate {
     }
 
     public func signSAS(deviceID: String, resource: String, expiry: Int64) -> Result<String, PluginStatusError> {
+        guard !revoked.contains(deviceID) else {
+            logger.warning("refused to sign for a removed device", metadata: ["device": "\(deviceID)"])
+            return .failure(PluginStatusError(.refused))
+        }
         do {
             return .success(try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry))
         } catch {
@@ -361,6 +437,7 @@ public final class Relay: PluginHostDelegate {
     }
 
     private func openIdentityIfNeeded(_ deviceID: String) {
+        guard !revoked.contains(deviceID) else { return }
         let isNew = lanes.withLock { $0.opened.insert(deviceID).inserted }
         guard isNew else { return }
         if let provisioner {
@@ -372,7 +449,7 @@ public final class Relay: PluginHostDelegate {
     }
 
     private func openIdentity(_ deviceID: String) {
-        guard let upstream = upstreamSlot.withLock({ $0 }) else { return }
+        guard !revoked.contains(deviceID), let upstream = upstreamSlot.withLock({ $0 }) else { return }
         let status = upstream.openIdentity(deviceID)
         if status != .ok {
             logger.error(
@@ -548,6 +625,25 @@ public final class Relay: PluginHostDelegate {
 
     static func nowMS() -> Int64 {
         Int64(Date().timeIntervalSince1970 * 1000)
+    }
+}
+
+/// The set of removed devices, shared by the relay and the provisioner.
+final class Revocations: Sendable {
+    private let ids: Mutex<Set<String>>
+
+    init(_ ids: Set<String>) { self.ids = Mutex(ids) }
+
+    func contains(_ deviceID: String) -> Bool { ids.withLock { $0.contains(deviceID) } }
+    var isEmpty: Bool { ids.withLock { $0.isEmpty } }
+    var all: Set<String> { ids.withLock { $0 } }
+
+    /// Swaps in the registry's set; returns the newly removed and the restored ids.
+    func replace(with fresh: Set<String>) -> (removed: Set<String>, restored: Set<String>) {
+        ids.withLock { current in
+            defer { current = fresh }
+            return (fresh.subtracting(current), current.subtracting(fresh))
+        }
     }
 }
 
