@@ -8,7 +8,7 @@ import Synchronization
 
 /// Where the site broker is, and the CA to check its certificate with (nil: plain MQTT, as on
 /// the gateway's own loopback listener).
-public struct BrokerEndpoint: Sendable, Equatable {
+public struct BrokerEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     public var caFile: String?

@@ -82,9 +82,13 @@ extension StateStore {
     }
 
     /// Records that the device's site-broker credential was created; a removed device with the
-    /// same id becomes active again (and is provisioned anew).
-    public func recordSiteCredential(deviceID: String, atMS: Int64) throws(StoreError) {
+    /// same id becomes active again (and is provisioned anew). Returns true in that case.
+    @discardableResult
+    public func recordSiteCredential(deviceID: String, atMS: Int64) throws(StoreError) -> Bool {
         try write("record the site credential of \(deviceID)") { db in
+            let wasRemoved =
+                try Bool.fetchOne(
+                    db, sql: "SELECT removed_ms IS NOT NULL FROM device WHERE id = ?", arguments: [deviceID]) ?? false
             try db.execute(
                 sql: """
                     INSERT INTO device (id, first_seen_ms, last_seen_ms, site_credential_ms) VALUES (?, ?, ?, ?)
@@ -93,6 +97,7 @@ extension StateStore {
                         provisioning = CASE WHEN removed_ms IS NULL THEN provisioning ELSE '' END,
                         assigned_hub = CASE WHEN removed_ms IS NULL THEN assigned_hub ELSE '' END
                     """, arguments: [deviceID, atMS, atMS, atMS])
+            return wasRemoved
         }
     }
 

@@ -91,17 +91,19 @@ extension ConfigOption {
 }
 
 /// Asks a running gatehoused to re-read the registry (SIGHUP); returns what to tell the user.
-func notifyDaemon(_ config: GatewayConfig, about deviceID: String) -> String {
+func notifyDaemon(_ config: GatewayConfig, about deviceID: String, added: Bool = false) -> String {
+    let change = added ? "relay \(deviceID) again" : "drop \(deviceID)"
     guard let status = try? StateStore(readingFrom: config.gateway.stateDB).readStatus(),
         Status.isRunning(status)
     else {
-        return "gatehoused is not running; it drops \(deviceID) when it starts"
+        return "gatehoused is not running; it will \(change) when it starts"
     }
     guard kill(status.pid, SIGHUP) == 0 else {
         return "could not signal gatehoused (pid \(status.pid)): \(String(cString: strerror(errno))); "
-            + "`gatehouse rules reload` or a restart makes it drop \(deviceID)"
+            + "send it SIGHUP or restart it to \(change)"
     }
-    return "asked gatehoused (pid \(status.pid)) to drop it: its log says \"device removed\""
+    let logLine = added ? "device added again" : "device removed"
+    return "asked gatehoused (pid \(status.pid)) to \(change): its log says \"\(logLine)\""
 }
 
 extension Devices {
@@ -153,7 +155,11 @@ extension Devices {
             }
             do {
                 let store = try ConfigOption.openStateForWriting(config, command: "devices add")
-                try store.recordSiteCredential(deviceID: id, atMS: Int64(Date().timeIntervalSince1970 * 1000))
+                let wasRemoved = try store.recordSiteCredential(
+                    deviceID: id, atMS: Int64(Date().timeIntervalSince1970 * 1000))
+                if wasRemoved {
+                    print("\(id) was removed before; \(notifyDaemon(config, about: id, added: true))")
+                }
             } catch let exit as ExitCode {
                 throw exit
             } catch {

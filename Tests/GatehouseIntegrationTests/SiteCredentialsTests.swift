@@ -174,6 +174,7 @@ struct SiteCredentialsTests {
         #expect(telemetry.stdout.contains("devices/dev-a/messages/events/ a-own"))
         #expect(telemetry.stdout.contains("devices/dev-b/messages/events/k=v b-own"))
         #expect(!telemetry.stdout.contains("a-as-b"), "dev-a published as dev-b")
+        #expect(rig.site.log.contains("Denied PUBLISH from dev-a"), "the broker did not log the refusal")
 
         // Down: dev-a asks for its own, dev-b's and everyone's commands; only its own are granted.
         let deviceA = try rig.subscribe(
@@ -226,8 +227,12 @@ struct SiteCredentialsTests {
         let (status, output) = try rig.cli(["devices", "remove", "dev-a"])
         #expect(status == 0, "\(output)")
         #expect(output.contains("deleted the site-broker credential of dev-a"))
-        #expect(output.contains("asked gatehoused (pid \(gateway.pid))"), "\(output)")
+        #expect(output.contains("asked gatehoused (pid \(gateway.pid)) to drop dev-a"), "\(output)")
         #expect(waitUntil(timeout: .seconds(10)) { gateway.stderr.contains("device removed") }, "\(gateway.stderr)")
+        // Its hub identity is closed: the hub sees dev-a's connection end.
+        #expect(
+            waitUntil(timeout: .seconds(10)) { rig.hub.log.contains("Client dev-a disconnected") },
+            "\(rig.hub.log.split(separator: "\n").filter { $0.contains("dev-a") }.suffix(5))")
 
         // The broker refuses dev-a now.
         let (login, loginOutput) = try rig.publish(
@@ -244,7 +249,7 @@ struct SiteCredentialsTests {
         // Telemetry on dev-a's topic (from a client allowed to publish anywhere under devices/)
         // reaches gatehoused but is not relayed; dev-b's still is.
         for arguments in [
-            ["createRole", "injector"], ["addRoleACL", "injector", "publishClientSend", "devices/#", "0"],
+            ["createRole", "injector"], ["addRoleACL", "injector", "publishClientSend", "devices/#", "allow"],
             ["createClient", "injector", "-p", "injector-pw"], ["addClientRole", "injector", "injector"],
         ] {
             let (code, text) = try Subprocess.run(
@@ -268,8 +273,6 @@ struct SiteCredentialsTests {
         // Added again: a new password, and the device is relayed again.
         let passwordA2 = try rig.addDevice("dev-a")
         #expect(passwordA2 != passwordA)
-        #expect(waitUntil(timeout: .seconds(5)) { true })
-        gateway.signal(SIGHUP)
         #expect(waitUntil(timeout: .seconds(10)) { gateway.stderr.contains("device added again") })
         let again = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir, name: "hub-again")
         try rig.publish(as: "dev-a", password: passwordA2, topic: "devices/dev-a/messages/events/", "a3")
@@ -345,6 +348,8 @@ struct SiteCredentialsTests {
         #expect(list == 0 && listOutput.contains("site credentials unknown"), "\(listOutput)")
         let (table, tableOutput) = try rig.cli(["devices"])
         #expect(table == 0, "\(tableOutput)")
-        #expect(tableOutput.contains("DEVICE") && tableOutput.contains("dev-a  yes  pending"), "\(tableOutput)")
+        let row = tableOutput.split(separator: "\n").first { $0.hasPrefix("dev-a ") }?.split(separator: " ")
+        #expect(tableOutput.contains("DEVICE  SITE CREDENTIAL  DPS"), "\(tableOutput)")
+        #expect(row == ["dev-a", "yes", "pending", "-", "down"], "\(tableOutput)")
     }
 }
