@@ -341,11 +341,12 @@ public final class Relay: PluginHostDelegate {
 
     public func delivered(token: UInt64, status: PluginStatus) {
         let seq = Int64(bitPattern: token)
-        lanes.withLock { lanes in
+        // Unknown tokens (a removed device's late acknowledgements) change nothing.
+        let known = lanes.withLock { lanes in
             guard let device = lanes.inflightDevice.removeValue(forKey: seq),
                 let lane = lanes.byDevice[device],
                 let index = lane.inflight.firstIndex(where: { $0.seq == seq })
-            else { return }
+            else { return false }
             let record = lane.inflight.remove(at: index)
             if status == .ok {
                 lanes.acknowledged.append(seq)
@@ -358,8 +359,9 @@ public final class Relay: PluginHostDelegate {
                 lane.queue.insert(record, at: position)
             }
             lanes.ready.insert(device)
+            return true
         }
-        if status == .ok { counters.delivered.add(1, ordering: .relaxed) }
+        if known, status == .ok { counters.delivered.add(1, ordering: .relaxed) }
         requestWake()
     }
 
