@@ -103,7 +103,9 @@ public enum DeviceIdentifier {
             return "a device id has at most \(maxLength) characters (this one has \(id.utf8.count))"
         }
         if let bad = id.unicodeScalars.first(where: { !allowed($0) }) {
-            let shown = bad.isASCII && bad.value >= 0x21 && bad.value < 0x7f ? "`\(bad)`" : "U+\(String(bad.value, radix: 16, uppercase: true))"
+            let shown =
+                bad.isASCII && bad.value >= 0x21 && bad.value < 0x7f
+                ? "`\(bad)`" : "U+\(String(bad.value, radix: 16, uppercase: true))"
             return "a device id may hold only letters, digits and - . _ : (found \(shown))"
         }
         return nil

@@ -149,7 +149,9 @@ extension Devices {
                 print("created the site-broker credential of \(id) on \(settings.host):\(settings.port)")
                 print("  username and client id: \(id)")
                 print("  password: \(password)")
-                print("  (shown once: gatehouse keeps no copy and the broker only a salted hash — give it to the device now)")
+                print(
+                    "  (shown once: gatehouse keeps no copy and the broker only a salted hash — give it to the device now)"
+                )
                 print("  may publish to:   \(publish.joined(separator: ", "))")
                 print("  may subscribe to: \(subscribe.joined(separator: ", "))")
             }
@@ -288,7 +290,8 @@ extension Devices {
             var table = [header]
             for row in rows {
                 let credential = row.siteCredential.map { $0 ? "yes" : "no" } ?? "?"
-                let dps = row.provisioningReason.isEmpty ? row.provisioning : "\(row.provisioning): \(row.provisioningReason)"
+                let dps =
+                    row.provisioningReason.isEmpty ? row.provisioning : "\(row.provisioning): \(row.provisioningReason)"
                 table.append([
                     row.id, credential, dps, row.assignedHub.isEmpty ? "-" : row.assignedHub, row.link,
                     row.linkReason,
@@ -364,7 +367,9 @@ struct Site: ParsableCommand {
                     print("  the gateway's password (shown once; [site] has no password_file): \(password)")
                 }
             }
-            print("next: `gatehouse devices add ID` for each leaf device; (re)start gatehoused to log in as \(settings.gatewayUsername)")
+            print(
+                "next: `gatehouse devices add ID` for each leaf device; (re)start gatehoused to log in as \(settings.gatewayUsername)"
+            )
         }
     }
 }

@@ -38,7 +38,9 @@ struct SiteAccessTests {
         #expect(SiteAccessPlan.deviceRole("dev-a") == "gatehouse-device-dev-a")
     }
 
-    @Test("filters need exactly one + level for the device id", arguments: ["devices/#", "a/+/+/#", "a/#/b", "$CONTROL/+"])
+    @Test(
+        "filters need exactly one + level for the device id",
+        arguments: ["devices/#", "a/+/+/#", "a/#/b", "$CONTROL/+"])
     func badFilters(filter: String) {
         #expect(throws: SiteBrokerError.self) { try SiteAccessPlan(telemetryFilters: [filter]) }
     }
@@ -99,7 +101,10 @@ struct SiteAccessTests {
         arguments: [
             ("admin_username = \"admin\"", "admin_password_file"),
             ("admin_password_file = \"/x\"", "admin_username"),
-            ("admin_username = \"a\"\nadmin_password_file = \"/x\"\ncommand_topics = [\"devices/#\"]", "command_topics"),
+            (
+                "admin_username = \"a\"\nadmin_password_file = \"/x\"\ncommand_topics = [\"devices/#\"]",
+                "command_topics"
+            ),
             ("admin_username = \"a\"\nadmin_password_file = \"/x\"\nport = 70000", "port"),
             ("admin_username = \"a\"\nadmin_password_file = \"/x\"\nadmin_pasword = \"x\"", "admin_pasword"),
         ])

@@ -15,7 +15,8 @@ final class DynsecRig: @unchecked Sendable {
     // @unchecked: used from one test task at a time.
     static let pluginPath = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
     static var available: Bool {
-        MosquittoBroker.available && ["mosquitto_ctrl", "mosquitto_pub", "mosquitto_sub"].allSatisfy { which($0) != nil }
+        MosquittoBroker.available
+            && ["mosquitto_ctrl", "mosquitto_pub", "mosquitto_sub"].allSatisfy { which($0) != nil }
             && FileManager.default.fileExists(atPath: pluginPath)
     }
 
@@ -103,7 +104,9 @@ final class DynsecRig: @unchecked Sendable {
     ) throws -> (Int32, String) {
         try Subprocess.run(
             which("mosquitto_pub")!,
-            loginArguments + ["-u", username, "-P", password, "-i", clientID ?? username, "-q", "1", "-t", topic, "-m", message],
+            loginArguments + [
+                "-u", username, "-P", password, "-i", clientID ?? username, "-q", "1", "-t", topic, "-m", message,
+            ],
             timeout: .seconds(20))
     }
 
@@ -113,7 +116,9 @@ final class DynsecRig: @unchecked Sendable {
         for topic in topics { arguments += ["-t", topic] }
         let child = try Subprocess(which("mosquitto_sub")!, arguments, in: dir, name: name)
         // Subscribed once the broker logged the SUBSCRIBE of this client id (log_type all).
-        _ = waitUntil(timeout: .seconds(5)) { site.log.contains("Received SUBSCRIBE from \(username)") || !child.isRunning }
+        _ = waitUntil(timeout: .seconds(5)) {
+            site.log.contains("Received SUBSCRIBE from \(username)") || !child.isRunning
+        }
         Thread.sleep(forTimeInterval: 0.2)
         return child
     }
@@ -140,7 +145,8 @@ final class DynsecRig: @unchecked Sendable {
     "Site-broker credentials (mosquitto dynamic security)", .serialized,
     .enabled(
         if: DynsecRig.available,
-        "needs mosquitto 2 with mosquitto_dynamic_security.so, mosquitto_ctrl and mosquitto-clients: run scripts/setup"))
+        "needs mosquitto 2 with mosquitto_dynamic_security.so, mosquitto_ctrl and mosquitto-clients: run scripts/setup")
+)
 struct SiteCredentialsTests {
     @Test("site init, then devices add: each device publishes only its own telemetry and reads only its own commands")
     func deviceACLs() throws {
@@ -165,11 +171,17 @@ struct SiteCredentialsTests {
         // Up: the gateway's client receives dev-a's telemetry; dev-a posing as dev-b reaches nobody.
         let telemetry = try rig.subscribe(
             as: "gatehouse", password: gatewayPassword, topics: ["devices/+/messages/events/#"], name: "gateway-sub")
-        #expect(try rig.publish(as: "dev-a", password: passwordA, topic: "devices/dev-a/messages/events/", "a-own").0 == 0)
+        #expect(
+            try rig.publish(as: "dev-a", password: passwordA, topic: "devices/dev-a/messages/events/", "a-own").0 == 0)
         try rig.publish(as: "dev-a", password: passwordA, topic: "devices/dev-b/messages/events/", "a-as-b")
         try rig.publish(as: "dev-a", password: passwordA, topic: "devices/dev-a/commands/reboot", "a-fake-command")
-        #expect(try rig.publish(as: "dev-b", password: passwordB, topic: "devices/dev-b/messages/events/k=v", "b-own").0 == 0)
-        #expect(waitUntil(timeout: .seconds(10)) { telemetry.stdout.contains("b-own") && telemetry.stdout.contains("a-own") })
+        #expect(
+            try rig.publish(as: "dev-b", password: passwordB, topic: "devices/dev-b/messages/events/k=v", "b-own").0
+                == 0)
+        #expect(
+            waitUntil(timeout: .seconds(10)) {
+                telemetry.stdout.contains("b-own") && telemetry.stdout.contains("a-own")
+            })
         telemetry.stop()
         #expect(telemetry.stdout.contains("devices/dev-a/messages/events/ a-own"))
         #expect(telemetry.stdout.contains("devices/dev-b/messages/events/k=v b-own"))
@@ -186,7 +198,10 @@ struct SiteCredentialsTests {
         // The gateway may publish commands; nobody receives another device's.
         try rig.publish(as: "gatehouse", password: gatewayPassword, topic: "devices/dev-b/commands/reboot", "cmd-for-b")
         try rig.publish(as: "gatehouse", password: gatewayPassword, topic: "devices/dev-a/commands/reboot", "cmd-for-a")
-        #expect(waitUntil(timeout: .seconds(10)) { deviceA.stdout.contains("cmd-for-a") && deviceB.stdout.contains("cmd-for-b") })
+        #expect(
+            waitUntil(timeout: .seconds(10)) {
+                deviceA.stdout.contains("cmd-for-a") && deviceB.stdout.contains("cmd-for-b")
+            })
         deviceA.stop()
         deviceB.stop()
         #expect(!deviceA.stdout.contains("cmd-for-b"), "dev-a read dev-b's commands: \(deviceA.stdout)")
@@ -216,7 +231,10 @@ struct SiteCredentialsTests {
         let upstream = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir, name: "hub")
         try rig.publish(as: "dev-a", password: passwordA, topic: "devices/dev-a/messages/events/", "a1")
         try rig.publish(as: "dev-b", password: passwordB, topic: "devices/dev-b/messages/events/", "b1")
-        #expect(waitUntil(timeout: .seconds(20)) { upstream.lines.contains { $0.hasSuffix(" a1") } && upstream.lines.contains { $0.hasSuffix(" b1") } }, "\(upstream.lines) \(gateway.stderr)")
+        #expect(
+            waitUntil(timeout: .seconds(20)) {
+                upstream.lines.contains { $0.hasSuffix(" a1") } && upstream.lines.contains { $0.hasSuffix(" b1") }
+            }, "\(upstream.lines) \(gateway.stderr)")
 
         var rows = try rig.devicesJSON()
         let before = try #require(rows.first { $0["id"] as? String == "dev-a" })
@@ -321,7 +339,9 @@ struct SiteCredentialsTests {
         try rig.dir.write("etc/wrong.password", wrong)
         chmod(rig.dir.file("etc/wrong.password"), 0o600)
         let badAdmin = try DynsecRig(
-            siteBrokerKeys: "admin_username = \"admin\"\nadmin_password_file = \"\(rig.dir.file("etc/wrong.password"))\"\nport = \(rig.site.port)")
+            siteBrokerKeys:
+                "admin_username = \"admin\"\nadmin_password_file = \"\(rig.dir.file("etc/wrong.password"))\"\nport = \(rig.site.port)"
+        )
         let (refused, refusedOutput) = try badAdmin.cli(["devices", "add", "dev-c"])
         #expect(refused == 77, "\(refusedOutput)")
         #expect(refusedOutput.contains("refused the login of `admin`"))
@@ -330,7 +350,9 @@ struct SiteCredentialsTests {
         // Nothing listens there.
         let port = freePort()
         let nowhere = try DynsecRig(
-            siteBrokerKeys: "admin_username = \"admin\"\nadmin_password_file = \"\(rig.dir.file("etc/admin.password"))\"\nport = \(port)")
+            siteBrokerKeys:
+                "admin_username = \"admin\"\nadmin_password_file = \"\(rig.dir.file("etc/admin.password"))\"\nport = \(port)"
+        )
         let (unreachable, unreachableOutput) = try nowhere.cli(["devices", "add", "dev-c"])
         #expect(unreachable == 69, "\(unreachableOutput)")
         #expect(unreachableOutput.contains("127.0.0.1:\(port)"))

@@ -188,7 +188,8 @@ private struct ConfigReader {
             ["host", "port", "ca_file", "admin_username", "admin_password_file", "telemetry_topics", "command_topics"])
         guard let admin = try string(table, "site_broker", "admin_username"), !admin.isEmpty else {
             throw error(
-                "site_broker", "admin_username", "missing: the dynsec admin client (mosquitto_ctrl dynsec init FILE NAME)")
+                "site_broker", "admin_username",
+                "missing: the dynsec admin client (mosquitto_ctrl dynsec init FILE NAME)")
         }
         guard let passwordFile = try string(table, "site_broker", "admin_password_file"), !passwordFile.isEmpty else {
             throw error(
@@ -221,7 +222,8 @@ private struct ConfigReader {
             else {
                 throw error("site_broker", key, "must be a non-empty list of topic filters")
             }
-            for topic in topics where topic.split(separator: "/", omittingEmptySubsequences: false).filter({ $0 == "+" }).count != 1 {
+            for topic in topics
+            where topic.split(separator: "/", omittingEmptySubsequences: false).filter({ $0 == "+" }).count != 1 {
                 throw error(
                     "site_broker", key, "`\(topic)` must have exactly one `+` level, for the device id")
             }

@@ -166,8 +166,9 @@ public final class Relay: PluginHostDelegate {
             lanes.ready.remove(deviceID)
             guard let lane = lanes.byDevice.removeValue(forKey: deviceID) else { return }
             for record in lane.inflight { lanes.inflightDevice.removeValue(forKey: record.seq) }
-            lanes.memoryBytes -= (lane.queue.reduce(0) { $0 + $1.payload.count }
-                + lane.inflight.reduce(0) { $0 + $1.payload.count })
+            lanes.memoryBytes -=
+                (lane.queue.reduce(0) { $0 + $1.payload.count }
+                    + lane.inflight.reduce(0) { $0 + $1.payload.count })
         }
         provisioner?.forget(deviceID)
         signer.forget(deviceID: deviceID)
@@ -367,7 +368,8 @@ public final class Relay: PluginHostDelegate {
 
     public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
         if revoked.contains(deviceID) {
-            logger.info("upstream link of a removed device changed", metadata: ["device": "\(deviceID)", "state": "\(state)"])
+            logger.info(
+                "upstream link of a removed device changed", metadata: ["device": "\(deviceID)", "state": "\(state)"])
             return
         }
         lanes.withLock { lanes in

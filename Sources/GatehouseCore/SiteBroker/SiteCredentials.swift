@@ -58,7 +58,8 @@ public enum SiteCredentials {
     /// Run as root, the file gets the owner of its folder, so that the daemon's user can read it.
     public static func writeSecretFile(_ path: String, _ secret: String) throws(SiteBrokerError) {
         let directory = (path as NSString).deletingLastPathComponent
-        let temporary = "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+        let temporary =
+            "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw SiteBrokerError(.credentialFile, "cannot write \(path): \(String(cString: strerror(errno)))")
