@@ -108,7 +108,7 @@ extension StateStore {
         try write("mark \(deviceID) removed") { db in
             try db.execute(
                 sql: """
-                    UPDATE device SET removed_ms = ?, site_credential_ms = 0, provisioning = 'removed',
+                    UPDATE device SET removed_ms = ?, site_credential_ms = 0, provisioning = 'removed', assigned_hub = '',
                         link_state = 'removed', link_reason = 'gatehouse devices remove', link_changed_ms = ?
                     WHERE id = ?
                     """, arguments: [atMS, atMS, deviceID])
