@@ -12,9 +12,9 @@ import Testing
 #endif
 
 /// `gatehouse devices remove` as the daemon sees it: the registry marks the device removed and
-/// SIGHUP calls `Relay.applyRegistry()`. Against the C loopback upstream across the real ABI.
-@Suite("Relay: removed devices", .serialized)
-struct RevocationTests {
+/// SIGHUP calls `Relay.applyRegistry()`. Against the C loopback upstream across the real ABI —
+/// in the `.serialized` relay suite, because the loopback plugin's test hooks are process-wide.
+extension RelayTests {
     /// Signs anything and records what it was asked to forget.
     final class RecordingSigner: DeviceSigner {
         let forgotten = Mutex<[String]>([])
