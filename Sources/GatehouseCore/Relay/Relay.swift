@@ -224,22 +224,6 @@ public final class Relay: PluginHostDelegate {
     public func ingest(_ messages: [PluginMessage], from plugin: String) -> PluginStatus {
         guard running.load(ordering: .relaxed) else { return .stopped }
         let now = Self.nowMS()
-        var messages = messages
-        if !revoked.isEmpty {
-            // Acknowledged and dropped: a removed device's telemetry is not relayed.
-            let refused = messages.filter { revoked.contains($0.deviceID) }
-            if !refused.isEmpty {
-                messages.removeAll { revoked.contains($0.deviceID) }
-                counters.dropped.add(refused.count, ordering: .relaxed)
-                logger.warning(
-                    "dropped telemetry of a removed device",
-                    metadata: [
-                        "devices": "\(Set(refused.map(\.deviceID)).sorted().joined(separator: ","))",
-                        "dropped": "\(refused.count)",
-                    ])
-                if messages.isEmpty { return .ok }
-            }
-        }
         var records = messages.map { message in
             OutboxRecord(
                 deviceID: message.deviceID, properties: PropertyBag.encode(message.properties),
@@ -247,8 +231,16 @@ public final class Relay: PluginHostDelegate {
                 createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
         }
         var newDevices: [String] = []
+        var refused: [String] = []
         do throws(StoreError) {
             try book.withLock { (book: inout Book) throws(StoreError) in
+                // A removed device's telemetry is acknowledged and dropped, not relayed. Checked
+                // under `book`, which removal also takes, so nothing of it slips in meanwhile.
+                if !revoked.isEmpty {
+                    refused = records.filter { revoked.contains($0.deviceID) }.map(\.deviceID)
+                    if !refused.isEmpty { records.removeAll { revoked.contains($0.deviceID) } }
+                }
+                guard !records.isEmpty else { return }
                 records = try makeRoom(for: records, in: &book)
                 guard !records.isEmpty else { return }
                 let stored = try store.appendToOutbox(records)
@@ -274,6 +266,14 @@ public final class Relay: PluginHostDelegate {
                 "cannot make telemetry durable; not acknowledging it (the site broker will redeliver)",
                 metadata: ["plugin": "\(plugin)", "messages": "\(messages.count)", "error": "\(error)"])
             return .unavailable
+        }
+        if !refused.isEmpty {
+            counters.dropped.add(refused.count, ordering: .relaxed)
+            logger.warning(
+                "dropped telemetry of a removed device",
+                metadata: [
+                    "devices": "\(Set(refused).sorted().joined(separator: ","))", "dropped": "\(refused.count)",
+                ])
         }
         for device in newDevices {
             logger.info("new leaf device seen on the site broker", metadata: ["device": "\(device)"])
