@@ -76,6 +76,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // Site-broker credentials: mosquitto's dynamic security plugin over MQTT, the ACL plan.
+        .target(name: "GatehouseSiteBroker", dependencies: ["CMosquitto"]),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -99,6 +101,7 @@ let package = Package(
                 "GatehouseTPM",
                 "GatehouseProvisioning",
                 "GatehouseAuth",
+                "GatehouseSiteBroker",
                 "GateRules",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -127,6 +130,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GatehouseSiteBroker",
                 "GateRules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -204,14 +208,15 @@ let package = Package(
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseTestSupport", "GatehouseAuth",
-                "GateRules", .product(name: "Logging", package: "swift-log"),
+                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
+                "GatehouseAuth", "GateRules", .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "GatehouseIntegrationTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehouseTestSupport", "GatehouseProvisioning", "GatehouseTPM",
+                "GatehouseCore", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport", "GatehouseProvisioning",
+                "GatehouseTPM",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -288,9 +288,11 @@ public final class Gateway: Service {
         logger.info("gatehoused stopped")
     }
 
-    /// SIGHUP: re-read the configuration and the rules. What does not check changes nothing.
+    /// SIGHUP: re-read the configuration, the rules and the registry's removed devices (sent by
+    /// `gatehouse devices remove`). What does not check changes nothing.
     func reload() {
         reloadRules()
+        relay.applyRegistry()
         logger.info("reloading configuration", metadata: ["path": "\(config.sourcePath)"])
         do {
             let fresh = try GatewayConfig.load(path: config.sourcePath)

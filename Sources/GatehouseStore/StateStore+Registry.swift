@@ -14,6 +14,13 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
     /// "", "assigning", "assigned" or "failed: reason" (DPS on the device's behalf).
     public var provisioning: String
     public var assignedHub: String
+    /// When `gatehouse devices add` created its site-broker credential (0: never).
+    public var siteCredentialMS: Int64 = 0
+    /// When `gatehouse devices remove` revoked it; nil while it is active. A removed device is
+    /// not relayed and has no hub identity or key in the daemon.
+    public var removedMS: Int64? = nil
+
+    public var isRemoved: Bool { removedMS != nil }
 }
 
 /// What the command rules know of a device beyond its id.
@@ -124,15 +131,70 @@ extension StateStore {
                 db,
                 sql: """
                     SELECT id, first_seen_ms, last_seen_ms, messages_in, messages_out, link_state, link_reason, link_changed_ms,
-                        provisioning, assigned_hub
+                        provisioning, assigned_hub, site_credential_ms, removed_ms
                     FROM device ORDER BY id
                     """
             ).map { row in
                 DeviceRecord(
                     id: row[0], firstSeenMS: row[1], lastSeenMS: row[2], messagesIn: row[3], messagesOut: row[4],
                     linkState: row[5], linkReason: row[6], linkChangedMS: row[7], provisioning: row[8],
-                    assignedHub: row[9])
+                    assignedHub: row[9], siteCredentialMS: row[10], removedMS: row[11])
             }
+        }
+    }
+
+    /// The ids of the devices removed with `gatehouse devices remove`.
+    public func removedDeviceIDs() throws(StoreError) -> Set<String> {
+        try read("read the removed devices") { db in
+            Set(try String.fetchAll(db, sql: "SELECT id FROM device WHERE removed_ms IS NOT NULL"))
+        }
+    }
+
+    /// Records that the device's site-broker credential was created; a removed device with the
+    /// same id becomes active again (and is provisioned anew). Returns true in that case.
+    @discardableResult
+    public func recordSiteCredential(deviceID: String, atMS: Int64) throws(StoreError) -> Bool {
+        try write("record the site credential of \(deviceID)") { db in
+            let wasRemoved =
+                try Bool.fetchOne(
+                    db, sql: "SELECT removed_ms IS NOT NULL FROM device WHERE id = ?", arguments: [deviceID]) ?? false
+            try db.execute(
+                sql: """
+                    INSERT INTO device (id, first_seen_ms, last_seen_ms, site_credential_ms) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET site_credential_ms = excluded.site_credential_ms,
+                        removed_ms = NULL,
+                        provisioning = CASE WHEN removed_ms IS NULL THEN provisioning ELSE '' END,
+                        assigned_hub = CASE WHEN removed_ms IS NULL THEN assigned_hub ELSE '' END
+                    """, arguments: [deviceID, atMS, atMS, atMS])
+            return wasRemoved
+        }
+    }
+
+    /// Marks the device removed: its credential is gone and the daemon must drop it. Returns
+    /// false when the registry does not know the device.
+    @discardableResult
+    public func markRemoved(deviceID: String, atMS: Int64) throws(StoreError) -> Bool {
+        try write("mark \(deviceID) removed") { db in
+            try db.execute(
+                sql: """
+                    UPDATE device SET removed_ms = ?, site_credential_ms = 0, provisioning = 'removed', assigned_hub = '',
+                        link_state = 'removed', link_reason = 'gatehouse devices remove', link_changed_ms = ?
+                    WHERE id = ?
+                    """, arguments: [atMS, atMS, deviceID])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Deletes a device's waiting telemetry (it was removed); returns what went, for counting.
+    public func dropOutbox(ofDevice deviceID: String, keep: Set<Int64>) throws(StoreError) -> [DroppedRecord] {
+        try write("drop the outbox messages of \(deviceID)") { db in
+            let dropped = try Row.fetchAll(
+                db, sql: "SELECT seq, device_id, size FROM outbox WHERE device_id = ? ORDER BY seq",
+                arguments: [deviceID]
+            ).map { DroppedRecord(seq: $0[0], deviceID: $0[1], size: $0[2]) }.filter { !keep.contains($0.seq) }
+            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
+            for record in dropped { try delete.execute(arguments: [record.seq]) }
+            return dropped
         }
     }
 

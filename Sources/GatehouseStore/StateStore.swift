@@ -154,6 +154,15 @@ public final class StateStore: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v6-site-credentials") { db in
+            // Whether `gatehouse devices add` made the device's site-broker credential, and when
+            // `gatehouse devices remove` revoked the device (NULL: not removed).
+            try db.execute(
+                sql: """
+                    ALTER TABLE device ADD COLUMN site_credential_ms INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE device ADD COLUMN removed_ms INTEGER;
+                    """)
+        }
         return migrator
     }
 }

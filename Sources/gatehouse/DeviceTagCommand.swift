@@ -42,9 +42,3 @@ struct DeviceTag: ParsableCommand {
         )
     }
 }
-
-/// `gatehouse devices ...`: the leaf devices the gateway knows.
-struct Devices: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Manage the site's leaf devices.", subcommands: [DeviceTag.self])
-}

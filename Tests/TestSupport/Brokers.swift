@@ -13,6 +13,7 @@ public final class MosquittoBroker: @unchecked Sendable {
     public let tls: TLSFiles?
     private var child: Subprocess?
     private let extraConfig: String
+    private let allowAnonymous: Bool
 
     public struct TLSFiles: Sendable {
         public var caFile: String
@@ -23,8 +24,13 @@ public final class MosquittoBroker: @unchecked Sendable {
     public static var available: Bool { which("mosquitto") != nil }
 
     /// `tls`: serve TLS with a throwaway CA (`tls!.caFile` is what clients trust).
-    public init(name: String, in dir: TempDir, tls: Bool = false, port: Int? = nil, extraConfig: String = "") throws {
+    /// `allowAnonymous: false` for brokers whose clients log in (the dynamic security plugin).
+    public init(
+        name: String, in dir: TempDir, tls: Bool = false, port: Int? = nil, extraConfig: String = "",
+        allowAnonymous: Bool = true
+    ) throws {
         self.name = name
+        self.allowAnonymous = allowAnonymous
         self.dir = dir
         self.port = port ?? freePort()
         self.extraConfig = extraConfig
@@ -37,7 +43,7 @@ public final class MosquittoBroker: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         var config = """
             listener \(port) 127.0.0.1
-            allow_anonymous true
+            allow_anonymous \(allowAnonymous)
             persistence true
             persistence_location \(data)/
             max_queued_messages 0

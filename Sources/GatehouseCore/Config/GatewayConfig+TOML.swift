@@ -44,7 +44,9 @@ private struct ConfigReader {
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
-        let known: Set<String> = ["gateway", "outbox", "identity", "provisioning", "auth", "site", "hub", "firewall"]
+        let known: Set<String> = [
+            "gateway", "outbox", "identity", "provisioning", "auth", "site_broker", "site", "hub", "firewall",
+        ]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
         }
@@ -62,6 +64,7 @@ private struct ConfigReader {
                 "provisioning", "gateway_registration_id",
                 "needs [identity] tpm: the gateway's own identity is attested by, and its key kept in, the TPM")
         }
+        let siteBroker = try siteBroker()
         let site = try transport("site")
         var firewall: GatewayConfig.TransportSection?
         if try table("firewall") != nil {
@@ -71,7 +74,8 @@ private struct ConfigReader {
         }
         return GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), identity: identity, provisioning: provisioning,
-            auth: try auth(), site: site, hub: try transport("hub"), firewall: firewall, sourcePath: path)
+            auth: try auth(), siteBroker: siteBroker, site: site, hub: try transport("hub"), firewall: firewall,
+            sourcePath: path)
     }
 
     /// The ports gatehouse itself needs open, handed to the firewall plugin as `derived_allow`:
@@ -341,6 +345,57 @@ private struct ConfigReader {
                 throw error(section, key, "must be a list of non-empty strings")
             }
             result.append(item)
+        }
+        return result
+    }
+
+    func siteBroker() throws(ConfigError) -> GatewayConfig.SiteBroker? {
+        guard let table = try table("site_broker") else { return nil }
+        try checkKeys(
+            table, "site_broker",
+            ["host", "port", "ca_file", "admin_username", "admin_password_file", "telemetry_topics", "command_topics"])
+        guard let admin = try string(table, "site_broker", "admin_username"), !admin.isEmpty else {
+            throw error(
+                "site_broker", "admin_username",
+                "missing: the dynsec admin client (mosquitto_ctrl dynsec init FILE NAME)")
+        }
+        guard let passwordFile = try string(table, "site_broker", "admin_password_file"), !passwordFile.isEmpty else {
+            throw error(
+                "site_broker", "admin_password_file", "missing: a file holding the admin's password (mode 0600)")
+        }
+        var result = GatewayConfig.SiteBroker(adminUsername: admin, adminPasswordFile: passwordFile)
+        // The mqtt site transport's own keys are the defaults: one broker, one set of topics.
+        if let site = root["site"]?.table, site["plugin"]?.string == "mqtt" {
+            if let host = site["host"]?.string { result.host = host }
+            if let port = site["port"]?.int { result.port = port }
+            if let topics = site["topics"]?.array {
+                result.telemetryTopics = (0..<topics.count).compactMap { topics[$0].string }
+            }
+            if let username = site["username"]?.string { result.gatewayUsername = username }
+            if let clientID = site["client_id"]?.string { result.gatewayClientID = clientID }
+            result.gatewayPasswordFile = site["password_file"]?.string
+        }
+        if let host = try string(table, "site_broker", "host") { result.host = host }
+        if let value = table["port"] {
+            guard let port = value.int, (1...65535).contains(port) else {
+                throw error("site_broker", "port", "must be a port number")
+            }
+            result.port = port
+        }
+        result.caFile = try string(table, "site_broker", "ca_file")
+        for key in ["telemetry_topics", "command_topics"] {
+            guard let value = table[key] else { continue }
+            guard let list = value.array, list.count > 0,
+                case let topics = (0..<list.count).compactMap({ list[$0].string }), topics.count == list.count
+            else {
+                throw error("site_broker", key, "must be a non-empty list of topic filters")
+            }
+            for topic in topics
+            where topic.split(separator: "/", omittingEmptySubsequences: false).filter({ $0 == "+" }).count != 1 {
+                throw error(
+                    "site_broker", key, "`\(topic)` must have exactly one `+` level, for the device id")
+            }
+            if key == "telemetry_topics" { result.telemetryTopics = topics } else { result.commandTopics = topics }
         }
         return result
     }

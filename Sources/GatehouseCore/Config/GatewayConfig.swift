@@ -12,6 +12,9 @@ public struct GatewayConfig: Sendable {
     /// Verification of the callers' tokens on commands (section `[auth]`); nil: no command can be
     /// verified, so every command is refused.
     public var auth: Auth?
+    /// The site broker's dynamic security plugin, managed by `gatehouse site init` and
+    /// `gatehouse devices` (section `[site_broker]`); nil: gatehouse does not manage it.
+    public var siteBroker: SiteBroker?
     /// The site-side transport that reads leaf devices' telemetry (section `[site]`).
     public var site: TransportSection
     /// The hub-side transport (section `[hub]`).
@@ -110,6 +113,28 @@ public struct GatewayConfig: Sendable {
             return id.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || allowed.contains($0) }
                 && ((last.isASCII && (last.isLetter || last.isNumber)) || last == "-")
         }
+    }
+
+    /// How the CLI reaches the site broker as its dynsec admin, and the topics of the ACLs it
+    /// writes. Where the site transport is the `mqtt` plugin, host, port, topics and the
+    /// gateway's client (username, client id, password file) default to its `[site]` keys.
+    public struct SiteBroker: Sendable {
+        public var host: String = "127.0.0.1"
+        public var port: Int = 1883
+        /// Connect with TLS, trusting this CA; nil: plain MQTT (the broker's loopback listener).
+        public var caFile: String?
+        public var adminUsername: String
+        /// Holds the admin's password; readable by the daemon's user only.
+        public var adminPasswordFile: String
+        /// Device → gateway; a `+` level is the device id (default: `[site] topics`).
+        public var telemetryTopics: [String] = ["devices/+/messages/events/#"]
+        /// Gateway → device.
+        public var commandTopics: [String] = ["devices/+/messages/devicebound/#", "devices/+/methods/POST/#"]
+        /// The gateway's own client on the site broker (`[site] username`, `client_id`,
+        /// `password_file`).
+        public var gatewayUsername: String = "gatehouse"
+        public var gatewayClientID: String = "gatehouse"
+        public var gatewayPasswordFile: String?
     }
 
     /// A transport plugin instance: the plugin's name and its own keys, handed to it as JSON.

@@ -40,9 +40,16 @@ public protocol DeviceSigner: Sendable {
     /// `resource` must be the device's own: `…/devices/{id}` (IoT Hub) or `…/registrations/{id}`
     /// (DPS, with `policyName` "registration").
     func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError) -> String
+
+    /// Drops whatever the signer keeps in memory for the device (its derived key), for a device
+    /// that was removed. Signing for it again would derive it anew: the caller refuses that.
+    func forget(deviceID: String)
 }
 
 extension DeviceSigner {
+    /// Signers that keep nothing per device (`GroupKeySigner` derives each time) forget nothing.
+    public func forget(deviceID: String) {}
+
     public func sign(deviceID: String, resource: String, expiry: Int64) throws(SignerError) -> String {
         try sign(deviceID: deviceID, resource: resource, expiry: expiry, policyName: nil)
     }
@@ -128,6 +135,8 @@ public final class TPMDeviceSigner: DeviceSigner {
             throw SignerError("TPM \(tcti): \(error)")
         }
     }
+
+    public func forget(deviceID: String) { signer.forget(deviceID) }
 
     public func sign(deviceID: String, resource: String, expiry: Int64, policyName: String?) throws(SignerError)
         -> String

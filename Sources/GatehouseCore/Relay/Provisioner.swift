@@ -25,10 +25,14 @@ final class Provisioner: Sendable {
     private let queue = DispatchQueue(label: "gatehouse.provisioning", attributes: .concurrent)
     /// Devices assigned (from the registry at start, then as DPS answers).
     private let assigned: Mutex<Set<String>>
+    /// Removed devices: not registered, their pending retries end.
+    private let revoked: Revocations
 
-    init(settings: GatewayConfig.Provisioning, signer: any DeviceSigner, store: StateStore, logger: Logger)
-        throws(StoreError)
-    {
+    init(
+        settings: GatewayConfig.Provisioning, signer: any DeviceSigner, store: StateStore, logger: Logger,
+        revoked: Revocations = Revocations([])
+    ) throws(StoreError) {
+        self.revoked = revoked
         self.settings = settings
         self.signer = signer
         self.store = store
@@ -43,6 +47,7 @@ final class Provisioner: Sendable {
 
     /// Calls `ready` (on some thread) once the device is registered — at once if it already is.
     func ensure(_ deviceID: String, then ready: @escaping @Sendable () -> Void) {
+        guard !revoked.contains(deviceID) else { return }
         if assigned.withLock({ $0.contains(deviceID) }) {
             ready()
             return
@@ -62,8 +67,11 @@ final class Provisioner: Sendable {
     ) {
         let ms = Int(delay.components.seconds * 1000)
         queue.asyncAfter(deadline: .now() + .milliseconds(ms)) { [self] in
+            // A device removed meanwhile is not registered (and its retries end here).
+            guard !revoked.contains(deviceID) else { return }
             slots.wait()
             defer { slots.signal() }
+            guard !revoked.contains(deviceID) else { return }
             record(deviceID, "assigning")
             let dps = DPSSettings(
                 host: settings.endpoint, port: settings.port, idScope: settings.idScope, caFile: settings.caFile)
@@ -71,6 +79,7 @@ final class Provisioner: Sendable {
                 let assignment = try DPSClient.register(registrationID: deviceID, settings: dps) { resource, expiry in
                     try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry, policyName: "registration")
                 }
+                guard !revoked.contains(deviceID) else { return }
                 assigned.withLock { _ = $0.insert(deviceID) }
                 record(deviceID, "assigned", hub: assignment.assignedHub)
                 logger.info(
@@ -78,6 +87,7 @@ final class Provisioner: Sendable {
                     metadata: ["device": "\(deviceID)", "assigned_hub": "\(assignment.assignedHub)"])
                 ready()
             } catch {
+                guard !revoked.contains(deviceID) else { return }
                 let next = min(Duration.seconds(30) * (1 << min(attempt, 5)), .seconds(900))
                 record(deviceID, "failed: \(error.message)")
                 logger.error(
@@ -86,6 +96,11 @@ final class Provisioner: Sendable {
                 schedule(deviceID, after: next, attempt: attempt + 1, then: ready)
             }
         }
+    }
+
+    /// Forgets a removed device's assignment: added again, it is registered again.
+    func forget(_ deviceID: String) {
+        assigned.withLock { _ = $0.remove(deviceID) }
     }
 
     private func record(_ deviceID: String, _ state: String, hub: String = "") {

@@ -31,6 +31,9 @@ public final class Relay: PluginHostDelegate {
     let provisioner: Provisioner?
     /// The command path: gate, delivery to the site, answers back.
     public let commands: CommandDispatcher
+    /// Devices removed with `gatehouse devices remove` (the registry's `removed_ms`): never
+    /// relayed, no hub identity, no signature.
+    let revoked: Revocations
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
     private let counters = Counters()
@@ -103,8 +106,10 @@ public final class Relay: PluginHostDelegate {
     ) throws(StoreError) {
         self.store = store
         self.signer = signer
+        let revoked = Revocations(try store.removedDeviceIDs())
+        self.revoked = revoked
         provisioner = try provisioning.map { settings throws(StoreError) in
-            try Provisioner(settings: settings, signer: signer, store: store, logger: logger)
+            try Provisioner(settings: settings, signer: signer, store: store, logger: logger, revoked: revoked)
         }
         self.logger = logger
         self.memoryCap = memoryCap
@@ -137,8 +142,56 @@ public final class Relay: PluginHostDelegate {
         if let ownIdentity, lanes.withLock({ $0.opened.insert(ownIdentity).inserted }) {
             openIdentity(ownIdentity)
         }
-        for device in try store.devices() { openIdentityIfNeeded(device.id) }
+        for device in revoked.all { dropRemoved(device) }
+        for device in try store.devices() where !device.isRemoved { openIdentityIfNeeded(device.id) }
         requestWake()
+    }
+
+    /// Re-reads which devices are removed (`gatehouse devices remove` changes the registry and
+    /// sends SIGHUP). A newly removed device's identity is closed, its derived key forgotten and
+    /// its waiting telemetry dropped; a device added again is relayed again from its next message.
+    public func applyRegistry() {
+        let now: Set<String>
+        do {
+            now = try store.removedDeviceIDs()
+        } catch {
+            logger.error("cannot read the removed devices from the registry", metadata: ["error": "\(error)"])
+            return
+        }
+        let (removed, restored) = revoked.replace(with: now)
+        for device in removed.sorted() { dropRemoved(device) }
+        for device in restored.sorted() {
+            logger.info("device added again; relayed from its next message", metadata: ["device": "\(device)"])
+        }
+    }
+
+    /// Everything the daemon holds for a removed device goes: lane, hub identity, key, outbox rows.
+    private func dropRemoved(_ deviceID: String) {
+        lanes.withLock { lanes in
+            lanes.opened.remove(deviceID)
+            lanes.ready.remove(deviceID)
+            guard let lane = lanes.byDevice.removeValue(forKey: deviceID) else { return }
+            for record in lane.inflight { lanes.inflightDevice.removeValue(forKey: record.seq) }
+            lanes.memoryBytes -=
+                (lane.queue.reduce(0) { $0 + $1.payload.count }
+                    + lane.inflight.reduce(0) { $0 + $1.payload.count })
+        }
+        provisioner?.forget(deviceID)
+        signer.forget(deviceID: deviceID)
+        if let upstream = upstreamSlot.withLock({ $0 }) { _ = upstream.closeIdentity(deviceID) }
+        var dropped = 0
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                let records = try store.dropOutbox(ofDevice: deviceID, keep: [])
+                dropped = records.count
+                forget(records, in: &book, reason: "dropped the waiting telemetry of a removed device")
+            }
+        } catch {
+            logger.error("cannot drop a removed device's outbox messages", metadata: ["error": "\(error)"])
+        }
+        logger.notice(
+            "device removed: hub identity closed, derived key forgotten, not relayed any more",
+            metadata: ["device": "\(deviceID)", "dropped": "\(dropped)"])
     }
 
     /// Waits up to `timeout` for in-flight messages to be acknowledged, then stops the
@@ -184,8 +237,16 @@ public final class Relay: PluginHostDelegate {
                 createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
         }
         var newDevices: [String] = []
+        var refused: [String] = []
         do throws(StoreError) {
             try book.withLock { (book: inout Book) throws(StoreError) in
+                // A removed device's telemetry is acknowledged and dropped, not relayed. Checked
+                // under `book`, which removal also takes, so nothing of it slips in meanwhile.
+                if !revoked.isEmpty {
+                    refused = records.filter { revoked.contains($0.deviceID) }.map(\.deviceID)
+                    if !refused.isEmpty { records.removeAll { revoked.contains($0.deviceID) } }
+                }
+                guard !records.isEmpty else { return }
                 records = try makeRoom(for: records, in: &book)
                 guard !records.isEmpty else { return }
                 let stored = try store.appendToOutbox(records)
@@ -211,6 +272,14 @@ public final class Relay: PluginHostDelegate {
                 "cannot make telemetry durable; not acknowledging it (the site broker will redeliver)",
                 metadata: ["plugin": "\(plugin)", "messages": "\(messages.count)", "error": "\(error)"])
             return .unavailable
+        }
+        if !refused.isEmpty {
+            counters.dropped.add(refused.count, ordering: .relaxed)
+            logger.warning(
+                "dropped telemetry of a removed device",
+                metadata: [
+                    "devices": "\(Set(refused).sorted().joined(separator: ","))", "dropped": "\(refused.count)",
+                ])
         }
         for device in newDevices {
             logger.info("new leaf device seen on the site broker", metadata: ["device": "\(device)"])
@@ -279,11 +348,12 @@ public final class Relay: PluginHostDelegate {
 
     public func delivered(token: UInt64, status: PluginStatus) {
         let seq = Int64(bitPattern: token)
-        lanes.withLock { lanes in
+        // Unknown tokens (a removed device's late acknowledgements) change nothing.
+        let known = lanes.withLock { lanes in
             guard let device = lanes.inflightDevice.removeValue(forKey: seq),
                 let lane = lanes.byDevice[device],
                 let index = lane.inflight.firstIndex(where: { $0.seq == seq })
-            else { return }
+            else { return false }
             let record = lane.inflight.remove(at: index)
             if status == .ok {
                 lanes.acknowledged.append(seq)
@@ -296,12 +366,18 @@ public final class Relay: PluginHostDelegate {
                 lane.queue.insert(record, at: position)
             }
             lanes.ready.insert(device)
+            return true
         }
-        if status == .ok { counters.delivered.add(1, ordering: .relaxed) }
+        if known, status == .ok { counters.delivered.add(1, ordering: .relaxed) }
         requestWake()
     }
 
     public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
+        if revoked.contains(deviceID) {
+            logger.info(
+                "upstream link of a removed device changed", metadata: ["device": "\(deviceID)", "state": "\(state)"])
+            return
+        }
         lanes.withLock { lanes in
             let lane = lanes.lane(deviceID)
             lane.linkUp = state == .up
@@ -320,6 +396,10 @@ public final class Relay: PluginHostDelegate {
     }
 
     public func signSAS(deviceID: String, resource: String, expiry: Int64) -> Result<String, PluginStatusError> {
+        guard !revoked.contains(deviceID) else {
+            logger.warning("refused to sign for a removed device", metadata: ["device": "\(deviceID)"])
+            return .failure(PluginStatusError(.refused))
+        }
         do {
             return .success(try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry))
         } catch {
@@ -358,6 +438,7 @@ public final class Relay: PluginHostDelegate {
     }
 
     private func openIdentityIfNeeded(_ deviceID: String) {
+        guard !revoked.contains(deviceID) else { return }
         let isNew = lanes.withLock { $0.opened.insert(deviceID).inserted }
         guard isNew else { return }
         if let provisioner {
@@ -369,7 +450,7 @@ public final class Relay: PluginHostDelegate {
     }
 
     private func openIdentity(_ deviceID: String) {
-        guard let upstream = upstreamSlot.withLock({ $0 }) else { return }
+        guard !revoked.contains(deviceID), let upstream = upstreamSlot.withLock({ $0 }) else { return }
         let status = upstream.openIdentity(deviceID)
         if status != .ok {
             logger.error(
@@ -545,6 +626,25 @@ public final class Relay: PluginHostDelegate {
 
     static func nowMS() -> Int64 {
         Int64(Date().timeIntervalSince1970 * 1000)
+    }
+}
+
+/// The set of removed devices, shared by the relay and the provisioner.
+final class Revocations: Sendable {
+    private let ids: Mutex<Set<String>>
+
+    init(_ ids: Set<String>) { self.ids = Mutex(ids) }
+
+    func contains(_ deviceID: String) -> Bool { ids.withLock { $0.contains(deviceID) } }
+    var isEmpty: Bool { ids.withLock { $0.isEmpty } }
+    var all: Set<String> { ids.withLock { $0 } }
+
+    /// Swaps in the registry's set; returns the newly removed and the restored ids.
+    func replace(with fresh: Set<String>) -> (removed: Set<String>, restored: Set<String>) {
+        ids.withLock { current in
+            defer { current = fresh }
+            return (fresh.subtracting(current), current.subtracting(fresh))
+        }
     }
 }
 
