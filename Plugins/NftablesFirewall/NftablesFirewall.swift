@@ -23,12 +23,18 @@ final class NftablesFirewall: FirewallPlugin {
         self.host = host
     }
 
+    /// Set by `start` (the daemon's apply at start); a CLI instance is never started, so its
+    /// teardown never removes anything.
+    private let started = Atomic<Bool>(false)
+
     func start() throws(PluginError) {
         let summary = try control(.apply)
+        started.store(true, ordering: .sequentiallyConsistent)
         host.log(.info, summary)
     }
 
     func stop() {
+        guard started.exchange(false, ordering: .sequentiallyConsistent) else { return }
         guard settings.onStop == "remove" else {
             host.log(.info, "firewall rules stay in place after stop (on_stop = \"keep\": fail closed)")
             return
@@ -175,11 +181,25 @@ final class NftablesFirewall: FirewallPlugin {
         }
     }
 
-    /// "check failed at rule `allow[0]`: Error: ..." — nft's own message with the rule named.
+    /// "the ruleset does not check in rule `allow[0]` (...)" — nft's own message with the rule
+    /// named. nft's error position is unreliable for scripts read from a buffer (1.0.6 points
+    /// into the wrong line), so the rule is found by dry-running each rule alone.
     private func describe(_ error: Nftables.Failure, _ ruleset: Ruleset, stage: String) -> String {
-        let rule = ruleset.origin(ofError: error.message).map { " in rule `\($0)`" } ?? ""
+        var rule = ""
+        if let nft = try? Nftables() {
+            for (line, origin, text) in ruleset.rules {
+                let probe =
+                    "table inet gatehouse_probe {\n\tcounter \(Ruleset.counters.map(\.name).joined(separator: " {}\n\tcounter ")) {}\n\tchain probe {\n\(text)\n\t}\n}\n"
+                if (try? nft.run(probe, dryRun: true)) == nil {
+                    rule = " in rule `\(origin)` (line \(line): `\(text.trimmingCharacters(in: .whitespaces))`)"
+                    break
+                }
+            }
+        }
+        // Only nft's "Error: ..." lines: the source line and caret it prints can be the wrong line.
+        let errors = error.message.split(separator: "\n").filter { $0.hasPrefix("Error:") }.joined(separator: "\n")
         return
-            "the ruleset does not \(stage == "check" ? "check" : "apply")\(rule); the previous ruleset stays in place:\n\(error.message)"
+            "the ruleset does not \(stage == "check" ? "check" : "apply")\(rule); the previous ruleset stays in place: \(errors.isEmpty ? error.message : errors)"
     }
 
     /// nil when the live table is what was last applied; else what changed.

@@ -87,6 +87,12 @@ struct Ruleset: Sendable {
         return nil
     }
 
+    /// The rules with an origin: (script line, origin, rule text), in order.
+    var rules: [(line: Int, origin: String, text: String)] {
+        let lines = script.split(separator: "\n", omittingEmptySubsequences: false)
+        return origins.keys.sorted().map { ($0, origins[$0]!, String(lines[$0 - 1])) }
+    }
+
     /// The number of rules in chain input.
     var ruleCount: Int { origins.count }
 }

@@ -10,7 +10,7 @@ struct GatehouseCLI: ParsableCommand {
         commandName: "gatehouse",
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
-        subcommands: [Status.self, Config.self, Devices.self, Site.self, Rules.self, Audit.self, TPM.self])
+        subcommands: [Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, TPM.self])
 }
 
 struct ConfigOption: ParsableArguments {

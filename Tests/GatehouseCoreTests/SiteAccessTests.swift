@@ -38,7 +38,8 @@ struct SiteAccessTests {
         #expect(gateway.contains("publishClientSend devices/+/messages/devicebound/#"))
         #expect(gateway.contains("publishClientSend devices/+/methods/POST/#"))
         #expect(gateway.contains("subscribePattern devices/+/methods/res/#"))
-        #expect(!gateway.contains { $0.hasPrefix("publishClientSend devices/+/messages") })
+        #expect(!gateway.contains { $0.hasPrefix("publishClientSend devices/+/messages/events") })
+        #expect(!gateway.contains { $0.hasPrefix("publishClientSend devices/+/methods/res") })
         #expect(SiteAccessPlan.deviceRole("dev-a") == "gatehouse-device-dev-a")
     }
 
