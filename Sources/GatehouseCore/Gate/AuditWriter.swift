@@ -10,7 +10,7 @@ import Synchronization
 final class AuditWriter: Sendable {
     private struct Queue {
         var records: [AuditRecord] = []
-        var waiters: [CheckedContinuation<Bool, Never>] = []
+        var waiters: [@Sendable (Bool) -> Void] = []
         var stopped = false
     }
 
@@ -30,14 +30,20 @@ final class AuditWriter: Sendable {
     /// Appends a decision; true once it is durable, false if it could not be written.
     func append(_ record: AuditRecord) async -> Bool {
         await withCheckedContinuation { continuation in
-            let accepted = queue.withLock { queue in
-                guard !queue.stopped else { return false }
-                queue.records.append(record)
-                queue.waiters.append(continuation)
-                return true
-            }
-            if accepted { wake.signal() } else { continuation.resume(returning: false) }
+            append(record) { written in continuation.resume(returning: written) }
         }
+    }
+
+    /// Appends a decision; `completion` runs on the audit thread once it is durable (true) or
+    /// could not be written (false).
+    func append(_ record: AuditRecord, completion: @escaping @Sendable (Bool) -> Void) {
+        let accepted = queue.withLock { queue in
+            guard !queue.stopped else { return false }
+            queue.records.append(record)
+            queue.waiters.append(completion)
+            return true
+        }
+        if accepted { wake.signal() } else { completion(false) }
     }
 
     func stop() {
@@ -65,7 +71,7 @@ final class AuditWriter: Sendable {
                         "cannot write the audit log; the commands concerned are refused",
                         metadata: ["records": "\(records.count)", "error": "\(error)"])
                 }
-                for waiter in waiters { waiter.resume(returning: written) }
+                for waiter in waiters { waiter(written) }
             }
             if stopped { return }
         }

@@ -116,29 +116,38 @@ public final class CommandDispatcher: Sendable {
         let outcome = CommandGate.Outcome(
             effect: .deny, commandName: command.name, reason: reason, rules: [], caller: "", tenant: "",
             deliverable: nil)
-        Task {
-            _ = await audit(command, outcome)
-            respond(403, outcome.refusalBody)
-        }
+        // No task: the answer must not wait for a free thread of the cooperative pool.
+        log(command, outcome)
+        auditLog.append(record(command, outcome)) { _ in respond(403, outcome.refusalBody) }
     }
 
     /// One log line and one durable audit row; false if the row could not be written.
     private func audit(_ command: PluginCommand, _ outcome: CommandGate.Outcome) async -> Bool {
-        let kind = command.kind == .directMethod ? "direct-method" : "c2d-message"
-        let rules = outcome.rules.joined(separator: "; ")
+        log(command, outcome)
+        return await auditLog.append(record(command, outcome))
+    }
+
+    private func log(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {
         logger.log(
             level: outcome.effect == .allow ? .info : .notice,
             "command \(outcome.effect == .allow ? "allowed" : "denied")",
             metadata: [
-                "device": "\(command.deviceID)", "kind": "\(kind)", "command": "\(outcome.commandName)",
-                "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)", "rules": "\(rules)",
-                "reason": "\(outcome.reason)",
+                "device": "\(command.deviceID)", "kind": "\(Self.kind(command))", "command": "\(outcome.commandName)",
+                "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)",
+                "rules": "\(outcome.rules.joined(separator: "; "))", "reason": "\(outcome.reason)",
             ])
-        return await auditLog.append(
-            AuditRecord(
-                timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID, commandKind: kind,
-                commandName: outcome.commandName, caller: outcome.caller, tenant: outcome.tenant,
-                effect: outcome.effect.rawValue, rules: rules, reason: outcome.reason))
+    }
+
+    private func record(_ command: PluginCommand, _ outcome: CommandGate.Outcome) -> AuditRecord {
+        AuditRecord(
+            timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID,
+            commandKind: Self.kind(command), commandName: outcome.commandName, caller: outcome.caller,
+            tenant: outcome.tenant, effect: outcome.effect.rawValue, rules: outcome.rules.joined(separator: "; "),
+            reason: outcome.reason)
+    }
+
+    static func kind(_ command: PluginCommand) -> String {
+        command.kind == .directMethod ? "direct-method" : "c2d-message"
     }
 
     static func body(status: Int32, reason: String) -> [UInt8] {
