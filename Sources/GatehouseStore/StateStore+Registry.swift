@@ -27,10 +27,13 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
 public struct DeviceMetadata: Sendable, Equatable, Codable {
     public var model: String
     public var tags: [String: TagValue]
+    /// Revoked by `gatehouse devices remove`: no command may reach it.
+    public var removed: Bool
 
-    public init(model: String = "", tags: [String: TagValue] = [:]) {
+    public init(model: String = "", tags: [String: TagValue] = [:], removed: Bool = false) {
         self.model = model
         self.tags = tags
+        self.removed = removed
     }
 }
 
@@ -230,11 +233,12 @@ extension StateStore {
         try read("read the tags of \(deviceID)") { db in
             guard
                 let row = try Row.fetchOne(
-                    db, sql: "SELECT model, tags FROM device WHERE id = ?", arguments: [deviceID])
+                    db, sql: "SELECT model, tags, removed_ms FROM device WHERE id = ?", arguments: [deviceID])
             else { return nil }
             let tagsJSON: String = row[1]
             let tags = (try? JSONDecoder().decode([String: TagValue].self, from: Data(tagsJSON.utf8))) ?? [:]
-            return DeviceMetadata(model: row[0], tags: tags)
+            let removedMS: Int64? = row[2]
+            return DeviceMetadata(model: row[0], tags: tags, removed: removedMS != nil)
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatehouseCore
+import GatehouseSiteBroker
 import GatehouseStore
 
 /// `gatehouse devices tag ID key=value... [--model M] [--remove key]...`: what command rules see
@@ -17,6 +18,9 @@ struct DeviceTag: ParsableCommand {
     @Option(help: "A tag to remove; repeatable.") var remove: [String] = []
 
     func run() throws {
+        if let problem = DeviceIdentifier.problem(deviceID) {
+            throw ValidationError("\(deviceID): \(problem)")
+        }
         let config = try options.loadConfig()
         var changes: [String: TagValue] = [:]
         for pair in tags {

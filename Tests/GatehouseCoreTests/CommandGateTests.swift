@@ -136,6 +136,19 @@ struct CommandGateUnitTests {
         }
     }
 
+    @Test("a device removed with `gatehouse devices remove` takes no command")
+    func removedDevice() async throws {
+        let fixture = try Fixture()
+        let token = try fixture.mint.token(["--role", "Gateway.Operator"])
+        let gate = gate(fixture, rules: try policy(#"allow command "*""#), verifier: try await fixture.mint.verifier())
+        #expect(await gate.decide(Self.method("reboot", token: token, id: "r-1")).effect == .allow)
+        try fixture.store.setDeviceMetadata("pump-1", DeviceMetadata(), atMS: 0)
+        #expect(try fixture.store.markRemoved(deviceID: "pump-1", atMS: 1))
+        try await Task.sleep(for: .milliseconds(1100))  // past the gate's one-second registry cache
+        let refused = await gate.decide(Self.method("reboot", token: token, id: "r-2"))
+        #expect(refused.effect == .deny && refused.reason.hasPrefix("device pump-1 was removed"), "\(refused.reason)")
+    }
+
     @Test("a C2D message: the token property is removed, the name and id come from properties")
     func cloudToDevice() async throws {
         let fixture = try Fixture()

@@ -140,6 +140,7 @@ public final class CommandGate: Sendable {
         guard let device = deviceMetadata(command.deviceID, now: current) else {
             return deny("cannot read the device registry")
         }
+        guard !device.removed else { return deny("device \(command.deviceID) was removed (gatehouse devices remove)") }
         let input = CommandInput(
             command: parsed.ruleValue(kind: command.kind),
             token: .map(verified.claims.mapValues(Value.init)),
