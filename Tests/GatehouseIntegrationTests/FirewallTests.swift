@@ -109,6 +109,24 @@ struct FirewallTests {
             name: "gatehoused")
         #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
         #expect(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
+
+        // SIGHUP with another allowed port: applied. Then a config nftables refuses: the running
+        // ruleset stays, the error is logged.
+        var text = try String(contentsOfFile: config, encoding: .utf8)
+        text = text.replacingOccurrences(
+            of: "comment = \"site broker TLS\" }]", with: "comment = \"site broker TLS\" }, { port = 9000 }]")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        #expect(
+            waitUntil(timeout: .seconds(10)) {
+                (try? lab.gateway(NetnsLab.nft, ["list", "table", "inet", "gatehouse"]).1.contains("dport 9000"))
+                    == true
+            })
+        try text.replacingOccurrences(of: "10.231.0.0/24", with: "10.231.0.0/40").write(
+            toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        #expect(waitUntil(timeout: .seconds(10)) { daemon.stderr.contains("firewall reload refused") })
+        #expect(try lab.gateway(NetnsLab.nft, ["list", "table", "inet", "gatehouse"]).1.contains("dport 9000"))
         daemon.signal(SIGTERM)
         #expect(daemon.wait(timeout: .seconds(15)) == 0, "\(daemon.stderr.suffix(1500))")
         #expect(daemon.stderr.contains("firewall rules stay in place after stop"))
