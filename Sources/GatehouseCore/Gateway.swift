@@ -46,7 +46,10 @@ public final class Gateway: Service {
         do {
             store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
         } catch {
-            throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
+            // A database from a newer version will not become usable by restarting: 78 stops
+            // systemd's restart loop (RestartPreventExitStatus=78).
+            let exit = error.code == .newerSchema ? StartupError.configExit : StartupError.cantCreateExit
+            throw StartupError("\(error)", exitCode: exit)
         }
         let signer: any DeviceSigner
         if let tcti = config.identity.tpm {
