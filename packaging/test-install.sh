@@ -82,20 +82,32 @@ fi
 root=$(mktemp -d /var/tmp/gatehouse-chroot.XXXXXX)
 tar -C "$root" -xf "$base"
 mounts=()
-bind() { mkdir -p "$root$2" && mount "$@" && mounts=("$root$2" "${mounts[@]}"); }
+# mount_in OPTIONS... SOURCE PATH: mounts SOURCE on PATH inside the chroot (never outside it).
+mount_in() {
+    local target=$root${*: -1}
+    [[ $target == "$root"/* ]] || return 1
+    mkdir -p "$target" && mount "${@:1:$#-1}" "$target" && mounts=("$target" "${mounts[@]}")
+}
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     sleep 0.5
     for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null; done
     rm -rf "$unit_dir"
-    if [ "${KEEP:-0}" = 1 ]; then echo "test-install: chroot kept in $root"; else rm -rf "$root"; fi
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "test-install: chroot kept in $root"
+    elif grep -q " $root/" /proc/self/mountinfo; then
+        echo "test-install: something is still mounted in $root; not removing it" >&2
+    else
+        rm -rf "$root"
+    fi
 }
 trap cleanup EXIT
-bind --bind /dev /dev
-bind -t proc proc /proc
-bind -t sysfs sys /sys
-bind --bind "$cache/apt-archives" /var/cache/apt/archives
+mount_in --bind /dev /dev &&
+    mount_in -t proc proc /proc &&
+    mount_in -t sysfs sys /sys &&
+    mount_in --bind "$cache/apt-archives" /var/cache/apt/archives ||
+    { fail "mounts in the chroot"; exit 1; }
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 # No daemon of a package starts by itself in the chroot; the test starts what it needs.
@@ -127,7 +139,7 @@ check "/etc/gatehouse/gatehouse.toml and rules.d are conffiles" \
     in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/gatehouse.toml &&
         dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/rules.d/'
 echo "systemd-analyze verify in the chroot:"
-in_root systemd-analyze verify gatehouse.service 2>&1 | grep -v "^$" || true
+in_root systemd-analyze verify --man=no gatehouse.service 2>&1 | grep -v "^$" || true
 
 step "run gatehoused against a local mosquitto"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -165,7 +177,7 @@ start_daemon "$log1"
 grep -E 'gatehoused started|subscribed to|plugin' "$log1" | head -5
 check "gatehoused started (log)" grep -q "gatehoused started" "$log1"
 check "it loaded its plugins and subscribed on the site broker (log)" grep -q "subscribed to devices/+/messages/events/#" "$log1"
-in_root mosquitto_pub -p "$site_port" -q 1 -t 'devices/pump-7/messages/events/' -m '{"temperature": 21.5}'
+in_root mosquitto_pub -h 127.0.0.1 -p "$site_port" -q 1 -t 'devices/pump-7/messages/events/' -m '{"temperature": 21.5}'
 sleep 5
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
 anon=$(awk '/RssAnon/ {print $2}' "/proc/$daemon/status")
