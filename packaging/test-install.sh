@@ -158,8 +158,9 @@ sed -i -e "/^\[site\]/,/^\[/ s/^port = .*/port = $site_port/" \
 check "the edited config checks (gatehoused --check, as user gatehouse)" \
     as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml
 
-start_daemon() { # start_daemon LOG
-    as_gatehouse /usr/sbin/gatehoused -c /etc/gatehouse/gatehouse.toml >"$1" 2>&1 &
+start_daemon() { # start_daemon LOG — $daemon is gatehoused's own pid (chroot and env exec it)
+    chroot --userspec=gatehouse:gatehouse --groups=tss "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        /usr/sbin/gatehoused -c /etc/gatehouse/gatehouse.toml >"$1" 2>&1 &
     daemon=$!
     pids+=("$daemon")
     for _ in $(seq 1 100); do
@@ -185,6 +186,8 @@ echo "gatehoused RSS at idle (installed package, 5 s after start, one device see
 status_out=$(as_gatehouse /usr/bin/gatehouse status -c /etc/gatehouse/gatehouse.toml 2>&1)
 echo "$status_out" | head -12
 check "the device's message reached the state database (gatehouse status shows pump-7)" grep -q "pump-7" <<<"$status_out"
+check "it is gatehoused that runs as user gatehouse" \
+    test "$(ps -o user=,comm= -p "$daemon" | awk '{print $2}')" = gatehoused
 check "gatehoused stops on SIGTERM" stop_daemon
 
 step "edit the rules by hand, make the state database an older schema's, then upgrade to $new_version"
@@ -195,8 +198,11 @@ in_root sqlite3 /var/lib/gatehouse/state.db "ALTER TABLE device DROP COLUMN tags
     ALTER TABLE device DROP COLUMN assigned_hub; ALTER TABLE device DROP COLUMN provisioning;
     DELETE FROM grdb_migrations WHERE identifier IN ('v3-provisioning', 'v4-device-tags');"
 echo "migrations before the upgrade: $(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')"
-check "apt-get install $(basename "$new_deb") (keeping local config)" \
-    in_root apt-get install "${apt_q[@]}" -o Dpkg::Options::=--force-confold "/tmp/debs/$(basename "$new_deb")"
+upgrade=("/tmp/debs/$(basename "$new_deb")")
+new_devhub=$(dirname "$new_deb")/gatehouse-devhub_${new_version}_amd64.deb
+[ -f "$new_devhub" ] && cp "$new_devhub" "$root/tmp/debs/" && upgrade+=("/tmp/debs/$(basename "$new_devhub")")
+check "apt-get install ${upgrade[*]} (keeping local config)" \
+    in_root apt-get install "${apt_q[@]}" -o Dpkg::Options::=--force-confold "${upgrade[@]}"
 check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
 check "the hand-edited rule file is kept" grep -qxF "$hand_line" "$root/etc/gatehouse/rules.d/00-default.rules"
 check "the hand-edited config is kept" grep -q "^port = $site_port" "$root/etc/gatehouse/gatehouse.toml"
