@@ -96,7 +96,7 @@ check "its log says gatehoused started" logged 'gatehoused started'
 check "its log has the site subscription" logged 'subscribed to devices/+/messages/events/#'
 pid=$(in_c systemctl show gatehouse -p MainPID --value)
 runs_confined() {
-    in_c ps -o user= -p "$pid" | grep -qx gatehouse &&
+    [ "$(in_c stat -c %U "/proc/$pid")" = gatehouse ] &&
         [ "$(in_c awk '/CapBnd/ {print $2}' "/proc/$pid/status")" = 0000000000001000 ]
 }
 check "it runs as user gatehouse, bounding set CAP_NET_ADMIN only" runs_confined
@@ -140,7 +140,11 @@ check "fixed, it starts again" starts
 
 step "purge while it runs"
 check "apt-get purge gatehouse" in_c sh -c "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gatehouse >/root/purge.log 2>&1"
-stopped_and_gone() { ! in_c pgrep -x gatehoused && ! in_c test -e /lib/systemd/system/gatehouse.service; }
+# (a minimal system has no procps: look in /proc)
+stopped_and_gone() {
+    ! in_c sh -c 'grep -qx gatehoused /proc/[0-9]*/comm 2>/dev/null' &&
+        ! in_c test -e /lib/systemd/system/gatehouse.service
+}
 nothing_left() { ! in_c test -e /etc/gatehouse && ! in_c test -e /var/lib/gatehouse && ! in_c getent passwd gatehouse; }
 check "the service is stopped and gone" stopped_and_gone
 check "/etc/gatehouse, /var/lib/gatehouse and the user are gone" nothing_left
