@@ -54,7 +54,7 @@ cleanup() {
     if grep -q " $root" /proc/self/mountinfo; then
         echo "test-systemd: something is still mounted in $root; not removing it" >&2
     else
-        rm -rf "$root"
+        rm -rf "$root" "$root.console.log"
     fi
 }
 trap cleanup EXIT
