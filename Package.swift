@@ -210,6 +210,8 @@ let package = Package(
             dependencies: [
                 "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
                 "GatehouseAuth", "GateRules", .product(name: "Logging", package: "swift-log"),
+                // StateStoreTests writes a newer version's migration record straight into a database.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         .testTarget(

@@ -50,7 +50,10 @@ public final class Gateway: Service {
         do {
             store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
         } catch {
-            throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
+            // A database from a newer version will not become usable by restarting: 78 stops
+            // systemd's restart loop (RestartPreventExitStatus=78).
+            let exit = error.code == .newerSchema ? StartupError.configExit : StartupError.cantCreateExit
+            throw StartupError("\(error)", exitCode: exit)
         }
         var signer: any DeviceSigner
         // The process's one TPM context: the leaves' signer and the gateway's own identity share it.

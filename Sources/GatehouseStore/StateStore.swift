@@ -35,6 +35,7 @@ public final class StateStore: Sendable {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             }
             pool = try DatabasePool(path: path, configuration: configuration)
+            try pool.read { db in try Self.refuseNewerSchema(db, path: path) }
             try Self.migrator.migrate(pool)
         } catch let error as StoreError {
             throw error
@@ -56,9 +57,27 @@ public final class StateStore: Sendable {
         configuration.busyMode = .timeout(5)
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            try pool.read { db in try Self.refuseNewerSchema(db, path: path) }
+        } catch let error as StoreError {
+            throw error
         } catch {
             throw StoreError(code: .cannotOpen, message: "cannot open state database \(path)", underlying: error)
         }
+    }
+
+    /// A database that a newer gatehouse has migrated holds migrations this version does not
+    /// know. Writing to it could break what the newer version keeps there, and migrations never
+    /// run backwards, so it is refused (a downgrade of the package, a copied database) with the
+    /// way out in the message.
+    static func refuseNewerSchema(_ db: Database, path: String) throws {
+        let migrator = Self.migrator
+        let unknown = try migrator.appliedIdentifiers(db).subtracting(migrator.migrations)
+        guard !unknown.isEmpty else { return }
+        throw StoreError(
+            code: .newerSchema,
+            message: "the state database \(path) was written by a newer gatehouse (migrations this version does "
+                + "not know: \(unknown.sorted().joined(separator: ", "))); refusing to use it. Install that "
+                + "version again, or move the database aside to start with an empty one")
     }
 
     /// The schema's history. Append a migration; never edit one that shipped.
@@ -175,6 +194,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let cannotOpen = Code(rawValue: "store.cannot-open")
         public static let writeFailed = Code(rawValue: "store.write-failed")
         public static let readFailed = Code(rawValue: "store.read-failed")
+        /// The database was migrated by a newer gatehouse; this version will not use it.
+        public static let newerSchema = Code(rawValue: "store.newer-schema")
     }
 
     public var code: Code

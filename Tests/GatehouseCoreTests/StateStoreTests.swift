@@ -1,3 +1,4 @@
+import GRDB
 import GatehouseStore
 import GatehouseTestSupport
 import Testing
@@ -66,6 +67,31 @@ struct StateStoreTests {
         #expect(try reader.readStatus()?.outboxMessages == 3)
         #expect(try reader.devices().first?.linkState == "up")
         #expect(throws: StoreError.self) { _ = try StateStore(readingFrom: dir.file("missing.db")) }
+    }
+
+    @Test("a database a newer gatehouse migrated is refused by the daemon and the CLI, and left as it is")
+    func newerSchemaRefused() throws {
+        let dir = TempDir()
+        let path = dir.file("state.db")
+        _ = try StateStore(path: path)
+        // What a newer version leaves behind: a migration this one does not know.
+        let newer = try DatabaseQueue(path: path)
+        try newer.write { db in
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
+        }
+        try newer.close()
+
+        let error = #expect(throws: StoreError.self) { _ = try StateStore(path: path) }
+        #expect(error?.code == .newerSchema)
+        #expect(error?.message.contains("written by a newer gatehouse") == true)
+        #expect(error?.message.contains("v99-from-the-future") == true)
+        let readError = #expect(throws: StoreError.self) { _ = try StateStore(readingFrom: path) }
+        #expect(readError?.code == .newerSchema)
+
+        let applied = try DatabaseQueue(path: path).read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
+        }
+        #expect(applied.last == "v99-from-the-future")
     }
 }
 

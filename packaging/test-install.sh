@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# packaging/test-install.sh — installs gatehouse's .deb in a clean Debian 12 chroot (debootstrap,
+# no Swift toolchain), runs it against a local mosquitto, upgrades it to a newer build, and purges
+# it. Prints each step with PASS/FAIL and ends with "N passed, N failed". Runs as root.
+#
+#   scripts/build-deb 0.1.0-1 && scripts/build-deb 0.1.0-2
+#   sudo packaging/test-install.sh [OLD.deb NEW.deb]   # default: the two newest builds in out/deb
+#
+# The base system is cached in /var/cache/gatehouse-debootstrap (GATEHOUSE_DEBOOTSTRAP_CACHE) so
+# a re-run takes about a minute plus the package downloads (which apt caches there too).
+# KEEP=1 leaves the chroot in place for a look.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "test-install: run as root (chroot, mount)" >&2; exit 2; }
+
+cache=${GATEHOUSE_DEBOOTSTRAP_CACHE:-/var/cache/gatehouse-debootstrap}
+base=$cache/bookworm-minbase.tar
+passed=0 failed=0
+
+step() { printf '\n== %s\n' "$*"; }
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+check() { # check "what" command...
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+if (($# == 2)); then
+    old_deb=$1 new_deb=$2
+else
+    mapfile -t debs < <(ls -t out/deb/gatehouse_*_amd64.deb 2>/dev/null)
+    ((${#debs[@]} >= 2)) || { echo "test-install: need two builds in out/deb (scripts/build-deb VERSION, twice)" >&2; exit 2; }
+    new_deb=${debs[0]} old_deb=${debs[1]}
+fi
+old_version=$(dpkg-deb -f "$old_deb" Version)
+new_version=$(dpkg-deb -f "$new_deb" Version)
+devhub_deb=$(dirname "$old_deb")/gatehouse-devhub_${old_version}_amd64.deb
+dpkg --compare-versions "$new_version" gt "$old_version" ||
+    { echo "test-install: $new_deb ($new_version) is not newer than $old_deb ($old_version)" >&2; exit 2; }
+
+# The Debian mirror this machine's apt uses.
+mirror=$(grep -rhoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+    grep -v security | head -1 | awk '{print $2}')
+mirror=${mirror:-http://deb.debian.org/debian}
+
+step "the packages"
+for deb in "$old_deb" "$new_deb"; do
+    echo "$(basename "$deb"): $(stat -c %s "$deb") bytes ($(du -h "$deb" | cut -f1)), Installed-Size $(dpkg-deb -f "$deb" Installed-Size) KiB"
+done
+echo "Depends: $(dpkg-deb -f "$new_deb" Depends)"
+
+step "systemd unit: systemd-analyze verify and security --offline=true (host)"
+unit_dir=$(mktemp -d)
+dpkg-deb -x "$new_deb" "$unit_dir"
+unit=$unit_dir/lib/systemd/system/gatehouse.service
+[ -f "$unit" ] || unit=$unit_dir/usr/lib/systemd/system/gatehouse.service
+# verify resolves ExecStart= on this host: point it at the package's own binaries.
+sed -e "s|/usr/sbin/gatehoused|$unit_dir/usr/sbin/gatehoused|g" -e "s|/usr/bin/gatehouse |$unit_dir/usr/bin/gatehouse |" \
+    "$unit" >"$unit_dir/gatehouse.service"
+verify_out=$(MANPATH=$unit_dir/usr/share/man systemd-analyze verify --man=no "$unit_dir/gatehouse.service" 2>&1)
+echo "${verify_out:-(no complaints)}"
+check "systemd-analyze verify gatehouse.service" test -z "$verify_out"
+security_out=$(systemd-analyze security --offline=true "$unit" 2>&1)
+echo "$security_out" | grep -E '^✗|Overall'
+score=$(echo "$security_out" | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+check "exposure score ${score:-?} <= 2.5" awk -v s="${score:-99}" 'BEGIN { exit !(s <= 2.5) }'
+
+step "a clean Debian 12 chroot (debootstrap, $mirror)"
+mkdir -p "$cache/apt-archives/partial"
+if [ ! -f "$base" ]; then
+    fresh=$(mktemp -d /var/tmp/gatehouse-debootstrap.XXXXXX)
+    if debootstrap --variant=minbase bookworm "$fresh" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+        tar -C "$fresh" --numeric-owner -cf "$base.part" . && mv "$base.part" "$base"
+    else
+        tail -5 "$cache/debootstrap.log"
+        fail "debootstrap bookworm from $mirror (log: $cache/debootstrap.log)"
+    fi
+    rm -rf "$fresh"
+fi
+[ -f "$base" ] || { echo "$passed passed, $failed failed"; exit 1; }
+root=$(mktemp -d /var/tmp/gatehouse-chroot.XXXXXX)
+tar -C "$root" -xf "$base"
+mounts=()
+# mount_in OPTIONS... SOURCE PATH: mounts SOURCE on PATH inside the chroot (never outside it).
+mount_in() {
+    local target=$root${*: -1}
+    [[ $target == "$root"/* ]] || return 1
+    mkdir -p "$target" && mount "${@:1:$#-1}" "$target" && mounts=("$target" "${mounts[@]}")
+}
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    sleep 0.5
+    for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null; done
+    rm -rf "$unit_dir"
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "test-install: chroot kept in $root"
+    elif grep -q " $root/" /proc/self/mountinfo; then
+        echo "test-install: something is still mounted in $root; not removing it" >&2
+    else
+        rm -rf "$root"
+    fi
+}
+trap cleanup EXIT
+mount_in --bind /dev /dev &&
+    mount_in -t proc proc /proc &&
+    mount_in -t sysfs sys /sys &&
+    mount_in --bind "$cache/apt-archives" /var/cache/apt/archives ||
+    { fail "mounts in the chroot"; exit 1; }
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+# No daemon of a package starts by itself in the chroot; the test starts what it needs.
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
+mkdir -p "$root/tmp/debs" && cp "$old_deb" "$new_deb" "$root/tmp/debs/"
+[ -f "$devhub_deb" ] && cp "$devhub_deb" "$root/tmp/debs/"
+in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
+as_gatehouse() { chroot --userspec=gatehouse:gatehouse --groups=tss "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+apt_q=(-y -q -o Dpkg::Use-Pty=0 -o APT::Keep-Downloaded-Packages=true)
+check "no Swift in the chroot" in_root sh -c '! command -v swift && ! ls /opt/swift 2>/dev/null && ! ldconfig -p | grep -q libswiftCore'
+check "apt-get update in the chroot" in_root apt-get update -q -o Dpkg::Use-Pty=0
+
+step "install $(basename "$old_deb") with its dependencies (and mosquitto, a site broker)"
+debs=("/tmp/debs/$(basename "$old_deb")")
+[ -f "$devhub_deb" ] && debs+=("/tmp/debs/$(basename "$devhub_deb")")
+check "apt-get install ${debs[*]} mosquitto mosquitto-clients sqlite3" \
+    in_root apt-get install "${apt_q[@]}" "${debs[@]}" mosquitto mosquitto-clients sqlite3
+check "gatehoused --version" in_root /usr/sbin/gatehoused --version
+check "gatehouse rules check /etc/gatehouse/rules.d" in_root /usr/bin/gatehouse rules check /etc/gatehouse/rules.d
+[ -f "$devhub_deb" ] && check "gatehouse-devhub --help" in_root sh -c '/usr/bin/gatehouse-devhub --help >/dev/null'
+echo "ldd /usr/sbin/gatehoused (Swift part):"
+in_root ldd /usr/sbin/gatehoused | grep -E 'swift|Foundation|dispatch|not found' | head -8
+check "every library of gatehoused, gatehouse and the plugins resolves" \
+    in_root sh -c '! ldd /usr/sbin/gatehoused /usr/bin/gatehouse /usr/lib/gatehouse/plugins/*.so | grep "not found"'
+check "user gatehouse exists, in group tss" in_root sh -c 'id gatehouse && id -nG gatehouse | grep -qw tss'
+check "/var/lib/gatehouse is 0750 gatehouse:gatehouse" \
+    test "$(in_root stat -c '%a %U:%G' /var/lib/gatehouse)" = "750 gatehouse:gatehouse"
+check "/etc/gatehouse/gatehouse.toml and rules.d are conffiles" \
+    in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/gatehouse.toml &&
+        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/rules.d/'
+echo "systemd-analyze verify in the chroot:"
+in_root systemd-analyze verify --man=no gatehouse.service 2>&1 | grep -v "^$" || true
+
+step "run gatehoused against a local mosquitto"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+site_port=$(free_port)
+hub_port=$(free_port) # nothing listens there: no device identity connects upstream in this test
+mkdir -p "$root/tmp/broker" && chown 0:0 "$root/tmp/broker"
+in_root chown mosquitto: /tmp/broker
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file /tmp/broker/mosquitto.log\n' \
+    "$site_port" >"$root/tmp/broker/mosquitto.conf"
+chroot "$root" mosquitto -c /tmp/broker/mosquitto.conf &
+pids+=($!)
+# The shipped config, edited by hand as a site would: the local broker's port, the hub on loopback.
+sed -i -e "/^\[site\]/,/^\[/ s/^port = .*/port = $site_port/" \
+    -e 's/^# address = .*/address = "127.0.0.1"/' -e "/^\[hub\]/,/^\[/ s/^port = .*/port = $hub_port/" \
+    "$root/etc/gatehouse/gatehouse.toml"
+check "the edited config checks (gatehoused --check, as user gatehouse)" \
+    as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml
+
+start_daemon() { # start_daemon LOG — $daemon is gatehoused's own pid (chroot and env exec it)
+    chroot --userspec=gatehouse:gatehouse --groups=tss "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        /usr/sbin/gatehoused -c /etc/gatehouse/gatehouse.toml >"$1" 2>&1 &
+    daemon=$!
+    pids+=("$daemon")
+    for _ in $(seq 1 100); do
+        grep -q "subscribed to" "$1" && grep -q "gatehoused started" "$1" && break
+        sleep 0.2
+    done
+}
+stop_daemon() {
+    kill -TERM "$daemon" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.2; done
+    ! kill -0 "$daemon" 2>/dev/null
+}
+log1=$root/tmp/gatehoused-1.log
+start_daemon "$log1"
+grep -E 'gatehoused started|subscribed to|plugin' "$log1" | head -5
+check "gatehoused started (log)" grep -q "gatehoused started" "$log1"
+check "it loaded its plugins and subscribed on the site broker (log)" grep -q "subscribed to devices/+/messages/events/#" "$log1"
+in_root mosquitto_pub -h 127.0.0.1 -p "$site_port" -q 1 -t 'devices/pump-7/messages/events/' -m '{"temperature": 21.5}'
+sleep 5
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$daemon/status")
+echo "gatehoused RSS at idle (installed package, 5 s after start, one device seen): ${rss} KiB (anonymous ${anon} KiB)"
+status_out=$(as_gatehouse /usr/bin/gatehouse status -c /etc/gatehouse/gatehouse.toml 2>&1)
+echo "$status_out" | head -12
+check "the device's message reached the state database (gatehouse status shows pump-7)" grep -q "pump-7" <<<"$status_out"
+check "it is gatehoused that runs as user gatehouse" \
+    test "$(ps -o user=,comm= -p "$daemon" | awk '{print $2}')" = gatehoused
+check "gatehoused stops on SIGTERM" stop_daemon
+
+step "edit the rules by hand, make the state database an older schema's, then upgrade to $new_version"
+echo "# edited by hand on site: $(date -u +%FT%TZ)" >>"$root/etc/gatehouse/rules.d/00-default.rules"
+hand_line=$(tail -1 "$root/etc/gatehouse/rules.d/00-default.rules")
+# What an earlier release (schema v2, before provisioning and device tags) left behind.
+in_root sqlite3 /var/lib/gatehouse/state.db "ALTER TABLE device DROP COLUMN tags; ALTER TABLE device DROP COLUMN model;
+    ALTER TABLE device DROP COLUMN assigned_hub; ALTER TABLE device DROP COLUMN provisioning;
+    DELETE FROM grdb_migrations WHERE identifier IN ('v3-provisioning', 'v4-device-tags');"
+echo "migrations before the upgrade: $(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')"
+upgrade=("/tmp/debs/$(basename "$new_deb")")
+new_devhub=$(dirname "$new_deb")/gatehouse-devhub_${new_version}_amd64.deb
+[ -f "$new_devhub" ] && cp "$new_devhub" "$root/tmp/debs/" && upgrade+=("/tmp/debs/$(basename "$new_devhub")")
+check "apt-get install ${upgrade[*]} (keeping local config)" \
+    in_root apt-get install "${apt_q[@]}" -o Dpkg::Options::=--force-confold "${upgrade[@]}"
+check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
+check "the hand-edited rule file is kept" grep -qxF "$hand_line" "$root/etc/gatehouse/rules.d/00-default.rules"
+check "the hand-edited config is kept" grep -q "^port = $site_port" "$root/etc/gatehouse/gatehouse.toml"
+migrations=$(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')
+echo "migrations after the upgrade: $migrations"
+check "the state database was migrated forward (v4-device-tags applied)" grep -q "v4-device-tags" <<<"$migrations"
+check "the device row survived the upgrade and the migration" \
+    test "$(in_root sqlite3 /var/lib/gatehouse/state.db "SELECT count(*) FROM device WHERE id = 'pump-7'")" = 1
+check "state.db still belongs to gatehouse" test "$(in_root stat -c %U /var/lib/gatehouse/state.db)" = gatehouse
+log2=$root/tmp/gatehoused-2.log
+start_daemon "$log2"
+check "the new version starts on the migrated database (log)" grep -q "gatehoused started" "$log2"
+check "gatehoused stops on SIGTERM" stop_daemon
+
+step "a configuration that does not check: postinst says why and does not restart"
+cp "$root/etc/gatehouse/gatehouse.toml" "$root/tmp/gatehouse.toml.good"
+printf '\n[gateway_typo]\nx = 1\n' >>"$root/etc/gatehouse/gatehouse.toml"
+reinstall_out=$(in_root apt-get install "${apt_q[@]}" --reinstall -o Dpkg::Options::=--force-confold \
+    "/tmp/debs/$(basename "$new_deb")" 2>&1)
+echo "$reinstall_out" | grep -E "gatehouse(d)?:" | head -6
+check "postinst names the failed check and leaves the running daemon alone" \
+    grep -q "was NOT restarted" <<<"$reinstall_out"
+check "the package is still configured" test "$(in_root dpkg-query -W -f='${Status}' gatehouse)" = "install ok installed"
+cp "$root/tmp/gatehouse.toml.good" "$root/etc/gatehouse/gatehouse.toml"
+
+step "a state database from a newer gatehouse is refused (exit 78)"
+in_root sqlite3 /var/lib/gatehouse/state.db "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-a-newer-gatehouse')"
+newer_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
+newer_rc=$?
+echo "$newer_out" | tail -1
+check "gatehoused --check exits 78 and says the database is a newer version's" \
+    sh -c "[ $newer_rc = 78 ] && echo \"\$1\" | grep -q 'written by a newer gatehouse'" _ "$newer_out"
+in_root sqlite3 /var/lib/gatehouse/state.db "DELETE FROM grdb_migrations WHERE identifier = 'v99-from-a-newer-gatehouse'"
+
+step "purge"
+purge=(gatehouse)
+in_root dpkg -s gatehouse-devhub >/dev/null 2>&1 && purge=(gatehouse-devhub gatehouse)
+check "apt-get purge ${purge[*]}" in_root apt-get purge "${apt_q[@]}" "${purge[@]}"
+check "/etc/gatehouse is gone" test ! -e "$root/etc/gatehouse"
+check "/var/lib/gatehouse is gone" test ! -e "$root/var/lib/gatehouse"
+check "/usr/lib/gatehouse is gone" test ! -e "$root/usr/lib/gatehouse"
+check "user and group gatehouse are gone" in_root sh -c '! getent passwd gatehouse && ! getent group gatehouse'
+check "mosquitto still installed and its config untouched" in_root sh -c 'dpkg -s mosquitto >/dev/null && test -f /etc/mosquitto/mosquitto.conf'
+
+echo
+echo "test-install: $passed passed, $failed failed"
+((failed == 0))
