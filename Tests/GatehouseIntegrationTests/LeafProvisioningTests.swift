@@ -1,7 +1,14 @@
 import Crypto
 import Foundation
+import GatehouseTPM
 import GatehouseTestSupport
 import Testing
+
+@testable import GatehouseProvisioning
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Issue #5, the whole story with real processes: a fresh swtpm, DevHub (IoT Hub + DPS over MQTT
 /// and HTTPS), a mosquitto site broker and gatehoused. The gateway registers itself by TPM
@@ -158,7 +165,7 @@ struct LeafProvisioningTests {
         let registrations = try JSONSerialization.jsonObject(
             with: Data(try rig.devhubCLI(["device", "show", "leaf-042"]).utf8))
         #expect((registrations as? [String: Any])?["source"] as? String == "dps:group:site-a")
-        #expect(gateway.daemonCounter("outboxMessages") == 0)
+        #expect(waitUntil(timeout: .seconds(5)) { gateway.daemonCounter("outboxMessages") == 0 })  // heartbeat: 1 s
         gateway.gateway?.stop()
 
         // The plaintext scan: no group key, no derived key (base64 or raw), no SAS token or
@@ -267,5 +274,44 @@ struct LeafProvisioningTests {
         #expect(
             child.stderr.contains("[identity] tpm = \"swtpm:path=\(dead)\": the TPM is not reachable"),
             "\(child.stderr)")
+    }
+
+    @Test(
+        "a DPS registration works while the process holds descriptors numbered past 1024 (a few hundred hub identities)"
+    )
+    func highDescriptorNumbers() throws {
+        let rig = try AttestationRig("gatehouse-prov-fds")
+        let groupKey = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        try rig.devhubCLI(["group", "create", "site-a", "--key", Data(groupKey).base64EncodedString()])
+        let settings = DPSSettings(
+            host: "localhost", port: rig.mqttPort, idScope: AttestationRig.idScope, caFile: rig.caFile)
+        let key = Self.derivedKey(groupKey, "leaf-fd")
+        // Every descriptor below 1100 taken, so the registration's socket is numbered above them
+        // (libmosquitto's own loop used select(2), which cannot watch it). Held briefly: other
+        // suites in this process may open descriptors meanwhile.
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        var raised = limit
+        raised.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 4096))
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised)
+        var held: [Int32] = []
+        while held.count < 1100 {
+            let fd = open("/dev/null", O_RDONLY)
+            guard fd >= 0 else { break }
+            held.append(fd)
+        }
+        let highest = held.max() ?? 0
+        let result = Result { () throws(ProvisioningError) in
+            try DPSClient.register(registrationID: "leaf-fd", settings: settings, timeout: .seconds(20)) {
+                resource, expiry in
+                SharedAccessSignature.make(resource: resource, expiry: expiry, policyName: "registration") {
+                    Data(HMAC<SHA256>.authenticationCode(for: $0, using: SymmetricKey(data: key)))
+                }
+            }
+        }
+        for fd in held { close(fd) }
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        #expect(highest >= 1024, "could not open descriptors past 1024 (limit \(raised.rlim_cur))")
+        #expect(try result.get() == DPSAssignment(assignedHub: "localhost", deviceID: "leaf-fd"))
     }
 }
