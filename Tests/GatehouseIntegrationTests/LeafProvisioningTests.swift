@@ -62,6 +62,18 @@ struct LeafProvisioningTests {
         return gateway
     }
 
+    /// `waitUntil` that yields its thread between polls: Swift Testing runs tests on Swift
+    /// concurrency's pool (two threads on these VMs), and a test blocking one for its whole
+    /// minute starved other suites' tasks (RelayTests' command gate timed out beside it).
+    static func eventually(timeout: Duration, _ condition: () throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if try condition() { return true }
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     static func derivedKey(_ groupKey: [UInt8], _ device: String) -> Data {
         Data(HMAC<SHA256>.authenticationCode(for: Data(device.utf8), using: SymmetricKey(data: groupKey)))
     }
@@ -111,7 +123,7 @@ struct LeafProvisioningTests {
     @Test(
         "the gateway registers itself by TPM attestation; 100 new leaf devices are registered through DPS with keys derived in the TPM and relayed under their own ids; no key material in plaintext"
     )
-    func hundredLeaves() throws {
+    func hundredLeaves() async throws {
         let rig = try AttestationRig("gatehouse-prov100")
         try rig.enroll("gw-site-a")
         let groupKey = (0..<32).map { _ in UInt8.random(in: 0...255) }
@@ -120,7 +132,7 @@ struct LeafProvisioningTests {
         let gateway = try Self.gatewayRig(rig, groupKey: groupKey, gatewayID: "gw-site-a")
         try gateway.startGateway()
         #expect(
-            waitUntil(timeout: .seconds(30)) {
+            await Self.eventually(timeout: .seconds(30)) {
                 ((try? rig.devhubCLI(["devices"])) ?? "").contains("gw-site-a\tconnected since")
             }, "\(gateway.gatewayLogs.suffix(3000))")
         let identity = try gateway.status()["gatewayIdentity"] as? [String: Any]
@@ -133,12 +145,14 @@ struct LeafProvisioningTests {
         #expect(unpublished.isEmpty, "mosquitto_pub failed for \(unpublished)")
         let published = ContinuousClock.now
 
-        let allAssigned = waitUntil(timeout: .seconds(75)) {
+        let allAssigned = await Self.eventually(timeout: .seconds(75)) {
             let states = Self.provisioning(gateway)
             return devices.allSatisfy { states[$0] == "assigned" }
         }
         let assignedAt = ContinuousClock.now
-        let allRelayed = waitUntil(timeout: .seconds(30)) { ((try? Self.telemetry(rig)) ?? []).count >= 200 }
+        let allRelayed = await Self.eventually(timeout: .seconds(30)) {
+            ((try? Self.telemetry(rig)) ?? []).count >= 200
+        }
         let relayedAt = ContinuousClock.now
         print(
             "100 leaves: published in \(published - started), all assigned after \(assignedAt - started), all relayed after \(relayedAt - started)"
@@ -165,7 +179,7 @@ struct LeafProvisioningTests {
         let registrations = try JSONSerialization.jsonObject(
             with: Data(try rig.devhubCLI(["device", "show", "leaf-042"]).utf8))
         #expect((registrations as? [String: Any])?["source"] as? String == "dps:group:site-a")
-        #expect(waitUntil(timeout: .seconds(5)) { gateway.daemonCounter("outboxMessages") == 0 })  // heartbeat: 1 s
+        #expect(await Self.eventually(timeout: .seconds(5)) { gateway.daemonCounter("outboxMessages") == 0 })  // heartbeat: 1 s
         gateway.gateway?.stop()
 
         // The plaintext scan: no group key, no derived key (base64 or raw), no SAS token or
@@ -195,7 +209,7 @@ struct LeafProvisioningTests {
     @Test(
         "refusals: a wrong group key and a disabled group leave the device failed with DPS's reason, its telemetry waiting; fixed, nothing is lost"
     )
-    func refusals() throws {
+    func refusals() async throws {
         let rig = try AttestationRig("gatehouse-prov-refusals")
         let keyA = (0..<32).map { _ in UInt8.random(in: 0...255) }
         let keyB = (0..<32).map { _ in UInt8.random(in: 0...255) }
@@ -206,8 +220,8 @@ struct LeafProvisioningTests {
         #expect(
             try Self.publish(["leaf-x"], lines: { ["\($0) 1", "\($0) 2"] }, site: gateway.site, in: rig.dir).isEmpty)
 
-        func failure(_ expected: String) -> Bool {
-            waitUntil(timeout: .seconds(20)) {
+        func failure(_ expected: String) async -> Bool {
+            await Self.eventually(timeout: .seconds(20)) {
                 Self.provisioning(gateway)["leaf-x"]?.contains(expected) == true
                     && gateway.daemonCounter("outboxMessages") == 2
             }
@@ -218,7 +232,7 @@ struct LeafProvisioningTests {
             return output
         }
         #expect(
-            failure("failed: DPS refused the registration of leaf-x: Connection Refused: not authorised"),
+            await failure("failed: DPS refused the registration of leaf-x: Connection Refused: not authorised"),
             "\(Self.provisioning(gateway)) \(gateway.gatewayLogs.suffix(2000))")
         #expect(try devicesTable().contains("failed: DPS refused the registration of leaf-x"))
         #expect(rig.devhub.stderr.contains("signature matches no enrollment"), "\(rig.devhub.stderr.suffix(1500))")
@@ -229,7 +243,7 @@ struct LeafProvisioningTests {
         try rig.devhubCLI(["group", "create", "site-a", "--key", Data(keyA).base64EncodedString(), "--disabled"])
         try gateway.startGateway()
         #expect(
-            failure("failed: DPS answered failed for leaf-x: the enrollment group site-a is disabled"),
+            await failure("failed: DPS answered failed for leaf-x: the enrollment group site-a is disabled"),
             "\(Self.provisioning(gateway)) \(gateway.gatewayLogs.suffix(2000))")
         #expect(
             try devicesTable().contains(
@@ -244,7 +258,7 @@ struct LeafProvisioningTests {
         try rig.devhubCLI(["group", "create", "site-a", "--key", Data(keyA).base64EncodedString()])
         try gateway.startGateway()
         #expect(
-            waitUntil(timeout: .seconds(30)) { ((try? Self.telemetry(rig)) ?? []).count == 2 },
+            await Self.eventually(timeout: .seconds(30)) { ((try? Self.telemetry(rig)) ?? []).count == 2 },
             "\(gateway.gatewayLogs.suffix(2000))")
         #expect(try Self.telemetry(rig).map(\.payload) == ["leaf-x 1", "leaf-x 2"])
         #expect(Self.provisioning(gateway)["leaf-x"] == "assigned")
