@@ -62,15 +62,15 @@ struct LeafProvisioningTests {
         return gateway
     }
 
-    /// `waitUntil` that yields its thread between polls: Swift Testing runs tests on Swift
-    /// concurrency's pool (two threads on these VMs), and a test blocking one for its whole
-    /// minute starved other suites' tasks (RelayTests' command gate timed out beside it).
+    /// `waitUntil` that yields its thread between polls (every 250 ms: the conditions run
+    /// subprocesses): Swift Testing runs tests on Swift concurrency's pool (two threads on these
+    /// VMs), and a test blocking one for its whole minute starved other suites' tasks.
     static func eventually(timeout: Duration, _ condition: () throws -> Bool) async rethrows -> Bool {
         let deadline = ContinuousClock.now + timeout
         while true {
             if try condition() { return true }
             if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await Task.sleep(for: .milliseconds(250))
         }
     }
 
