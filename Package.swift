@@ -209,7 +209,7 @@ let package = Package(
             name: "GatehouseCoreTests",
             dependencies: [
                 "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
-                "GatehouseAuth", "GateRules", .product(name: "Logging", package: "swift-log"),
+                "GatehouseAuth", "GateRules", "GatehouseProvisioning", .product(name: "Logging", package: "swift-log"),
                 // StateStoreTests writes a newer version's migration record straight into a database.
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]

@@ -146,11 +146,13 @@ struct Group: ParsableCommand {
         @Argument var name: String
         @Option(help: "The group's primary key, base64 (default: a random one).") var key: String?
         @Option(help: "The group's secondary key, base64.") var secondaryKey: String?
+        @Flag(help: "Create it disabled: its devices attest, their registrations end failed.") var disabled = false
 
         func run() throws {
             var body = JSONValue.object(["name": .string(name)])
             if let key { body.set("primaryKey", .string(key)) }
             if let secondaryKey { body.set("secondaryKey", .string(secondaryKey)) }
+            if disabled { body.set("provisioningStatus", .string("disabled")) }
             try control.call(.post, "/api/enrollment-groups", body: body)
         }
     }

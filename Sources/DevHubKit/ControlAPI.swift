@@ -121,7 +121,8 @@ final class ControlAPI: Sendable {
             let primary = try Self.key(body["primaryKey"], field: "primaryKey") ?? .random()
             let secondary = try Self.key(body["secondaryKey"], field: "secondaryKey")
             let group = EnrollmentGroup(
-                name: name, attestation: .symmetricKey(primary: primary, secondary: secondary))
+                name: name, attestation: .symmetricKey(primary: primary, secondary: secondary),
+                enabled: try Self.provisioningStatus(body))
             return blocking(eventLoop, status: 201) { [store] in
                 try store.saveGroup(group)
                 return Self.groupJSON(group, includeKeys: true)
@@ -179,12 +180,7 @@ final class ControlAPI: Sendable {
             if let deviceID, !Hub.isValidDeviceID(deviceID) {
                 throw DevHubError(.badRequest, "invalid deviceId")
             }
-            let enabled: Bool
-            switch body["provisioningStatus"]?.stringValue {
-            case nil, "enabled": enabled = true
-            case "disabled": enabled = false
-            case let other?: throw DevHubError(.badRequest, "provisioningStatus is enabled or disabled, not \(other)")
-            }
+            let enabled = try Self.provisioningStatus(body)
             var fault: EnrollmentFault?
             if let name = body["fault"]?.stringValue {
                 guard let known = EnrollmentFault(rawValue: name) else {
@@ -389,9 +385,19 @@ final class ControlAPI: Sendable {
         groupJSON(group, includeKeys: false)
     }
 
+    /// `provisioningStatus` of an enrollment or group: `enabled` (the default) or `disabled`.
+    static func provisioningStatus(_ body: JSONValue) throws -> Bool {
+        switch body["provisioningStatus"]?.stringValue {
+        case nil, "enabled": true
+        case "disabled": false
+        case let other?: throw DevHubError(.badRequest, "provisioningStatus is enabled or disabled, not \(other)")
+        }
+    }
+
     static func groupJSON(_ group: EnrollmentGroup, includeKeys: Bool) -> JSONValue {
         var json = JSONValue.object([
             "name": .string(group.name), "attestation": .string(group.attestation.type),
+            "provisioningStatus": .string(group.enabled ? "enabled" : "disabled"),
             "createdAt": .string(DevHubTime.iso8601(group.createdAt)),
         ])
         if includeKeys, case .symmetricKey(let primary, let secondary) = group.attestation {

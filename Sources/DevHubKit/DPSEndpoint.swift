@@ -3,6 +3,7 @@ import Logging
 import MQTTCodec
 import NIOCore
 import NIOPosix
+import Synchronization
 
 // The Device Provisioning Service over MQTT (PROTOCOLS.md §1.a): symmetric-key attestation
 // through enrollment groups and individual enrollments, `$dps/registrations/...` topics.
@@ -49,6 +50,9 @@ final class DPS: Sendable {
     let store: DevHubStore
     let threadPool: NIOThreadPool
     let logger: Logger
+    /// Operations of registrations through a disabled enrollment group: operation id → the
+    /// `failed` RegistrationOperationStatus the poll answers (no hub device is made).
+    private let failedOperations = Mutex<[String: JSONValue]>([:])
 
     init(
         idScope: String, assignedHub: String, store: DevHubStore, threadPool: NIOThreadPool,
@@ -140,6 +144,25 @@ final class DPS: Sendable {
     }
 
     // MARK: Assignment
+
+    /// A registration through a disabled group: no device, an operation that ends `failed`.
+    /// Returns the operation id.
+    func failDisabledGroup(registrationID: String, group: EnrollmentGroup) -> String {
+        let operationID =
+            "4.\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).\(UUID().uuidString.lowercased())"
+        var result = DPSHTTPS.failed(operationID: operationID, registrationID: registrationID)
+        var state = result["registrationState"] ?? .object([:])
+        state.set("errorMessage", .string("the enrollment group \(group.name) is disabled"))
+        result.set("registrationState", state)
+        failedOperations.withLock { $0[operationID] = result }
+        logger.notice("DPS: registration \(registrationID) failed: the enrollment group \(group.name) is disabled")
+        return operationID
+    }
+
+    /// The `failed` status of an operation `failDisabledGroup` made, if it is one.
+    func failedOperation(_ operationID: String) -> JSONValue? {
+        failedOperations.withLock { $0[operationID] }
+    }
 
     /// Creates (or re-keys) the hub device for a registration and records the assignment.
     /// Runs on the thread pool.
@@ -255,6 +278,13 @@ extension MQTTSession {
             }
         }
         let dps = services.dps
+        if case .group(let group) = enrollment, !group.enabled {
+            // Attested, but the group is disabled: the operation ends failed, as DPS's does.
+            let operationID = dps.failDisabledGroup(registrationID: registrationID, group: group)
+            let body = JSONValue.object(["operationId": .string(operationID), "status": .string("assigning")])
+            respondDPS(status: 202, rid: rid, retryAfter: DPS.retryAfterSeconds, body: body.utf8Bytes)
+            return
+        }
         dps.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try dps.assign(registrationID: registrationID, enrollment: enrollment)
         }.assumeIsolated().whenComplete { [self] result in
@@ -275,6 +305,10 @@ extension MQTTSession {
 
     private func operationStatus(operationID: String, registrationID: String, rid: String) {
         guard let context else { return }
+        if let failed = services.dps.failedOperation(operationID) {
+            respondDPS(status: 200, rid: rid, body: failed.utf8Bytes)
+            return
+        }
         let store = services.dps.store
         services.dps.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try store.registration(registrationID)

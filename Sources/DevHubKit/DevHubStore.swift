@@ -86,6 +86,9 @@ public final class DevHubStore: Sendable {
                     ALTER TABLE individual_enrollment ADD COLUMN fault TEXT;
                     """)
         }
+        migrator.registerMigration("v3: enrollment group provisioning status") { db in
+            try db.execute(sql: "ALTER TABLE enrollment_group ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 
@@ -128,11 +131,13 @@ public final class DevHubStore: Sendable {
         try database.write { db in
             try db.execute(
                 sql: """
-                    INSERT OR REPLACE INTO enrollment_group (name, attestation, primary_key, secondary_key, created_at)
-                    VALUES (?, 'symmetricKey', ?, ?, ?)
+                    INSERT OR REPLACE INTO enrollment_group
+                      (name, attestation, primary_key, secondary_key, created_at, enabled)
+                    VALUES (?, 'symmetricKey', ?, ?, ?, ?)
                     """,
                 arguments: [
                     group.name, primary.base64, secondary?.base64, group.createdAt.timeIntervalSince1970,
+                    group.enabled,
                 ])
         }
     }
@@ -142,7 +147,7 @@ public final class DevHubStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT * FROM enrollment_group ORDER BY name").compactMap { row in
                 guard let attestation = Self.attestation(from: row) else { return nil }
                 return EnrollmentGroup(
-                    name: row["name"], attestation: attestation,
+                    name: row["name"], attestation: attestation, enabled: row["enabled"],
                     createdAt: Date(timeIntervalSince1970: row["created_at"]))
             }
         }

@@ -26,11 +26,15 @@ public enum Attestation: Sendable, Equatable {
 public struct EnrollmentGroup: Sendable, Equatable {
     public var name: String
     public var attestation: Attestation
+    /// DPS's `provisioningStatus`: a device of a disabled group still attests (its SAS token is
+    /// verified), but its registration ends `failed` and no hub device is made.
+    public var enabled: Bool
     public var createdAt: Date
 
-    public init(name: String, attestation: Attestation, createdAt: Date = Date()) {
+    public init(name: String, attestation: Attestation, enabled: Bool = true, createdAt: Date = Date()) {
         self.name = name
         self.attestation = attestation
+        self.enabled = enabled
         self.createdAt = createdAt
     }
 

@@ -67,8 +67,12 @@ public struct ProvisioningError: Error, Sendable, CustomStringConvertible {
 ///     PUBLISH  $dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=…   (after N s)
 ///     ← $dps/registrations/res/200/?$rid=2                            {"status": "assigned", "registrationState": {…}}
 ///
-/// libmosquitto runs the connection on its own thread; its callbacks only hand events to the
-/// waiting caller through `Events`, so `register` reads top to bottom like the exchange above.
+/// The caller's thread drives the connection with poll(2) (`Pump`): libmosquitto's own loop
+/// (`mosquitto_loop_start`) uses select(2), which cannot watch a descriptor numbered 1024 or
+/// more — and a gateway with a few hundred hub identities (three descriptors each) has those, so
+/// every registration after about the 340th device hung until its timeout. The callbacks only
+/// hand events to the caller through `Events`, so `register` reads top to bottom like the
+/// exchange above.
 public enum DPSClient {
     /// Registers `registrationID` and waits for the assignment. `sign` returns the SAS token for
     /// a resource and expiry (the key stays with the caller: in memory or in the TPM).
@@ -115,14 +119,14 @@ public enum DPSClient {
             throw ProvisioningError(
                 .unreachable, "cannot connect to DPS at \(settings.host):\(settings.port): \(describe(rc))")
         }
-        _ = mosquitto_loop_start(mosq)
+        let pump = Pump(mosq: mosq, events: events)
         defer {
             _ = mosquitto_disconnect(mosq)
-            _ = mosquitto_loop_stop(mosq, false)
+            pump.flush()
         }
         let deadline = ContinuousClock.now + timeout
 
-        switch events.next(until: deadline) {
+        switch pump.next(until: deadline) {
         case .connected(0): break
         case .connected(let code):
             throw ProvisioningError(
@@ -134,14 +138,14 @@ public enum DPSClient {
         default: throw ProvisioningError(.protocolError, "unexpected event before CONNACK")
         }
         _ = mosquitto_subscribe(mosq, nil, "$dps/registrations/res/#", 1)
-        guard case .subscribed = events.next(until: deadline) else {
+        guard case .subscribed = pump.next(until: deadline) else {
             throw ProvisioningError(.protocolError, "DPS did not acknowledge the subscription")
         }
         let body = (try? JSONSerialization.data(withJSONObject: ["registrationId": registrationID])) ?? Data()
         var requestID = 1
         publish(mosq, "$dps/registrations/PUT/iotdps-register/?$rid=\(requestID)", body)
         while true {
-            guard let event = events.next(until: deadline) else {
+            guard let event = pump.next(until: deadline) else {
                 throw ProvisioningError(
                     .timeout, "DPS did not finish the registration of \(registrationID) within \(timeout)")
             }
@@ -165,7 +169,10 @@ public enum DPSClient {
                 guard let operation = response.operationID else {
                     throw ProvisioningError(.protocolError, "DPS answered \(response.status) without an operationId")
                 }
-                Thread.sleep(forTimeInterval: Double(min(max(response.retryAfter ?? 1, 1), 30)))
+                // Waits while keeping the connection serviced (PUBACKs, keepalive).
+                pump.idle(
+                    until: min(
+                        deadline, ContinuousClock.now + .seconds(min(max(response.retryAfter ?? 1, 1), 30))))
                 requestID += 1
                 publish(
                     mosq,
@@ -231,7 +238,58 @@ public enum DPSClient {
     }
 }
 
-/// Events from libmosquitto's thread to the registering caller.
+/// Drives one libmosquitto client on the calling thread with poll(2), which, unlike the
+/// select(2) inside `mosquitto_loop`, works for any descriptor number.
+struct Pump {
+    let mosq: OpaquePointer
+    let events: Events
+
+    /// Services the connection until an event arrives or the deadline passes.
+    func next(until deadline: ContinuousClock.Instant) -> Events.Event? {
+        while true {
+            if let event = events.take() { return event }
+            guard ContinuousClock.now < deadline else { return nil }
+            step(until: deadline)
+        }
+    }
+
+    /// Services the connection until the deadline, leaving events queued.
+    func idle(until deadline: ContinuousClock.Instant) {
+        while ContinuousClock.now < deadline { step(until: deadline) }
+    }
+
+    /// Writes out what is queued (the DISCONNECT), for a short while at most.
+    func flush() {
+        let deadline = ContinuousClock.now + .milliseconds(200)
+        while mosquitto_want_write(mosq), mosquitto_socket(mosq) >= 0, ContinuousClock.now < deadline {
+            step(until: deadline)
+        }
+    }
+
+    /// One poll of at most 50 ms, then libmosquitto's read, write and housekeeping.
+    private func step(until deadline: ContinuousClock.Instant) {
+        let socket = mosquitto_socket(mosq)
+        let left = deadline - .now
+        let ms = Int32(
+            clamping: min(
+                50, max(0, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
+        guard socket >= 0 else {
+            // Closed: nothing to poll; the disconnect event is queued already.
+            usleep(UInt32(ms) * 1000)
+            return
+        }
+        var watched = pollfd(
+            fd: socket, events: Int16(POLLIN) | (mosquitto_want_write(mosq) ? Int16(POLLOUT) : 0), revents: 0)
+        let ready = poll(&watched, 1, ms)
+        if ready > 0 {
+            if watched.revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { _ = mosquitto_loop_read(mosq, 1) }
+            if watched.revents & Int16(POLLOUT) != 0, mosquitto_socket(mosq) >= 0 { _ = mosquitto_loop_write(mosq, 1) }
+        }
+        _ = mosquitto_loop_misc(mosq)
+    }
+}
+
+/// Events from libmosquitto's callbacks to the registering caller.
 final class Events: Sendable {
     enum Event: Sendable {
         case connected(Int32)
@@ -250,6 +308,11 @@ final class Events: Sendable {
     func post(_ event: Event) {
         queue.withLock { $0.append(event) }
         signal.signal()
+    }
+
+    /// The oldest event, without waiting.
+    func take() -> Event? {
+        queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
     }
 
     func next(until deadline: ContinuousClock.Instant) -> Event? {

@@ -201,7 +201,7 @@ struct RelayTests {
     }
 
     @Test("until the command gate is configured, every command is refused with 403 and audited (fail closed)")
-    func commandsRefused() throws {
+    func commandsRefused() async throws {
         let h = try Harness()
         defer { h.stop() }
         let answer = Mutex<(Int32, String)?>(nil)
@@ -210,7 +210,12 @@ struct RelayTests {
         ) {
             status, body in answer.withLock { $0 = (status, String(decoding: body, as: UTF8.self)) }
         }
-        #expect(waitUntil(timeout: .seconds(5)) { answer.withLock { $0 } != nil })
+        // The answer comes from a `Task`: wait without holding one of the pool's (two) threads.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while answer.withLock({ $0 }) == nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(answer.withLock { $0 } != nil)
         let result = answer.withLock { $0 }
         #expect(result?.0 == 403)
         #expect(result?.1.contains("the command gate is not running") == true)
