@@ -129,6 +129,7 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseTPM",
                 "GatehouseStore",
                 "GatehouseSiteBroker",
                 "GateRules",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GatehouseCore
 import GatehouseStore
+import GatehouseTPM
 
 /// gatehouse — the operator's and integrator's command line. Wiring only.
 @main
@@ -10,7 +11,9 @@ struct GatehouseCLI: ParsableCommand {
         commandName: "gatehouse",
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
-        subcommands: [Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, TPM.self])
+        subcommands: [
+            Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, TPM.self,
+        ])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -172,7 +175,47 @@ struct Audit: ParsableCommand {
 
 struct TPM: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tpm", abstract: "The gateway's TPM.", subcommands: [ImportGroupKey.self])
+        commandName: "tpm", abstract: "The gateway's TPM.", subcommands: [ImportGroupKey.self, EndorsementKey.self])
+
+    struct EndorsementKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "endorsement-key",
+            abstract:
+                "Print the TPM's endorsement key (what a DPS TPM enrollment asks for) and the default registration id.",
+            discussion: """
+                The EK public is base64 of its marshalled TPM2B_PUBLIC, as the Azure portal and `az iot dps \
+                enrollment create --attestation-type tpm --endorsement-key` take it. The registration id \
+                printed is the Azure SDKs' default for a TPM (lowercase base32 of SHA-256 of the EK public); \
+                any valid id works if the enrollment and [provisioning] gateway_registration_id agree. \
+                Run it while gatehoused is stopped when the TPM is a software TPM (it serves one client).
+                """)
+
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Print only the base64 EK public.") var keyOnly = false
+
+        func run() throws {
+            let config = try options.loadConfig()
+            guard let tcti = config.identity.tpm else {
+                throw ValidationError("\(options.config): [identity] tpm is not set; name the TPM there first")
+            }
+            let ek: Data
+            do {
+                let context = try TPMContext(tcti: tcti)
+                defer { context.close() }
+                ek = try context.endorsementKeyPublic()
+            } catch {
+                FileHandle.standardError.write(Data("gatehouse tpm endorsement-key: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            if keyOnly {
+                print(ek.base64EncodedString())
+                return
+            }
+            print("endorsement key: \(ek.base64EncodedString())")
+            print("registration id: \(TPMRegistrationID.default(endorsementKey: ek))")
+        }
+
+    }
 
     struct ImportGroupKey: ParsableCommand {
         static let configuration = CommandConfiguration(
