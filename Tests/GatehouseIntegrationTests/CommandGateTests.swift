@@ -2,6 +2,10 @@ import Foundation
 import GatehouseTestSupport
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The command gate end to end: DevHub (the cloud side) invokes methods and sends C2D messages
 /// carrying tokens minted by PyJWT (`scripts/mint-token`); gatehoused verifies them, runs the
 /// rules and delivers to a leaf device on the real site broker (`scripts/leaf-device`, paho-mqtt),
@@ -181,6 +185,43 @@ struct CommandGateTests {
         #expect(properties["authorization"] == nil)
         let refused = try fixture.audit().first { $0["effect"] as? String == "deny" }
         #expect((refused?["reason"] as? String)?.hasPrefix("no caller token") == true)
+    }
+
+    @Test("JWKS rotation: a new key is accepted after SIGHUP refreshes the keys; the removed key's tokens are refused")
+    func keyRotation() throws {
+        let fixture = try Fixture()
+        let oldToken = try fixture.token(["--role", "Gateway.Operator"])
+        #expect(
+            try fixture.method("pump-1", "reboot", ["authorization": "Bearer \(oldToken)", "command_id": "k-1"]).0
+                == 200)
+
+        // A second identity-provider key, not yet published: its tokens name an unknown kid.
+        let rotated = fixture.dir.file("idp-2")
+        let (code, output) = try Subprocess.run(
+            CommandGateTests.script("mint-token"), ["keys", rotated, "--kid", "demo-2"])
+        #expect(code == 0, "\(output)")
+        let (_, newTokenOutput) = try Subprocess.run(
+            CommandGateTests.script("mint-token"), ["token", rotated, "--role", "Gateway.Operator"])
+        let newToken = newTokenOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        let (unknown, unknownReason) = try fixture.method(
+            "pump-1", "reboot", ["authorization": "Bearer \(newToken)", "command_id": "k-2"])
+        #expect(unknown == 403)
+        #expect((unknownReason["reason"] as? String)?.hasPrefix("token refused: auth.unknown-key") == true)
+
+        // Rotate: the published set now holds only the new key; SIGHUP refreshes it.
+        try FileManager.default.removeItem(atPath: fixture.keysDir + "/jwks.json")
+        try FileManager.default.copyItem(atPath: rotated + "/jwks.json", toPath: fixture.keysDir + "/jwks.json")
+        fixture.rig.gateway?.signal(SIGHUP)
+        #expect(
+            waitUntil(timeout: .seconds(10)) { fixture.rig.gatewayLogs.contains("kids=demo-2") },
+            "\(fixture.rig.gatewayLogs.suffix(1500))")
+        #expect(
+            try fixture.method("pump-1", "reboot", ["authorization": "Bearer \(newToken)", "command_id": "k-3"]).0
+                == 200)
+        let (old, oldReason) = try fixture.method(
+            "pump-1", "reboot", ["authorization": "Bearer \(oldToken)", "command_id": "k-4"])
+        #expect(old == 403)
+        #expect((oldReason["reason"] as? String)?.hasPrefix("token refused: auth.unknown-key") == true)
     }
 
     @Test("forged, expired and misdirected tokens are denied with their reason; the daemon keeps running")
