@@ -15,24 +15,9 @@ cd "$(dirname "$0")/.."
 
 cache=${GATEHOUSE_DEBOOTSTRAP_CACHE:-/var/cache/gatehouse-debootstrap}
 base=$cache/bookworm-minbase.tar
-passed=0 failed=0
+source packaging/test-lib.sh
 
-step() { printf '\n== %s\n' "$*"; }
-pass() { echo "PASS: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-check() { # check "what" command...
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-
-if (($# == 2)); then
-    old_deb=$1 new_deb=$2
-else
-    mapfile -t debs < <(ls -t out/deb/gatehouse_*_amd64.deb 2>/dev/null)
-    ((${#debs[@]} >= 2)) || { echo "test-install: need two builds in out/deb (scripts/build-deb VERSION, twice)" >&2; exit 2; }
-    new_deb=${debs[0]} old_deb=${debs[1]}
-fi
+pick_debs test-install "$@"
 old_version=$(dpkg-deb -f "$old_deb" Version)
 new_version=$(dpkg-deb -f "$new_deb" Version)
 devhub_deb=$(dirname "$old_deb")/gatehouse-devhub_${old_version}_amd64.deb

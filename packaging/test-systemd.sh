@@ -17,23 +17,9 @@ cd "$(dirname "$0")/.."
 
 cache=${GATEHOUSE_DEBOOTSTRAP_CACHE:-/var/cache/gatehouse-debootstrap}
 base=$cache/bookworm-minbase.tar
-passed=0 failed=0
-step() { printf '\n== %s\n' "$*"; }
-pass() { echo "PASS: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
+source packaging/test-lib.sh
 
-if (($# == 2)); then
-    old_deb=$1 new_deb=$2
-else
-    mapfile -t debs < <(ls -t out/deb/gatehouse_*_amd64.deb 2>/dev/null)
-    ((${#debs[@]} >= 2)) || { echo "test-systemd: need two builds in out/deb" >&2; exit 2; }
-    new_deb=${debs[0]} old_deb=${debs[1]}
-fi
+pick_debs test-systemd "$@"
 new_version=$(dpkg-deb -f "$new_deb" Version)
 [ -f "$base" ] || { echo "test-systemd: no $base; run packaging/test-install.sh first" >&2; exit 2; }
 if ! command -v systemd-nspawn >/dev/null; then

@@ -173,8 +173,12 @@ final class SiteSubscriber: Sendable {
             .info,
             "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))"
         )
-        if !pending.isEmpty, let problem = commit(pending, fd: fd) { return problem }
+        // From here on every write goes through `write`, under the lock `deliver` takes too.
         outgoing.withLock { $0.fd = fd }
+        if !pending.isEmpty, let problem = commit(pending) {
+            failOutstandingCommands(reason: problem)
+            return problem
+        }
         let reason = receiveLoop(fd, &decoder)
         failOutstandingCommands(reason: reason)
         return reason
@@ -321,7 +325,7 @@ final class SiteSubscriber: Sendable {
                     case .publish(let publish):
                         batch.append(publish)
                         if batch.count >= settings.maxBatch {
-                            if let problem = commit(batch, fd: fd) { return problem }
+                            if let problem = commit(batch) { return problem }
                             batch.removeAll(keepingCapacity: true)
                             lastSent = .now
                         }
@@ -337,11 +341,11 @@ final class SiteSubscriber: Sendable {
                 }
             } catch {
                 // Commit what decoded cleanly before the bad bytes, then drop the connection.
-                if !batch.isEmpty, let problem = commit(batch, fd: fd) { return problem }
+                if !batch.isEmpty, let problem = commit(batch) { return problem }
                 return "protocol error from the broker: \(error)"
             }
             if !batch.isEmpty {
-                if let problem = commit(batch, fd: fd) { return problem }
+                if let problem = commit(batch) { return problem }
                 lastSent = .now
             }
         }
@@ -360,7 +364,7 @@ final class SiteSubscriber: Sendable {
 
     /// Makes a batch durable through the host, then acknowledges its QoS 1 messages.
     /// Returns a reason to drop the connection, or nil.
-    private func commit(_ batch: [Publish], fd: Int32) -> String? {
+    private func commit(_ batch: [Publish]) -> String? {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         var messages: [PluginMessage] = []
         messages.reserveCapacity(batch.count)
@@ -395,7 +399,7 @@ final class SiteSubscriber: Sendable {
                 MQTTPacket.pubrec(id).encode(into: &acks)
             }
         }
-        if !acks.isEmpty, !(outgoing.withLock { $0.fd < 0 } ? TCPSocket.writeAll(fd, acks) : write(acks)) {
+        if !acks.isEmpty, !write(acks) {
             return "connection lost while acknowledging (the broker will redeliver; duplicates are expected)"
         }
         return nil

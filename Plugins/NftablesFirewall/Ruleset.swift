@@ -7,8 +7,9 @@
 struct Ruleset: Sendable {
     /// The nft script, ready for `nft -f`.
     let script: String
-    /// For each script line (1-based), what it came from, to name the rule in an error.
-    let origins: [Int: String]
+    /// The rules of chain input in order: their script line (1-based), what they came from (to
+    /// name a rule in an error) and their text.
+    let rules: [(line: Int, origin: String, text: String)]
     /// The named counters: name → what a packet counted there was.
     static let counters: [(name: String, reason: String)] = [
         ("drop_xmas", "XMAS scan (FIN+PSH+URG)"),
@@ -22,10 +23,10 @@ struct Ruleset: Sendable {
 
     init(_ settings: FirewallSettings) {
         var lines: [String] = []
-        var origins: [Int: String] = [:]
+        var rules: [(line: Int, origin: String, text: String)] = []
         func add(_ line: String, origin: String? = nil) {
             lines.append(line)
-            if let origin { origins[lines.count] = origin }
+            if let origin { rules.append((lines.count, origin, line)) }
         }
         let table = settings.table
         add("# gatehouse firewall: rendered from the [firewall] section; do not edit by hand.")
@@ -73,26 +74,9 @@ struct Ruleset: Sendable {
         add("\t}")
         add("}")
         script = lines.joined(separator: "\n") + "\n"
-        self.origins = origins
-    }
-
-    /// nft's error names a line of the script ("/dev/stdin:23:..." or "<cmdline>:23:..."):
-    /// the rule it came from, if the message says which.
-    func origin(ofError message: String) -> String? {
-        for line in message.split(separator: "\n") {
-            let fields = line.split(separator: ":")
-            guard fields.count >= 3, let number = Int(fields[1]) else { continue }
-            if let origin = origins[number] { return origin }
-        }
-        return nil
-    }
-
-    /// The rules with an origin: (script line, origin, rule text), in order.
-    var rules: [(line: Int, origin: String, text: String)] {
-        let lines = script.split(separator: "\n", omittingEmptySubsequences: false)
-        return origins.keys.sorted().map { ($0, origins[$0]!, String(lines[$0 - 1])) }
+        self.rules = rules
     }
 
     /// The number of rules in chain input.
-    var ruleCount: Int { origins.count }
+    var ruleCount: Int { rules.count }
 }

@@ -491,6 +491,45 @@ final class ControlAPI: Sendable {
 
 // MARK: - HTTP
 
+/// One HTTP/1.1 request put together from NIO's parts: the head, then the body up to a limit.
+/// Shared by the control API and DPS over HTTPS.
+struct HTTPRequestCollector {
+    enum Outcome {
+        case incomplete
+        case complete(HTTPRequestHead, [UInt8])
+        /// The body went over the limit (what arrived of it was dropped).
+        case tooLarge
+    }
+
+    let maxBodySize: Int
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+
+    init(maxBodySize: Int) { self.maxBodySize = maxBodySize }
+
+    mutating func add(_ part: HTTPServerRequestPart) -> Outcome {
+        switch part {
+        case .head(let head):
+            self.head = head
+            body = []
+            tooLarge = false
+        case .body(let buffer):
+            if body.count + buffer.readableBytes > maxBodySize {
+                tooLarge = true
+                body = []
+            } else {
+                body.append(contentsOf: buffer.readableBytesView)
+            }
+        case .end:
+            guard let head else { return .incomplete }
+            self.head = nil
+            return tooLarge ? .tooLarge : .complete(head, body)
+        }
+        return .incomplete
+    }
+}
+
 /// Collects one HTTP request, answers it through ``ControlAPI``, then closes the connection.
 final class ControlHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -500,9 +539,7 @@ final class ControlHTTPHandler: ChannelInboundHandler {
 
     private let api: ControlAPI
     private let logger: Logger
-    private var head: HTTPRequestHead?
-    private var body: [UInt8] = []
-    private var tooLarge = false
+    private var collector = HTTPRequestCollector(maxBodySize: maxBodySize)
 
     init(api: ControlAPI, logger: Logger) {
         self.api = api
@@ -510,30 +547,16 @@ final class ControlHTTPHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-            body = []
-            tooLarge = false
-        case .body(let buffer):
-            if body.count + buffer.readableBytes > Self.maxBodySize {
-                tooLarge = true
-            } else {
-                body.append(contentsOf: buffer.readableBytesView)
-            }
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            guard !tooLarge else {
-                respond(
-                    context: context,
-                    ControlResponse.error(DevHubError(.badRequest, "request body over 4 MiB")))
-                return
-            }
+        switch collector.add(unwrapInboundIn(data)) {
+        case .incomplete:
+            return
+        case .tooLarge:
+            respond(context: context, ControlResponse.error(DevHubError(.badRequest, "request body over 4 MiB")))
+        case .complete(let head, let body):
             let (path, query) = Self.split(head.uri)
-            let request = ControlRequest(method: head.method, path: path, query: query, body: body)
+            let controlRequest = ControlRequest(method: head.method, path: path, query: query, body: body)
             logger.debug("control API \(head.method) \(head.uri)")
-            api.handle(request, on: context.eventLoop).assumeIsolated().whenSuccess { [self] response in
+            api.handle(controlRequest, on: context.eventLoop).assumeIsolated().whenSuccess { [self] response in
                 respond(context: context, response)
             }
         }

@@ -322,34 +322,19 @@ final class DPSHTTPSHandler: ChannelInboundHandler {
     static let maxBodySize = 64 << 10
 
     private let endpoint: DPSHTTPS
-    private var head: HTTPRequestHead?
-    private var body: [UInt8] = []
-    private var tooLarge = false
+    private var collector = HTTPRequestCollector(maxBodySize: maxBodySize)
 
     init(endpoint: DPSHTTPS) { self.endpoint = endpoint }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-            body = []
-            tooLarge = false
-        case .body(let buffer):
-            if body.count + buffer.readableBytes > Self.maxBodySize {
-                tooLarge = true
-            } else {
-                body.append(contentsOf: buffer.readableBytesView)
-            }
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            guard !tooLarge else {
-                respond(context: context, .error(413, code: 413000, "request body over 64 KiB"))
-                return
-            }
+        switch collector.add(unwrapInboundIn(data)) {
+        case .incomplete:
+            return
+        case .tooLarge:
+            respond(context: context, .error(413, code: 413000, "request body over 64 KiB"))
+        case .complete(let head, let body):
             let (path, _) = ControlHTTPHandler.split(head.uri)
             let authorization = head.headers.first(name: "Authorization")
-            let body = body
             let endpoint = endpoint
             endpoint.logger.debug("DPS HTTPS \(head.method) \(head.uri)")
             endpoint.dps.threadPool.runIfActive(eventLoop: context.eventLoop) {

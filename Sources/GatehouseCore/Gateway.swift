@@ -165,6 +165,8 @@ public final class Gateway: Service {
 
     /// The verifier of callers' tokens, from `[auth]`; nil without that section.
     private let keys = Mutex<JWKSCache?>(nil)
+    /// The JWKS sources were not read before the start (HTTPS only, keys from the disk cache).
+    private let refreshAtStart = Mutex(false)
 
     /// Builds the token verifier from `[auth]` (reading the JWKS file, the disk cache, or both)
     /// and wires the command gate. Without `[auth]` or rules, every command is refused.
@@ -181,7 +183,15 @@ public final class Gateway: Service {
                 policy.refreshInterval = auth.jwksRefresh
                 let cache = try await JWKSCache(
                     sources: sources, cacheFile: auth.jwksCache, policy: policy, logger: logger)
-                await cache.refresh()
+                // Read the sources before the first command, so that a key removed from them is
+                // refused at once. Only an HTTPS-only set with keys in the disk cache is read in the
+                // background (`run()`), so an offline gateway does not wait out the fetch timeout.
+                let warm = !(await cache.keyIDs.isEmpty)
+                if auth.jwksFile != nil || !warm {
+                    await cache.refresh()
+                } else {
+                    refreshAtStart.withLock { $0 = true }
+                }
                 var settings = TokenVerifier.Configuration(
                     audiences: Set(auth.audiences), tenants: Set(auth.tenants), issuers: Set(auth.issuers))
                 settings.algorithms = Set(auth.algorithms.map(JWTAlgorithmName.init(rawValue:)))
@@ -255,7 +265,11 @@ public final class Gateway: Service {
                 }
             }
             if let cache = keys.withLock({ $0 }) {
-                group.addTask { await cache.run() }
+                let refreshFirst = refreshAtStart.withLock { $0 }
+                group.addTask {
+                    if refreshFirst { await cache.refresh() }
+                    await cache.run()
+                }
             }
             group.addTask { [self] in
                 // Audit retention: once at start, then hourly.

@@ -188,9 +188,6 @@ public final class PluginInstance: Sendable {
         return PluginStatus(rawValue: command.withCCommand { deliver(instance, $0, token) })
     }
 
-    /// True when the plugin implements `deliver` (a site transport that can take commands).
-    public var canDeliver: Bool { ops.deliver != nil }
-
     fileprivate func commandResult(token: UInt64, status: Int32, body: [UInt8]) {
         guard case .some(let instance) = liveInstance, let result = ops.command_result else { return }
         body.withUnsafeBufferPointer { buffer in

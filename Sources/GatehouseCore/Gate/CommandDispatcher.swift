@@ -15,7 +15,6 @@ public final class CommandDispatcher: Sendable {
     private let wiring = Mutex<Wiring?>(nil)
     private let pending = Mutex<[UInt64: Pending]>([:])
     private let nextToken = Atomic<UInt64>(0)
-    let decided = Atomic<Int>(0)
     let refused = Atomic<Int>(0)
 
     struct Wiring: Sendable {
@@ -88,7 +87,6 @@ public final class CommandDispatcher: Sendable {
     /// decision that cannot be audited is not carried out (nil: fail closed).
     public func decideAndAudit(_ command: PluginCommand, gate: CommandGate) async -> CommandGate.Outcome? {
         let outcome = await gate.decide(command)
-        decided.add(1, ordering: .relaxed)
         guard await audit(command, outcome) else {
             refused.add(1, ordering: .relaxed)
             return nil

@@ -314,5 +314,4 @@ final class ReplayCache: Sendable {
         }
     }
 
-    var count: Int { entries.withLock { $0.count } }
 }
