@@ -218,7 +218,8 @@ let package = Package(
         .testTarget(
             name: "GatehouseIntegrationTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport", "GatehouseProvisioning",
+                "GatehouseCore", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport",
+                "GatehouseProvisioning",
                 "GatehouseTPM",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -12,7 +12,7 @@ let package = Package(
             name: "RulesFuzzer",
             dependencies: ["CFuzzerDriver", .product(name: "GateRules", package: "main")],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
-        )
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

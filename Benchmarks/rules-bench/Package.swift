@@ -10,7 +10,7 @@ let package = Package(
         .executableTarget(
             name: "rules-bench",
             dependencies: ["CHeap", .product(name: "GateRules", package: "main")]
-        )
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

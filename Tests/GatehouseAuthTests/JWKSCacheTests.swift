@@ -207,7 +207,8 @@ struct JWKSCacheTests {
         let source = StubSource(document: nil)
         let keys = try await JWKSCache(sources: [source], logger: quietLogger)
         await #expect(throws: AuthError.self) {
-            _ = try await JWKSCache(sources: [source, StubSource(document: nil)], logger: quietLogger)  // same identifier twice
+            // same identifier twice
+            _ = try await JWKSCache(sources: [source, StubSource(document: nil)], logger: quietLogger)
         }
         let bad: [TokenVerifier.Configuration] = [
             .init(audiences: [], tenants: ["72f988bf-86f1-41af-91ab-2d7cd011db47"]),

@@ -114,7 +114,8 @@ struct AuditLogTests {
         let forA = try store.auditRecords(deviceID: "a")
         #expect(forA.map(\.timeMS) == [4000, 3000, 1000])
         #expect(try store.auditRecords(sinceMS: 2500).count == 2)
-        #expect(try store.pruneAudit(AuditRetention(maxRows: 10, maxAgeMS: 2000), nowMS: 4500) == 2)  // 1000 and 2000 are too old
+        // 1000 and 2000 are too old
+        #expect(try store.pruneAudit(AuditRetention(maxRows: 10, maxAgeMS: 2000), nowMS: 4500) == 2)
         #expect(try store.pruneAudit(AuditRetention(maxRows: 1, maxAgeMS: 1_000_000), nowMS: 4500) == 1)
         #expect(try store.auditRecords().map(\.timeMS) == [4000])
     }

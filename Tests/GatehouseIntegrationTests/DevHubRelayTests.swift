@@ -124,7 +124,8 @@ struct DevHubRelayTests {
             uniqueKeysWithValues: devices.map { ($0["id"] as? String ?? "", $0["provisioning"] as? String ?? "") })
         #expect(states["prov-1"] == "assigned")
         #expect(states["stranger"]?.hasPrefix("failed: not in [provisioning] allow") == true)
-        #expect(waitUntil(timeout: .seconds(5)) { rig.daemonCounter("outboxMessages") == 1 })  // the stranger's message waits
+        // the stranger's message waits
+        #expect(waitUntil(timeout: .seconds(5)) { rig.daemonCounter("outboxMessages") == 1 })
     }
 
     @Test("a device the hub knows with another key is refused; its messages wait in the outbox")

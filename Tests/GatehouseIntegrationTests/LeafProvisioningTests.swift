@@ -179,7 +179,8 @@ struct LeafProvisioningTests {
         let registrations = try JSONSerialization.jsonObject(
             with: Data(try rig.devhubCLI(["device", "show", "leaf-042"]).utf8))
         #expect((registrations as? [String: Any])?["source"] as? String == "dps:group:site-a")
-        #expect(await Self.eventually(timeout: .seconds(5)) { gateway.daemonCounter("outboxMessages") == 0 })  // heartbeat: 1 s
+        // heartbeat: 1 s
+        #expect(await Self.eventually(timeout: .seconds(5)) { gateway.daemonCounter("outboxMessages") == 0 })
         gateway.gateway?.stop()
 
         // The plaintext scan: no group key, no derived key (base64 or raw), no SAS token or
