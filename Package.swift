@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // gatehouse — an edge gateway for Debian site gateways.
-// The targets follow ../shared/docs/ARCHITECTURE.md; C libraries sit behind thin C<Lib> targets.
+// The targets follow docs/architecture.md; C libraries sit behind thin C<Lib> targets.
 import PackageDescription
 
 let package = Package(

@@ -10,7 +10,7 @@ import Synchronization
 
 /// The upstream role: one MQTT connection per device identity to IoT Hub, on libmosquitto.
 ///
-/// IoT Hub's MQTT endpoint cannot multiplex identities (PROTOCOLS.md §2.5), so each leaf device
+/// IoT Hub's MQTT endpoint cannot multiplex identities (docs/protocols.md §2.5), so each leaf device
 /// gets its own TLS connection with client id `{deviceId}`, username
 /// `{hub}/{deviceId}/?api-version=2021-04-12` and a SAS token (signed by the host) as password.
 ///
@@ -421,7 +421,7 @@ final class HubLink {
         state = .connected
         backoff.reset()
         retryAtMS = 1  // from now on reconnect, keeping the session
-        // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (PROTOCOLS.md §2.3).
+        // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
         _ = mosquitto_subscribe(mosq, nil, "devices/\(device)/messages/devicebound/#", 1)
         _ = mosquitto_subscribe(mosq, nil, "$iothub/methods/POST/#", 0)
         owner.upDevicesInsert(device)

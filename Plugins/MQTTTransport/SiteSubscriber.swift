@@ -11,7 +11,7 @@ import Synchronization
 /// QoS 1 message only after the host made it durable.
 ///
 /// Why not libmosquitto here: Debian 12's libmosquitto 2.0.11 sends the PUBACK for an incoming
-/// QoS 1 message before its message callback returns (TESTING.md), so a crash between that
+/// QoS 1 message before its message callback returns (docs/site-broker.md), so a crash between that
 /// PUBACK and the outbox commit would lose an acknowledged message. This client is a small MQTT
 /// 3.1.1 subscriber on our own strict codec that owns its acknowledgements:
 ///
@@ -72,7 +72,7 @@ final class SiteSubscriber: Sendable {
         var deadline: ContinuousClock.Instant
     }
 
-    /// Where commands go on the site broker (README, "Site-broker topics").
+    /// Where commands go on the site broker (docs/site-broker.md, "Topics").
     static let methodResponseFilter = "devices/+/methods/res/#"
 
     init(settings: Settings, host: PluginHost) {

@@ -5,7 +5,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-// The Device Provisioning Service over MQTT (PROTOCOLS.md §1.a): symmetric-key attestation
+// The Device Provisioning Service over MQTT (docs/protocols.md §1.a): symmetric-key attestation
 // through enrollment groups and individual enrollments, `$dps/registrations/...` topics.
 
 /// The DPS CONNECT username `{idScope}/registrations/{registrationId}/api-version=…`

@@ -5,7 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-// DPS over HTTPS (PROTOCOLS.md §1.a "HTTPS flow" and §1.b "HTTP flow"): the transport TPM
+// DPS over HTTPS (docs/protocols.md §1.a "HTTPS flow" and §1.b "HTTP flow"): the transport TPM
 // attestation needs. Symmetric-key registrations work here too (SAS in `Authorization`).
 //
 //   PUT /{idScope}/registrations/{registrationId}/register?api-version=…

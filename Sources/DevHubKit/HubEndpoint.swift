@@ -5,10 +5,10 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-// The IoT Hub device endpoint (PROTOCOLS.md §2): authentication of `{hub}/{deviceId}/?…`
+// The IoT Hub device endpoint (docs/protocols.md §2): authentication of `{hub}/{deviceId}/?…`
 // connections, telemetry, C2D, direct methods and twins.
 
-/// The IoT Hub CONNECT username `{hubHostName}/{deviceId}/?api-version=…` (PROTOCOLS.md §2.1),
+/// The IoT Hub CONNECT username `{hubHostName}/{deviceId}/?api-version=…` (docs/protocols.md §2.1),
 /// or the module form `{hub}/{deviceId}/{moduleId}/?…`. The host and ids are not encoded.
 struct HubUsername: Equatable {
     var hostName: String
@@ -130,7 +130,7 @@ final class Hub: Sendable {
         }
     }
 
-    /// What a device may subscribe to (PROTOCOLS.md §2.2): its own C2D topic, methods, twin.
+    /// What a device may subscribe to (docs/protocols.md §2.2): its own C2D topic, methods, twin.
     static func subscriptionPrefixes(deviceID: String) -> [String] {
         [
             "devices/\(deviceID)/messages/devicebound/", "$iothub/methods/POST/", "$iothub/twin/res/",

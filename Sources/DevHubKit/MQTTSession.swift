@@ -320,7 +320,7 @@ final class MQTTSession: ChannelInboundHandler {
                 codes.append(SubAck.failure)
                 continue
             }
-            // QoS 2 is granted as QoS 1 (PROTOCOLS.md §2.3).
+            // QoS 2 is granted as QoS 1 (docs/protocols.md §2.3).
             let granted = min(topic.qos, .atLeastOnce)
             subscriptions[topic.filter] = granted
             codes.append(granted.rawValue)

@@ -1,4 +1,4 @@
-/// One message property of an IoT Hub property bag (PROTOCOLS.md §2.2), decoded.
+/// One message property of an IoT Hub property bag (docs/protocols.md §2.2), decoded.
 ///
 /// `value` is nil for a key written without `=` (C2D's "null" form); an empty string is `key=`.
 public struct MessageProperty: Sendable, Equatable {

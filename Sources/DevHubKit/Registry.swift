@@ -7,10 +7,10 @@ import Foundation
 /// TPM (endorsement key + the nonce challenge over HTTPS) and X.509 fit the same record.
 public enum Attestation: Sendable, Equatable {
     /// A primary and an optional secondary key (raw bytes). For a group, devices use keys derived
-    /// from these (PROTOCOLS.md §1.a); for an individual enrollment, these keys themselves.
+    /// from these (docs/protocols.md §1.a); for an individual enrollment, these keys themselves.
     case symmetricKey(primary: SymmetricKeyText, secondary: SymmetricKeyText?)
     /// A TPM's endorsement key (base64 `TPM2B_PUBLIC`) and optional storage root key; individual
-    /// enrollments only. Registration over MQTT refuses it (TPM needs HTTPS, PROTOCOLS.md §1.b).
+    /// enrollments only. Registration over MQTT refuses it (TPM needs HTTPS, docs/protocols.md §1.b).
     case tpm(endorsementKey: String, storageRootKey: String?)
 
     /// The type name DPS uses: `symmetricKey`, `tpm`.
@@ -106,7 +106,7 @@ public struct DeviceIdentity: Sendable, Equatable {
     var keys: [[UInt8]] { [primaryKey, secondaryKey].compactMap { $0?.bytes } }
 }
 
-/// The outcome of a DPS registration (DeviceRegistrationResult, PROTOCOLS.md §1.a).
+/// The outcome of a DPS registration (DeviceRegistrationResult, docs/protocols.md §1.a).
 public struct Registration: Sendable, Equatable {
     public var registrationID: String
     public var operationID: String

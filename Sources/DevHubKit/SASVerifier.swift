@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 
-/// A Shared Access Signature token as a device presented it (PROTOCOLS.md §0):
+/// A Shared Access Signature token as a device presented it (docs/protocols.md §0):
 ///
 ///     SharedAccessSignature sr={resource}&sig={signature}&se={expiry}[&skn={policy}]
 ///
@@ -81,7 +81,7 @@ public enum SASVerifier {
     ///
     /// - The resource is compared after percent-decoding and case-insensitively, so the
     ///   documented encoded form, the C SDK's unencoded form and aziot's lowercase form are all
-    ///   accepted (PROTOCOLS.md §0, §7.1).
+    ///   accepted (docs/protocols.md §0, §6.1).
     /// - The signature is recomputed over `sr` exactly as sent + "\n" + `se`, and compared in
     ///   constant time.
     /// - `allowedKeyNames`: the `skn` values accepted; an absent `skn` is always accepted.
@@ -130,7 +130,7 @@ public enum SASVerifier {
     }
 
     /// The per-device key of an enrollment group: HMAC-SHA256(group key, registration id)
-    /// (PROTOCOLS.md §1.a). Returns the raw 32 key bytes.
+    /// (docs/protocols.md §1.a). Returns the raw 32 key bytes.
     public static func deriveDeviceKey(groupKey: [UInt8], registrationID: String) -> [UInt8] {
         Array(
             HMAC<SHA256>.authenticationCode(

@@ -2,7 +2,7 @@ import COpenSSL
 import Crypto
 import Foundation
 
-// The service side of DPS TPM attestation (PROTOCOLS.md §1.b): what DPS computes so that only
+// The service side of DPS TPM attestation (docs/protocols.md §1.b): what DPS computes so that only
 // the TPM holding an enrolled endorsement key can install an HMAC key.
 //
 // `authenticationKey` = five TPM2Bs:

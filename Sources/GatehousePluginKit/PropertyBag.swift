@@ -1,5 +1,5 @@
 /// The IoT Hub MQTT property bag: `key=value&key2=value2`, each key and value percent-encoded
-/// as in a URL query (PROTOCOLS.md §2.2). Used in telemetry and C2D topic suffixes.
+/// as in a URL query (docs/protocols.md §2.2). Used in telemetry and C2D topic suffixes.
 public enum PropertyBag {
     /// Encodes properties in order. Unreserved characters (RFC 3986: A–Z a–z 0–9 - . _ ~) and
     /// the `$` of system properties (`$.ct`) stay as they are; everything else is %XX.

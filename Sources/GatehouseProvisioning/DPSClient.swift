@@ -56,7 +56,7 @@ public struct ProvisioningError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(message) [\(code.rawValue)]" }
 }
 
-/// Registers devices with DPS over MQTT (PROTOCOLS.md §1.a, "MQTT flow"): symmetric-key
+/// Registers devices with DPS over MQTT (docs/protocols.md §1.a, "MQTT flow"): symmetric-key
 /// attestation, one short-lived connection per registration.
 ///
 ///     CONNECT  client id {registrationId}, username {idScope}/registrations/{registrationId}/api-version=…,

@@ -13,7 +13,7 @@ extension ProvisioningError.Code {
     public static let blobRefused = Self(rawValue: "dps.blob-refused")
 }
 
-/// Registers the gateway itself with DPS by TPM attestation over HTTPS (PROTOCOLS.md §1.b):
+/// Registers the gateway itself with DPS by TPM attestation over HTTPS (docs/protocols.md §1.b):
 ///
 ///     PUT  …/register  {"registrationId", "tpm": {"endorsementKey", "storageRootKey"}}   (no Authorization)
 ///     ← 401 {"authenticationKey": blob₁, "keyName": "registration"}
@@ -216,7 +216,7 @@ public enum DPSTPMClient {
                     (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
                 let retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
                 if response.status == 429 || response.status >= 500 {
-                    try await pause(retryAfter ?? 2)  // transient (PROTOCOLS.md §1.a)
+                    try await pause(retryAfter ?? 2)  // transient (docs/protocols.md §1.a)
                     continue
                 }
                 return Reply(status: response.status, json: object, retryAfter: retryAfter)

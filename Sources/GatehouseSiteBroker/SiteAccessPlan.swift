@@ -9,7 +9,7 @@
 /// | device `ID` (role `gatehouse-device-ID`) | `devices/ID/messages/events/#`, `devices/ID/methods/res/#` | `devices/ID/messages/devicebound/#`, `devices/ID/methods/POST/#` |
 /// | the gateway (role `gatehouse-gateway`) | `devices/+/messages/devicebound/#`, `devices/+/methods/POST/#` | `devices/+/messages/events/#`, `devices/+/methods/res/#` |
 ///
-/// (The command topics are the ones the site transport publishes on; README, "Site-broker topics".)
+/// (The command topics are the ones the site transport publishes on; docs/site-broker.md, "Topics".)
 ///
 /// Everything else is denied by the default ACL access that `gatehouse site init` sets (all four
 /// kinds `false`). mosquitto 2.0.11's dynamic security plugin has no `%c`/`%u` substitution in

@@ -1,7 +1,7 @@
 import CTSS2
 import Foundation
 
-/// The `authenticationKey` blob of DPS TPM attestation (PROTOCOLS.md §1.b), base64-decoded:
+/// The `authenticationKey` blob of DPS TPM attestation (docs/protocols.md §1.b), base64-decoded:
 /// five consecutive TPM2B structures, each a big-endian UINT16 size and that many bytes.
 ///
 /// | # | TPM type | Role |

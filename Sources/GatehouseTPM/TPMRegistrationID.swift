@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 
 /// The registration id the Azure SDKs give a TPM by default: RFC 4648 base32, lowercase, without
-/// padding, of SHA-256 of the marshalled EK public (PROTOCOLS.md §1.0; C SDK
+/// padding, of SHA-256 of the marshalled EK public (docs/protocols.md §1.0; C SDK
 /// `prov_auth_client.c`). Any valid id works if the DPS enrollment uses it; this one is stable
 /// for a TPM and needs no naming.
 public enum TPMRegistrationID {

@@ -4,7 +4,7 @@ import Synchronization
 
 /// Signs SAS tokens for leaf devices of a DPS enrollment group whose key lives in the TPM.
 ///
-/// Each device's key is `HMAC-SHA256(group key, registration id)` (PROTOCOLS.md §1.a), computed
+/// Each device's key is `HMAC-SHA256(group key, registration id)` (docs/protocols.md §1.a), computed
 /// inside the TPM with the wrapped group key; the derived keys are kept in this object's memory
 /// only (never on disk, never logged) and sign the device's tokens in software. `forget(_:)`
 /// drops one. The group key itself never leaves the TPM.
@@ -81,7 +81,7 @@ public final class TPMSigner: Sendable {
     }
 }
 
-/// The SAS token format of IoT Hub and DPS (PROTOCOLS.md §0), the same as GatehouseCore's
+/// The SAS token format of IoT Hub and DPS (docs/protocols.md §0), the same as GatehouseCore's
 /// `SASToken` (through `PropertyBag.percentEncode`): `sr` is lower-cased and percent-encoded once
 /// (RFC 3986 unreserved characters and `$` kept, `/` → `%2F`, uppercase hex), and exactly that
 /// string is signed.

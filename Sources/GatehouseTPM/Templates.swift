@@ -1,6 +1,6 @@
 import CTSS2
 
-/// The public templates of the keys gatehouse creates (PROTOCOLS.md §1.b).
+/// The public templates of the keys gatehouse creates (docs/protocols.md §1.b).
 enum Templates {
     /// PolicySecret(TPM_RH_ENDORSEMENT): the EK's authPolicy in the TCG EK Credential Profile.
     static let endorsementPolicy: [UInt8] = [

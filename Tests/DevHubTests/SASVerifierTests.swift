@@ -9,7 +9,7 @@ import Testing
     let resource = "myhub.example/devices/dev-1"
     let future: Int64 = 4_102_444_800
 
-    /// Signs `sr` exactly as given, the way each SDK variant does (PROTOCOLS.md §0).
+    /// Signs `sr` exactly as given, the way each SDK variant does (docs/protocols.md §0).
     func token(
         sr: String, expiry: Int64, key: [UInt8], skn: String? = nil, fieldsReversed: Bool = false
     ) -> String {
@@ -96,7 +96,7 @@ import Testing
     }
 
     @Test func derivedKeyMatchesTheDocumentedRecipe() {
-        // openssl-free check: HMAC-SHA256(base64decode(group key), registration id), PROTOCOLS.md §1.a.
+        // openssl-free check: HMAC-SHA256(base64decode(group key), registration id), docs/protocols.md §1.a.
         let group = SymmetricKeyText(base64: "AMZSwsi00cXEeHP3ZiEijVdeAM6hvLFfExU+cg4J37E=")!
         let derived = SASVerifier.deriveDeviceKey(groupKey: group.bytes, registrationID: "sdk-dev-1")
         let expected = HMAC<SHA256>.authenticationCode(

@@ -38,7 +38,7 @@ GROUP_KEY = base64.b64encode(hashlib.sha256(b"gatehouse devhub pytest group").di
 
 
 def derive_key(group_key: str, registration_id: str) -> str:
-    """The per-device key of an enrollment group (PROTOCOLS.md 1.a)."""
+    """The per-device key of an enrollment group (docs/protocols.md §1.a)."""
     mac = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode()
 

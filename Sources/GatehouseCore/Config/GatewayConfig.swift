@@ -43,7 +43,7 @@ public struct GatewayConfig: Sendable {
         public init() {}
     }
 
-    /// Where the caller's token travels and what it must be (PROTOCOLS.md §5; README, "The command gate").
+    /// Where the caller's token travels and what it must be (docs/protocols.md §5; docs/command-gate.md).
     public struct Auth: Sendable {
         /// Accepted `aud` values; at least one.
         public var audiences: [String]

@@ -3,7 +3,7 @@ import Foundation
 import GatehousePluginKit
 import GatehouseTPM
 
-/// The Shared Access Signature token of IoT Hub and DPS (PROTOCOLS.md §0):
+/// The Shared Access Signature token of IoT Hub and DPS (docs/protocols.md §0):
 ///
 ///     SharedAccessSignature sr={resource}&sig={urlencode(base64(HMAC-SHA256(key, sr + "\n" + se)))}&se={expiry}[&skn={policy}]
 ///
@@ -28,7 +28,7 @@ public enum SASToken {
     }
 
     /// The per-device key of a DPS enrollment group: HMAC-SHA256(group key, registration id),
-    /// used as the device's key bytes (PROTOCOLS.md §1.a).
+    /// used as the device's key bytes (docs/protocols.md §1.a).
     public static func deriveDeviceKey(groupKey: SymmetricKey, registrationID: String) -> SymmetricKey {
         SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(registrationID.utf8), using: groupKey)))
     }

@@ -8,7 +8,7 @@ import Synchronization
 
 /// The relay: site telemetry in, durable outbox, hub out.
 ///
-/// The promises it keeps (ARCHITECTURE.md, failure model):
+/// The promises it keeps (docs/architecture.md, "Failure model"):
 /// - `ingest` returns `.ok` only once the batch is committed in the outbox, so a transport that
 ///   acknowledges after `ingest` never acknowledges a message that a crash could lose;
 /// - a message leaves the outbox only when the hub acknowledged it (`delivered(.ok)`);
