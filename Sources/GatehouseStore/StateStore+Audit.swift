@@ -35,6 +35,23 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     }
 }
 
+/// A command id the gate accepted, kept for replay protection until `expiresMS` (the token's
+/// expiry plus the allowed clock skew).
+public struct CommandIDRecord: Sendable, Equatable, Hashable {
+    /// Identifies the caller: a hash of the token's issuer and `oid`/`sub`, never the token.
+    public var caller: String
+    public var deviceID: String
+    public var commandID: String
+    public var expiresMS: Int64
+
+    public init(caller: String, deviceID: String, commandID: String, expiresMS: Int64) {
+        self.caller = caller
+        self.deviceID = deviceID
+        self.commandID = commandID
+        self.expiresMS = expiresMS
+    }
+}
+
 /// How long the audit log keeps decisions.
 public struct AuditRetention: Sendable, Equatable {
     public var maxRows: Int
@@ -65,8 +82,10 @@ extension StateStore {
         }
     }
 
-    /// Appends decisions in one transaction (one fsync): the audit log's group commit.
-    public func appendAudit(_ records: [AuditRecord]) throws(StoreError) {
+    /// Appends decisions in one transaction (one fsync): the audit log's group commit. The
+    /// command ids the gate accepted go into the same transaction, so an id is durable exactly
+    /// when its decision is, before the command is delivered.
+    public func appendAudit(_ records: [AuditRecord], commandIDs: [CommandIDRecord] = []) throws(StoreError) {
         try write("write \(records.count) audit record(s)") { db in
             let statement = try db.cachedStatement(
                 sql: """
@@ -78,6 +97,27 @@ extension StateStore {
                     record.timeMS, record.deviceID, record.commandKind, record.commandName, record.caller,
                     record.tenant, record.effect, record.rules, record.reason,
                 ])
+            }
+            if commandIDs.isEmpty { return }
+            let insert = try db.cachedStatement(
+                sql: """
+                    INSERT INTO command_id (caller, device_id, command_id, expires_ms) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (caller, device_id, command_id) DO UPDATE SET expires_ms = max(expires_ms, excluded.expires_ms)
+                    """)
+            for id in commandIDs {
+                try insert.execute(arguments: [id.caller, id.deviceID, id.commandID, id.expiresMS])
+            }
+        }
+    }
+
+    /// The command ids still live at `nowMS`: what the gate's replay index starts from.
+    public func liveCommandIDs(nowMS: Int64) throws(StoreError) -> [CommandIDRecord] {
+        try read("read the command ids") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT caller, device_id, command_id, expires_ms FROM command_id WHERE expires_ms > ?",
+                arguments: [nowMS]
+            ).map { row in
+                CommandIDRecord(caller: row[0], deviceID: row[1], commandID: row[2], expiresMS: row[3])
             }
         }
     }
@@ -107,10 +147,12 @@ extension StateStore {
         }
     }
 
-    /// Applies the retention limits; returns how many records went.
+    /// Applies the retention limits; returns how many records went. Also forgets the command
+    /// ids whose tokens have expired (they can no longer be replayed: the token is refused).
     @discardableResult
     public func pruneAudit(_ retention: AuditRetention, nowMS: Int64) throws(StoreError) -> Int {
         try write("prune the audit log") { db in
+            try db.execute(sql: "DELETE FROM command_id WHERE expires_ms <= ?", arguments: [nowMS])
             try db.execute(sql: "DELETE FROM audit WHERE time_ms < ?", arguments: [nowMS - retention.maxAgeMS])
             var removed = db.changesCount
             try db.execute(

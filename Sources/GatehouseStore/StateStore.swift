@@ -182,6 +182,22 @@ public final class StateStore: Sendable {
                     ALTER TABLE device ADD COLUMN removed_ms INTEGER;
                     """)
         }
+        migrator.registerMigration("v7-command-ids") { db in
+            // The command gate's replay protection: each accepted command id, per device and
+            // per caller (a hash of the token's issuer and oid/sub, never the token), until the
+            // token that carried it expires. Written in the audit row's transaction.
+            try db.execute(
+                sql: """
+                    CREATE TABLE command_id (
+                        caller TEXT NOT NULL,
+                        device_id TEXT NOT NULL,
+                        command_id TEXT NOT NULL,
+                        expires_ms INTEGER NOT NULL,
+                        PRIMARY KEY (caller, device_id, command_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX command_id_expiry ON command_id (expires_ms);
+                    """)
+        }
         return migrator
     }
 }

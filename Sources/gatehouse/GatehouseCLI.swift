@@ -153,23 +153,33 @@ struct Audit: ParsableCommand {
         }
         let store = try ConfigOption.openState(config)
         let records = try store.auditRecords(deviceID: device, sinceMS: sinceMS, limit: limit)
+        // What callers chose (command names, reasons quoting them, …) is never printed raw:
+        // control and format characters are escaped (`ControlEscaping`), in the JSON as JSON
+        // escapes (parsers read back the original), in the table as visible `\u{1B}`.
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(records), as: UTF8.self))
+            print(ControlEscaping.escapeJSON(String(decoding: try encoder.encode(records), as: UTF8.self)))
             return
         }
         guard !records.isEmpty else {
             print("(no decisions recorded)")
             return
         }
-        for record in records {
-            let rules = record.rules.isEmpty ? "" : " by \(record.rules)"
-            let reason = record.reason.isEmpty ? "" : " — \(record.reason)"
-            print(
-                "\(Status.format(record.timeMS))  \(record.effect.uppercased())  \(record.commandKind) \(record.commandName.isEmpty ? "-" : record.commandName) → \(record.deviceID)  caller=\(record.caller.isEmpty ? "?" : record.caller) tenant=\(record.tenant.isEmpty ? "?" : record.tenant)\(rules)\(reason)"
-            )
+        for record in records { print(Self.line(record)) }
+    }
+
+    /// One decision as one line of the table.
+    static func line(_ record: AuditRecord) -> String {
+        func shown(_ text: String, empty: String = "") -> String {
+            text.isEmpty ? empty : ControlEscaping.escape(text)
         }
+        let rules = record.rules.isEmpty ? "" : " by \(shown(record.rules))"
+        let reason = record.reason.isEmpty ? "" : " — \(shown(record.reason))"
+        return
+            "\(Status.format(record.timeMS))  \(shown(record.effect.uppercased()))  \(shown(record.commandKind)) "
+            + "\(shown(record.commandName, empty: "-")) → \(shown(record.deviceID))  "
+            + "caller=\(shown(record.caller, empty: "?")) tenant=\(shown(record.tenant, empty: "?"))\(rules)\(reason)"
     }
 }
 

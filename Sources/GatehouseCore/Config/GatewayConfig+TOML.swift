@@ -268,6 +268,7 @@ private struct ConfigReader {
                 "audiences", "tenants", "issuers", "algorithms", "clock_skew", "max_token_bytes", "jwks_file",
                 "jwks_url", "jwks_cache", "jwks_refresh", "c2d_token_property", "c2d_name_property",
                 "c2d_id_property", "method_token_field", "method_id_field", "require_command_id",
+                "replay_max_per_caller",
             ])
         let audiences = try strings(table, "auth", "audiences") ?? []
         guard !audiences.isEmpty else {
@@ -331,6 +332,12 @@ private struct ConfigReader {
         if let value = table["require_command_id"] {
             guard let flag = value.bool else { throw error("auth", "require_command_id", "must be true or false") }
             result.requireCommandID = flag
+        }
+        if let value = table["replay_max_per_caller"] {
+            guard let count = value.int, (1...1_000_000).contains(count) else {
+                throw error("auth", "replay_max_per_caller", "must be a whole number from 1 to 1000000")
+            }
+            result.replayMaxPerCaller = count
         }
         return result
     }

@@ -71,6 +71,11 @@ public struct GatewayConfig: Sendable {
         public var methodIDField: String = "command_id"
         /// Refuse commands without an id (they could be replayed while their token lives).
         public var requireCommandID: Bool = true
+        /// How many command ids one caller may have live (accepted, token not yet expired) for
+        /// replay protection; past it only that caller's commands are refused (`replay.caller-quota`).
+        /// 50,000 within a token's lifetime (about an hour with Entra ID) is some 14 commands a
+        /// second from one automation caller, and at most a few MB of memory per caller.
+        public var replayMaxPerCaller: Int = 50_000
 
         public init(audiences: [String]) { self.audiences = audiences }
     }

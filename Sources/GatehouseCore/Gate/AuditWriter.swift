@@ -6,10 +6,13 @@ import Synchronization
 
 /// Writes the audit log with group commit: every record appended while the previous batch was
 /// being synced goes into the next transaction, so under load one fsync covers many decisions
-/// (the same idea as the outbox's ingest). `append` returns once its record is durable.
+/// (the same idea as the outbox's ingest). `append` returns once its record is durable. The
+/// command id a decision accepted (replay protection) is written in the same transaction as
+/// its row: no extra fsync, and durable before the command is delivered.
 final class AuditWriter: Sendable {
     private struct Queue {
         var records: [AuditRecord] = []
+        var commandIDs: [CommandIDRecord] = []
         var waiters: [@Sendable (Bool) -> Void] = []
         var stopped = false
     }
@@ -28,18 +31,21 @@ final class AuditWriter: Sendable {
     }
 
     /// Appends a decision; true once it is durable, false if it could not be written.
-    func append(_ record: AuditRecord) async -> Bool {
+    func append(_ record: AuditRecord, commandID: CommandIDRecord? = nil) async -> Bool {
         await withCheckedContinuation { continuation in
-            append(record) { written in continuation.resume(returning: written) }
+            append(record, commandID: commandID) { written in continuation.resume(returning: written) }
         }
     }
 
     /// Appends a decision; `completion` runs on the audit thread once it is durable (true) or
     /// could not be written (false).
-    func append(_ record: AuditRecord, completion: @escaping @Sendable (Bool) -> Void) {
+    func append(
+        _ record: AuditRecord, commandID: CommandIDRecord? = nil, completion: @escaping @Sendable (Bool) -> Void
+    ) {
         let accepted = queue.withLock { queue in
             guard !queue.stopped else { return false }
             queue.records.append(record)
+            if let commandID { queue.commandIDs.append(commandID) }
             queue.waiters.append(completion)
             return true
         }
@@ -54,17 +60,18 @@ final class AuditWriter: Sendable {
     private func run() {
         while true {
             wake.wait()
-            let (records, waiters, stopped) = queue.withLock { queue in
+            let (records, commandIDs, waiters, stopped) = queue.withLock { queue in
                 defer {
                     queue.records.removeAll(keepingCapacity: true)
+                    queue.commandIDs.removeAll(keepingCapacity: true)
                     queue.waiters.removeAll(keepingCapacity: true)
                 }
-                return (queue.records, queue.waiters, queue.stopped)
+                return (queue.records, queue.commandIDs, queue.waiters, queue.stopped)
             }
             if !records.isEmpty {
                 var written = true
                 do {
-                    try store.appendAudit(records)
+                    try store.appendAudit(records, commandIDs: commandIDs)
                 } catch {
                     written = false
                     logger.error(

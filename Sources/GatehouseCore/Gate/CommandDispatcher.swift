@@ -122,7 +122,7 @@ public final class CommandDispatcher: Sendable {
     /// One log line and one durable audit row; false if the row could not be written.
     private func audit(_ command: PluginCommand, _ outcome: CommandGate.Outcome) async -> Bool {
         log(command, outcome)
-        return await auditLog.append(record(command, outcome))
+        return await auditLog.append(record(command, outcome), commandID: outcome.commandID)
     }
 
     private func log(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {

@@ -10,12 +10,14 @@ import Synchronization
 ///
 ///     the caller's token (C2D property / method payload field)
 ///       → verified (TokenVerifier: signature, issuer, audience, tenant, lifetime)
-///       → not a replay (the command id, once within the token's lifetime)
+///       → not a replay (the command id, once per caller and device within the token's lifetime;
+///         persisted with the audit row, bounded per caller: `ReplayLedger`)
 ///       → the rule policy (command, token claims, device, gateway, now)
 ///       → allow: the command without token and id, for delivery; deny: a 403 body naming why
 ///
-/// Fail closed: a missing token, a token that does not verify, a missing id, a full replay
-/// cache, no rules or no `[auth]` — each denies. The reason never contains the token.
+/// Fail closed: a missing token, a token that does not verify, a missing id, a caller whose
+/// share of the replay ledger is full, no rules or no `[auth]` — each denies. The reason never
+/// contains the token.
 public final class CommandGate: Sendable {
     /// What the gate decided about one command.
     public struct Outcome: Sendable {
@@ -32,6 +34,9 @@ public final class CommandGate: Sendable {
         public var tenant: String
         /// The command to deliver (token and id removed); nil when denied.
         public var deliverable: PluginCommand?
+        /// The command id this decision accepted (allowed or denied by the rules): the audit
+        /// writer persists it with the decision's row, so it is durable before any delivery.
+        public var commandID: CommandIDRecord?
 
         /// The JSON a refused method gets with status 403.
         public var refusalBody: [UInt8] {
@@ -47,16 +52,17 @@ public final class CommandGate: Sendable {
     let settings: GatewayConfig.Auth
     let store: StateStore
     let gateway: Value
-    let replay: ReplayCache
+    let replay: ReplayLedger
     let logger: Logger
     let now: @Sendable () -> Date
 
     /// - Parameters:
     ///   - verifier: nil when `[auth]` is not configured: every command is then denied.
     ///   - rules: nil when `[gateway] rules_dir` is not set: every command is then denied.
+    ///   - replayCapacity: each caller's share of the replay ledger; nil: `[auth] replay_max_per_caller`.
     public init(
         verifier: TokenVerifier?, rules: PolicyHandle?, settings: GatewayConfig.Auth?, gateway: GatewayConfig.Gateway,
-        store: StateStore, logger: Logger, replayCapacity: Int = 100_000,
+        store: StateStore, logger: Logger, replayCapacity: Int? = nil,
         now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.verifier = settings == nil ? nil : verifier
@@ -67,7 +73,7 @@ public final class CommandGate: Sendable {
             "id": .string(gateway.id), "tenant": .string(gateway.tenant), "site": .string(gateway.site),
             "tags": .map([:]),
         ])
-        self.replay = ReplayCache(capacity: replayCapacity)
+        self.replay = ReplayLedger(maxPerCaller: replayCapacity ?? self.settings.replayMaxPerCaller)
         self.logger = logger
         self.now = now
     }
@@ -120,14 +126,27 @@ public final class CommandGate: Sendable {
         outcome.caller = verified.objectID ?? verified.subject
         outcome.tenant = verified.tenant ?? ""
 
-        // 3. Replays: the same id for the same device while the token could still be used.
+        // 3. Replays: the same id from the same caller for the same device while the token
+        // could still be used. Recorded before the rules run (a command the rules deny cannot
+        // be replayed later when they would allow it), against the caller's own share only.
         let current = now()
         if let id = parsed.id {
-            let until = verified.expiresAt.addingTimeInterval(Double(settings.clockSkew.components.seconds))
-            switch replay.record(key: command.deviceID + "\u{0}" + id, until: until, now: current) {
-            case .fresh: break
+            let nowMS = Int64((current.timeIntervalSince1970 * 1000).rounded(.down))
+            let expiresMS = Int64((verified.expiresAt.timeIntervalSince1970 * 1000).rounded(.up))
+            let untilMS = expiresMS + settings.clockSkew.components.seconds * 1000
+            guard replay.loadIfNeeded({ try store.liveCommandIDs(nowMS: nowMS) }) else {
+                return deny("cannot read the replay ledger (the state database); command refused")
+            }
+            let caller = CallerKey.of(verified)
+            switch replay.record(caller: caller, device: command.deviceID, id: id, untilMS: untilMS, nowMS: nowMS) {
+            case .fresh:
+                outcome.commandID = CommandIDRecord(
+                    caller: caller, deviceID: command.deviceID, commandID: id, expiresMS: untilMS)
             case .replayed: return deny("replayed command: id \(id) was already used for \(command.deviceID)")
-            case .full: return deny("replay cache full: too many commands within their tokens' lifetime")
+            case .callerFull:
+                return deny(
+                    "replay.caller-quota: this caller already has \(replay.maxPerCaller) command ids within their "
+                        + "tokens' lifetime ([auth] replay_max_per_caller); its commands are refused until some expire")
             }
         } else if settings.requireCommandID {
             return deny(
@@ -191,6 +210,22 @@ struct ParsedCommand: Sendable {
         var reason: String
     }
 
+    /// The longest command id accepted, in UTF-8 bytes (IoT Hub's message ids have at most 128
+    /// characters): what one caller can make the replay ledger hold stays small.
+    static let maxIDBytes = 256
+
+    /// Whether `key` names the token: compared without regard to case, so that `Authorization`
+    /// or `AUTHORIZATION` are taken out like `authorization` — a device must never receive a
+    /// caller's token, whatever its spelling.
+    static func isTokenKey(_ key: String, _ configured: String) -> Bool {
+        key.lowercased() == configured.lowercased()
+    }
+
+    static func checkID(_ id: String?) -> Problem? {
+        guard let id, id.utf8.count > maxIDBytes else { return nil }
+        return Problem(reason: "the command id is longer than \(maxIDBytes) bytes")
+    }
+
     static func parse(_ command: PluginCommand, settings: GatewayConfig.Auth) -> Result<ParsedCommand, Problem> {
         switch command.kind {
         case .c2dMessage:
@@ -199,8 +234,15 @@ struct ParsedCommand: Sendable {
             var name = ""
             var kept: [PluginMessage.Property] = []
             for property in command.properties {
-                if property.key.caseInsensitiveCompare(settings.c2dTokenProperty) == .orderedSame {
-                    guard token == nil else { return .failure(Problem(reason: "more than one caller token")) }
+                if isTokenKey(property.key, settings.c2dTokenProperty) {
+                    // Two spellings (`authorization`, `Authorization`): which one counts is
+                    // ambiguous, so neither does (fail closed).
+                    guard token == nil else {
+                        return .failure(
+                            Problem(
+                                reason: "ambiguous caller token: more than one `\(settings.c2dTokenProperty)` "
+                                    + "property (compared without regard to case)"))
+                    }
                     guard let bearer = TokenVerifier.bearerToken(fromAuthorization: property.value) else {
                         return .failure(Problem(reason: "the caller token is not of the form `Bearer <jwt>`"))
                     }
@@ -211,6 +253,7 @@ struct ParsedCommand: Sendable {
                 if property.key == settings.c2dNameProperty { name = property.value }
                 kept.append(property)
             }
+            if let problem = checkID(id) { return .failure(problem) }
             var deliverable = command
             deliverable.properties = kept
             return .success(
@@ -232,7 +275,16 @@ struct ParsedCommand: Sendable {
                     Problem(reason: "the method payload is not valid JSON (it must carry the caller token)"))
             }
             var token: String?
-            if let value = object[settings.methodTokenField] {
+            let tokenKeys = object.keys.filter { isTokenKey($0, settings.methodTokenField) }
+            if tokenKeys.count > 1 {
+                // Two spellings (`authorization`, `Authorization`): which one counts is
+                // ambiguous, so neither does (fail closed).
+                return .failure(
+                    Problem(
+                        reason: "ambiguous caller token: more than one `\(settings.methodTokenField)` field "
+                            + "(compared without regard to case)"))
+            }
+            if let key = tokenKeys.first, let value = object[key] {
                 guard let text = value.stringValue, let bearer = TokenVerifier.bearerToken(fromAuthorization: text)
                 else {
                     return .failure(Problem(reason: "the caller token is not of the form `Bearer <jwt>`"))
@@ -247,8 +299,9 @@ struct ParsedCommand: Sendable {
                 }
                 id = text
             }
+            if let problem = checkID(id) { return .failure(problem) }
             var rest = object
-            rest[settings.methodTokenField] = nil
+            for key in tokenKeys { rest[key] = nil }
             rest[settings.methodIDField] = nil
             var deliverable = command
             guard let payload = try? JSONValue.object(rest).serialized() else {
@@ -290,28 +343,4 @@ extension Value {
         case .object(let members): self = .map(members.mapValues(Value.init))
         }
     }
-}
-
-/// Command ids seen, each kept until the token that carried it expires. Bounded: when full of
-/// live entries it refuses new ones (the gate then denies: fail closed).
-final class ReplayCache: Sendable {
-    enum Result { case fresh, replayed, full }
-
-    private let entries = Mutex<[String: Date]>([:])
-    let capacity: Int
-
-    init(capacity: Int) { self.capacity = capacity }
-
-    func record(key: String, until: Date, now: Date) -> Result {
-        entries.withLock { entries in
-            if let expiry = entries[key], expiry > now { return .replayed }
-            if entries.count >= capacity {
-                entries = entries.filter { $0.value > now }
-                if entries.count >= capacity { return .full }
-            }
-            entries[key] = until
-            return .fresh
-        }
-    }
-
 }

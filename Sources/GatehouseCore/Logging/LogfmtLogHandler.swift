@@ -33,11 +33,11 @@ public struct LogfmtLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var line =
-            "\(Self.timestamp()) level=\(event.level) label=\(label) msg=\(Self.quote(event.message.description))"
+            "\(Self.timestamp()) level=\(event.level) label=\(Self.quote(label)) msg=\(Self.quote(event.message.description))"
         var merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if let error = event.error { merged["error"] = "\(error)" }
         for key in merged.keys.sorted() {
-            line += " \(key)=\(Self.quote(merged[key]!.description))"
+            line += " \(ControlEscaping.escape(key))=\(Self.quote(merged[key]!.description))"
         }
         line += "\n"
         Self.output.withLock { _ in
@@ -45,13 +45,26 @@ public struct LogfmtLogHandler: LogHandler {
         }
     }
 
+    /// A logfmt value: every control and format character escaped (`ControlEscaping`, one
+    /// shared rule for every log line and `gatehouse audit`), then quoted when it holds a space,
+    /// `"`, `=` or a backslash, or is empty; inside quotes `"` is written `\"`. A value can
+    /// therefore neither end its line nor start another field.
     static func quote(_ value: String) -> String {
-        if !value.isEmpty, !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) {
-            return value
+        let escaped = ControlEscaping.escape(value)
+        let plain =
+            !escaped.isEmpty
+            && !escaped.unicodeScalars.contains {
+                $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.isWhitespace
+            }
+        if plain { return escaped }
+        var quoted = String.UnicodeScalarView()
+        quoted.append("\"")
+        for scalar in escaped.unicodeScalars {
+            if scalar == "\"" { quoted.append("\\") }
+            quoted.append(scalar)
         }
-        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
-        return "\"\(escaped)\""
+        quoted.append("\"")
+        return String(quoted)
     }
 
     static func timestamp() -> String {
