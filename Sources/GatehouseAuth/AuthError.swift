@@ -35,11 +35,20 @@ public struct AuthError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let missingKeyID = Code(rawValue: "auth.missing-kid")
         /// No key with the token's `kid`, even after a refresh of the key set.
         public static let unknownKey = Code(rawValue: "auth.unknown-key")
+        /// The key set was read and holds no usable key (an authoritative empty JWKS: every key
+        /// was revoked), so no token verifies.
+        public static let keySetEmpty = Code(rawValue: "auth.keyset-empty")
+        /// The only keys there are (or the key the token names) were fetched over `jwks_max_stale`
+        /// ago and the key set could not be read since: they are no longer used.
+        public static let keySetStale = Code(rawValue: "auth.keyset-stale")
         public static let badSignature = Code(rawValue: "auth.bad-signature")
-        /// A claim the verifier needs (`exp`, `iss`, `aud`, `sub`) is missing or has the wrong type.
+        /// A claim the verifier needs (`iss`, `aud`, `sub`, and the required claims: by default
+        /// `exp`, `nbf`, `iat`) is missing or has the wrong type.
         public static let missingClaim = Code(rawValue: "auth.missing-claim")
         public static let expired = Code(rawValue: "auth.expired")
         public static let notYetValid = Code(rawValue: "auth.not-yet-valid")
+        /// `iat` is later than now plus the clock skew: the token claims to be issued in the future.
+        public static let issuedInFuture = Code(rawValue: "auth.issued-in-future")
         public static let wrongIssuer = Code(rawValue: "auth.wrong-issuer")
         public static let wrongAudience = Code(rawValue: "auth.wrong-audience")
         public static let wrongTenant = Code(rawValue: "auth.wrong-tenant")

@@ -9,11 +9,16 @@ import Synchronization
 /// - refreshed on a schedule (`refreshIfDue`, driven by `run()`), and at once on an unknown
 ///   `kid` — but at most once per `minimumRefreshInterval` (5 min), however many tokens name
 ///   unknown keys; concurrent misses share one fetch;
-/// - a source whose fetch fails, or yields no usable key, keeps its last good keys, however
-///   old (an edge gateway must keep working through a long outage);
-/// - a source that succeeds replaces its keys, so a key removed upstream stops verifying;
-/// - the last good keys of every source are written to `cacheFile` (public members only) and
-///   read back at start; keys cached for a source no longer configured are ignored.
+/// - a source that is read successfully is authoritative: its keys replace the previous ones,
+///   so a key removed upstream stops verifying — and a document with no usable key (`"keys": []`)
+///   revokes them all;
+/// - a source whose fetch fails, or that is not a JWKS document, keeps its last good keys, but
+///   only until they are `maxStale` old (counted from the fetch that got them): after that they
+///   are not used, and tokens they signed are refused until the source is read again;
+/// - the last good keys of every source — an empty set too — are written to `cacheFile` with
+///   their fetch time (public members only) and read back at start under the same rules, so a
+///   restart neither resurrects revoked keys nor extends old ones; keys cached for a source no
+///   longer configured are ignored.
 public actor JWKSCache {
     public struct Policy: Sendable {
         /// How old the last successful fetch may be before the scheduled refresh runs again.
@@ -22,11 +27,15 @@ public actor JWKSCache {
         public var minimumRefreshInterval: Duration = .seconds(300)
         /// How often `run()` wakes to check whether a refresh is due.
         public var tick: Duration = .seconds(60)
+        /// How long after their fetch a source's keys may still be used while the source cannot
+        /// be read (`[auth] jwks_max_stale`).
+        public var maxStale: Duration = .seconds(24 * 3600)
 
         public init() {}
     }
 
-    /// Per source, the last good keys (sanitised JWK members) and when they were fetched.
+    /// Per source, the last good keys (sanitised JWK members; empty: the source revoked them
+    /// all) and when they were fetched.
     struct SourceKeys: Codable, Sendable {
         var source: String
         var fetchedAt: Date
@@ -38,21 +47,31 @@ public actor JWKSCache {
         var sources: [SourceKeys]
     }
 
+    /// A verifier and the time after which it is too old to use.
+    struct Entry: Sendable {
+        let key: VerificationKey
+        let usableUntil: Date
+    }
+
     private let sources: [any JWKSSource]
     private let cacheFile: String?
     private let policy: Policy
-    private let clock: AuthClock
+    private nonisolated let clock: AuthClock
     private let logger: Logger
 
     private var stored: [String: SourceKeys] = [:]
+    /// The verifiers of each source's stored keys, rebuilt when its keys change.
+    private var built: [String: [VerificationKey]] = [:]
+    /// Sources whose keys are past `maxStale`, already logged as such.
+    private var expired: Set<String> = []
     private var lastAttempt: Date?
     private var inFlight: Task<Void, Never>?
     /// How many times the sources were asked (for tests and metrics).
     public private(set) var fetchCount = 0
 
-    /// The verifiers by `kid`, read without a hop onto the actor on the fast path.
-    /// Written only by the actor (so writes are serial); read by any verifying task.
-    private nonisolated let snapshot = Mutex<[String: VerificationKey]>([:])
+    /// The verifiers by `kid` (in source order), read without a hop onto the actor on the fast
+    /// path. Written only by the actor (so writes are serial); read by any verifying task.
+    private nonisolated let snapshot = Mutex<[String: [Entry]]>([:])
 
     /// Loads the disk cache (if any) so that keys are usable before the first fetch.
     /// No source is asked here: `run()`, `refresh()` or an unknown `kid` does that.
@@ -63,6 +82,9 @@ public actor JWKSCache {
         let identifiers = sources.map(\.identifier)
         guard !sources.isEmpty, Set(identifiers).count == identifiers.count else {
             throw AuthError(.configuration, "the JWKS sources must be at least one, with distinct identifiers")
+        }
+        guard policy.maxStale > .zero else {
+            throw AuthError(.configuration, "the maximum age of the last good keys must be positive")
         }
         self.sources = sources
         self.cacheFile = cacheFile
@@ -75,45 +97,70 @@ public actor JWKSCache {
                     let sanitized = entry.keys.map { $0.filter { VerificationKey.publicMembers.contains($0.key) } }
                     stored[entry.source] = SourceKeys(source: entry.source, fetchedAt: entry.fetchedAt, keys: sanitized)
                 }
+                let now = clock.now()
+                let old = stored.values.filter { !isUsable($0, now: now) }.map(\.source).sorted()
                 logger.info(
                     "JWKS keys loaded from the disk cache",
-                    metadata: ["file": "\(cacheFile)", "keys": "\(stored.values.reduce(0) { $0 + $1.keys.count })"])
+                    metadata: [
+                        "file": "\(cacheFile)", "keys": "\(stored.values.reduce(0) { $0 + $1.keys.count })",
+                        "tooOld": "\(old.joined(separator: ","))",
+                    ])
+                // Marked now, so that they are logged once, here.
+                for source in old {
+                    expired.insert(source)
+                    logger.warning(
+                        "JWKS disk cache older than jwks_max_stale: its keys are not used",
+                        metadata: [
+                            "source": "\(source)", "fetchedAt": "\(stored[source]?.fetchedAt ?? now)",
+                            "maxStale": "\(policy.maxStale)",
+                        ])
+                }
             } else {
                 logger.warning("JWKS disk cache unreadable; ignored", metadata: ["file": "\(cacheFile)"])
             }
         }
-        await rebuild()
+        await rebuild(Set(stored.keys))
     }
 
     /// The key with this `kid`; on a miss, refreshes (unless the last fetch is under
-    /// `minimumRefreshInterval` old) and looks again.
-    func key(for kid: String) async -> VerificationKey? {
-        if let key = cachedKey(for: kid) { return key }
+    /// `minimumRefreshInterval` old) and looks again. The failure says why no key serves: no
+    /// such `kid` (`auth.unknown-key`), no key at all (`auth.keyset-empty`), or only keys past
+    /// `maxStale` (`auth.keyset-stale`).
+    func key(for kid: String) async -> Result<VerificationKey, AuthError> {
+        if let key = cachedKey(for: kid) { return .success(key) }
         if let inFlight {
             await inFlight.value
         } else if mayFetch() {
             await refresh()
         }
-        return snapshot.withLock { $0[kid] }
+        if let key = cachedKey(for: kid) { return .success(key) }
+        noteExpired()
+        return .failure(missReason(for: kid))
     }
 
-    /// The key with this `kid` if it is loaded: the fast path, one lock, no hop onto the actor.
+    /// The key with this `kid` if it is loaded and not too old: the fast path, one lock, no hop
+    /// onto the actor.
     nonisolated func cachedKey(for kid: String) -> VerificationKey? {
-        snapshot.withLock { $0[kid] }
+        let now = clock.now()
+        return snapshot.withLock { $0[kid]?.first { now <= $0.usableUntil }?.key }
     }
 
-    /// The `kid`s currently usable.
-    public var keyIDs: Set<String> { snapshot.withLock { Set($0.keys) } }
+    /// The `kid`s currently usable (loaded and not past `maxStale`).
+    public var keyIDs: Set<String> {
+        let now = clock.now()
+        return snapshot.withLock { Set($0.filter { $0.value.contains { now <= $0.usableUntil } }.keys) }
+    }
 
     /// Refreshes if some source has no keys or keys fetched over `refreshInterval` ago (keys
     /// read from the disk cache count from when they were fetched), and the last attempt is
     /// over `minimumRefreshInterval` old — so a failing source is retried every 5 minutes,
-    /// not every tick.
+    /// not every tick. Logs keys that have just become too old to use.
     public func refreshIfDue() async {
         if let inFlight {
             await inFlight.value
             return
         }
+        noteExpired()
         let now = clock.now()
         let stale = sources.contains { source in
             guard let fetchedAt = stored[source.identifier]?.fetchedAt else { return true }
@@ -148,10 +195,14 @@ public actor JWKSCache {
         return clock.now().timeIntervalSince(lastAttempt) >= policy.minimumRefreshInterval.seconds
     }
 
+    private func isUsable(_ keys: SourceKeys, now: Date) -> Bool {
+        now.timeIntervalSince(keys.fetchedAt) <= policy.maxStale.seconds
+    }
+
     private func fetchAll() async {
         lastAttempt = clock.now()
         fetchCount += 1
-        var changed = false
+        var changed: Set<String> = []
         var fetched = false
         for source in sources {
             do {
@@ -161,41 +212,120 @@ public actor JWKSCache {
                     logger.debug(
                         "JWKS key skipped", metadata: ["source": "\(source.identifier)", "reason": "\(reason)"])
                 }
-                // Loadable by jwt-kit too, or the document does not count as good.
+                // Only keys jwt-kit can load count. A document read successfully is authoritative
+                // even with none: the source has revoked every key.
                 var loadable: [[String: JSONValue]] = []
                 for key in keys where await VerificationKey.make(from: key) != nil { loadable.append(key) }
-                guard !loadable.isEmpty else {
-                    throw AuthError(.keySetUnavailable, "the document has no usable signing key")
+                if loadable.isEmpty {
+                    logger.warning(
+                        "JWKS has no usable signing key: no key of this source is valid, its tokens are refused",
+                        metadata: ["source": "\(source.identifier)", "skipped": "\(skipped.count)"])
                 }
-                if stored[source.identifier]?.keys != loadable { changed = true }
+                if stored[source.identifier]?.keys != loadable { changed.insert(source.identifier) }
                 stored[source.identifier] = SourceKeys(
                     source: source.identifier, fetchedAt: clock.now(), keys: loadable)
+                if expired.remove(source.identifier) != nil {
+                    logger.notice("JWKS read again: its keys are current", metadata: ["source": "\(source.identifier)"])
+                }
                 fetched = true
             } catch {
                 let reason = (error as? AuthError)?.message ?? "\(type(of: error))"
+                var metadata: Logger.Metadata = [
+                    "source": "\(source.identifier)", "reason": "\(reason)",
+                    "keptKeys": "\(stored[source.identifier]?.keys.count ?? 0)",
+                ]
+                if let fetchedAt = stored[source.identifier]?.fetchedAt {
+                    metadata["usableUntil"] = "\(fetchedAt.addingTimeInterval(policy.maxStale.seconds))"
+                }
                 logger.warning(
-                    "JWKS refresh failed; keeping the last good keys",
-                    metadata: [
-                        "source": "\(source.identifier)", "reason": "\(reason)",
-                        "keptKeys": "\(stored[source.identifier]?.keys.count ?? 0)",
-                    ])
+                    "JWKS refresh failed; keeping the last good keys up to jwks_max_stale", metadata: metadata)
             }
         }
-        if changed { await rebuild() }
+        if !changed.isEmpty {
+            await rebuild(changed)
+        } else if fetched {
+            publish()  // new fetch times: the keys are usable for longer
+        }
         if fetched { writeCache() }  // also when unchanged: the cache records when keys were fetched
+        noteExpired()
     }
 
-    /// Rebuilds the verifiers from the stored keys. A `kid` in two sources: the first source wins.
-    private func rebuild() async {
-        var keys: [String: VerificationKey] = [:]
+    /// Logs, once per source, keys that have become older than `maxStale` (and so unusable).
+    private func noteExpired() {
+        let now = clock.now()
+        var newly: [SourceKeys] = []
         for source in sources {
+            guard let entry = stored[source.identifier], !isUsable(entry, now: now),
+                !expired.contains(source.identifier)
+            else { continue }
+            expired.insert(source.identifier)
+            newly.append(entry)
+        }
+        guard !newly.isEmpty else { return }
+        for entry in newly {
+            logger.error(
+                "JWKS keys older than jwks_max_stale and the source cannot be read: its keys are no longer used",
+                metadata: [
+                    "source": "\(entry.source)", "fetchedAt": "\(entry.fetchedAt)", "maxStale": "\(policy.maxStale)",
+                    "keys": "\(entry.keys.count)",
+                ])
+        }
+        if keyIDs.isEmpty {
+            logger.critical(
+                "no usable JWKS key: every command is refused until the key set can be read",
+                metadata: ["sources": "\(sources.map(\.identifier).joined(separator: ", "))"])
+        }
+    }
+
+    /// Why no usable key has this `kid`.
+    private func missReason(for kid: String) -> AuthError {
+        let now = clock.now()
+        if snapshot.withLock({ $0[kid] != nil }) {
+            return AuthError(
+                .keySetStale,
+                "the key the token names is older than jwks_max_stale; the key set could not be read since")
+        }
+        let read = sources.compactMap { stored[$0.identifier] }
+        let usable = read.filter { isUsable($0, now: now) }
+        if usable.allSatisfy(\.keys.isEmpty) {
+            if usable.count < read.count {
+                return AuthError(
+                    .keySetStale, "the signing keys are older than jwks_max_stale; the key set could not be read since")
+            }
+            if !read.isEmpty {
+                return AuthError(.keySetEmpty, "the key set is empty: no key is valid")
+            }
+            return AuthError(.unknownKey, "no key set has been read yet")
+        }
+        return AuthError(.unknownKey, "no key in the key set has the token's kid")
+    }
+
+    /// Rebuilds the verifiers of the sources whose keys changed, then publishes them.
+    private func rebuild(_ changed: Set<String>) async {
+        for source in sources where changed.contains(source.identifier) {
+            var keys: [VerificationKey] = []
             for members in stored[source.identifier]?.keys ?? [] {
-                guard let key = await VerificationKey.make(from: members), keys[key.keyID] == nil else { continue }
-                keys[key.keyID] = key
+                guard let key = await VerificationKey.make(from: members) else { continue }
+                keys.append(key)
+            }
+            built[source.identifier] = keys
+        }
+        publish()
+        logger.info("JWKS keys in use", metadata: ["kids": "\(keyIDs.sorted().joined(separator: ","))"])
+    }
+
+    /// The lookup table: each source's verifiers, usable until `maxStale` after their fetch. A
+    /// `kid` in two sources: the first source's usable key wins.
+    private func publish() {
+        var table: [String: [Entry]] = [:]
+        for source in sources {
+            guard let entry = stored[source.identifier] else { continue }
+            let until = entry.fetchedAt.addingTimeInterval(policy.maxStale.seconds)
+            for key in built[source.identifier] ?? [] {
+                table[key.keyID, default: []].append(Entry(key: key, usableUntil: until))
             }
         }
-        snapshot.withLock { $0 = keys }
-        logger.info("JWKS keys in use", metadata: ["kids": "\(keys.keys.sorted().joined(separator: ","))"])
+        snapshot.withLock { $0 = table }
     }
 
     private func writeCache() {

@@ -52,21 +52,27 @@ public struct SymmetricVerificationKey: Sendable {
 }
 
 extension TokenVerifier {
-    /// What a token must be to pass. Entra ID v1 and v2 access tokens pass with only
-    /// `audiences` and `tenants` set.
+    /// What a token must be to pass. Entra ID v2 access tokens pass with only `audiences` and
+    /// `tenants` set; v1 tokens also with `acceptV1Issuer` (or an explicit v1 issuer).
     public struct Configuration: Sendable {
         /// The accepted header `alg` values. Default RS256 and ES256.
         public var algorithms: Set<JWTAlgorithmName> = [.rs256, .es256]
         /// Accepted `iss` values, compared exactly after `{tenantid}` is replaced by the token's
-        /// `tid`. Empty: Entra ID's two forms, `https://sts.windows.net/{tenantid}/` (v1) and
-        /// `https://login.microsoftonline.com/{tenantid}/v2.0` (v2).
+        /// `tid`. Empty: Entra ID's v2 form, `https://login.microsoftonline.com/{tenantid}/v2.0`.
         public var issuers: Set<String> = []
+        /// Also accept Entra ID's v1 issuer, `https://sts.windows.net/{tenantid}/` (needs
+        /// `tenants`). Off by default: v1 is only accepted when asked for.
+        public var acceptV1Issuer = false
+        /// Claims a token must carry. `exp` always is (a command id is remembered against
+        /// replays while its token lives); `nbf` and `iat` by default, as Entra ID always sends
+        /// them. Other names only need to be present.
+        public var requiredClaims: Set<String> = Self.defaultRequiredClaims
         /// Accepted `aud` values (v1: App ID URI or client ID; v2: client ID). At least one.
         public var audiences: Set<String>
         /// Accepted tenants (`tid`, GUIDs, any case). When not empty, `tid` is required, must be
         /// one of these, and must be the first path segment of `iss`.
         public var tenants: Set<String> = []
-        /// Leeway for `exp` and `nbf`.
+        /// Leeway for `exp`, `nbf` and `iat`.
         public var clockSkew: Duration = .seconds(120)
         /// Tokens longer than this (bytes of the compact form) are refused before any decoding.
         public var maxTokenBytes: Int = 8 * 1024
@@ -79,10 +85,9 @@ extension TokenVerifier {
             self.issuers = issuers
         }
 
-        static let entraIssuerTemplates: Set<String> = [
-            "https://sts.windows.net/{tenantid}/",
-            "https://login.microsoftonline.com/{tenantid}/v2.0",
-        ]
+        public static let defaultRequiredClaims: Set<String> = ["exp", "nbf", "iat"]
+        static let entraV1IssuerTemplate = "https://sts.windows.net/{tenantid}/"
+        static let entraV2IssuerTemplate = "https://login.microsoftonline.com/{tenantid}/v2.0"
 
         /// Checks the configuration and normalises it (tenants lower-cased, default issuers).
         func validated() throws(AuthError) -> Configuration {
@@ -112,8 +117,16 @@ extension TokenVerifier {
             }
             if result.issuers.isEmpty {
                 guard !result.tenants.isEmpty else { throw fail("set issuers, tenants or both") }
-                result.issuers = Self.entraIssuerTemplates
+                result.issuers = [Self.entraV2IssuerTemplate]
             }
+            if acceptV1Issuer {
+                guard !result.tenants.isEmpty else { throw fail("accepting the v1 issuer needs the accepted tenants") }
+                result.issuers.insert(Self.entraV1IssuerTemplate)
+            }
+            guard requiredClaims.contains("exp") else {
+                throw fail("exp must be a required claim (a command id is remembered while its token lives)")
+            }
+            guard !requiredClaims.contains("") else { throw fail("a required claim has an empty name") }
             if result.tenants.isEmpty, result.issuers.contains(where: { $0.contains("{tenantid}") }) {
                 throw fail("an issuer template with {tenantid} needs the accepted tenants")
             }

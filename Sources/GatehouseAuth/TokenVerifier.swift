@@ -8,7 +8,8 @@ import Logging
 /// The order of checks follows RFC 8725 and PROTOCOLS.md §5.4, cheapest and least trusting
 /// first: size; shape and header (`alg` on the allow-list, no `crit`, a `kid`); the key by `kid`
 /// and an `alg` that key can serve; the signature (jwt-kit); only then the payload is parsed —
-/// unsigned bytes never reach the JSON decoder — and `exp`/`nbf`, `aud`, `tid` and `iss` checked.
+/// unsigned bytes never reach the JSON decoder — and the required claims, `exp`/`nbf`/`iat`, `aud`,
+/// `tid` and `iss` checked.
 ///
 /// Thread-safe; `verify` can be called concurrently. On the fast path (known `kid`) it takes
 /// one lock and does not suspend.
@@ -110,10 +111,9 @@ public final class TokenVerifier: Sendable {
             guard let keys else { throw AuthError(.unknownKey, "no key set is configured") }
             if let cached = keys.cachedKey(for: kid) {
                 key = cached
-            } else if let fetched = await keys.key(for: kid) {
-                key = fetched
             } else {
-                throw AuthError(.unknownKey, "no key in the key set has the token's kid")
+                // After a refresh (rate-limited): unknown kid, empty key set, or keys too old.
+                key = try await keys.key(for: kid).get()
             }
         }
         guard let verifier = key.verifiers[algorithm] else {
@@ -142,6 +142,10 @@ public final class TokenVerifier: Sendable {
         let now = clock.now().timeIntervalSince1970
         let skew = configuration.clockSkew.seconds
 
+        // The names come from the configuration, never from the token.
+        for name in configuration.requiredClaims.sorted() where claims[name] == nil {
+            throw AuthError(.missingClaim, "\(name) is missing (a required claim)")
+        }
         guard let exp = Self.time(claims["exp"]) else {
             throw AuthError(.missingClaim, "exp is missing or not a number")
         }
@@ -149,6 +153,7 @@ public final class TokenVerifier: Sendable {
         let nbf = try Self.optionalTime(claims, "nbf")
         if let nbf, now + skew < nbf { throw AuthError(.notYetValid, "the token is not valid yet (nbf)") }
         let iat = try Self.optionalTime(claims, "iat")
+        if let iat, now + skew < iat { throw AuthError(.issuedInFuture, "the token is issued in the future (iat)") }
 
         let audiences: [String]
         switch claims["aud"] {

@@ -37,7 +37,7 @@ struct JWKSCacheTests {
         #expect(source.fetches == 1)
     }
 
-    @Test("a failed or empty fetch keeps the last good keys")
+    @Test("a failed fetch, or a document that is not a JWKS, keeps the last good keys")
     func failureKeepsKeys() async throws {
         let fixtures = try JWTFixtures.load()
         let (verifier, keys, source, clock) = try await fixtures.verifier()
@@ -49,13 +49,13 @@ struct JWKSCacheTests {
         #expect(source.fetches == 2)
         #expect(await keys.keyIDs == ["rsa-1", "ec-1"])
         #expect(await verifier.verify(fixtures["v1-valid"]).failureCode == nil)
-        for document in [#"{"keys": []}"#, "not json", #"{"keys": [{"kty": "oct", "kid": "k", "k": "AAAA"}]}"#] {
+        for document in ["not json", #"{"keys": "none"}"#, #"{"no": "keys"}"#, "[]"] {
             source.set(Data(document.utf8))
             clock.advance(.seconds(301))
             await keys.refreshIfDue()
             #expect(await keys.keyIDs == ["rsa-1", "ec-1"], "\(document)")
         }
-        #expect(source.fetches == 5)
+        #expect(source.fetches == 6)
     }
 
     @Test("the scheduled refresh runs after the refresh interval, a failing source is retried after 5 minutes")

@@ -75,9 +75,12 @@ struct JWTFixtures: Sendable {
         return found.token
     }
 
-    /// The default configuration of the suite: both audience forms, the one tenant.
+    /// The default configuration of the suite: both audience forms, the one tenant, and the v1
+    /// issuer accepted too (it is not by default), so that v1 and v2 tokens both pass.
     var configuration: TokenVerifier.Configuration {
-        TokenVerifier.Configuration(audiences: Set(cases.audiences), tenants: [cases.tenant])
+        var configuration = TokenVerifier.Configuration(audiences: Set(cases.audiences), tenants: [cases.tenant])
+        configuration.acceptV1Issuer = true
+        return configuration
     }
 
     /// Minted once per test process (three RSA keys take a moment).
@@ -120,16 +123,21 @@ struct JWTFixtures: Sendable {
         }
     }()
 
-    /// A verifier over a stub source serving `jwks.json`, at the fixtures' `now`.
+    /// A verifier over a stub source serving `jwks.json`, at the fixtures' `now`. `tokenClock`:
+    /// the verifier's own clock for the tokens' lifetimes, when it must not move with the key
+    /// cache's (the fixtures' tokens live an hour; key policies span days).
     func verifier(
         configuration: TokenVerifier.Configuration? = nil, source: StubSource? = nil, clock: ManualClock? = nil,
+        tokenClock: ManualClock? = nil, policy: JWKSCache.Policy = JWKSCache.Policy(), cacheFile: String? = nil,
         logs: CapturedLogs = CapturedLogs()
     ) async throws -> (TokenVerifier, JWKSCache, StubSource, ManualClock) {
         let source = source ?? StubSource(document: jwks)
         let clock = clock ?? ManualClock(cases.now)
-        let keys = try await JWKSCache(sources: [source], clock: clock.clock, logger: logs.logger)
+        let keys = try await JWKSCache(
+            sources: [source], cacheFile: cacheFile, policy: policy, clock: clock.clock, logger: logs.logger)
         let verifier = try await TokenVerifier(
-            configuration: configuration ?? self.configuration, keys: keys, clock: clock.clock, logger: logs.logger)
+            configuration: configuration ?? self.configuration, keys: keys, clock: (tokenClock ?? clock).clock,
+            logger: logs.logger)
         return (verifier, keys, source, clock)
     }
 }
