@@ -664,6 +664,7 @@ struct Checker {
     private func comparable(_ a: StaticType, _ b: StaticType) -> Bool {
         if a.isUnknown || b.isUnknown { return true }
         switch (a, b) {
+        case (.timestamp, .number), (.number, .timestamp): return true  // `token.exp > 1767225600`
         case (.list(let x), .list(let y)): return comparable(x, y)
         case (.map, .map), (.map, .object), (.object, .map): return true
         case (.object(let x), .object(let y)): return x.name == y.name
@@ -675,6 +676,8 @@ struct Checker {
         switch (a, b) {
         case (.duration, .number), (.number, .duration): "write the number with a unit, as in `30s` or `5m`"
         case (.size, .number), (.number, .size): "write the number with a unit, as in `256 KiB`"
+        case (.timestamp, .string), (.string, .timestamp):
+            "a time is a number of seconds since 1970: compare it with `now.unix` or a number, without quotes"
         default: nil
         }
     }
@@ -705,7 +708,9 @@ struct Checker {
             }
             return fold(IR(op: .compare(op, left, right), span: span, type: .bool))
         case .less, .lessOrEqual, .greater, .greaterOrEqual:
-            let orderable: (StaticType) -> Bool = { [.number, .duration, .size, .string, .dynamic].contains($0) }
+            let orderable: (StaticType) -> Bool = {
+                [.number, .duration, .size, .timestamp, .string, .dynamic].contains($0)
+            }
             guard orderable(left.type), orderable(right.type), comparable(left.type, right.type) else {
                 return mismatch("`\(op.rawValue)` cannot order \(left.type.phrase) and \(right.type.phrase)")
             }
@@ -714,6 +719,12 @@ struct Checker {
             let (element, container) = op == .contains ? (right, left) : (left, right)
             switch container.type {
             case .list(let type) where comparable(element.type, type): break
+            case .string where op != .contains:
+                // `in` is membership, never a substring test: `"Gateway.Operator" in roles` must
+                // not be true of the string "Gateway.OperatorReadOnly".
+                return mismatch(
+                    "`\(op.rawValue)` looks for an element of a list or a key of a map, but this is a string",
+                    hint: "for a substring test write `TEXT contains \"…\"`; `in` never looks inside a string")
             case .map, .object, .string, .dynamic:
                 if !(element.type == .string || element.type.isUnknown) {
                     return mismatch(
@@ -728,7 +739,10 @@ struct Checker {
                 return mismatch(
                     "`\(op.rawValue)` needs a list, a map or a string to look in, but this is \(container.type.phrase)")
             }
-            let member = fold(IR(op: .member(element: element, container: container), span: span, type: .bool))
+            let member = fold(
+                IR(
+                    op: .member(element: element, container: container, substring: op == .contains), span: span,
+                    type: .bool))
             return op == .notIn ? fold(IR(op: .not(member), span: span, type: .bool)) : member
         case .startswith, .endswith:
             guard [.string, .dynamic].contains(left.type), [.string, .dynamic].contains(right.type) else {
@@ -754,23 +768,22 @@ struct Checker {
             }
             return fold(IR(op: .matches(left, glob), span: span, type: .bool))
         case .plus, .minus:
-            let numeric: Set<String> = ["number", "duration", "size"]
-            func tag(_ t: StaticType) -> String? {
-                switch t {
-                case .number: "number"
-                case .duration: "duration"
-                case .size: "size"
-                default: nil
-                }
-            }
             let type: StaticType
-            if left.type == .dynamic, tag(right.type) != nil || right.type == .dynamic {
-                type = .dynamic  // a claim's unit is unknown: `now.unix - token.iat < 5m` is fine
-            } else if right.type == .dynamic, tag(left.type) != nil {
-                type = .dynamic
-            } else if let l = tag(left.type), let r = tag(right.type), l == r, numeric.contains(l) {
+            switch (left.type, right.type) {
+            case (.dynamic, .number), (.dynamic, .duration), (.dynamic, .size), (.dynamic, .timestamp),
+                (.dynamic, .dynamic), (.number, .dynamic), (.duration, .dynamic), (.size, .dynamic),
+                (.timestamp, .dynamic):
+                type = .dynamic  // an open claim's unit is unknown
+            case (.timestamp, .timestamp) where op == .minus:
+                type = .duration  // `now.unix - token.iat < 5m`
+            case (.timestamp, .duration), (.timestamp, .number):
+                type = .timestamp  // `token.iat + 1h`, `token.exp - 60`
+            case (.duration, .timestamp),
+                (.number, .timestamp) where op == .plus:
+                type = .timestamp
+            case (.number, .number), (.duration, .duration), (.size, .size):
                 type = left.type
-            } else {
+            default:
                 return mismatch("`\(op.rawValue)` cannot combine \(left.type.phrase) and \(right.type.phrase)")
             }
             return fold(IR(op: .arithmetic(op, left, right), span: span, type: type))
@@ -884,7 +897,7 @@ struct Checker {
         case .field(let a, _), .not(let a), .negate(let a), .length(let a), .lower(let a), .matches(let a, _):
             children = [a]
         case .index(let a, let b), .and(let a, let b), .or(let a, let b), .compare(_, let a, let b),
-            .arithmetic(_, let a, let b), .member(let a, let b), .startsWith(let a, let b), .endsWith(let a, let b),
+            .arithmetic(_, let a, let b), .member(let a, let b, _), .startsWith(let a, let b), .endsWith(let a, let b),
             .split(let a, let b):
             children = [a, b]
         case .list(let items): children = items
@@ -919,7 +932,7 @@ struct Checker {
             return .one + .linear + cost(of: a)
         case .index(let a, let b), .and(let a, let b), .or(let a, let b), .arithmetic(_, let a, let b):
             return .one + cost(of: a) + cost(of: b)
-        case .compare(_, let a, let b), .member(let a, let b), .startsWith(let a, let b), .endsWith(let a, let b),
+        case .compare(_, let a, let b), .member(let a, let b, _), .startsWith(let a, let b), .endsWith(let a, let b),
             .split(let a, let b):
             return .one + .linear + cost(of: a) + cost(of: b)
         case .quantifier(_, _, let list, let body):

@@ -3,7 +3,7 @@
 /// indirect calls, with no interpretation loop, no name lookups and no dictionary lookups
 /// other than the input's own fields.
 ///
-/// Boolean operations compile to `ConditionCode` (returns `Bool`, no boxing); values to
+/// Boolean operations compile to `ConditionCode` (returns a three-valued `Truth`, no boxing); values to
 /// `ValueCode`. The common shapes get dedicated closures: a field path from a root,
 /// `path == "constant"`, `"constant" in path`, `path in [constant list]` (a `Set` lookup),
 /// compiled globs. Everything else goes through `Evaluator`'s shared operations.
@@ -13,7 +13,7 @@
 /// of the input fields it read.
 
 typealias ValueCode = @Sendable (Roots, inout Frame) throws(Fault) -> Value?
-typealias ConditionCode = @Sendable (Roots, inout Frame) throws(Fault) -> Bool
+typealias ConditionCode = @Sendable (Roots, inout Frame) throws(Fault) -> Truth
 
 final class Compiler {
     let lets: [CheckedLet?]
@@ -48,62 +48,76 @@ final class Compiler {
         let span = ir.span
         switch ir.op {
         case .constant(let value):
-            do throws(Fault) {
-                let truth = try Evaluator.truth(value, at: span)
-                return { _, _ in truth }
-            } catch {
-                return { _, _ throws(Fault) in throw error }
-            }
+            let truth = Evaluator.truth(value)
+            return { _, _ in truth }
         case .and(let a, let b):
             let left = condition(a, clause: true)
             let right = condition(b, clause: true)
-            return { r, f throws(Fault) in try left(r, &f) ? try right(r, &f) : false }
+            // Kleene: false wins, then undetermined.
+            return { r, f throws(Fault) in
+                switch try left(r, &f) {
+                case .no: return .no
+                case .yes: return try right(r, &f)
+                case .unknown: return try right(r, &f) == .no ? .no : .unknown
+                }
+            }
         case .or(let a, let b):
             let left = condition(a, clause: true)
             let right = condition(b, clause: true)
-            return { r, f throws(Fault) in try left(r, &f) ? true : try right(r, &f) }
+            // Kleene: true wins, then undetermined.
+            return { r, f throws(Fault) in
+                switch try left(r, &f) {
+                case .yes: return .yes
+                case .no: return try right(r, &f)
+                case .unknown: return try right(r, &f) == .yes ? .yes : .unknown
+                }
+            }
         case .not(let a):
             let inner = condition(a, clause: true)
-            return { r, f throws(Fault) in !(try inner(r, &f)) }
+            return { r, f throws(Fault) in try inner(r, &f).negated }
         case .compare(let op, let a, let b):
-            return compare(op, a, b, span: span)
-        case .member(let element, let container):
-            return member(element, container, span: span)
+            return compare(op, a, b)
+        case .member(let element, let container, let substring):
+            return member(element, container, substring: substring, span: span)
         case .startsWith(let a, let b), .endsWith(let a, let b):
             let prefix: Bool
             if case .startsWith = ir.op { prefix = true } else { prefix = false }
             let left = value(a)
             let right = value(b)
-            return { r, f throws(Fault) in
-                try Evaluator.affix(prefix: prefix, try left(r, &f), try right(r, &f), at: span)
-            }
+            return { r, f throws(Fault) in Evaluator.affix(prefix: prefix, try left(r, &f), try right(r, &f)) }
         case .matches(let a, let glob):
             let subject = value(a)
-            return { r, f throws(Fault) in try Evaluator.matches(try subject(r, &f), glob, at: span) }
+            return { r, f throws(Fault) in Evaluator.matches(try subject(r, &f), glob) }
         case .has(let a):
             let path = value(a)
-            return { r, f throws(Fault) in try path(r, &f) != nil }
+            return { r, f throws(Fault) in Truth(try path(r, &f) != nil) }
         case .quantifier(let quantifier, let slot, let list, let body):
             let items = value(list)
             let test = condition(body)
             let isAny = quantifier == .any
+            // `any` is an `or` over the elements, `all` an `and`: the deciding value wins at
+            // once; otherwise an undetermined element makes the whole undetermined.
+            let decisive: Truth = isAny ? .yes : .no
             return { r, f throws(Fault) in
-                guard let elements = try Evaluator.elements(try items(r, &f), at: span) else { return false }
+                guard let elements = Evaluator.elements(try items(r, &f)) else { return .unknown }
                 defer { f.locals![slot] = nil }
+                var undetermined = false
                 for element in elements {
                     try f.spend(1, at: span)
                     f.locals![slot] = element
-                    if try test(r, &f) == isAny { return isAny }
+                    let truth = try test(r, &f)
+                    if truth == decisive { return decisive }
+                    if truth == .unknown { undetermined = true }
                 }
-                return !isAny
+                return undetermined ? .unknown : decisive.negated
             }
         default:
             let code = value(ir)
-            return { r, f throws(Fault) in try Evaluator.truth(try code(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.truth(try code(r, &f)) }
         }
     }
 
-    private func compare(_ op: BinaryOperator, _ a: IR, _ b: IR, span: Span) -> ConditionCode {
+    private func compare(_ op: BinaryOperator, _ a: IR, _ b: IR) -> ConditionCode {
         // `x == "constant"` (either way round): no Value boxing of the constant.
         if op == .equal || op == .notEqual {
             var subject: IR?
@@ -112,17 +126,12 @@ final class Compiler {
             if case .constant(.string(let c)?) = a.op { (subject, constant) = (b, c) }
             if let subject, let constant {
                 let code = value(subject)
-                if op == .equal {
-                    return { r, f throws(Fault) in
-                        if case .string(let s)? = try code(r, &f) { return s == constant }
-                        return false
-                    }
-                }
+                let equal = op == .equal
                 return { r, f throws(Fault) in
                     switch try code(r, &f) {
-                    case .string(let s)?: return s != constant
-                    case nil, .null?: return false
-                    default: return true
+                    case .string(let s)?: return Truth((s == constant) == equal)
+                    case nil, .null?: return .unknown
+                    default: return Truth(!equal)
                     }
                 }
             }
@@ -133,25 +142,20 @@ final class Compiler {
         case .equal:
             return { r, f throws(Fault) in Evaluator.equals(try left(r, &f), try right(r, &f)) }
         case .notEqual:
-            return { r, f throws(Fault) in
-                guard let x = Evaluator.present(try left(r, &f)), let y = Evaluator.present(try right(r, &f)) else {
-                    return false
-                }
-                return x != y
-            }
+            return { r, f throws(Fault) in Evaluator.equals(try left(r, &f), try right(r, &f)).negated }
         default:
-            return { r, f throws(Fault) in try Evaluator.order(op, try left(r, &f), try right(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.order(op, try left(r, &f), try right(r, &f)) }
         }
     }
 
-    private func member(_ element: IR, _ container: IR, span: Span) -> ConditionCode {
+    private func member(_ element: IR, _ container: IR, substring: Bool, span: Span) -> ConditionCode {
         // `x in [constants]`: one hash lookup.
         if case .constant(.list(let items)?) = container.op {
             let set = Set(items)
             let code = value(element)
             return { r, f throws(Fault) in
-                guard let v = Evaluator.present(try code(r, &f)) else { return false }
-                return set.contains(v)
+                guard let v = Evaluator.present(try code(r, &f)) else { return .unknown }
+                return Truth(set.contains(v))
             }
         }
         // `"constant" in list` (or `list contains "constant"`): scan without boxing.
@@ -162,16 +166,18 @@ final class Compiler {
                 if case .list(let items)? = haystack {
                     try f.spend(items.count, at: span)
                     for item in items {
-                        if case .string(let s) = item, s == needle { return true }
+                        if case .string(let s) = item, s == needle { return .yes }
                     }
-                    return false
+                    return .no
                 }
-                return try Evaluator.member(.string(needle), haystack, budget: &f, at: span)
+                return try Evaluator.member(.string(needle), haystack, substring: substring, budget: &f, at: span)
             }
         }
         let left = value(element)
         let right = value(container)
-        return { r, f throws(Fault) in try Evaluator.member(try left(r, &f), try right(r, &f), budget: &f, at: span) }
+        return { r, f throws(Fault) in
+            try Evaluator.member(try left(r, &f), try right(r, &f), substring: substring, budget: &f, at: span)
+        }
     }
 
     // MARK: Values
@@ -211,17 +217,17 @@ final class Compiler {
             }
         case .negate(let a):
             let code = value(a)
-            return { r, f throws(Fault) in try Evaluator.negate(try code(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.negate(try code(r, &f)) }
         case .arithmetic(let op, let a, let b):
             let left = value(a)
             let right = value(b)
-            return { r, f throws(Fault) in try Evaluator.arithmetic(op, try left(r, &f), try right(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.arithmetic(op, try left(r, &f), try right(r, &f)) }
         case .length(let a):
             let code = value(a)
-            return { r, f throws(Fault) in try Evaluator.length(try code(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.length(try code(r, &f)) }
         case .lower(let a):
             let code = value(a)
-            return { r, f throws(Fault) in try Evaluator.lower(try code(r, &f), at: span) }
+            return { r, f throws(Fault) in Evaluator.lower(try code(r, &f)) }
         case .split(let a, let b):
             let left = value(a)
             let right = value(b)
@@ -244,7 +250,7 @@ final class Compiler {
             }
         default:
             let code = condition(ir)
-            return { r, f throws(Fault) in .bool(try code(r, &f)) }
+            return { r, f throws(Fault) in try code(r, &f).value }
         }
     }
 
@@ -305,7 +311,7 @@ final class Compiler {
         let code: ValueCode
         if tracing != nil, ir.type == .bool {
             let test = rootCondition(ir)
-            code = { r, f throws(Fault) in .bool(try test(r, &f)) }
+            code = { r, f throws(Fault) in try test(r, &f).value }
         } else {
             code = value(ir)
         }
@@ -326,7 +332,7 @@ final class Compiler {
                 let result = try code(r, &f)
                 var bindings: [(String, Value?)] = []
                 for (label, path) in paths { bindings.append((label, try? path(r, &f))) }
-                trace.end(slot, outcome: result ? "true" : "false", bindings: bindings)
+                trace.end(slot, outcome: result.name, bindings: bindings)
                 return result
             } catch {
                 trace.end(slot, outcome: "failed: \(error.message)", bindings: [])
@@ -354,7 +360,7 @@ final class Compiler {
                 .matches(let a, _):
                 visit(a)
             case .index(let a, let b), .and(let a, let b), .or(let a, let b), .compare(_, let a, let b),
-                .arithmetic(_, let a, let b), .member(let a, let b), .startsWith(let a, let b),
+                .arithmetic(_, let a, let b), .member(let a, let b, _), .startsWith(let a, let b),
                 .endsWith(let a, let b), .split(let a, let b):
                 visit(a)
                 visit(b)
@@ -376,7 +382,7 @@ final class Trace {
     private var depth = 0
 
     func begin(_ text: String) -> Int {
-        entries.append(ClauseExplanation(depth: depth, text: text, outcome: "not finished", bindings: []))
+        entries.append(ClauseExplanation(depth: depth, text: text, outcome: "not finished", bindings: [], cause: nil))
         depth += 1
         return entries.count - 1
     }
@@ -385,6 +391,16 @@ final class Trace {
         depth -= 1
         entries[slot].outcome = outcome
         entries[slot].bindings = bindings.map { ($0.0, $0.1.map(\.description) ?? "missing") }
+        if outcome == Truth.unknown.name { entries[slot].cause = Self.cause(bindings) }
+    }
+
+    /// Why a clause is undetermined, as far as the fields it read tell.
+    private static func cause(_ bindings: [(String, Value?)]) -> String {
+        if let missing = bindings.first(where: { $0.1 == nil }) { return "\(missing.0) is missing" }
+        if let read = bindings.first, let value = read.1 {
+            return "\(read.0) is the \(value.kindName) \(value), a type this operator does not take"
+        }
+        return "a value it depends on is undetermined"
     }
 
     func take() -> [ClauseExplanation] {

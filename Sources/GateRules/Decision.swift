@@ -34,6 +34,9 @@ public struct Decision: Sendable {
     }
     /// Rules that failed while evaluating (and so could not allow).
     public let faults: [RuleFault]
+    /// Rules whose condition was undetermined (a value it read was missing or of the wrong
+    /// type): a `deny` among them denied, an `allow` could not allow.
+    public let undetermined: [RuleRef]
     /// Filled in by `Policy.decide(_:explain:)` with `explain: true`.
     public let explanation: Explanation?
 
@@ -88,6 +91,8 @@ public struct RouteDecision: Sendable {
     /// The rules that decided: the matching (or failing) `drop`s if any, else the matching routes.
     public let rules: [RuleRef]
     public let faults: [RuleFault]
+    /// Rules whose condition was undetermined: a `drop` among them dropped, a route did not route.
+    public let undetermined: [RuleRef]
     public let explanation: Explanation?
 
     public var dropped: Bool { routes.isEmpty }
@@ -119,6 +124,7 @@ public struct Explanation: Sendable {
                 let indent = String(repeating: "  ", count: clause.depth + 1)
                 var line = "\(indent)`\(clause.text)` was \(clause.outcome)"
                 if clause.outcome.hasPrefix("failed") { line = "\(indent)`\(clause.text)` \(clause.outcome)" }
+                if let cause = clause.cause { line += " (\(cause))" }
                 if !clause.bindings.isEmpty {
                     line += ": " + clause.bindings.map { "\($0.0) = \($0.1)" }.joined(separator: ", ")
                 }
@@ -133,7 +139,7 @@ public struct RuleExplanation: Sendable {
     public let rule: RuleRef
     /// `allow`, `deny`, `route` or `drop`.
     public let kind: String
-    /// `matched`, `did not match`, `matched (no condition)` or `failed: …`.
+    /// `matched`, `did not match`, `matched (no condition)`, `undetermined ⇒ …` or `failed: …`.
     public let outcome: String
     public let clauses: [ClauseExplanation]
 }
@@ -143,8 +149,10 @@ public struct ClauseExplanation: Sendable {
     public let depth: Int
     /// The clause's source text.
     public let text: String
-    /// `true`, `false` or `failed: …`.
+    /// `true`, `false`, `undetermined` or `failed: …`.
     public internal(set) var outcome: String
     /// The input fields the clause read and their values (`missing` if absent).
     public internal(set) var bindings: [(String, String)]
+    /// Why the clause is undetermined ("token.clearance is missing"); nil otherwise.
+    public internal(set) var cause: String?
 }

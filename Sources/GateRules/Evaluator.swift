@@ -2,13 +2,53 @@
 /// operations on values that every compiled closure shares (so the fast path, constant
 /// folding and explanations cannot disagree about what `==` or `in` means).
 ///
-/// Semantics in one place:
+/// Semantics in one place (docs/rules.md, "Missing claims and undetermined conditions"):
+/// - A condition has one of three values: true, false or *undetermined* (`Truth`).
 /// - *missing* (an absent field, or JSON `null`) makes every comparison, `in`, `contains`,
-///   `startswith`, `endswith`, `matches`, `any` and `all` false; functions of missing are
-///   missing; a missing condition is false.
-/// - `==`/`!=` between values of different kinds are simply false/true.
-/// - Ordering different kinds, a non-boolean condition, `split` by "" and an exhausted budget
-///   are *faults*: the rule cannot allow (and a `deny` that faults denies).
+///   `startswith`, `endswith` and `matches` undetermined; so does an operand of a type the
+///   operator does not take (ordering a string against a number, `in` on a string, a
+///   non-boolean condition). `has(…)` is true or false, never undetermined.
+/// - `and`, `or` and `not` follow Kleene's three-valued logic; `any` is an `or` over the
+///   elements, `all` an `and`; over a missing list or a non-list they are undetermined.
+/// - Functions of missing, or of a value of the wrong type, are missing.
+/// - `==` between two present values of different kinds is false, `!=` true.
+/// - An exhausted budget is a *fault*: the rule cannot allow, and a `deny` that faults denies.
+/// A rule uses the value thus: an `allow` applies only when its condition is true; a `deny`
+/// (and a telemetry `drop`) applies when it is true or undetermined; a `route` only when true.
+
+/// Kleene's three truth values, as a condition yields them.
+enum Truth: UInt8, Sendable {
+    case no, yes, unknown
+
+    @inline(__always)
+    init(_ value: Bool) { self = value ? .yes : .no }
+
+    @inline(__always)
+    var negated: Truth {
+        switch self {
+        case .no: .yes
+        case .yes: .no
+        case .unknown: .unknown
+        }
+    }
+
+    /// The condition as a value: booleans, and missing for undetermined.
+    var value: Value? {
+        switch self {
+        case .no: .bool(false)
+        case .yes: .bool(true)
+        case .unknown: nil
+        }
+    }
+
+    var name: String {
+        switch self {
+        case .no: "false"
+        case .yes: "true"
+        case .unknown: "undetermined"
+        }
+    }
+}
 
 /// The six inputs of one decision. Absent inputs are `.null`, so everything under them is missing.
 /// An immutable class: every compiled closure receives it, and passing one reference costs
@@ -149,139 +189,108 @@ enum Evaluator {
         }
     }
 
-    /// A condition's truth: booleans are themselves, missing is false, anything else faults.
+    /// A condition's truth: booleans are themselves; missing, or anything else, is undetermined.
     @inline(__always)
-    static func truth(_ value: Value?, at span: Span) throws(Fault) -> Bool {
-        switch value {
-        case .bool(let b)?: return b
-        case nil, .null?: return false
-        case let other?:
-            throw Fault(
-                message: "a condition must be true or false, but this is the \(other.kindName) \(other)", span: span)
-        }
+    static func truth(_ value: Value?) -> Truth {
+        if case .bool(let b)? = value { return Truth(b) }
+        return .unknown
     }
 
     @inline(__always)
-    static func equals(_ a: Value?, _ b: Value?) -> Bool {
-        guard let a = present(a), let b = present(b) else { return false }
-        return a == b
+    static func equals(_ a: Value?, _ b: Value?) -> Truth {
+        guard let a = present(a), let b = present(b) else { return .unknown }
+        return Truth(a == b)
     }
 
-    static func order(_ op: BinaryOperator, _ a: Value?, _ b: Value?, at span: Span) throws(Fault) -> Bool {
-        guard let a = present(a), let b = present(b) else { return false }
+    static func order(_ op: BinaryOperator, _ a: Value?, _ b: Value?) -> Truth {
+        guard let a = present(a), let b = present(b) else { return .unknown }
         let comparison: Int
         switch (a, b) {
         case (.number(let x), .number(let y)): comparison = x < y ? -1 : x > y ? 1 : 0
         case (.string(let x), .string(let y)): comparison = x < y ? -1 : x > y ? 1 : 0
-        default:
-            throw Fault(message: "cannot order the \(a.kindName) \(a) and the \(b.kindName) \(b)", span: span)
+        default: return .unknown
         }
         switch op {
-        case .less: return comparison < 0
-        case .lessOrEqual: return comparison <= 0
-        case .greater: return comparison > 0
-        default: return comparison >= 0
+        case .less: return Truth(comparison < 0)
+        case .lessOrEqual: return Truth(comparison <= 0)
+        case .greater: return Truth(comparison > 0)
+        default: return Truth(comparison >= 0)
         }
     }
 
-    static func member(_ element: Value?, _ container: Value?, budget: inout Frame, at span: Span) throws(Fault) -> Bool
+    /// `element in container` (membership in a list, or among a map's keys) and, with
+    /// `substring`, `container contains element`, which on strings is a substring test.
+    /// `in` on a string is undetermined: it is never a substring test.
+    static func member(_ element: Value?, _ container: Value?, substring: Bool, budget: inout Frame, at span: Span)
+        throws(Fault) -> Truth
     {
-        guard let element = present(element), let container = present(container) else { return false }
+        guard let element = present(element), let container = present(container) else { return .unknown }
         switch container {
         case .list(let items):
             try budget.spend(items.count, at: span)
-            return items.contains(element)
+            return Truth(items.contains(element))
         case .map(let map):
-            guard case .string(let key) = element else { return false }
-            return map[key] != nil
-        case .string(let text):
-            guard case .string(let needle) = element else { return false }
+            guard case .string(let key) = element else { return .unknown }
+            return Truth(lookup(map, key) != nil)
+        case .string(let text) where substring:
+            guard case .string(let needle) = element else { return .unknown }
             try budget.spend(text.utf8.count / 64, at: span)
-            return containsBytes(text, needle)
+            return Truth(containsBytes(text, needle))
         default:
-            throw Fault(message: "cannot look for a value in the \(container.kindName) \(container)", span: span)
+            return .unknown
         }
     }
 
-    static func affix(prefix: Bool, _ a: Value?, _ b: Value?, at span: Span) throws(Fault) -> Bool {
-        guard let a = present(a), let b = present(b) else { return false }
-        guard case .string(let text) = a, case .string(let affix) = b else {
-            throw Fault(
-                message:
-                    "`\(prefix ? "startswith" : "endswith")` works on strings, not the \(a.kindName == "string" ? b.kindName : a.kindName)",
-                span: span)
-        }
-        return prefix
-            ? text.utf8.starts(with: affix.utf8) : text.utf8.reversed().starts(with: affix.utf8.reversed())
+    static func affix(prefix: Bool, _ a: Value?, _ b: Value?) -> Truth {
+        guard case .string(let text)? = a, case .string(let affix)? = b else { return .unknown }
+        return Truth(
+            prefix ? text.utf8.starts(with: affix.utf8) : text.utf8.reversed().starts(with: affix.utf8.reversed()))
     }
 
-    static func matches(_ value: Value?, _ glob: Glob, at span: Span) throws(Fault) -> Bool {
-        switch present(value) {
-        case nil: return false
-        case .string(let text)?: return glob.matches(text)
-        case let other?:
-            throw Fault(message: "`matches` works on strings, not the \(other.kindName) \(other)", span: span)
-        }
+    static func matches(_ value: Value?, _ glob: Glob) -> Truth {
+        guard case .string(let text)? = value else { return .unknown }
+        return Truth(glob.matches(text))
     }
 
-    static func arithmetic(_ op: BinaryOperator, _ a: Value?, _ b: Value?, at span: Span) throws(Fault) -> Value? {
-        guard let a = present(a), let b = present(b) else { return nil }
-        guard case .number(let x) = a, case .number(let y) = b else {
-            throw Fault(
-                message: "`\(op.rawValue)` needs numbers, not the \(a.kindName) \(a) and the \(b.kindName) \(b)",
-                span: span)
-        }
+    static func arithmetic(_ op: BinaryOperator, _ a: Value?, _ b: Value?) -> Value? {
+        guard case .number(let x)? = a, case .number(let y)? = b else { return nil }
         return .number(op == .plus ? x + y : x - y)
     }
 
-    static func negate(_ a: Value?, at span: Span) throws(Fault) -> Value? {
-        guard let a = present(a) else { return nil }
-        guard case .number(let x) = a else {
-            throw Fault(message: "`-` needs a number, not the \(a.kindName) \(a)", span: span)
-        }
+    static func negate(_ a: Value?) -> Value? {
+        guard case .number(let x)? = a else { return nil }
         return .number(-x)
     }
 
-    static func length(_ a: Value?, at span: Span) throws(Fault) -> Value? {
-        switch present(a) {
-        case nil: return nil
-        case .string(let s)?: return .number(Double(s.unicodeScalars.count))
-        case .list(let items)?: return .number(Double(items.count))
-        case .map(let map)?: return .number(Double(map.count))
-        case let other?:
-            throw Fault(
-                message: "`len` needs a string, a list or a map, not the \(other.kindName) \(other)", span: span)
+    static func length(_ a: Value?) -> Value? {
+        switch a {
+        case .string(let s)?: .number(Double(s.unicodeScalars.count))
+        case .list(let items)?: .number(Double(items.count))
+        case .map(let map)?: .number(Double(map.count))
+        default: nil
         }
     }
 
-    static func lower(_ a: Value?, at span: Span) throws(Fault) -> Value? {
-        switch present(a) {
-        case nil: return nil
-        case .string(let s)?: return .string(s.lowercased())
-        case let other?: throw Fault(message: "`lower` needs a string, not the \(other.kindName) \(other)", span: span)
-        }
+    static func lower(_ a: Value?) -> Value? {
+        guard case .string(let s)? = a else { return nil }
+        return .string(s.lowercased())
     }
 
+    /// `split(text, separator)`; missing when either is not a string or the separator is empty.
     static func split(_ a: Value?, _ b: Value?, budget: inout Frame, at span: Span) throws(Fault) -> Value? {
-        guard let a = present(a), let b = present(b) else { return nil }
-        guard case .string(let text) = a, case .string(let separator) = b else {
-            throw Fault(
-                message: "`split` needs two strings, not the \(a.kindName) \(a) and the \(b.kindName) \(b)", span: span)
-        }
-        guard !separator.isEmpty else { throw Fault(message: "`split` cannot split by an empty string", span: span) }
+        guard case .string(let text)? = a, case .string(let separator)? = b, !separator.isEmpty else { return nil }
         let pieces = text.split(separator: separator, omittingEmptySubsequences: false)
         try budget.spend(pieces.count, at: span)
         return .list(pieces.map { .string(String($0)) })
     }
 
-    /// The elements `any`/`all` visit: a list's elements, or a map's keys in sorted order.
-    static func elements(_ value: Value?, at span: Span) throws(Fault) -> [Value]? {
-        switch present(value) {
-        case nil: return nil
-        case .list(let items)?: return items
-        case .map(let map)?: return map.keys.sorted().map { .string($0) }
-        case let other?:
-            throw Fault(message: "`any` and `all` look through lists, not the \(other.kindName) \(other)", span: span)
+    /// The elements `any`/`all` visit: a list's elements, or a map's keys in sorted order; nil
+    /// (undetermined) for anything else.
+    static func elements(_ value: Value?) -> [Value]? {
+        switch value {
+        case .list(let items)?: items
+        case .map(let map)?: map.keys.sorted().map { .string($0) }
+        default: nil
         }
     }
 

@@ -23,8 +23,9 @@ indirect enum IROp: Sendable {
     case compare(BinaryOperator, IR, IR)
     /// `+`, `-`
     case arithmetic(BinaryOperator, IR, IR)
-    /// `element in container` (`contains` arrives here with its operands swapped).
-    case member(element: IR, container: IR)
+    /// `element in container` (`contains` arrives here with its operands swapped and
+    /// `substring` set: on a string, `contains` is a substring test; `in` never is).
+    case member(element: IR, container: IR, substring: Bool)
     case startsWith(IR, IR)
     case endsWith(IR, IR)
     case matches(IR, Glob)

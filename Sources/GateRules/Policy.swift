@@ -251,7 +251,7 @@ final class Engine: Sendable {
     }
 
     private enum Outcome {
-        case matched, notMatched
+        case matched, notMatched, undetermined
         case failed(Fault)
     }
 
@@ -259,16 +259,23 @@ final class Engine: Sendable {
     private func evaluate(_ condition: ConditionCode?, _ roots: Roots, _ frame: inout Frame) -> Outcome {
         guard let condition else { return .matched }
         do throws(Fault) {
-            return try condition(roots, &frame) ? .matched : .notMatched
+            switch try condition(roots, &frame) {
+            case .yes: return .matched
+            case .no: return .notMatched
+            case .unknown: return .undetermined
+            }
         } catch {
             return .failed(error)
         }
     }
 
-    private func describe(_ outcome: Outcome, conditional: Bool) -> String {
+    /// A rule's outcome for explanations; `applies` says what an undetermined condition does
+    /// to a rule of this kind (a deny or drop applies, an allow or route does not).
+    private func describe(_ outcome: Outcome, conditional: Bool, kind: String, applies: Bool) -> String {
         switch outcome {
         case .matched: conditional ? "matched" : "matched (no condition)"
         case .notMatched: "did not match"
+        case .undetermined: applies ? "undetermined ⇒ the \(kind) applies" : "undetermined ⇒ the \(kind) does not apply"
         case .failed(let fault): "failed: \(fault.message)"
         }
     }
@@ -278,13 +285,15 @@ final class Engine: Sendable {
         var first: Int32 = -1
         var more: [Int32] = []
         var faults: [RuleFault] = []
+        var undetermined: [RuleRef] = []
         var explained: [RuleExplanation] = []
     }
 
     func decide(_ roots: Roots, budget: Int, trace: Trace?) -> Decision {
         guard let name = roots.commandName else {
             return Decision(
-                effect: .deny, faults: [], explanation: trace.map { _ in Explanation(rules: []) }, table: table,
+                effect: .deny, faults: [], undetermined: [], explanation: trace.map { _ in Explanation(rules: []) },
+                table: table,
                 first: -1, more: [])
         }
         let indexed = byName[name]
@@ -300,7 +309,8 @@ final class Engine: Sendable {
             }
         }
         return Decision(
-            effect: effect, faults: tally.faults, explanation: trace.map { _ in Explanation(rules: tally.explained) },
+            effect: effect, faults: tally.faults, undetermined: tally.undetermined,
+            explanation: trace.map { _ in Explanation(rules: tally.explained) },
             table: table, first: tally.first, more: tally.more)
     }
 
@@ -317,12 +327,17 @@ final class Engine: Sendable {
                 tally.explained.append(
                     RuleExplanation(
                         rule: table[Int(rule.index)], kind: rule.effect.rawValue,
-                        outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
+                        outcome: describe(
+                            outcome, conditional: rule.condition != nil, kind: rule.effect.rawValue, applies: denying),
+                        clauses: trace.take()))
             }
             var decides = false
             switch outcome {
             case .matched: decides = true
             case .notMatched: break
+            case .undetermined:
+                tally.undetermined.append(table[Int(rule.index)])
+                decides = denying  // a deny applies when undetermined; an allow needs true
             case .failed(let fault):
                 tally.faults.append(RuleFault(rule: table[Int(rule.index)], message: fault.message))
                 decides = denying  // a failing deny denies; a failing allow cannot allow
@@ -339,6 +354,7 @@ final class Engine: Sendable {
             var routing: [RuleRef] = []
             var routes: [Route] = []
             var faults: [RuleFault] = []
+            var undetermined: [RuleRef] = []
             var explained: [RuleExplanation] = []
             for rule in telemetryRules {
                 let outcome = evaluate(rule.condition, roots, &frame)
@@ -347,10 +363,16 @@ final class Engine: Sendable {
                     explained.append(
                         RuleExplanation(
                             rule: ref, kind: rule.action.rawValue,
-                            outcome: describe(outcome, conditional: rule.condition != nil), clauses: trace.take()))
+                            outcome: describe(
+                                outcome, conditional: rule.condition != nil, kind: rule.action.rawValue,
+                                applies: rule.action == .drop),
+                            clauses: trace.take()))
                 }
+                if case .undetermined = outcome { undetermined.append(ref) }
                 switch (outcome, rule.action) {
-                case (.matched, .drop):
+                case (.matched, .drop), (.undetermined, .drop):
+                    // A drop applies when its condition is undetermined, as a deny does: a
+                    // message the rules cannot judge is not sent on.
                     drops.append(ref)
                 case (.matched, .route):
                     routing.append(ref)
@@ -364,19 +386,21 @@ final class Engine: Sendable {
                 case (.failed(let fault), let action):
                     faults.append(RuleFault(rule: ref, message: fault.message))
                     if action == .drop { drops.append(ref) }  // a failing drop drops
-                case (.notMatched, _):
+                case (.notMatched, _), (.undetermined, .route):
                     break
                 }
             }
             let explanation = trace.map { _ in Explanation(rules: explained) }
             if !drops.isEmpty {
-                return RouteDecision(routes: [], rules: drops, faults: faults, explanation: explanation)
+                return RouteDecision(
+                    routes: [], rules: drops, faults: faults, undetermined: undetermined, explanation: explanation)
             }
             // Highest priority first; ties keep policy order (the sort is stable).
             let ordered = routes.enumerated().sorted { a, b in
                 a.element.priority != b.element.priority ? a.element.priority > b.element.priority : a.offset < b.offset
             }.map(\.element)
-            return RouteDecision(routes: ordered, rules: routing, faults: faults, explanation: explanation)
+            return RouteDecision(
+                routes: ordered, rules: routing, faults: faults, undetermined: undetermined, explanation: explanation)
         }
     }
 }

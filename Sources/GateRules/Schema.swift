@@ -2,8 +2,10 @@
 /// `gatway.tenant` before a rule ever runs, with a "did you mean".
 ///
 /// `token` is different: its fields are the caller's JWT claims, open JSON that varies by
-/// identity provider. Any claim may be read (an absent one is *missing*); the well-known claims
-/// below only feed a warning when a name is one typo away from one of them.
+/// identity provider. Any claim may be read (an absent one is *missing*). The registered
+/// claims of RFC 7519 and Entra ID's have static types (`exp` a time, `roles` a list of
+/// strings, `tid` a string…), so misusing one is a check-time error; the others are open JSON,
+/// and a name one typo away from a well-known claim gets a warning.
 
 /// The six inputs a rule can read.
 enum Root: Int, CaseIterable, Sendable {
@@ -20,6 +22,10 @@ enum Root: Int, CaseIterable, Sendable {
 /// What the checker knows about a value before the rule runs.
 indirect enum StaticType: Sendable, Equatable {
     case bool, number, string, duration, size
+    /// A point in time as seconds since 1970 (RFC 7519's NumericDate: `exp`, `now.unix`).
+    /// A number at run time; the checker keeps it apart so `token.exp > "5"` is an error and
+    /// `now.unix - token.iat < 5m` is a duration compared with a duration.
+    case timestamp
     case list(StaticType)
     /// A map whose keys are not known in advance (tags, properties): any key may be read.
     case map(StaticType)
@@ -40,6 +46,7 @@ indirect enum StaticType: Sendable, Equatable {
         case .string: "a string"
         case .duration: "a duration"
         case .size: "a size"
+        case .timestamp: "a time (seconds since 1970)"
         case .list(let element): element.isUnknown ? "a list" : "a list of \(element.plural)"
         case .map: "a map"
         case .object(let shape): "the `\(shape.name)` input"
@@ -55,6 +62,7 @@ indirect enum StaticType: Sendable, Equatable {
         case .string: "strings"
         case .duration: "durations"
         case .size: "sizes"
+        case .timestamp: "times"
         case .list: "lists"
         case .map, .object: "maps"
         case .dynamic, .error: "values"
@@ -78,15 +86,19 @@ enum Schema {
         ],
         open: false)
 
-    /// Claims commonly found in the JWTs gateways see (Entra ID, Keycloak, Auth0, OIDC).
-    static let wellKnownClaims: [String] = [
-        "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "oid", "azp", "appid", "name", "email", "upn",
-        "preferred_username", "roles", "role", "groups", "scp", "scope", "site", "sites", "tenant", "amr", "acr",
+    /// Claims commonly found in the JWTs gateways see (Entra ID, Keycloak, Auth0, OIDC), with
+    /// their types where RFC 7519 or Entra ID fixes one. `aud` may be a string or a list, and
+    /// the rest vary by identity provider: they are open (`dynamic`).
+    static let wellKnownClaims: [String: StaticType] = [
+        "exp": .timestamp, "nbf": .timestamp, "iat": .timestamp,
+        "roles": .list(.string), "groups": .list(.string), "amr": .list(.string), "wids": .list(.string),
+        "scp": .string, "tid": .string, "oid": .string, "sub": .string, "iss": .string, "appid": .string,
+        "azp": .string, "name": .string, "preferred_username": .string,
+        "aud": .dynamic, "jti": .dynamic, "email": .dynamic, "upn": .dynamic, "role": .dynamic, "scope": .dynamic,
+        "site": .dynamic, "sites": .dynamic, "tenant": .dynamic, "acr": .dynamic,
     ]
 
-    static let token = ObjectShape(
-        name: "token", fields: Dictionary(uniqueKeysWithValues: wellKnownClaims.map { ($0, StaticType.dynamic) }),
-        open: true)
+    static let token = ObjectShape(name: "token", fields: wellKnownClaims, open: true)
 
     static let device = ObjectShape(
         name: "device",
@@ -108,7 +120,8 @@ enum Schema {
     static let now = ObjectShape(
         name: "now",
         fields: [
-            "unix": .number, "hour": .number, "minute": .number, "second": .number, "weekday": .string, "date": .string,
+            "unix": .timestamp, "hour": .number, "minute": .number, "second": .number, "weekday": .string,
+            "date": .string,
         ],
         open: false)
 

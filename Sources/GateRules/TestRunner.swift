@@ -12,6 +12,8 @@ public struct TestOutcome: Sendable {
     public let actual: String
     /// Rules that failed while deciding (they are part of why a test may fail).
     public let faults: [RuleFault]
+    /// Rules whose condition was undetermined (a deny among them denied).
+    public let undetermined: [RuleRef]
 }
 
 public enum TestRunner {
@@ -33,18 +35,21 @@ public enum TestRunner {
         let passed: Bool
         let actual: String
         let faults: [RuleFault]
+        let undetermined: [RuleRef]
         let deciding: [String]
         switch test.outcome {
         case .allow, .deny:
             let decision = policy.engine.decide(roots, budget: policy.options.budget, trace: nil)
             deciding = decision.rules.map(\.name)
             faults = decision.faults
+            undetermined = decision.undetermined
             actual = decision.summary
             passed = decision.effect.rawValue == test.outcome.rawValue && matches(test.rules, deciding)
         case .route, .drop:
             let decision = policy.engine.route(roots, budget: policy.options.budget, trace: nil)
             deciding = decision.rules.map(\.name)
             faults = decision.faults
+            undetermined = decision.undetermined
             actual = decision.summary
             let outcomeOK = decision.dropped == (test.outcome == .drop)
             let routesOK = test.outcome == .drop || Set(test.routes) == Set(decision.routes)
@@ -52,7 +57,7 @@ public enum TestRunner {
         }
         return TestOutcome(
             name: test.name, file: file.name, line: line, passed: passed, expected: expected, actual: actual,
-            faults: faults)
+            faults: faults, undetermined: undetermined)
     }
 
     private static func matches(_ expected: [String]?, _ actual: [String]) -> Bool {
@@ -73,6 +78,11 @@ public enum TestRunner {
                 lines.append("     got      \(outcome.actual)")
             }
             for fault in outcome.faults { lines.append("     note: \(fault)") }
+            for rule in outcome.undetermined {
+                lines.append(
+                    "     note: \(rule) was undetermined: a value it reads is missing or of the wrong type"
+                        + " (`gatehouse rules explain` shows which)")
+            }
         }
         let passed = outcomes.filter(\.passed).count
         lines.append("\(passed) passed, \(outcomes.count - passed) failed")

@@ -98,12 +98,15 @@ struct Expectations {
 
 enum Corpus {
     /// A command decision as `# expect:` writes it: `allow by "a", "b"`, `deny`, `deny by "x"
-    /// (failed: "x")`.
+    /// (failed: "x")`, `deny by "x" (undetermined: "x")`.
     static func render(_ decision: Decision) -> String {
         var out = decision.effect.rawValue
         if !decision.rules.isEmpty { out += " by " + decision.rules.map { "\"\($0.name)\"" }.joined(separator: ", ") }
         if !decision.faults.isEmpty {
             out += " (failed: " + decision.faults.map { "\"\($0.rule.name)\"" }.joined(separator: ", ") + ")"
+        }
+        if !decision.undetermined.isEmpty {
+            out += " (undetermined: " + decision.undetermined.map { "\"\($0.name)\"" }.joined(separator: ", ") + ")"
         }
         return out
     }
@@ -116,6 +119,9 @@ enum Corpus {
         if !decision.rules.isEmpty { out += " by " + decision.rules.map { "\"\($0.name)\"" }.joined(separator: ", ") }
         if !decision.faults.isEmpty {
             out += " (failed: " + decision.faults.map { "\"\($0.rule.name)\"" }.joined(separator: ", ") + ")"
+        }
+        if !decision.undetermined.isEmpty {
+            out += " (undetermined: " + decision.undetermined.map { "\"\($0.name)\"" }.joined(separator: ", ") + ")"
         }
         return out
     }
