@@ -5,7 +5,7 @@ import Synchronization
 /// The signing keys of one or more JWKS sources, kept on disk so verification works offline.
 ///
 /// jwt-kit turns keys into verifiers but has no fetching or caching policy; this is Entra ID's
-/// recommended one (PROTOCOLS.md §5.3), written here:
+/// recommended one (docs/protocols.md §5.3), written here:
 /// - refreshed on a schedule (`refreshIfDue`, driven by `run()`), and at once on an unknown
 ///   `kid` — but at most once per `minimumRefreshInterval` (5 min), however many tokens name
 ///   unknown keys; concurrent misses share one fetch;

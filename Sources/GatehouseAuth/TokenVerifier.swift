@@ -5,7 +5,7 @@ import Logging
 /// Verifies the bearer tokens that come with cloud-to-device commands (Entra ID access tokens,
 /// v1 and v2).
 ///
-/// The order of checks follows RFC 8725 and PROTOCOLS.md §5.4, cheapest and least trusting
+/// The order of checks follows RFC 8725 and docs/protocols.md §5.4, cheapest and least trusting
 /// first: size; shape and header (`alg` on the allow-list, no `crit`, a `kid`); the key by `kid`
 /// and an `alg` that key can serve; the signature (jwt-kit); only then the payload is parsed —
 /// unsigned bytes never reach the JSON decoder — and the required claims, `exp`/`nbf`/`iat`, `aud`,
@@ -206,7 +206,7 @@ public final class TokenVerifier: Sendable {
 
     /// `iss` against the configured issuers with `{tenantid}` replaced by the token's `tid`, and
     /// against the signing key's own `issuer` when the JWKS states one (a key published for one
-    /// tenant must not sign for another; PROTOCOLS.md §5.4.5).
+    /// tenant must not sign for another; docs/protocols.md §5.4, step 5).
     private func checkIssuer(_ issuer: String, tenant: String?, key: VerificationKey) throws(AuthError) {
         func expand(_ template: String) -> String? {
             guard template.contains("{tenantid}") else { return template }

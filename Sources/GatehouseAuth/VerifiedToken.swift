@@ -4,7 +4,7 @@ import Foundation
 public struct VerifiedToken: Sendable, Hashable {
     /// Every payload claim as it was, for the rule policy (`token.roles`, `token.scp`, …).
     public let claims: [String: JSONValue]
-    /// `sub`. For authorization keys prefer `objectID` with `tenant` (PROTOCOLS.md §5.4.6).
+    /// `sub`. For authorization keys prefer `objectID` with `tenant` (docs/protocols.md §5.4, step 6).
     public let subject: String
     /// `oid`, the immutable object id of the user or service principal, when present.
     public let objectID: String?

@@ -181,6 +181,7 @@ public final class Gateway: Service {
                 }
                 var policy = JWKSCache.Policy()
                 policy.refreshInterval = auth.jwksRefresh
+                policy.maxStale = auth.jwksMaxStale
                 let cache = try await JWKSCache(
                     sources: sources, cacheFile: auth.jwksCache, policy: policy, logger: logger)
                 // Read the sources before the first command, so that a key removed from them is
@@ -197,12 +198,14 @@ public final class Gateway: Service {
                 settings.algorithms = Set(auth.algorithms.map(JWTAlgorithmName.init(rawValue:)))
                 settings.clockSkew = auth.clockSkew
                 settings.maxTokenBytes = auth.maxTokenBytes
+                settings.acceptV1Issuer = auth.acceptV1Issuer
+                settings.requiredClaims = Set(auth.requiredClaims)
                 verifier = try await TokenVerifier(configuration: settings, keys: cache, logger: logger)
                 keys.withLock { $0 = cache }
                 let usable = await cache.keyIDs.count
                 if usable == 0 {
                     logger.warning(
-                        "no signing keys yet: every command is refused until the JWKS can be read",
+                        "no usable signing key (none read yet, the key set is empty, or the keys are older than jwks_max_stale): every command is refused until the JWKS can be read",
                         metadata: ["jwks": "\(sources.map(\.identifier).joined(separator: ", "))"])
                 } else {
                     logger.info("token verification ready", metadata: ["keys": "\(usable)"])

@@ -265,8 +265,9 @@ private struct ConfigReader {
         try checkKeys(
             table, "auth",
             [
-                "audiences", "tenants", "issuers", "algorithms", "clock_skew", "max_token_bytes", "jwks_file",
-                "jwks_url", "jwks_cache", "jwks_refresh", "c2d_token_property", "c2d_name_property",
+                "audiences", "tenants", "issuers", "accept_v1_issuer", "required_claims", "algorithms", "clock_skew",
+                "max_token_bytes", "jwks_file", "jwks_url", "jwks_cache", "jwks_refresh", "jwks_max_stale",
+                "c2d_token_property", "c2d_name_property",
                 "c2d_id_property", "method_token_field", "method_id_field", "require_command_id",
                 "replay_max_per_caller",
             ])
@@ -279,6 +280,21 @@ private struct ConfigReader {
         result.issuers = try strings(table, "auth", "issuers") ?? []
         if result.tenants.isEmpty, result.issuers.isEmpty {
             throw error("auth", "tenants", "set `tenants` (Entra ID tenant ids), `issuers`, or both")
+        }
+        if let value = table["accept_v1_issuer"] {
+            guard let flag = value.bool else { throw error("auth", "accept_v1_issuer", "must be true or false") }
+            guard !flag || !result.tenants.isEmpty else {
+                throw error("auth", "accept_v1_issuer", "needs `tenants` (the v1 issuer names the tenant)")
+            }
+            result.acceptV1Issuer = flag
+        }
+        if let claims = try strings(table, "auth", "required_claims") {
+            guard claims.contains("exp") else {
+                throw error(
+                    "auth", "required_claims",
+                    "must include \"exp\" (a command id is remembered against replays while its token lives)")
+            }
+            result.requiredClaims = claims
         }
         if let algorithms = try strings(table, "auth", "algorithms") {
             let allowed: Set<String> = [
@@ -316,6 +332,13 @@ private struct ConfigReader {
         if let value = try duration(table, "auth", "jwks_refresh") {
             guard value >= .seconds(300) else { throw error("auth", "jwks_refresh", "must be at least 5m") }
             result.jwksRefresh = value
+        }
+        if let value = try duration(table, "auth", "jwks_max_stale") { result.jwksMaxStale = value }
+        guard result.jwksMaxStale >= result.jwksRefresh else {
+            throw error(
+                "auth", "jwks_max_stale",
+                "must be at least jwks_refresh (\(result.jwksRefresh.components.seconds)s): keys would go out of date between two refreshes"
+            )
         }
         for (key, path) in [
             ("c2d_token_property", \GatewayConfig.Auth.c2dTokenProperty),

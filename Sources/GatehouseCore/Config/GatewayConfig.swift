@@ -47,9 +47,14 @@ public struct GatewayConfig: Sendable {
     public struct Auth: Sendable {
         /// Accepted `aud` values; at least one.
         public var audiences: [String]
-        /// Accepted `tid` values (Entra ID tenants); with no `issuers`, Entra's v1 and v2 issuers of these.
+        /// Accepted `tid` values (Entra ID tenants); with no `issuers`, Entra's v2 issuer of these (and
+        /// the v1 one with `acceptV1Issuer`).
         public var tenants: [String] = []
         public var issuers: [String] = []
+        /// Also accept Entra ID's v1 issuer `https://sts.windows.net/{tid}/` (off: v2 only).
+        public var acceptV1Issuer = false
+        /// Claims every token must carry; `exp` always (see `TokenVerifier.Configuration`).
+        public var requiredClaims: [String] = ["exp", "nbf", "iat"]
         public var algorithms: [String] = ["RS256", "ES256"]
         public var clockSkew: Duration = .seconds(120)
         public var maxTokenBytes: Int = 8 * 1024
@@ -59,6 +64,9 @@ public struct GatewayConfig: Sendable {
         /// The last good keys, so that the gate works offline after a restart.
         public var jwksCache: String = "/var/lib/gatehouse/jwks-cache.json"
         public var jwksRefresh: Duration = .seconds(3600)
+        /// How long the last good keys stay usable while the JWKS cannot be read (counted from
+        /// their fetch, across restarts); then every command is refused.
+        public var jwksMaxStale: Duration = .seconds(24 * 3600)
         /// The C2D application property holding `Bearer <jwt>`.
         public var c2dTokenProperty: String = "authorization"
         /// The C2D application property naming the command (what rules see as `command.name`).
