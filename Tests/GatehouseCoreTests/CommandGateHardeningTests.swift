@@ -272,3 +272,35 @@ struct CommandGateHardeningTests {
         #expect(outcome.effect == .deny && outcome.reason.hasPrefix("the command id is longer than 256 bytes"))
     }
 }
+
+@Suite("Configuration: [auth] replay_max_per_caller")
+struct ReplayConfigTests {
+    static func parse(_ line: String) throws -> GatewayConfig {
+        try GatewayConfig.parse(
+            """
+            [auth]
+            audiences = ["api://gatehouse"]
+            tenants = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+            jwks_url = "https://login.example/keys"
+            \(line)
+            [site]
+            plugin = "mqtt"
+            [hub]
+            plugin = "mqtt"
+            hostname = "h.example"
+            """, path: "g.toml")
+    }
+
+    @Test("default 50,000; set; out of range names the key")
+    func replayQuota() throws {
+        #expect(try Self.parse("").auth?.replayMaxPerCaller == 50_000)
+        #expect(try Self.parse("replay_max_per_caller = 200").auth?.replayMaxPerCaller == 200)
+        for bad in ["0", "-1", "\"many\"", "2000000"] {
+            #expect {
+                _ = try Self.parse("replay_max_per_caller = \(bad)")
+            } throws: { error in
+                "\(error)".contains("replay_max_per_caller")
+            }
+        }
+    }
+}
