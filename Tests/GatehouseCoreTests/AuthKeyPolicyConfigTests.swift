@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseTestSupport
 import Testing
 
 /// `[auth]` keys for the claims and the key set's freshness: `required_claims`,
@@ -56,6 +57,21 @@ struct AuthKeyPolicyConfigTests {
         } throws: { error in
             "\(error)".contains(message)
         }
+    }
+
+    @Test("the shipped configuration's [auth] example, uncommented, checks and states the defaults")
+    func shippedExample() throws {
+        let path = Paths.packageRoot.appendingPathComponent("packaging/gatehouse.toml").path
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(
+            separator: "\n", omittingEmptySubsequences: false)
+        let start = try #require(lines.firstIndex(of: "# [auth]"))
+        let section = lines[start...].prefix { !$0.isEmpty }.map { $0.hasPrefix("# ") ? $0.dropFirst(2) : $0 }
+        let text = section.joined(separator: "\n") + "\n" + ConfigTests.minimal
+        let auth = try #require(try GatewayConfig.parse(text, path: "g.toml").auth)
+        let defaults = try #require(try Self.parse(""))
+        #expect(auth.requiredClaims == defaults.requiredClaims)
+        #expect(auth.acceptV1Issuer == defaults.acceptV1Issuer)
+        #expect(auth.jwksMaxStale == defaults.jwksMaxStale && auth.jwksRefresh == defaults.jwksRefresh)
     }
 
     @Test("accept_v1_issuer needs tenants")
