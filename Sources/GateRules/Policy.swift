@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A compiled policy: every `.rules` file of a directory, checked and lowered, ready to decide.
 ///
 /// `Policy` is immutable and `Sendable`: any number of threads may call `decide` at once.
@@ -80,6 +82,7 @@ public final class Policy: Sendable {
     public let options: CheckOptions
     let engine: Engine
     let tests: [CheckedTest]
+    private let tracedCache = Mutex<Engine??>(nil)
 
     public var commandRuleCount: Int { engine.commandRules.count }
     public var telemetryRuleCount: Int { engine.telemetryRules.count }
@@ -141,9 +144,17 @@ public final class Policy: Sendable {
         return engine.route(input.roots, budget: options.budget, trace: nil)
     }
 
+    /// The engine compiled with tracing, built on the first explanation and kept: explaining
+    /// many inputs (`rules explain`, the fuzzer) compiles the sources once.
     private func tracedEngine() -> Engine? {
-        guard let program = Self.frontEnd(files: files, options: options).0 else { return nil }
-        return Engine(program: program, files: files, tracing: true)
+        tracedCache.withLock { cached in
+            if let cached { return cached }
+            let engine = Self.frontEnd(files: files, options: options).0.map {
+                Engine(program: $0, files: files, tracing: true)
+            }
+            cached = .some(engine)
+            return engine
+        }
     }
 }
 
