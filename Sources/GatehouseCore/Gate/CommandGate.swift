@@ -76,6 +76,10 @@ public final class CommandGate: Sendable {
         self.replay = ReplayLedger(maxPerCaller: replayCapacity ?? self.settings.replayMaxPerCaller)
         self.logger = logger
         self.now = now
+        // The live command ids, read now rather than at the first command (if the database
+        // cannot be read, `decide` tries again and refuses until it can).
+        let startMS = Int64(now().timeIntervalSince1970 * 1000)
+        _ = replay.loadIfNeeded { try store.liveCommandIDs(nowMS: startMS) }
     }
 
     /// Device tags and model, cached for a second: a registry read costs more than the rules,
