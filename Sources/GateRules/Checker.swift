@@ -81,6 +81,8 @@ struct Checker {
     private var usedLets: Set<Int> = []
     /// Names of `let`s whose definition did not parse: uses of them are not reported again.
     private var brokenLetNames: Set<String> = []
+    /// Names of rules that did not parse or check: a test naming one says nothing more.
+    private var brokenRuleNames: Set<String> = []
 
     // The expression being checked.
     private var locals: [(name: String, slot: Int, type: StaticType)] = []
@@ -117,6 +119,7 @@ struct Checker {
     private mutating func run(_ syntax: [FileSyntax]) -> CheckedProgram {
         // 1. Every `let`, so that order of definition does not matter.
         var firstLet: [String: Span] = [:]
+        var brokenWords: [(names: [String], ruleNames: [String])] = []
         for file in syntax {
             for statement in file.statements {
                 switch statement {
@@ -141,12 +144,19 @@ struct Checker {
                     firstLet[name] = declaration.name.span
                     letIndex[name] = letDeclarations.count
                     letDeclarations.append(declaration)
-                case .broken(_, let letName?):
-                    brokenLetNames.insert(letName)
+                case .broken(let span, let letName):
+                    if let letName { brokenLetNames.insert(letName) }
+                    brokenWords.append(Lexer.words(in: files[span.file], span: span))
                 default:
                     break
                 }
             }
+        }
+        // A statement that did not parse yields no warning or suggestion: a `let` it names is
+        // not "unused", and a rule it would have defined is not "unknown" to a test.
+        for words in brokenWords {
+            for name in words.names { if let index = letIndex[name] { usedLets.insert(index) } }
+            brokenRuleNames.formUnion(words.ruleNames)
         }
         letResults = Array(repeating: nil, count: letDeclarations.count)
         for index in letDeclarations.indices { _ = checkLet(index) }
@@ -164,7 +174,11 @@ struct Checker {
                     let unique = claimName(
                         name, kind: rule.effect.rawValue, span: rule.name?.span ?? rule.span,
                         explicit: rule.name != nil, in: &ruleNames)
-                    if let checked = checkCommandRule(rule, name: name), unique { commandRules.append(checked) }
+                    if let checked = checkCommandRule(rule, name: name) {
+                        if unique { commandRules.append(checked) }
+                    } else {
+                        brokenRuleNames.insert(name)
+                    }
                 case .telemetryRule(let rule):
                     let name =
                         rule.name?.text
@@ -173,7 +187,11 @@ struct Checker {
                     let unique = claimName(
                         name, kind: rule.action.rawValue, span: rule.name?.span ?? rule.span,
                         explicit: rule.name != nil, in: &ruleNames)
-                    if let checked = checkTelemetryRule(rule, name: name), unique { telemetryRules.append(checked) }
+                    if let checked = checkTelemetryRule(rule, name: name) {
+                        if unique { telemetryRules.append(checked) }
+                    } else {
+                        brokenRuleNames.insert(name)
+                    }
                 case .test(let test):
                     testBlocks.append(test)
                 default:
@@ -294,7 +312,17 @@ struct Checker {
                     .emptyPattern, "a command name cannot be empty", at: pattern.span,
                     hint: "to match every command, write \"*\"")
                 valid = false
+            } else if let regex = regexError(pattern, command: true) {
+                diagnostics.error(.regexPattern, regex.message, at: pattern.span, hint: regex.hint)
+                valid = false
             } else if let glob = Glob(pattern.text) {
+                if let never = Glob.neverMatches(command: pattern.text) {
+                    diagnostics.warning(
+                        .patternNeverMatches, "this pattern never matches: no command name contains \(never.reason)",
+                        at: pattern.span,
+                        hint: never.fix.map { "write " + $0.map(ruleLiteral).joined(separator: ", ") }
+                            ?? "write the command's name exactly as the device defines it")
+                }
                 patterns.append(glob)
             } else {
                 diagnostics.error(
@@ -307,6 +335,26 @@ struct Checker {
         return CheckedCommandRule(
             name: name, span: rule.span, effect: rule.effect, patterns: patterns, condition: checkedCondition,
             because: rule.because?.text)
+    }
+
+    /// A pattern written as a regular expression: the message, and the globs it meant as the
+    /// hint (docs/rules.md#diagnostics). nil for a glob.
+    private func regexError(_ pattern: Located, command: Bool) -> (message: String, hint: String)? {
+        let forms = Glob.regexSyntax(in: pattern.text, command: command)
+        guard !forms.isEmpty else { return nil }
+        let what = command ? "command patterns are globs" : "`matches` takes a glob"
+        let message =
+            "this pattern uses regular-expression syntax (\(forms.joined(separator: ", "))), but \(what)"
+        guard let globs = Glob.rewrite(regex: pattern.text), globs != [pattern.text] else {
+            return (
+                message,
+                "in a glob `*` matches any run of characters and `?` one character"
+                    + (command ? "; list several commands as \"a\", \"b\"" : "")
+            )
+        }
+        let written = globs.map(ruleLiteral).joined(separator: ", ")
+        if command || globs.count == 1 { return (message, "write \(written)") }
+        return (message, "write one `matches` for each of \(written), joined with `or`")
     }
 
     private mutating func checkTelemetryRule(_ rule: TelemetryRule, name: String) -> CheckedTelemetryRule? {
@@ -411,6 +459,8 @@ struct Checker {
             valid = false
         }
         for name in expectation.rules ?? [] where !ruleNames.contains(name.text) {
+            valid = false
+            if brokenRuleNames.contains(name.text) { continue }
             diagnostics.error(
                 .testUnknownRule, "no rule is named \"\(name.text)\"", at: name.span,
                 hint: closest(to: name.text, among: ruleNames).map { "did you mean \"\($0)\"?" })
@@ -463,8 +513,11 @@ struct Checker {
         let span = expr.span
         switch expr.kind {
         case .string(let s): return IR(op: .constant(.string(s)), span: span, type: .string)
-        case .number(let n, _): return IR(op: .constant(.number(n)), span: span, type: .number)
-        case .quantity(let n, _, let unit):
+        case .number(let n, let lexeme):
+            guard checkRange(n, lexeme: lexeme, unit: nil, at: span) else { return invalid(span) }
+            return IR(op: .constant(.number(n)), span: span, type: .number)
+        case .quantity(let n, let lexeme, let unit):
+            guard checkRange(n, lexeme: lexeme, unit: unit, at: span) else { return invalid(span) }
             return IR(op: .constant(.number(n)), span: span, type: unit.isDuration ? .duration : .size)
         case .bool(let b): return IR(op: .constant(.bool(b)), span: span, type: .bool)
         case .group(let inner):
@@ -518,6 +571,37 @@ struct Checker {
             return checkQuantifier(
                 quantifier, variable: variable, variableSpan: variableSpan, list: list, body: body, span: span)
         }
+    }
+
+    /// Numbers are 64-bit floating point at run time (docs/rules.md#diagnostics): a literal beyond
+    /// the 64-bit integer range, or an integer above 2^53 that a double cannot hold exactly,
+    /// would silently become another number, so it is refused. A quantity is checked in its
+    /// base unit too (`99999999999999999 KiB` in bytes).
+    private mutating func checkRange(_ value: Double, lexeme: String, unit: QuantityUnit?, at span: Span) -> Bool {
+        let digits = lexeme.replacing("_", with: "")
+        let written = unit.map { "`\(lexeme) \($0.rawValue)`" } ?? "`\(lexeme)`"
+        let integer = !digits.isEmpty && digits.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        let lexemeBeyond = integer ? Int64(digits) == nil : abs(Double(digits) ?? .infinity) >= 0x1p63
+        if lexemeBeyond || !value.isFinite || abs(value) >= 0x1p63 {
+            let base = unit.map { $0.isDuration ? " in seconds" : " in bytes" } ?? ""
+            diagnostics.error(
+                .numberOutOfRange, "the number \(written) is beyond the 64-bit range\(lexemeBeyond ? "" : base)",
+                at: span,
+                hint: unit == nil
+                    ? "a number must fit in 64 bits (at most 9223372036854775807); an identifier that long is compared as a string, in quotes"
+                    : "a \(unit!.isDuration ? "duration" : "size") must fit in 64 bits counted in \(unit!.isDuration ? "seconds" : "bytes")"
+            )
+            return false
+        }
+        if integer, let exact = Int64(digits), Int64(exactly: Double(exact)) != exact {
+            let read = Double(exact) >= 0x1p63 ? "9223372036854775808" : String(Int64(Double(exact)))
+            diagnostics.error(
+                .numberInexact, "the number \(written) cannot be held exactly: it would be read as \(read)", at: span,
+                hint: "numbers are 64-bit floating point, exact up to 9007199254740992 (2^53); "
+                    + "an identifier that long is compared as a string, in quotes")
+            return false
+        }
+        return true
     }
 
     private mutating func resolve(name: String, span: Span) -> IR {
@@ -762,6 +846,10 @@ struct Checker {
                     hint: "patterns are compiled when the policy loads; write it in quotes, as in \"config.*\"")
                 return invalid(span)
             }
+            if let regex = regexError(Located(text: pattern, span: right.span), command: false) {
+                diagnostics.error(.regexPattern, regex.message, at: right.span, hint: regex.hint)
+                return invalid(span)
+            }
             guard let glob = Glob(pattern) else {
                 diagnostics.error(.invalidGlob, "the pattern \"\(pattern)\" ends with a lone `\\`", at: right.span)
                 return invalid(span)
@@ -798,8 +886,25 @@ struct Checker {
             return invalid(span)
         }
         guard let arity = Schema.functions[name] else {
+            // `startswith(x, "a")`: an operator written as a function.
+            let operators = ["startswith", "endswith", "contains", "matches", "in"]
+            let near =
+                operators.first { $0 == name.lowercased() }
+                ?? closest(to: name, among: Array(Schema.functions.keys) + operators)
+            if let near, operators.contains(near) {
+                let file = files[nameSpan.file]
+                let written =
+                    arguments.count == 2
+                    ? "\(file.text(of: arguments[0].span)) \(near) \(file.text(of: arguments[1].span))"
+                    : near == "in" ? "x in [\"…\"]" : "x \(near) \"…\""
+                diagnostics.error(
+                    .unknownFunction,
+                    near == name ? "`\(name)` is an operator, not a function" : "unknown function `\(name)`",
+                    at: nameSpan, hint: "write `\(written)`")
+                return invalid(span)
+            }
             let hint =
-                closest(to: name, among: Schema.functions.keys).map { "did you mean `\($0)`?" }
+                near.map { "did you mean `\($0)`?" }
                 ?? "the functions are `has`, `len`, `lower` and `split`; `any` and `all` look through lists"
             diagnostics.error(.unknownFunction, "unknown function `\(name)`", at: nameSpan, hint: hint)
             return invalid(span)

@@ -23,6 +23,8 @@ public struct Diagnostic: Sendable, Hashable {
         public static let invalidEscape = ID(rawValue: "rules.lex.invalid-escape")
         public static let invalidNumber = ID(rawValue: "rules.lex.invalid-number")
         public static let fileTooLarge = ID(rawValue: "rules.lex.file-too-large")
+        public static let lookAlikeCharacter = ID(rawValue: "rules.lex.look-alike-character")
+        public static let nonASCIICharacter = ID(rawValue: "rules.lex.non-ascii-character")
         // Parser.
         public static let expectedToken = ID(rawValue: "rules.parse.expected-token")
         public static let expectedExpression = ID(rawValue: "rules.parse.expected-expression")
@@ -31,6 +33,7 @@ public struct Diagnostic: Sendable, Hashable {
         public static let chainedComparison = ID(rawValue: "rules.parse.chained-comparison")
         public static let tooDeep = ID(rawValue: "rules.parse.too-deep")
         public static let reservedWord = ID(rawValue: "rules.parse.reserved-word")
+        public static let unclosedDelimiter = ID(rawValue: "rules.parse.unclosed-delimiter")
         // Checker.
         public static let unknownRoot = ID(rawValue: "rules.check.unknown-name")
         public static let unknownField = ID(rawValue: "rules.check.unknown-field")
@@ -57,6 +60,10 @@ public struct Diagnostic: Sendable, Hashable {
         public static let testUnknownRule = ID(rawValue: "rules.check.test-unknown-rule")
         public static let testSection = ID(rawValue: "rules.check.test-section")
         public static let costTooHigh = ID(rawValue: "rules.check.cost-too-high")
+        public static let numberOutOfRange = ID(rawValue: "rules.check.number-out-of-range")
+        public static let numberInexact = ID(rawValue: "rules.check.number-inexact")
+        public static let regexPattern = ID(rawValue: "rules.check.regex-pattern")
+        public static let patternNeverMatches = ID(rawValue: "rules.check.pattern-never-matches")
     }
 
     /// Another place worth showing, such as where a duplicate was first defined.

@@ -22,6 +22,9 @@ struct Parser {
     /// Where the lexer reported errors: a statement holding one gets no parse error of its own,
     /// since that would only restate the lexical one.
     private var lexicalErrors: [Int] = []
+    /// Strings that are globs (command patterns, the right of `matches`): an escape such as
+    /// `\.` in them is explained by the checker as regular-expression syntax instead.
+    private var patternSpans: [Span] = []
 
     /// Thrown after an error has been reported, to unwind to the statement loop.
     struct Abandon: Error {}
@@ -37,10 +40,19 @@ struct Parser {
         var lexDiagnostics = DiagnosticBag()
         let lexed = Lexer.lex(source, file: file, diagnostics: &lexDiagnostics)
         var parser = Parser(source: source, file: file, tokens: lexed.tokens, nextID: nextID)
-        parser.lexicalErrors = lexDiagnostics.items.compactMap { $0.span?.start }
+        // Look-alike characters are read as what they resemble, and a bad escape leaves its
+        // string whole: the tokens after them are sound, so the parser still speaks.
+        parser.lexicalErrors = lexDiagnostics.items.filter { $0.id != .lookAlikeCharacter && $0.id != .invalidEscape }
+            .compactMap { $0.span?.start }
         let statements = parser.parseFile()
         nextID = parser.nextID
-        diagnostics.items += lexDiagnostics.items
+        let patterns = parser.patternSpans
+        diagnostics.items += lexDiagnostics.items.filter { diagnostic in
+            guard diagnostic.id == .invalidEscape, let span = diagnostic.span, span.end - span.start == 2,
+                patterns.contains(where: { $0.start <= span.start && span.end <= $0.end })
+            else { return true }
+            return !Glob.regexEscapes.contains(source.bytes[span.start + 1])
+        }
         diagnostics.items += parser.diagnostics.items
         return FileSyntax(file: file, statements: statements, comments: lexed.comments)
     }
@@ -124,6 +136,7 @@ struct Parser {
             advance()
             patterns.append(try expectString(what: "a command name after `,`"))
         }
+        patternSpans += patterns.map(\.span)
         let name = try parseRuleName()
         let condition = try parseWhen()
         let because = try parseBecause()
@@ -333,6 +346,7 @@ struct Parser {
             for _ in 0..<length { advance() }
             let operatorSpan = operatorStart.to(previous.span)
             let right = try parseExpression(minimum: op.precedence + 1)
+            if op == .matches, case .string = right.kind { patternSpans.append(right.span) }
             left = Expr(
                 id: makeID(), span: left.span.to(right.span), kind: .binary(op, left, right, operatorSpan: operatorSpan)
             )
@@ -418,6 +432,7 @@ struct Parser {
             advance()
             return Expr(id: makeID(), span: token.span, kind: .bool(token.is(.true)))
         case .lbracket:
+            let open = index
             advance()
             var items: [Expr] = []
             while current.kind != .rbracket {
@@ -425,9 +440,10 @@ struct Parser {
                 if current.kind != .comma { break }
                 advance()
             }
-            try expect(.rbracket, "`,` or `]` in the list that starts at line \(line(of: token))")
+            try expectClosing(open, "`,` or `]` in the list that starts at line \(line(of: token))")
             return Expr(id: makeID(), span: token.span.to(previous.span), kind: .list(items))
         case .lbrace:
+            let open = index
             advance()
             var entries: [MapEntry] = []
             while current.kind != .rbrace {
@@ -443,29 +459,25 @@ struct Parser {
                 if current.kind != .comma { break }
                 advance()
             }
-            try expect(.rbrace, "`,` or `}` in the map that starts at line \(line(of: token))")
+            try expectClosing(open, "`,` or `}` in the map that starts at line \(line(of: token))")
             return Expr(id: makeID(), span: token.span.to(previous.span), kind: .map(entries))
         case .lparen:
+            let open = index
             advance()
             let inner = try parseExpression()
-            try expect(.rparen, "`)` to close the `(` at line \(line(of: token))")
+            try expectClosing(open, "`)` to close the `(` at line \(line(of: token))")
             return Expr(id: makeID(), span: token.span.to(previous.span), kind: .group(inner))
         case .keyword(.any), .keyword(.all):
             return try parseQuantifier()
+        case .keyword(let keyword)
+        where [.contains, .startswith, .endswith, .matches, .in].contains(keyword) && peek(1).kind == .lparen
+            && peek(1).newlinesBefore == 0:
+            // `startswith(x, "a")`: read as a call, so the checker can show the operator form.
+            return try parseCall(advance())
         case .identifier, .keyword(.command):
             advance()
             if current.kind == .lparen, current.newlinesBefore == 0 {
-                advance()
-                var arguments: [Expr] = []
-                while current.kind != .rparen {
-                    arguments.append(try parseExpression())
-                    if current.kind != .comma { break }
-                    advance()
-                }
-                try expect(.rparen, "`,` or `)` in the call to `\(token.text)`")
-                return Expr(
-                    id: makeID(), span: token.span.to(previous.span),
-                    kind: .call(token.text, nameSpan: token.span, arguments: arguments))
+                return try parseCall(token)
             }
             return Expr(id: makeID(), span: token.span, kind: .name(token.text))
         default:
@@ -476,6 +488,22 @@ struct Parser {
             }
             throw error(.expectedExpression, "expected an expression, found \(describe(token))", hint: hint)
         }
+    }
+
+    /// `name(arguments…)`, the name already read and the cursor on `(`.
+    private mutating func parseCall(_ token: Token) throws(Abandon) -> Expr {
+        let open = index
+        advance()
+        var arguments: [Expr] = []
+        while current.kind != .rparen {
+            arguments.append(try parseExpression())
+            if current.kind != .comma { break }
+            advance()
+        }
+        try expectClosing(open, "`,` or `)` in the call to `\(token.text)`")
+        return Expr(
+            id: makeID(), span: token.span.to(previous.span),
+            kind: .call(token.text, nameSpan: token.span, arguments: arguments))
     }
 
     /// A number, with a unit if one follows on the same line: `5m`, `256 KiB`.
@@ -506,13 +534,14 @@ struct Parser {
     private mutating func parseQuantifier() throws(Abandon) -> Expr {
         let start = advance()
         let quantifier: Quantifier = start.is(.any) ? .any : .all
+        let open = index
         try expect(.lparen, "`(` after `\(quantifier)`, as in `\(quantifier)(r in token.roles: r == \"x\")`")
         let variable = try expectName(what: "a variable name in `\(quantifier)(…)`")
         try expect(.keyword(.in), "`in` after `\(variable.text)`")
         let list = try parseExpression()
         try expect(.colon, "`:` before the condition of `\(quantifier)(…)`")
         let body = try parseExpression()
-        try expect(.rparen, "`)` to close `\(quantifier)(` at line \(line(of: start))")
+        try expectClosing(open, "`)` to close `\(quantifier)(` at line \(line(of: start))")
         return Expr(
             id: makeID(), span: start.span.to(previous.span),
             kind: .quantifier(quantifier, variable: variable.text, variableSpan: variable.span, list: list, body: body))
@@ -556,6 +585,50 @@ struct Parser {
             throw error(.expectedToken, "expected \(what), found \(describe(current))", hint: hint)
         }
         advance()
+    }
+
+    /// The partner of the bracket at token `open`. If it is missing, the statement ends without
+    /// it: the error points at the bracket ("this `(` is never closed"), with where the parser
+    /// stopped as a note; if it comes later, something else is in the way, and that is reported.
+    private mutating func expectClosing(_ open: Int, _ what: String) throws(Abandon) {
+        let opener = tokens[open]
+        let closer: TokenKind =
+            switch opener.kind {
+            case .lbracket: .rbracket
+            case .lbrace: .rbrace
+            default: .rparen
+            }
+        if current.kind == closer {
+            advance()
+            return
+        }
+        var depth = 0
+        for token in tokens[open...] {
+            if token.kind == .eof { break }
+            if token.span.start > opener.span.start, Self.statementKeywords.contains(token.kind),
+                token.newlinesBefore > 0
+            {
+                break
+            }
+            if token.kind == opener.kind { depth += 1 }
+            if token.kind == closer {
+                depth -= 1
+                if depth == 0 { throw error(.expectedToken, "expected \(what), found \(describe(current))") }
+            }
+        }
+        let symbol = source.text(of: opener.span)
+        let closing = closer == .rparen ? ")" : closer == .rbracket ? "]" : "}"
+        var stop = current.span
+        if current.kind == .eof, index > 0 { stop = Span(file: file, start: previous.span.end, end: previous.span.end) }
+        let statementBegin = tokens[statementStart].span.start
+        if !lexicalErrors.contains(where: { $0 >= statementBegin && $0 <= max(current.span.end, stop.end) }) {
+            diagnostics.append(
+                Diagnostic(
+                    .unclosedDelimiter, .error, "this `\(symbol)` is never closed", at: opener.span,
+                    hint: "add `\(closing)` where the part it opens ends",
+                    related: [.init(message: "expected `\(closing)` before \(describe(current))", span: stop)]))
+        }
+        throw Abandon()
     }
 
     private mutating func expectString(what: String) throws(Abandon) -> Located {
