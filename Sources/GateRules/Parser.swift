@@ -405,6 +405,19 @@ struct Parser {
                     throw error(.expectedToken, "expected a field name after `.`, found \(describe(current))")
                 }
                 let name = advance()
+                // `token.site.startswith("A")`: an operator (or no function at all) written as a
+                // method is read as a call with the receiver first, for the checker to explain.
+                if current.kind == .lparen, current.newlinesBefore == 0,
+                    [.keyword(.contains), .keyword(.startswith), .keyword(.endswith), .keyword(.matches)].contains(
+                        name.kind) || (name.kind == .identifier && Schema.functions[name.text] == nil)
+                {
+                    let call = try parseCall(name)
+                    guard case .call(_, let nameSpan, let arguments) = call.kind else { return call }
+                    expr = Expr(
+                        id: makeID(), span: expr.span.to(call.span),
+                        kind: .call(name.text, nameSpan: nameSpan, arguments: [expr] + arguments))
+                    continue
+                }
                 expr = Expr(
                     id: makeID(), span: expr.span.to(name.span),
                     kind: .field(expr, name: name.text, nameSpan: name.span))
