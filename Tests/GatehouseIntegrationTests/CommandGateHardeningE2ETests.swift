@@ -18,116 +18,23 @@ import Testing
 struct CommandGateHardeningE2ETests {
     static let tenant = CommandGateTests.tenant
 
-    final class Fixture: @unchecked Sendable {
-        let dir = TempDir("gatehouse-gate-hard-it")
-        let devhub: DevHubRelayTests.DevHub
-        let rig: GatewayRig
-        let keysDir: String
-        var leaf: Subprocess?
+    /// Only operators may reboot; everything else is denied.
+    static let rules = """
+        let operator = "Gateway.Operator" in token.roles
 
-        /// `authExtra`: more `[auth]` keys.
-        init(device: String = "pump-1", authExtra: String = "") throws {
-            devhub = try DevHubRelayTests.DevHub(in: dir)
-            keysDir = dir.file("idp")
-            let (code, output) = try Subprocess.run(CommandGateTests.script("mint-token"), ["keys", keysDir])
-            guard code == 0 else { throw FixtureError("mint-token keys: \(output)") }
-            let rules = dir.file("rules")
-            try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
-            try dir.write(
-                "rules/10-commands.rules",
-                """
-                let operator = "Gateway.Operator" in token.roles
+        allow command "reboot" as "operators reboot"
+          when operator and token.tid == gateway.tenant
+          because "operators may restart devices"
+        """
 
-                allow command "reboot" as "operators reboot"
-                  when operator and token.tid == gateway.tenant
-                  because "operators may restart devices"
-                """)
-            rig = try GatewayRig(
-                extraConfig: """
-                    [auth]
-                    audiences = ["api://gatehouse"]
-                    tenants = ["\(CommandGateHardeningE2ETests.tenant)"]
-                    jwks_file = "\(keysDir)/jwks.json"
-                    jwks_cache = "\(dir.file("jwks-cache.json"))"
-                    \(authExtra)
-                    """,
-                hubSection:
-                    "hostname = \"localhost\"\nport = \(devhub.mqttPort)\nca_file = \"\(devhub.caFile)\"",
-                in: dir)
-            try rig.setRulesDir(rules)
-            try rig.addGatewayKeys("tenant = \"\(CommandGateHardeningE2ETests.tenant)\"\nid = \"gw-test\"")
-            try devhub.run([
-                "device", "create", device, "--key", DevHubRelayTests.derivedKey(group: rig.groupKey, device: device),
-            ])
-            try rig.startGateway()
-            let leaf = try Subprocess(
-                "/usr/bin/env",
-                [
-                    "python3", CommandGateTests.script("leaf-device"), device, "--port", "\(rig.site.port)",
-                    "--messages", "1",
-                ],
-                in: dir, name: "leaf-\(device)")
-            self.leaf = leaf
-            // The device's telemetry opens its hub identity; DevHub then routes commands to gatehouse.
-            guard waitUntil(timeout: .seconds(30), { ((try? devhub.telemetry()) ?? []).count >= 1 }) else {
-                throw FixtureError("no telemetry reached DevHub: \(rig.gatewayLogs.suffix(2000)) \(leaf.stderr)")
-            }
-        }
-
-        func token(_ arguments: [String]) throws -> String {
-            let (code, output) = try Subprocess.run(
-                CommandGateTests.script("mint-token"), ["token", keysDir] + arguments)
-            guard code == 0 else { throw FixtureError("mint-token: \(output)") }
-            return output.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-
-        /// Invokes a direct method through DevHub; returns (status, payload).
-        func method(_ device: String, _ name: String, _ payload: [String: Any]) throws -> (Int, [String: Any]) {
-            let body = String(decoding: try JSONSerialization.data(withJSONObject: payload), as: UTF8.self)
-            let output = try devhub.run(["method", device, name, body, "--timeout", "15"])
-            guard let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any] else {
-                throw FixtureError("not JSON: \(output)")
-            }
-            return (json["status"] as? Int ?? -1, json["payload"] as? [String: Any] ?? [:])
-        }
-
-        func leafEvents(_ kind: String) -> [[String: Any]] {
-            (leaf?.stdout ?? "").split(separator: "\n").compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-            }.filter { $0["event"] as? String == kind }
-        }
-
-        /// `gatehouse audit` as it prints (table or JSON).
-        func auditOutput(_ arguments: [String] = []) throws -> String {
-            let (code, output) = try Subprocess.run(
-                Paths.gatehouseCLI, ["audit", "--limit", "1000", "-c", rig.configPath] + arguments)
-            guard code == 0 else { throw FixtureError("gatehouse audit: \(output)") }
-            return output
-        }
-
-        func audit() throws -> [[String: Any]] {
-            let output = try auditOutput(["--json"])
-            guard let rows = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] else {
-                throw FixtureError("gatehouse audit --json: \(output)")
-            }
-            return rows
-        }
-
-        /// Kills gatehoused (no graceful stop: what was acknowledged must already be on disk) and
-        /// starts it again over the same state database.
-        func crashAndRestart() throws {
-            guard let gateway = rig.gateway else { throw FixtureError("gatehoused is not running") }
-            gateway.signal(SIGKILL)
-            _ = gateway.wait(timeout: .seconds(10))
-            try rig.startGateway()
-        }
-
-        deinit { leaf?.stop() }
+    /// The command gate's end-to-end harness under this suite's rules.
+    static func fixture(authExtra: String = "") throws -> CommandGateTests.Fixture {
+        try CommandGateTests.Fixture(rulesText: rules, authExtra: authExtra)
     }
 
     @Test("a command id used before gatehoused was killed and restarted is still refused")
     func replayAfterRestart() throws {
-        let fixture = try Fixture()
+        let fixture = try Self.fixture()
         let token = try fixture.token(["--role", "Gateway.Operator", "--subject", "op-1"])
         let (status, payload) = try fixture.method(
             "pump-1", "reboot", ["authorization": "Bearer \(token)", "command_id": "r-1", "delay": 1])
@@ -156,7 +63,7 @@ struct CommandGateHardeningE2ETests {
 
     @Test("one caller flooding past its share (commands the rules deny) is refused; another caller's commands pass")
     func floodingCallerOnly() throws {
-        let fixture = try Fixture(authExtra: "replay_max_per_caller = 5")
+        let fixture = try Self.fixture(authExtra: "replay_max_per_caller = 5")
         let flooder = try fixture.token(["--role", "Gateway.Viewer", "--subject", "flooder"])
         let operatorToken = try fixture.token(["--role", "Gateway.Operator", "--subject", "op-2"])
         var reasons: [String] = []
@@ -194,7 +101,7 @@ struct CommandGateHardeningE2ETests {
 
     @Test("a command name with ESC, CR and U+202E shows escaped in the daemon's log and in gatehouse audit")
     func escapedInLogAndAudit() throws {
-        let fixture = try Fixture()
+        let fixture = try Self.fixture()
         let token = try fixture.token(["--role", "Gateway.Operator", "--subject", "op-3"])
         let name = "x\u{1B}[2J\r\u{202E}exe.reboot"
         try fixture.devhub.run([
@@ -225,7 +132,7 @@ struct CommandGateHardeningE2ETests {
 
     @Test("a token field spelled Authorization (payload or property) does not reach the leaf device")
     func tokenFieldAnyCase() throws {
-        let fixture = try Fixture()
+        let fixture = try Self.fixture()
         let token = try fixture.token(["--role", "Gateway.Operator", "--subject", "op-4"])
         let (status, payload) = try fixture.method(
             "pump-1", "reboot", ["Authorization": "Bearer \(token)", "command_id": "a-1", "delay": 2])

@@ -19,7 +19,24 @@ struct CommandGateTests {
 
     static func script(_ name: String) -> String { Paths.packageRoot.appendingPathComponent("scripts/\(name)").path }
 
+    /// The rules most command-gate tests run under.
+    static let rules = """
+        let operator = "Gateway.Operator" in token.roles
+        let viewer = "Gateway.Viewer" in token.roles
+
+        allow command "reboot" as "operators reboot"
+          when operator and token.tid == gateway.tenant
+          because "operators may restart devices"
+
+        deny command "reboot" as "viewers cannot reboot"
+          when viewer and not operator
+          because "viewers may only read"
+
+        allow command "status.read" when viewer or operator
+        """
+
     /// DevHub + site broker + gatehoused with `[auth]`, the test's rules and one leaf device.
+    /// Shared by every end-to-end suite of the command gate.
     final class Fixture: @unchecked Sendable {
         let dir = TempDir("gatehouse-gate-it")
         let devhub: DevHubRelayTests.DevHub
@@ -27,29 +44,15 @@ struct CommandGateTests {
         let keysDir: String
         var leaf: Subprocess?
 
-        init(device: String = "pump-1") throws {
+        /// `rulesText`: the rule set; `authExtra`: more `[auth]` keys.
+        init(device: String = "pump-1", rulesText: String = CommandGateTests.rules, authExtra: String = "") throws {
             devhub = try DevHubRelayTests.DevHub(in: dir)
             keysDir = dir.file("idp")
             let (code, output) = try Subprocess.run(CommandGateTests.script("mint-token"), ["keys", keysDir])
             guard code == 0 else { throw FixtureError("mint-token keys: \(output)") }
             let rules = dir.file("rules")
             try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
-            try dir.write(
-                "rules/10-commands.rules",
-                """
-                let operator = "Gateway.Operator" in token.roles
-                let viewer = "Gateway.Viewer" in token.roles
-
-                allow command "reboot" as "operators reboot"
-                  when operator and token.tid == gateway.tenant
-                  because "operators may restart devices"
-
-                deny command "reboot" as "viewers cannot reboot"
-                  when viewer and not operator
-                  because "viewers may only read"
-
-                allow command "status.read" when viewer or operator
-                """)
+            try dir.write("rules/10-commands.rules", rulesText)
             rig = try GatewayRig(
                 extraConfig: """
                     [auth]
@@ -57,6 +60,7 @@ struct CommandGateTests {
                     tenants = ["\(CommandGateTests.tenant)"]
                     jwks_file = "\(keysDir)/jwks.json"
                     jwks_cache = "\(dir.file("jwks-cache.json"))"
+                    \(authExtra)
                     """,
                 hubSection:
                     "hostname = \"localhost\"\nport = \(devhub.mqttPort)\nca_file = \"\(devhub.caFile)\"",
@@ -105,12 +109,29 @@ struct CommandGateTests {
             }.filter { $0["event"] as? String == kind }
         }
 
-        func audit() throws -> [[String: Any]] {
+        /// `gatehouse audit` as it prints (table or JSON).
+        func auditOutput(_ arguments: [String] = []) throws -> String {
             let (code, output) = try Subprocess.run(
-                Paths.gatehouseCLI, ["audit", "--json", "--limit", "1000", "-c", rig.configPath])
-            guard code == 0, let rows = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]]
-            else { throw FixtureError("gatehouse audit: \(output)") }
+                Paths.gatehouseCLI, ["audit", "--limit", "1000", "-c", rig.configPath] + arguments)
+            guard code == 0 else { throw FixtureError("gatehouse audit: \(output)") }
+            return output
+        }
+
+        func audit() throws -> [[String: Any]] {
+            let output = try auditOutput(["--json"])
+            guard let rows = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] else {
+                throw FixtureError("gatehouse audit --json: \(output)")
+            }
             return rows
+        }
+
+        /// Kills gatehoused (no graceful stop: what was acknowledged must already be on disk) and
+        /// starts it again over the same state database.
+        func crashAndRestart() throws {
+            guard let gateway = rig.gateway else { throw FixtureError("gatehoused is not running") }
+            gateway.signal(SIGKILL)
+            _ = gateway.wait(timeout: .seconds(10))
+            try rig.startGateway()
         }
 
         deinit { leaf?.stop() }
