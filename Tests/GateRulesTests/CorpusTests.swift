@@ -44,7 +44,8 @@ import Testing
             .unknownRoot, .unknownField, .unknownClaim, .unavailableRoot, .unknownFunction, .wrongArity, .typeMismatch,
             .notBoolean, .hasNeedsPath, .invalidGlob, .duplicateRule, .duplicateLet, .duplicateTest, .letCycle,
             .letTooDeep, .unusedLet, .shadowing, .quantifierDepth, .unknownPriority, .emptyPattern, .testNotConstant,
-            .testUnknownRule, .testSection,
+            .testUnknownRule, .testSection, .lookAlikeCharacter, .nonASCIICharacter, .unclosedDelimiter,
+            .numberOutOfRange, .numberInexact, .regexPattern, .patternNeverMatches,
         ]
         for id in ids { #expect(text.contains("[\(id)]"), "no corpus case shows \(id)") }
     }
