@@ -23,8 +23,8 @@ final class NftablesFirewall: FirewallPlugin {
         self.host = host
     }
 
-    /// Set by `start` (the daemon's apply at start); a CLI instance is never started, so its
-    /// teardown never removes anything.
+    /// Set by `start` (gatehoused's apply at start or reload). The host stops only the instance
+    /// in use when gatehoused stops; this guard also keeps an instance never started from removing.
     private let started = Atomic<Bool>(false)
 
     func start() throws(PluginError) {

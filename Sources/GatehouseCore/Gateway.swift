@@ -117,6 +117,11 @@ public final class Gateway: Service {
     }
 
     /// The firewall plugin instance (replaced on reload), when `[firewall]` is configured.
+    ///
+    /// `Gateway` owns its lifecycle, in explicit calls: `run` starts it (apply); `reloadFirewall`
+    /// starts a fresh instance and discards the replaced one without stopping it; only `shutdown`
+    /// (SIGTERM, SIGINT) stops the current one, where `on_stop = "remove"` applies, then destroys
+    /// it. Nothing happens when an instance is released (docs/firewall.md).
     let firewall: Mutex<PluginInstance?>
 
     /// Compiles the rule set; one that does not check stops the start (exit 78) with every
@@ -301,7 +306,7 @@ public final class Gateway: Service {
         site.destroy()
         hub.destroy()
         if let firewall = firewall.withLock({ $0 }) {
-            firewall.stop(drainMilliseconds: 0)  // keeps the rules unless on_stop = "remove"
+            firewall.stop(drainMilliseconds: 0)  // the daemon stops: keeps the rules unless on_stop = "remove"
             firewall.destroy()
         }
         relay.commands.auditLog.stop()
@@ -333,6 +338,8 @@ public final class Gateway: Service {
 
     /// Applies the reloaded `[firewall]` with a fresh plugin instance; if it does not apply, the
     /// running ruleset stays (the plugin changes nothing on failure) and the error is logged.
+    /// The replaced instance is discarded, not stopped: its stop would undo what the fresh one
+    /// applied when `on_stop = "remove"`.
     func reloadFirewall(_ fresh: GatewayConfig) {
         guard let section = fresh.firewall else {
             if firewall.withLock({ $0 }) != nil {
@@ -343,13 +350,19 @@ public final class Gateway: Service {
         }
         do {
             let instance = try Self.instantiate(section, role: nil, config: fresh, delegate: relay)
-            switch instance.control(.apply) {
-            case .success(let summary):
-                logger.info("\(summary)")
-                firewall.withLock { $0 = instance }
-            case .failure(let error):
+            do {
+                try instance.start()  // apply; the plugin logs the figures
+            } catch {
+                instance.discard()
                 logger.error("firewall reload refused; the running ruleset stays", metadata: ["error": "\(error)"])
+                return
             }
+            let replaced = firewall.withLock { current in
+                let replaced = current
+                current = instance
+                return replaced
+            }
+            replaced?.discard()
         } catch {
             logger.error("firewall reload refused; the running ruleset stays", metadata: ["error": "\(error)"])
         }

@@ -18,9 +18,10 @@ public protocol FirewallPlugin: AnyObject, Sendable {
     init(config: PluginConfig, host: PluginHost) throws(PluginError)
     /// Runs one action (see `GH_FIREWALL_*`); its text, or an error naming the rule or setting.
     func control(_ action: FirewallAction) throws(PluginError) -> String
-    /// At daemon start: apply.
+    /// At daemon start, and on a fresh instance at each reload: apply.
     func start() throws(PluginError)
-    /// At daemon stop: keep the rules (fail closed) unless configured otherwise.
+    /// Only when the daemon stops: keep the rules (fail closed) unless configured otherwise. An
+    /// instance replaced on reload is destroyed without `stop`: its successor's rules stay.
     func stop()
 }
 

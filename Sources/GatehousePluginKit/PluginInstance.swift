@@ -21,6 +21,10 @@ public struct PluginError: Error, Sendable, CustomStringConvertible {
 /// unmanaged reference to a `HostContext`, which forwards to the host's `PluginHostDelegate`.
 /// Lifecycle calls (create, start, stop, destroy) come from one control thread, as the header
 /// requires; `send`, `openIdentity` and `closeIdentity` may come from any thread.
+///
+/// The owner drives the lifecycle with explicit calls (in gatehoused: `Gateway`); releasing the
+/// object calls nothing in the plugin, so dropping a reference can never stop a plugin, and a
+/// firewall's stop (which may remove its rules) runs only when the owner says so.
 public final class PluginInstance: Sendable {
     public let library: PluginLibrary
     public let role: TransportRole?
@@ -28,7 +32,7 @@ public final class PluginInstance: Sendable {
     public let label: String
 
     private let context: Unmanaged<HostContext>
-    // The host table must outlive every plugin call; it is freed in deinit, after destroy().
+    // The host table must outlive every plugin call; deinit frees it only after destroy().
     private let hostAPI: SendablePointer<gh_host_api>
     private let state: Mutex<State>
 
@@ -72,7 +76,9 @@ public final class PluginInstance: Sendable {
     }
 
     deinit {
-        destroy()
+        // No plugin call here (see above). An instance its owner never destroyed may still call
+        // the host, so its host table and context are then left allocated.
+        guard state.withLock({ if case .destroyed = $0 { true } else { false } }) else { return }
         hostAPI.pointer.deallocate()
         context.release()
     }
@@ -114,6 +120,26 @@ public final class PluginInstance: Sendable {
             guard case .stopped(let instance) = state else { return .none }
             state = .destroyed
             return .some(instance)
+        }
+        if case .some(let instance) = instance {
+            ops.destroy(instance)
+        }
+    }
+
+    /// Frees a firewall instance without calling its stop: for a firewall, stop means gatehoused
+    /// stops (`on_stop` applies), which an instance replaced on reload, or one the CLI used, must
+    /// not do — the rules it applied belong to its successor or stay (docs/firewall.md). A
+    /// transport is stopped first, as `destroy()` does.
+    public func discard() {
+        guard library.kind == GH_KIND_FIREWALL else { return destroy() }
+        let instance: UnsafeMutableRawPointer?? = state.withLock { state in
+            switch state {
+            case .created(let instance), .started(let instance), .stopped(let instance):
+                state = .destroyed
+                return .some(instance)
+            case .destroyed:
+                return .none
+            }
         }
         if case .some(let instance) = instance {
             ops.destroy(instance)

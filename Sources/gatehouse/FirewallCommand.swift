@@ -60,6 +60,7 @@ struct Firewall: ParsableCommand {
             FileHandle.standardError.write(Data("gatehouse firewall: \(error)\n".utf8))
             throw ExitCode(error.exitCode)
         }
+        defer { instance.discard() }  // never stopped: stop is the daemon's (on_stop)
         switch instance.control(action) {
         case .success(let text):
             print(text, terminator: text.hasSuffix("\n") ? "" : "\n")

@@ -133,6 +133,50 @@ struct FirewallTests {
         let (code, _) = try lab.gateway(NetnsLab.nft, ["list", "table", "inet", "gatehouse"])
         #expect(code == 0, "the ruleset must outlive the daemon")
     }
+
+    @Test("with on_stop = \"remove\", a reload (SIGHUP) keeps the ruleset; only SIGTERM removes it")
+    func reloadKeepsRulesetWithOnStopRemove() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        let config = try lab.config()
+        // Appended to the last section of the config, [firewall].
+        let handle = try #require(FileHandle(forWritingAtPath: config))
+        handle.seekToEndOfFile()
+        handle.write(Data("\non_stop = \"remove\"\n".utf8))
+        try handle.close()
+        let daemon = try Subprocess(
+            NetnsLab.ip, ["netns", "exec", lab.gatewayNamespace, Paths.gatehoused, "-c", config], in: lab.dir,
+            name: "gatehoused")
+        defer { daemon.signal(SIGKILL) }
+        #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
+        try #require(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
+        let table = ["-s", "list", "table", "inet", "gatehouse"]
+        let (startCode, applied) = try lab.gateway(NetnsLab.nft, table)
+        try #require(startCode == 0 && applied.contains("dport 8883"), "\(applied)")
+
+        // `gatehouse devices remove` and `gatehouse rules reload` send SIGHUP: the table stays as
+        // applied, rule for rule, after each.
+        for reload in 1...2 {
+            daemon.signal(SIGHUP)
+            #expect(
+                waitUntil(timeout: .seconds(10)) {
+                    daemon.stderr.components(separatedBy: "configuration reloaded").count > reload
+                }, "\(daemon.stderr.suffix(1500))")
+            let (code, live) = try lab.gateway(NetnsLab.nft, table)
+            #expect(code == 0, "after SIGHUP \(reload) the table must still be there: \(daemon.stderr.suffix(1500))")
+            #expect(live == applied, "after SIGHUP \(reload) the rules must be the ones applied")
+        }
+
+        // The daemon really stops: on_stop = "remove" applies now.
+        let beforeStop = daemon.stderr.count
+        daemon.signal(SIGTERM)
+        #expect(daemon.wait(timeout: .seconds(15)) == 0, "\(daemon.stderr.suffix(1500))")
+        #expect(
+            daemon.stderr.dropFirst(beforeStop).contains("firewall removed: table inet gatehouse deleted"),
+            "\(daemon.stderr)")
+        let (code, _) = try lab.gateway(NetnsLab.nft, table)
+        #expect(code != 0, "SIGTERM with on_stop = \"remove\" must remove the table")
+    }
 }
 
 /// Two network namespaces joined by a veth pair, made by the test and removed after it.

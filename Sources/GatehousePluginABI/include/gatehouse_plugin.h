@@ -18,7 +18,10 @@
  *      Any failure refuses the plugin with a message naming the file; nothing of it is called.
  *
  * Lifecycle is four calls: create (with the plugin's own config as JSON) -> start -> stop (drain)
- * -> destroy. The host calls them from one thread, in that order, never concurrently.
+ * -> destroy. The host calls them from one thread, in that order, never concurrently. A firewall
+ * is stopped only when gatehoused stops; on reload the host starts a fresh instance and destroys
+ * the replaced one without stop (its stop would undo the fresh instance's rules), and an
+ * instance the CLI created for one control action is destroyed without start or stop.
  *
  * Principles:
  *   - Plugins never hold key material. A transport that needs a SAS token asks the host to sign
@@ -231,7 +234,8 @@ typedef struct gh_plugin_ops {
      * no host function. REQUIRED. THREADS: control thread. */
     void (*stop)(void *instance, uint32_t drain_ms);
 
-    /* Frees the instance. REQUIRED. THREADS: control thread, after stop. */
+    /* Frees the instance. REQUIRED. THREADS: control thread, after stop (a firewall instance may
+     * be destroyed without stop: see the lifecycle at the top). */
     void (*destroy)(void *instance);
 
     /* UPSTREAM, REQUIRED for that role. Opens (or keeps open) the hub connection of one device
@@ -264,8 +268,9 @@ typedef struct gh_plugin_ops {
     /* FIREWALL, REQUIRED for that kind (since gatehouse 0.2; it took the first reserved slot).
      * Runs one GH_FIREWALL_* action and hands its text to `reply` (borrowed, UTF-8, called at most
      * once, before control returns). On failure fill `error` (never a secret) and return
-     * non-GH_OK; the packet filter is then as it was. start() applies; stop() keeps the rules
-     * (fail closed) unless the plugin's config says otherwise. THREADS: control thread. */
+     * non-GH_OK; the packet filter is then as it was. start() applies; stop() (gatehoused stops,
+     * never a reload) keeps the rules (fail closed) unless the plugin's config says otherwise.
+     * THREADS: control thread. */
     gh_status (*control)(void *instance, uint32_t action, void (*reply)(void *reply_ctx, gh_bytes text),
                          void *reply_ctx, gh_error *error);
 
