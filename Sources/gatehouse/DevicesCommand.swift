@@ -60,7 +60,7 @@ extension ConfigOption {
             throw fail(
                 command,
                 "\(self.config): no [site_broker] section; add admin_username and admin_password_file "
-                    + "(see README, \"Site-broker credentials\")", DeviceExit.config)
+                    + "(see docs/site-broker.md, \"Site-broker credentials\")", DeviceExit.config)
         }
         return settings
     }
