@@ -1,3 +1,4 @@
+import GatehousePluginABI
 import GatehousePluginKit
 import GatehouseTestSupport
 import Testing
@@ -51,5 +52,44 @@ struct PluginLoaderTests {
             PluginLibrary.resolve(name: "loopback_upstream", in: directory) == directory
                 + "/libgatehouse-loopback_upstream.so")
         #expect(PluginLibrary.resolve(name: "/abs/x.so", in: directory) == "/abs/x.so")
+    }
+
+    /// Compiles one translation unit that includes only the header, the way a third-party plugin
+    /// build does; the header's own layout assertions run in it (docs/architecture.md).
+    private static func compileHeader(_ compiler: String, _ flags: [String]) throws {
+        let dir = TempDir("gatehouse-abi-header")
+        let source = try dir.write("header_only.c", "#include \"gatehouse_plugin.h\"\nint gh_header_only = 1;\n")
+        let (status, log) = try Subprocess.run(
+            compiler,
+            flags + ["-Wall", "-Werror", "-pedantic", "-I", Paths.abiHeaderDir, "-c", "-o", dir.file("o"), source])
+        #expect(status == 0, "\(compiler) \(flags.joined(separator: " ")) rejects the ABI header: \(log)")
+        #expect(log.isEmpty, "\(compiler) \(flags.joined(separator: " ")) is not silent on the ABI header: \(log)")
+    }
+
+    @Test("the ABI header compiles cleanly as C11, its layout assertions included")
+    func headerCompilesAsC() throws {
+        try Self.compileHeader(which("cc") ?? "/usr/bin/cc", ["-x", "c", "-std=c11"])
+    }
+
+    @Test(
+        "the ABI header compiles cleanly as C++17, its layout assertions included",
+        .enabled(if: which("g++") != nil, "g++ is not installed (scripts/setup installs gcc)"))
+    func headerCompilesAsCPlusPlus() throws {
+        try Self.compileHeader(which("c++") ?? "/usr/bin/c++", ["-x", "c++", "-std=c++17"])
+    }
+
+    @Test("Swift imports the ABI header with the layout it asserts")
+    func swiftImportsHeader() {
+        #expect(MemoryLayout<gh_bytes>.size == 16)
+        #expect(MemoryLayout<gh_property>.size == 32)
+        #expect(MemoryLayout<gh_message>.size == 88)
+        #expect(MemoryLayout<gh_command>.size == 104)
+        #expect(MemoryLayout<gh_error>.size == 640)
+        #expect(MemoryLayout<gh_host_api>.size == 120)
+        #expect(MemoryLayout<gh_plugin_ops>.size == 136)
+        #expect(MemoryLayout<gh_plugin_descriptor>.size == 232)
+        #expect(MemoryLayout<gh_host_api>.offset(of: \.deliver_result) == 56)
+        #expect(MemoryLayout<gh_plugin_ops>.offset(of: \.control) == 72)
+        #expect(MemoryLayout<gh_plugin_descriptor>.offset(of: \.ops) == 32)
     }
 }

@@ -35,6 +35,11 @@
  * Types are fixed-width. Every struct that can grow has a struct_size or reserved fields; a
  * reader must accept a larger struct_size than it knows and ignore the tail.
  *
+ * Data model: ABI v1 is defined for LP64 only (64-bit pointers and long, as on 64-bit Linux and
+ * macOS); a build for any other data model stops with an #error. The end of this header asserts
+ * the size of every struct and the offset of every field at compile time, so a plugin built
+ * against it with a compiler that lays them out differently fails to build instead of loading.
+ *
  * OWNERSHIP words used below:
  *   borrowed  — valid only for the duration of the call that passed it; copy what you keep.
  *   static    — valid for as long as the shared object stays loaded.
@@ -45,6 +50,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#if !defined(__LP64__) && !defined(_LP64)
+#error "gatehouse_plugin.h: the gatehouse plugin ABI v1 supports only the LP64 data model (64-bit pointers and long); this build is not LP64"
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -160,7 +169,8 @@ typedef struct gh_error {
 
 /* ---------------------------------------------------------------------------------------------
  * Host -> plugin: the functions the host offers. The host passes a pointer to this table and an
- * opaque host_ctx to create(); both stay valid until destroy() returns.
+ * opaque host_ctx to create(); both stay valid until destroy() returns. The host fills every
+ * function of the table.
  * ------------------------------------------------------------------------------------------- */
 typedef struct gh_host_api {
     uint32_t abi_version;           /* GH_PLUGIN_ABI_VERSION */
@@ -207,8 +217,7 @@ typedef struct gh_host_api {
      * delivery the plugin accepted (returned GH_OK): for a C2D message 200 once the site broker
      * took it (or 503 when it could not); for a direct method the leaf device's own status and
      * JSON response, or 504 when it did not answer in time. `body` is borrowed.
-     * Filled by hosts since gatehouse 0.2 (it took the first reserved slot, which is why the ABI
-     * version did not change): check it is not NULL before calling. THREADS: any; non-blocking. */
+     * THREADS: any; non-blocking. */
     void (*deliver_result)(void *host_ctx, uint64_t command_token, int32_t status, gh_bytes body);
 
     void *reserved[7];              /* NULL; future host functions */
@@ -260,12 +269,11 @@ typedef struct gh_plugin_ops {
     /* DOWNSTREAM, OPTIONAL. Delivers a command the gate allowed to its leaf device on the site
      * side and returns at once: GH_OK (the outcome follows through gh_host_api.deliver_result
      * with the same token), or GH_ERR_UNAVAILABLE / GH_ERR_STOPPED when it cannot take it now
-     * (no deliver_result follows). The command carries no caller token any more: the host
-     * removed it. A downstream plugin without it (NULL) cannot take commands; the host then
-     * answers every allowed command with 501. THREADS: any. */
+     * (no deliver_result follows). A downstream plugin without it (NULL) cannot take commands;
+     * the host then answers every allowed command with 501. THREADS: any. */
     gh_status (*deliver)(void *instance, const gh_command *command, uint64_t command_token);
 
-    /* FIREWALL, REQUIRED for that kind (since gatehouse 0.2; it took the first reserved slot).
+    /* FIREWALL, REQUIRED for that kind.
      * Runs one GH_FIREWALL_* action and hands its text to `reply` (borrowed, UTF-8, called at most
      * once, before control returns). On failure fill `error` (never a secret) and return
      * non-GH_OK; the packet filter is then as it was. start() applies; stop() (gatehoused stops,
@@ -295,5 +303,96 @@ typedef const gh_plugin_descriptor *(*gh_plugin_entry_fn)(uint32_t host_abi_vers
 #ifdef __cplusplus
 }
 #endif
+
+/* ---------------------------------------------------------------------------------------------
+ * The layout of ABI v1 (LP64), checked at compile time: the size of every struct and the offset
+ * of every field. C11 _Static_assert, C++11 static_assert; GNU C before C11 through
+ * __extension__; any other compiler skips the checks.
+ * ------------------------------------------------------------------------------------------- */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define GH_ABI_ASSERT(condition, what) static_assert(condition, "gatehouse plugin ABI v1 layout: " what)
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define GH_ABI_ASSERT(condition, what) _Static_assert(condition, "gatehouse plugin ABI v1 layout: " what)
+#elif !defined(__cplusplus) && defined(__GNUC__)
+#define GH_ABI_ASSERT(condition, what) \
+    __extension__ _Static_assert(condition, "gatehouse plugin ABI v1 layout: " what)
+#endif
+
+#ifdef GH_ABI_ASSERT
+#define GH_ABI_SIZE(type, size) GH_ABI_ASSERT(sizeof(type) == (size), "sizeof(" #type ")")
+#define GH_ABI_OFFSET(type, field, offset) \
+    GH_ABI_ASSERT(offsetof(type, field) == (offset), "offsetof(" #type ", " #field ")")
+
+GH_ABI_SIZE(gh_bytes, 16);
+GH_ABI_OFFSET(gh_bytes, data, 0);
+GH_ABI_OFFSET(gh_bytes, len, 8);
+
+GH_ABI_SIZE(gh_property, 32);
+GH_ABI_OFFSET(gh_property, key, 0);
+GH_ABI_OFFSET(gh_property, value, 16);
+
+GH_ABI_SIZE(gh_message, 88);
+GH_ABI_OFFSET(gh_message, struct_size, 0);
+GH_ABI_OFFSET(gh_message, property_count, 4);
+GH_ABI_OFFSET(gh_message, device_id, 8);
+GH_ABI_OFFSET(gh_message, payload, 24);
+GH_ABI_OFFSET(gh_message, properties, 40);
+GH_ABI_OFFSET(gh_message, created_unix_ms, 48);
+GH_ABI_OFFSET(gh_message, reserved, 56);
+
+GH_ABI_SIZE(gh_command, 104);
+GH_ABI_OFFSET(gh_command, struct_size, 0);
+GH_ABI_OFFSET(gh_command, kind, 4);
+GH_ABI_OFFSET(gh_command, device_id, 8);
+GH_ABI_OFFSET(gh_command, name, 24);
+GH_ABI_OFFSET(gh_command, payload, 40);
+GH_ABI_OFFSET(gh_command, properties, 56);
+GH_ABI_OFFSET(gh_command, property_count, 64);
+GH_ABI_OFFSET(gh_command, reserved0, 68);
+GH_ABI_OFFSET(gh_command, reserved, 72);
+
+GH_ABI_SIZE(gh_error, 640);
+GH_ABI_OFFSET(gh_error, message, 0);
+GH_ABI_OFFSET(gh_error, config_key, 512);
+
+GH_ABI_SIZE(gh_host_api, 120);
+GH_ABI_OFFSET(gh_host_api, abi_version, 0);
+GH_ABI_OFFSET(gh_host_api, struct_size, 4);
+GH_ABI_OFFSET(gh_host_api, log, 8);
+GH_ABI_OFFSET(gh_host_api, ingest, 16);
+GH_ABI_OFFSET(gh_host_api, delivered, 24);
+GH_ABI_OFFSET(gh_host_api, link_state, 32);
+GH_ABI_OFFSET(gh_host_api, sign_sas, 40);
+GH_ABI_OFFSET(gh_host_api, command, 48);
+GH_ABI_OFFSET(gh_host_api, deliver_result, 56);
+GH_ABI_OFFSET(gh_host_api, reserved, 64);
+
+GH_ABI_SIZE(gh_plugin_ops, 136);
+GH_ABI_OFFSET(gh_plugin_ops, create, 0);
+GH_ABI_OFFSET(gh_plugin_ops, start, 8);
+GH_ABI_OFFSET(gh_plugin_ops, stop, 16);
+GH_ABI_OFFSET(gh_plugin_ops, destroy, 24);
+GH_ABI_OFFSET(gh_plugin_ops, open_identity, 32);
+GH_ABI_OFFSET(gh_plugin_ops, close_identity, 40);
+GH_ABI_OFFSET(gh_plugin_ops, send, 48);
+GH_ABI_OFFSET(gh_plugin_ops, command_result, 56);
+GH_ABI_OFFSET(gh_plugin_ops, deliver, 64);
+GH_ABI_OFFSET(gh_plugin_ops, control, 72);
+GH_ABI_OFFSET(gh_plugin_ops, reserved, 80);
+
+GH_ABI_SIZE(gh_plugin_descriptor, 232);
+GH_ABI_OFFSET(gh_plugin_descriptor, abi_version, 0);
+GH_ABI_OFFSET(gh_plugin_descriptor, struct_size, 4);
+GH_ABI_OFFSET(gh_plugin_descriptor, name, 8);
+GH_ABI_OFFSET(gh_plugin_descriptor, version, 16);
+GH_ABI_OFFSET(gh_plugin_descriptor, kind, 24);
+GH_ABI_OFFSET(gh_plugin_descriptor, roles, 28);
+GH_ABI_OFFSET(gh_plugin_descriptor, ops, 32);
+GH_ABI_OFFSET(gh_plugin_descriptor, reserved, 168);
+
+#undef GH_ABI_OFFSET
+#undef GH_ABI_SIZE
+#undef GH_ABI_ASSERT
+#endif /* GH_ABI_ASSERT */
 
 #endif /* GATEHOUSE_PLUGIN_H */
