@@ -22,7 +22,7 @@ final class MQTTTransport: TransportPlugin {
     init(role: TransportRole, config: PluginConfig, host: PluginHost) throws(PluginError) {
         switch role {
         case .downstream:
-            self.role = .site(SiteSubscriber(settings: try Self.siteSettings(config), host: host))
+            self.role = .site(try SiteSubscriber(settings: try Self.siteSettings(config), host: host))
         case .upstream:
             self.role = .hub(try HubConnections(settings: try Self.hubSettings(config), host: host))
         }

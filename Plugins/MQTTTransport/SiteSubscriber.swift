@@ -43,7 +43,12 @@ final class SiteSubscriber: Sendable {
     let host: PluginHost
     private let running = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
-    private let socketFD = Atomic<Int32>(-1)
+    /// The connection's socket, or -1. Closed under this lock, so `stop` never shuts down a
+    /// descriptor number that was closed and reused meanwhile.
+    private let socketFD = Mutex<Int32>(-1)
+    /// `stop` writes a byte here; every wait of the I/O thread (connect, read, backoff) polls the
+    /// read end too, so it ends at once whatever the broker does (docs/architecture.md, "Threads").
+    private let stopPipe: (read: Int32, write: Int32)
     /// Commands on their way to devices; the connection's writes are serialised by this lock
     /// (the receive loop's acknowledgements and `deliver` from the host's threads).
     private let outgoing = Mutex(Outgoing())
@@ -75,12 +80,35 @@ final class SiteSubscriber: Sendable {
     /// Where commands go on the site broker (docs/site-broker.md, "Topics").
     static let methodResponseFilter = "devices/+/methods/res/#"
 
-    init(settings: Settings, host: PluginHost) {
+    /// How long a TCP connect to the broker may take before the next address (or the next try
+    /// after the backoff) is tried: a broker whose packets are dropped would otherwise hold it for
+    /// the kernel's SYN retries, about two minutes.
+    static let connectTimeout = Duration.seconds(10)
+
+    init(settings: Settings, host: PluginHost) throws(PluginError) {
         self.settings = settings
         self.host = host
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            throw PluginError("cannot create the site subscriber's stop pipe: \(String(cString: strerror(errno)))")
+        }
+        guard fds.allSatisfy({ fcntl($0, F_SETFD, FD_CLOEXEC) == 0 && fcntl($0, F_SETFL, O_NONBLOCK) == 0 }) else {
+            let reason = String(cString: strerror(errno))
+            fds.forEach { close($0) }
+            throw PluginError("cannot set up the site subscriber's stop pipe: \(reason)")
+        }
+        stopPipe = (fds[0], fds[1])
+    }
+
+    deinit {
+        close(stopPipe.read)
+        close(stopPipe.write)
     }
 
     func start() {
+        // Empty the stop pipe of an earlier stop.
+        var byte: UInt8 = 0
+        while read(stopPipe.read, &byte, 1) > 0 {}
         running.store(true, ordering: .sequentiallyConsistent)
         let thread = Thread { [self] in
             runLoop()
@@ -90,12 +118,21 @@ final class SiteSubscriber: Sendable {
         thread.start()
     }
 
+    /// Returns within a second or so whatever the socket is doing, unless the host's `ingest` is
+    /// still making a batch durable: that batch is acknowledged first (or not at all).
     func stop() {
         guard running.exchange(false, ordering: .sequentiallyConsistent) else { return }
-        // Unblock a read or a connect in progress.
-        let fd = socketFD.load(ordering: .sequentiallyConsistent)
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
-        done.wait()
+        // Wakes a connect, a wait for the broker, or the backoff sleep.
+        var byte: UInt8 = 1
+        _ = Glibc.write(stopPipe.write, &byte, 1)
+        // The loop then says DISCONNECT; a write stuck on a broker that stopped reading is
+        // unblocked by shutting the socket down.
+        if done.wait(timeout: .now() + .milliseconds(500)) == .timedOut {
+            socketFD.withLock { fd in
+                if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+            }
+            done.wait()
+        }
     }
 
     // MARK: - Connection loop
@@ -109,21 +146,25 @@ final class SiteSubscriber: Sendable {
             host.log(
                 .warning,
                 "site broker \(settings.host):\(settings.port): \(reason); reconnecting in \(delay.formattedMS)")
-            sleepInterruptibly(delay)
+            TCPSocket.sleep(delay, interrupt: stopPipe.read)
         }
     }
 
     /// One connection's life; returns why it ended.
     private func runOneConnection(resetBackoff: () -> Void) -> String {
         let fd: Int32
-        switch TCPSocket.connect(host: settings.host, port: settings.port) {
+        switch TCPSocket.connect(
+            host: settings.host, port: settings.port, timeout: Self.connectTimeout, interrupt: stopPipe.read)
+        {
         case .failure(let error): return error.description
         case .success(let socket): fd = socket
         }
-        socketFD.store(fd, ordering: .sequentiallyConsistent)
+        socketFD.withLock { $0 = fd }
         defer {
-            socketFD.store(-1, ordering: .sequentiallyConsistent)
-            close(fd)
+            socketFD.withLock {
+                $0 = -1
+                close(fd)
+            }
         }
         var decoder = MQTTDecoder(maxPacketSize: 1 << 20 + 4096)
         let connect = MQTTPacket.connect(
@@ -296,7 +337,7 @@ final class SiteSubscriber: Sendable {
             let untilPing = keepAlive - (ContinuousClock.now - lastSent)
             // Wake at least every 250 ms to time out direct methods.
             let wait = min(max(untilPing, .milliseconds(10)), .milliseconds(250))
-            let readable = TCPSocket.waitReadable(fd, timeout: wait)
+            let readable = TCPSocket.waitReadable(fd, timeout: wait, interrupt: stopPipe.read)
             expireMethods()
             if !readable {
                 guard ContinuousClock.now - lastSent >= keepAlive else { continue }
@@ -416,21 +457,15 @@ final class SiteSubscriber: Sendable {
             } catch {
                 return .failure(.init(description: "protocol error from the broker: \(error)"))
             }
-            let left = deadline - .now
-            guard left > .zero, running.load(ordering: .sequentiallyConsistent) else {
-                return .failure(.init(description: "timed out waiting for the broker"))
+            guard running.load(ordering: .sequentiallyConsistent) else {
+                return .failure(.init(description: "stopped"))
             }
-            guard TCPSocket.waitReadable(fd, timeout: min(left, .milliseconds(500))) else { continue }
+            let left = deadline - .now
+            guard left > .zero else { return .failure(.init(description: "timed out waiting for the broker")) }
+            guard TCPSocket.waitReadable(fd, timeout: left, interrupt: stopPipe.read) else { continue }
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count <= 0 { return .failure(.init(description: "broker closed the connection")) }
             buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-        }
-    }
-
-    private func sleepInterruptibly(_ duration: Duration) {
-        let deadline = ContinuousClock.now + duration
-        while running.load(ordering: .sequentiallyConsistent), ContinuousClock.now < deadline {
-            Thread.sleep(forTimeInterval: 0.05)
         }
     }
 }
