@@ -23,6 +23,23 @@ public struct DeviceRecord: Sendable, Equatable, Codable {
     public var isRemoved: Bool { removedMS != nil }
 }
 
+/// One upstream link change of a device, as the registry records it.
+public struct LinkStateChange: Sendable, Equatable {
+    public var deviceID: String
+    /// "down", "connecting" or "up".
+    public var state: String
+    /// A short human text or empty (never a secret).
+    public var reason: String
+    public var atMS: Int64
+
+    public init(deviceID: String, state: String, reason: String, atMS: Int64) {
+        self.deviceID = deviceID
+        self.state = state
+        self.reason = reason
+        self.atMS = atMS
+    }
+}
+
 /// What the command rules know of a device beyond its id.
 public struct DeviceMetadata: Sendable, Equatable, Codable {
     public var model: String
@@ -203,14 +220,39 @@ extension StateStore {
 
     /// Records an upstream link change of a device (the device row is created if new).
     public func setLinkState(deviceID: String, state: String, reason: String, atMS: Int64) throws(StoreError) {
-        try write("record the link state of \(deviceID)") { db in
-            try db.execute(
+        try setLinkStates([LinkStateChange(deviceID: deviceID, state: state, reason: reason, atMS: atMS)])
+    }
+
+    /// Records upstream link changes in one transaction (a device row is created if new); a
+    /// removed device keeps its `removed` state. Not synced: a link state lost in a power cut is
+    /// harmless, since every link is marked down at the next start (`resetLinkStates`).
+    public func setLinkStates(_ changes: [LinkStateChange]) throws(StoreError) {
+        guard !changes.isEmpty else { return }
+        try writeUnsynced("record \(changes.count) link state(s)") { db in
+            let upsert = try db.cachedStatement(
                 sql: """
                     INSERT INTO device (id, first_seen_ms, last_seen_ms, link_state, link_reason, link_changed_ms)
                     VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET link_state = excluded.link_state,
                         link_reason = excluded.link_reason, link_changed_ms = excluded.link_changed_ms
-                    """, arguments: [deviceID, atMS, atMS, state, reason, atMS])
+                    WHERE removed_ms IS NULL
+                    """)
+            for change in changes {
+                try upsert.execute(arguments: [
+                    change.deviceID, change.atMS, change.atMS, change.state, change.reason, change.atMS,
+                ])
+            }
+        }
+    }
+
+    /// Marks every link that is up or connecting down, with `reason` (when the daemon stops).
+    public func markLinksDown(reason: String, atMS: Int64) throws(StoreError) {
+        try writeUnsynced("mark the links down") { db in
+            try db.execute(
+                sql: """
+                    UPDATE device SET link_state = 'down', link_reason = ?, link_changed_ms = ?
+                    WHERE link_state IN ('up', 'connecting') AND removed_ms IS NULL
+                    """, arguments: [reason, atMS])
         }
     }
 

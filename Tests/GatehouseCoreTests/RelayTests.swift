@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import GatehouseCore
 import GatehousePluginKit
 import GatehouseStore
@@ -132,6 +133,54 @@ struct RelayTests {
         h.ackAll()
         #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.outboxMessages == 0 })
         #expect(h.payloads(of: "d") == ["1", "2", "1", "2", "3"])
+    }
+
+    @Test("a link change returns at once while the state database is locked; its row lands once it is free")
+    func linkStateDoesNotBlock() throws {
+        let h = try Harness()
+        defer { h.stop() }
+        // Another connection holds the database's write lock for 2 s, as a slow disk or a long
+        // transaction of the CLI could: every write of the relay waits for it.
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)  // the relay writes its status meanwhile
+        let locker = try DatabaseQueue(path: h.store.path, configuration: configuration)
+        let locked = DispatchSemaphore(value: 0)
+        let unlocked = DispatchSemaphore(value: 0)
+        let lockError = Mutex<String?>(nil)
+        Thread {
+            do {
+                try locker.writeWithoutTransaction { db in
+                    try db.execute(sql: "BEGIN IMMEDIATE")
+                    locked.signal()
+                    Thread.sleep(forTimeInterval: 2)
+                    try db.execute(sql: "COMMIT")
+                }
+            } catch {
+                lockError.withLock { $0 = "\(error)" }
+                locked.signal()
+            }
+            unlocked.signal()
+        }.start()
+        locked.wait()
+        try #require(lockError.withLock { $0 } == nil, "cannot lock the database: \(lockError.withLock { $0 } ?? "")")
+
+        // The plugin's thread (here the test's, through the loopback's hook) reports up, down,
+        // up: each call only records and returns.
+        let clock = ContinuousClock()
+        var slowest = Duration.zero
+        for up in [true, false, true] {
+            slowest = max(slowest, clock.measure { h.setLink("pump-9", up: up) })
+        }
+        print("slowest link_state callback while the database was locked: \(slowest)")
+        #expect(slowest < .milliseconds(500), "a link_state callback took \(slowest)")
+        #expect(try h.store.devices().first { $0.id == "pump-9" } == nil, "written while the database was locked?")
+
+        // Once the lock is gone the last state is written.
+        unlocked.wait()
+        #expect(
+            try waitUntil(timeout: .seconds(5)) {
+                try h.store.devices().first { $0.id == "pump-9" }?.linkState == "up"
+            })
     }
 
     @Test("messages left in the outbox are sent first after a restart")

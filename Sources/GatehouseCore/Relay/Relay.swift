@@ -21,8 +21,11 @@ import Synchronization
 ///   lock, memory holds a gap-free, duplicate-free prefix of the outbox.
 /// - `lanes` holds the per-device queues and in-flight sets; deliveries and link changes touch
 ///   only it and never block on SQLite.
-/// One dispatcher thread sends, flushes acknowledgements to SQLite in batches, refills memory
-/// from disk and enforces the age limit; transports' callbacks only update state and wake it.
+/// `linkChanges` (link states not yet written, the latest per device) is a leaf lock, never held
+/// with another.
+/// One dispatcher thread sends, flushes acknowledgements to SQLite in batches, writes link
+/// states, refills memory from disk and enforces the age limit; transports' callbacks only update
+/// state and wake it (docs/architecture.md, "Threads").
 public final class Relay: PluginHostDelegate {
     let store: StateStore
     let logger: Logger
@@ -36,6 +39,9 @@ public final class Relay: PluginHostDelegate {
     let revoked: Revocations
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
+    /// Link changes the dispatcher has not written yet, the latest per device: a link that flaps
+    /// while the database is slow costs one row write, not one a change.
+    private let linkChanges = Mutex<[String: LinkStateChange]>([:])
     private let counters = Counters()
     private let wake = DispatchSemaphore(value: 0)
     private let wakeRequested = Atomic<Bool>(false)
@@ -387,11 +393,10 @@ public final class Relay: PluginHostDelegate {
         var metadata: Logger.Metadata = ["device": "\(deviceID)", "state": "\(state)", "plugin": "\(plugin)"]
         if !reason.isEmpty { metadata["reason"] = "\(reason)" }
         logger.log(level: state == .down ? .warning : .info, "upstream link changed", metadata: metadata)
-        do {
-            try store.setLinkState(deviceID: deviceID, state: "\(state)", reason: reason, atMS: Self.nowMS())
-        } catch {
-            logger.error("cannot record link state", metadata: ["device": "\(deviceID)", "error": "\(error)"])
-        }
+        // Recorded, not written: the plugin's thread must not wait for SQLite (gatehouse_plugin.h,
+        // link_state: non-blocking). The dispatcher writes it.
+        let change = LinkStateChange(deviceID: deviceID, state: "\(state)", reason: reason, atMS: Self.nowMS())
+        linkChanges.withLock { $0[deviceID] = change }
         requestWake()
     }
 
@@ -474,7 +479,17 @@ public final class Relay: PluginHostDelegate {
                 flushAcknowledged()
                 lastFlush = .now
             }
-            if stopping { break }
+            writeLinkStates()
+            if stopping {
+                // Nothing is sent any more and the upstream links close next: say so now, since
+                // link changes reported after this are not written (the next start resets them).
+                do {
+                    try store.markLinksDown(reason: "gatehoused stopping", atMS: Self.nowMS())
+                } catch {
+                    logger.error("cannot record the links as down", metadata: ["error": "\(error)"])
+                }
+                break
+            }
             refillIfNeeded()
             sendReady()
             if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
@@ -507,6 +522,24 @@ public final class Relay: PluginHostDelegate {
         } catch {
             // The rows stay; they are sent again after a restart (a duplicate, never a loss).
             logger.error("cannot remove delivered messages from the outbox", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes the link changes recorded since the last pass, in one transaction.
+    private func writeLinkStates() {
+        let changes = linkChanges.withLock { changes in
+            defer { changes.removeAll(keepingCapacity: true) }
+            return Array(changes.values)
+        }
+        // A device removed meanwhile keeps its `removed` state.
+        let kept = changes.filter { !revoked.contains($0.deviceID) }
+        guard !kept.isEmpty else { return }
+        do {
+            try store.setLinkStates(kept)
+        } catch {
+            logger.error(
+                "cannot record link states",
+                metadata: ["devices": "\(kept.map(\.deviceID).sorted().joined(separator: ","))", "error": "\(error)"])
         }
     }
 
