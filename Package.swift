@@ -38,8 +38,11 @@ let package = Package(
         // The Swift side of the ABI: the host's loader and the plugin author's kit.
         .target(
             name: "GatehousePluginKit",
-            dependencies: ["GatehousePluginABI"]
+            dependencies: ["GatehousePluginABI", "IoTHubWire"]
         ),
+        // IoT Hub's MQTT wire format: property bags, topics, limits. Both the device side (the
+        // `mqtt` transport, the relay) and the hub side (DevHub) use it; no dependencies.
+        .target(name: "IoTHubWire"),
         .systemLibrary(
             name: "CMosquitto",
             path: "Sources/CMosquitto",
@@ -97,6 +100,7 @@ let package = Package(
             name: "GatehouseCore",
             dependencies: [
                 "GatehousePluginKit",
+                "IoTHubWire",
                 "GatehouseStore",
                 "GatehouseTPM",
                 "GatehouseProvisioning",
@@ -141,6 +145,7 @@ let package = Package(
             name: "DevHubKit",
             dependencies: [
                 "MQTTCodec",
+                "IoTHubWire",
                 // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
                 "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -157,13 +162,14 @@ let package = Package(
             name: "DevHub",
             dependencies: [
                 "DevHubKit",
+                "IoTHubWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "MQTTTransport",
-            dependencies: ["GatehousePluginKit", "CMosquitto", "COpenSSL", "MQTTCodec"],
+            dependencies: ["GatehousePluginKit", "IoTHubWire", "CMosquitto", "COpenSSL", "MQTTCodec"],
             path: "Plugins/MQTTTransport"
         ),
         // libnftables, the C API of nft, for the firewall plugin.
@@ -201,9 +207,11 @@ let package = Package(
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
-        .testTarget(name: "DevHubTests", dependencies: ["DevHubKit", "MQTTCodec", "GatehouseTestSupport"]),
+        .testTarget(
+            name: "DevHubTests", dependencies: ["DevHubKit", "IoTHubWire", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
         .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
         .testTarget(
@@ -211,6 +219,8 @@ let package = Package(
             dependencies: [
                 "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
                 "GatehouseAuth", "GateRules", "GatehouseProvisioning", .product(name: "Logging", package: "swift-log"),
+                // SASTokenTests checks the plugin kit's conversions to IoTHubWire's property bag.
+                "IoTHubWire",
                 // StateStoreTests writes a newer version's migration record straight into a database.
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]

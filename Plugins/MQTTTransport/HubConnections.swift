@@ -2,6 +2,7 @@ import CMosquitto
 import COpenSSL
 import Foundation
 import GatehousePluginKit
+import IoTHubWire
 import Synchronization
 
 #if canImport(Glibc)
@@ -122,8 +123,7 @@ final class HubConnections: Sendable {
 
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
         guard upDevices.withLock({ $0.contains(message.deviceID) }) else { return .unavailable }
-        var topic = "devices/\(message.deviceID)/messages/events/"
-        topic += PropertyBag.encode(message.properties)
+        let topic = IoTHubTopic.telemetry(deviceID: message.deviceID, propertyBag: message.properties.propertyBag)
         enqueue(.publish(device: message.deviceID, topic: topic, payload: message.payload, token: token))
         return .ok
     }
@@ -139,7 +139,8 @@ final class HubConnections: Sendable {
         }
         enqueue(
             .publishRaw(
-                device: pending.device, topic: "$iothub/methods/res/\(status)/?$rid=\(pending.requestID)", payload: body
+                device: pending.device,
+                topic: IoTHubTopic.methodResponse(status: Int(status), requestID: pending.requestID), payload: body
             ))
     }
 
@@ -422,8 +423,8 @@ final class HubLink {
         backoff.reset()
         retryAtMS = 1  // from now on reconnect, keeping the session
         // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
-        _ = mosquitto_subscribe(mosq, nil, "devices/\(device)/messages/devicebound/#", 1)
-        _ = mosquitto_subscribe(mosq, nil, "$iothub/methods/POST/#", 0)
+        _ = mosquitto_subscribe(mosq, nil, IoTHubTopic.c2dFilter(deviceID: device), 1)
+        _ = mosquitto_subscribe(mosq, nil, IoTHubTopic.methodsFilter, 0)
         owner.upDevicesInsert(device)
         owner.host.linkState(deviceID: device, .up)
     }
@@ -469,22 +470,17 @@ extension HubConnections {
     /// A message from the hub: a C2D message or a direct-method request, handed to the host.
     fileprivate func received(topic: String, payload: [UInt8], device: String) {
         let token = nextCommandToken.add(1, ordering: .relaxed).newValue
-        let c2dPrefix = "devices/\(device)/messages/devicebound/"
-        let methodPrefix = "$iothub/methods/POST/"
-        if topic.hasPrefix(c2dPrefix) {
-            let bag = topic.dropFirst(c2dPrefix.count)
+        if let bag = IoTHubTopic.c2dPropertyBag(topic: topic, deviceID: device) {
             host.command(
                 PluginCommand(
-                    kind: .c2dMessage, deviceID: device, name: "", payload: payload, properties: PropertyBag.decode(bag)
+                    kind: .c2dMessage, deviceID: device, name: "", payload: payload, properties: .init(propertyBag: bag)
                 ),
                 token: token)
-        } else if topic.hasPrefix(methodPrefix) {
-            // $iothub/methods/POST/{name}/?$rid={rid}
-            let rest = topic.dropFirst(methodPrefix.count)
-            guard let slash = rest.firstIndex(of: "/") else { return }
-            let name = String(rest[..<slash])
-            let query = rest[rest.index(after: slash)...].drop { $0 == "?" }
-            let requestID = PropertyBag.decode(query).first { $0.key == "$rid" }?.value ?? ""
+        } else if topic.hasPrefix(IoTHubTopic.methodRequestPrefix) {
+            guard let (name, requestID) = IoTHubTopic.parseMethodRequest(topic) else {
+                host.log(.warning, "ignoring a malformed method request on \(topic)")
+                return
+            }
             pendingMethods.withLock { $0[token] = PendingMethod(device: device, requestID: requestID) }
             host.command(
                 PluginCommand(kind: .directMethod, deviceID: device, name: name, payload: payload), token: token)

@@ -244,7 +244,7 @@ final class SiteSubscriber: Sendable {
             case .c2dMessage:
                 let id = state.packetID()
                 publish = Publish(
-                    topic: "devices/\(command.deviceID)/messages/devicebound/" + PropertyBag.encode(command.properties),
+                    topic: "devices/\(command.deviceID)/messages/devicebound/" + command.properties.propertyBag,
                     payload: command.payload, qos: .atLeastOnce, retain: false, packetID: id)
                 state.awaitingAck[id] = token
             case .directMethod:
@@ -284,7 +284,7 @@ final class SiteSubscriber: Sendable {
             return
         }
         let device = String(levels[1])
-        let rid = PropertyBag.decode(levels[5].dropFirst()).first { $0.key == "$rid" }?.value ?? ""
+        let rid = [PluginMessage.Property](propertyBag: levels[5].dropFirst()).first { $0.key == "$rid" }?.value ?? ""
         let pending: PendingMethod? = outgoing.withLock { state in
             guard let pending = state.awaitingResponse[rid], pending.device == device else { return nil }
             state.awaitingResponse[rid] = nil
@@ -497,7 +497,7 @@ struct DeviceTopicFilter: Sendable {
             var properties: [PluginMessage.Property] = []
             if candidate.levels.last == "#", levels.count >= candidate.levels.count {
                 let rest = levels[(candidate.levels.count - 1)...].joined(separator: "/")
-                properties = PropertyBag.decode(rest)
+                properties = .init(propertyBag: rest)
             }
             return (device, properties)
         }

@@ -2,6 +2,7 @@
 import ArgumentParser
 import DevHubKit
 import Foundation
+import IoTHubWire
 import Logging
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import IoTHubWire
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -294,7 +295,7 @@ final class ControlAPI: Sendable {
             let name = rest[1]
             let timeout =
                 body["responseTimeoutInSeconds"]?.doubleValue ?? body["timeoutSeconds"]?.doubleValue ?? 30
-            guard timeout > 0, timeout <= 300 else {
+            guard timeout > 0, timeout <= Double(IoTHubLimits.directMethodTimeoutSeconds.upperBound) else {
                 throw DevHubError(.badRequest, "responseTimeoutInSeconds must be in 0…300")
             }
             let payload = body["payload"].map { $0.utf8Bytes } ?? Array("null".utf8)

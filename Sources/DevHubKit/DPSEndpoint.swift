@@ -1,4 +1,5 @@
 import Foundation
+import IoTHubWire
 import Logging
 import MQTTCodec
 import NIOCore

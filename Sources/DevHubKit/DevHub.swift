@@ -22,7 +22,7 @@ import NIOSSL
 // - `TelemetryWriter.swift`: batched, durable telemetry writes.
 // - `ControlAPI.swift` + `ControlClient.swift`: the local HTTP/JSON control interface.
 // - `Certificates.swift`: the CA and server certificate.
-// - `JSONValue.swift`, `PropertyBag.swift`: order-preserving JSON; IoT Hub property bags.
+// - `JSONValue.swift`: order-preserving JSON. IoT Hub property bags and topics: IoTHubWire.
 
 /// How to run DevHub.
 public struct DevHubConfiguration: Sendable {

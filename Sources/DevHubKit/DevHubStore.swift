@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import IoTHubWire
 
 /// DevHub's state in SQLite (`devhub.sqlite` in the data folder): enrollments, registrations,
 /// devices, twins, C2D queues and received telemetry. Survives restarts.

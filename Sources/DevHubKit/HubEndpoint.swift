@@ -1,4 +1,5 @@
 import Foundation
+import IoTHubWire
 import Logging
 import MQTTCodec
 import NIOCore
@@ -133,8 +134,8 @@ final class Hub: Sendable {
     /// What a device may subscribe to (docs/protocols.md §2.2): its own C2D topic, methods, twin.
     static func subscriptionPrefixes(deviceID: String) -> [String] {
         [
-            "devices/\(deviceID)/messages/devicebound/", "$iothub/methods/POST/", "$iothub/twin/res/",
-            "$iothub/twin/PATCH/properties/desired/",
+            IoTHubTopic.c2dPrefix(deviceID: deviceID), IoTHubTopic.methodRequestPrefix,
+            IoTHubTopic.twinResponsePrefix, IoTHubTopic.twinDesiredPrefix,
         ]
     }
 
@@ -321,7 +322,7 @@ final class Hub: Sendable {
             let bytes = pushed.utf8Bytes
             connection(deviceID)?.execute { session in
                 session.sendPublish(
-                    topic: "$iothub/twin/PATCH/properties/desired/?$version=\(twin.desiredVersion)",
+                    topic: IoTHubTopic.twinDesired(version: twin.desiredVersion),
                     payload: bytes,
                     maxQoS: .atMostOnce)
             }
@@ -389,12 +390,7 @@ extension MQTTSession {
 
     /// The property bag of a telemetry topic of `deviceID`, or nil if `topic` is not one.
     func telemetryPropertyBag(topic: String, deviceID: String) -> Substring? {
-        let prefix = "devices/\(deviceID)/messages/events"
-        guard topic.hasPrefix(prefix) else { return nil }
-        let rest = topic.dropFirst(prefix.count)
-        if rest.isEmpty { return rest }
-        guard rest.first == "/" else { return nil }
-        return rest.dropFirst()
+        IoTHubTopic.telemetryPropertyBag(topic: topic, deviceID: deviceID)
     }
 
     func handleHubPublish(_ publish: Publish, deviceID: String) {
@@ -422,11 +418,11 @@ extension MQTTSession {
             return
         }
         let handler: (Publish, String) -> Void
-        if topic.hasPrefix("$iothub/methods/res/") {
+        if topic.hasPrefix(IoTHubTopic.methodResponsePrefix) {
             handler = handleMethodResponse
-        } else if topic.hasPrefix("$iothub/twin/GET/") {
+        } else if topic.hasPrefix(IoTHubTopic.twinGetPrefix) {
             handler = handleTwinGet
-        } else if topic.hasPrefix("$iothub/twin/PATCH/properties/reported/") {
+        } else if topic.hasPrefix(IoTHubTopic.twinReportedPrefix) {
             handler = handleReportedPatch
         } else if topic.hasPrefix("devices/") {
             close(reason: "device \(deviceID) published to \"\(topic)\", not one of its own topics")
@@ -440,11 +436,7 @@ extension MQTTSession {
     }
 
     private func handleMethodResponse(_ publish: Publish, _ deviceID: String) {
-        // $iothub/methods/res/{status}/?$rid={rid}
-        let parts = publish.topic.split(separator: "/")
-        guard parts.count >= 4, let status = Int(parts[3]),
-            let rid = PropertyBag.query(ofTopic: publish.topic)["rid"]
-        else {
+        guard let (status, rid) = IoTHubTopic.parseMethodResponse(publish.topic) else {
             logger.notice("ignoring malformed method response topic \"\(publish.topic)\"")
             return
         }
@@ -462,12 +454,12 @@ extension MQTTSession {
                 switch result {
                 case .success(let twin):
                     sendPublish(
-                        topic: "$iothub/twin/res/200/?$rid=\(PropertyBag.percentEncode(rid))",
+                        topic: IoTHubTopic.twinResponse(status: 200, requestID: rid),
                         payload: twin.deviceDocument.utf8Bytes, maxQoS: .atMostOnce)
                 case .failure(let error):
                     logger.error("cannot read twin of \(deviceID): \(error)")
                     sendPublish(
-                        topic: "$iothub/twin/res/500/?$rid=\(PropertyBag.percentEncode(rid))", payload: [],
+                        topic: IoTHubTopic.twinResponse(status: 500, requestID: rid), payload: [],
                         maxQoS: .atMostOnce)
                 }
             }
@@ -475,9 +467,9 @@ extension MQTTSession {
 
     private func handleReportedPatch(_ publish: Publish, _ deviceID: String) {
         guard let context else { return }
-        let rid = PropertyBag.percentEncode(PropertyBag.query(ofTopic: publish.topic)["rid"] ?? "")
+        let rid = PropertyBag.query(ofTopic: publish.topic)["rid"] ?? ""
         guard let patch = try? JSONValue(parsing: publish.payload), patch.isObject else {
-            sendPublish(topic: "$iothub/twin/res/400/?$rid=\(rid)", payload: [], maxQoS: .atMostOnce)
+            sendPublish(topic: IoTHubTopic.twinResponse(status: 400, requestID: rid), payload: [], maxQoS: .atMostOnce)
             return
         }
         let store = services.hub.store
@@ -487,11 +479,13 @@ extension MQTTSession {
             switch result {
             case .success(let twin):
                 sendPublish(
-                    topic: "$iothub/twin/res/204/?$rid=\(rid)&$version=\(twin.reportedVersion)", payload: [],
+                    topic: IoTHubTopic.twinResponse(status: 204, requestID: rid, version: twin.reportedVersion),
+                    payload: [],
                     maxQoS: .atMostOnce)
             case .failure(let error):
                 logger.error("cannot patch twin of \(deviceID): \(error)")
-                sendPublish(topic: "$iothub/twin/res/500/?$rid=\(rid)", payload: [], maxQoS: .atMostOnce)
+                sendPublish(
+                    topic: IoTHubTopic.twinResponse(status: 500, requestID: rid), payload: [], maxQoS: .atMostOnce)
             }
         }
     }
@@ -500,7 +494,7 @@ extension MQTTSession {
     /// subscription (IoT Hub then answers 404, device not online).
     func sendMethodRequest(name: String, requestID: String, payload: [UInt8]) -> Bool {
         sendPublish(
-            topic: "$iothub/methods/POST/\(PropertyBag.percentEncode(name))/?$rid=\(requestID)",
+            topic: IoTHubTopic.methodRequest(name: name, requestID: requestID),
             payload: payload,
             maxQoS: .atMostOnce) != nil
     }
@@ -509,7 +503,7 @@ extension MQTTSession {
 
     private var c2dTopicPrefix: String? {
         guard case .hub(let deviceID) = role else { return nil }
-        return "devices/\(deviceID)/messages/devicebound/"
+        return IoTHubTopic.c2dPrefix(deviceID: deviceID)
     }
 
     /// Sends the queued C2D messages not already in flight, if the device subscribed to them.

@@ -1,4 +1,5 @@
 import Foundation
+import IoTHubWire
 import Logging
 import MQTTCodec
 import NIOCore
@@ -6,7 +7,7 @@ import NIOCore
 /// Limits every session applies.
 public enum DevHubLimits {
     /// IoT Hub's 256 KiB message limit plus room for the topic, its property bag and headers.
-    public static let maxPacketSize = 262_144 + 16_384
+    public static let maxPacketSize = IoTHubLimits.maxDeviceToCloudMessageBytes + 16_384
     /// A connection that has not sent CONNECT by then is closed.
     static let connectTimeout: TimeAmount = .seconds(10)
     /// Packets a client may pipeline after CONNECT before its CONNACK is sent.

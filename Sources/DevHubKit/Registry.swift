@@ -1,4 +1,5 @@
 import Foundation
+import IoTHubWire
 
 // The records DevHub keeps: DPS enrollments and registrations, the hub's identity registry,
 // and what devices sent or were sent. `DevHubStore` persists them.

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import IoTHubWire
 
 /// A Shared Access Signature token as a device presented it (docs/protocols.md §0):
 ///

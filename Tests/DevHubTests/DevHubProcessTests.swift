@@ -260,7 +260,7 @@ func mosquitto(_ tool: String, _ arguments: [String], timeout: Duration = .secon
             "\(subscriber.stdout)\n\(devhub.log)")
         let line =
             subscriber.stdout.split(separator: "\n").first { $0.hasSuffix(" go") }.map(String.init) ?? ""
-        #expect(line.hasPrefix("devices/dev-1/messages/devicebound/%24.mid="))
+        #expect(line.hasPrefix("devices/dev-1/messages/devicebound/$.mid="))
         #expect(line.contains("&cmd=open%2Fvalve&n=1 go"))
 
         let (devicesStatus, devices) = try devhub.cli(["devices"])

@@ -2,44 +2,6 @@ import Testing
 
 @testable import DevHubKit
 
-@Suite struct PropertyBagTests {
-    @Test func decodesInOrderWithNullsAndEscapes() {
-        let bag = PropertyBag.decode(
-            "%24.mid=42&%24.ct=application%2Fjson&b=2%20%2F%26%3D&flag&empty=&a+b=c+d&&")
-        #expect(
-            bag == [
-                MessageProperty("$.mid", "42"), MessageProperty("$.ct", "application/json"),
-                MessageProperty("b", "2 /&="), MessageProperty("flag", nil), MessageProperty("empty", ""),
-                MessageProperty("a+b", "c+d"),
-            ])
-    }
-
-    @Test func malformedEscapesAreKeptVerbatim() {
-        #expect(PropertyBag.percentDecode("100%") == "100%")
-        #expect(PropertyBag.percentDecode("%zz%4") == "%zz%4")
-        #expect(PropertyBag.percentDecode("%C3%A9") == "é")
-        #expect(PropertyBag.percentDecode("%FF") == "\u{FFFD}")
-    }
-
-    @Test func encodeRoundTrips() {
-        let properties = [
-            MessageProperty("$.to", "/devices/d/messages/deviceBound"), MessageProperty("ünï", "v=1&2"),
-            MessageProperty("null", nil),
-        ]
-        let text = PropertyBag.encode(properties)
-        #expect(!text.contains("/"))
-        #expect(PropertyBag.decode(text[...]) == properties)
-    }
-
-    @Test func queryOfTopic() {
-        #expect(
-            PropertyBag.query(ofTopic: "$iothub/twin/res/204/?$rid=a%20b&$version=3") == [
-                "rid": "a b", "version": "3",
-            ])
-        #expect(PropertyBag.query(ofTopic: "no/query") == [:])
-    }
-}
-
 @Suite struct JSONValueTests {
     @Test func keepsMemberOrderAndNumberText() throws {
         let text = #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"\u00e9\n\"q\""}}"#

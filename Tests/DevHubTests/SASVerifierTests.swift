@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import IoTHubWire
 import Testing
 
 @testable import DevHubKit

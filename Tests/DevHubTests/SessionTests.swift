@@ -1,3 +1,4 @@
+import IoTHubWire
 import MQTTCodec
 import Testing
 

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GatehousePluginKit
 import GatehouseTPM
+import IoTHubWire
 
 /// The Shared Access Signature token of IoT Hub and DPS (docs/protocols.md §0):
 ///

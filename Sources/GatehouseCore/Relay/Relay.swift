@@ -238,7 +238,7 @@ public final class Relay: PluginHostDelegate {
         let now = Self.nowMS()
         var records = messages.map { message in
             OutboxRecord(
-                deviceID: message.deviceID, properties: PropertyBag.encode(message.properties),
+                deviceID: message.deviceID, properties: message.properties.propertyBag,
                 payload: message.payload,
                 createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
         }
@@ -592,7 +592,7 @@ public final class Relay: PluginHostDelegate {
             for record in batch {
                 let message = PluginMessage(
                     deviceID: record.deviceID, payload: record.payload,
-                    properties: PropertyBag.decode(record.properties), createdUnixMS: record.createdMS)
+                    properties: .init(propertyBag: record.properties), createdUnixMS: record.createdMS)
                 let status = upstream.send(message, token: UInt64(bitPattern: record.seq))
                 if status != .ok {
                     // Not accepted: back in line; try this device again shortly.
