@@ -91,7 +91,7 @@ let package = Package(
         ),
         .target(
             name: "GatehouseTPM",
-            dependencies: ["CTSS2", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CTSS2", "IoTHubWire", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
         // client (which must control its own PUBACKs) and the hub emulator.

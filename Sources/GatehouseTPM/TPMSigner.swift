@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import IoTHubWire
 import Synchronization
 
 /// Signs SAS tokens for leaf devices of a DPS enrollment group whose key lives in the TPM.
@@ -107,22 +108,6 @@ public enum SharedAccessSignature {
         }
     }
 
-    public static func percentEncode(_ text: some StringProtocol) -> String {
-        let hex = Array("0123456789ABCDEF".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
-                UInt8(ascii: "~"), UInt8(ascii: "$"):
-                out.append(byte)
-            default:
-                out.append(UInt8(ascii: "%"))
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0xF)])
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    /// IoTHubWire's percent-encoding, the one SASToken uses too.
+    public static func percentEncode(_ text: some StringProtocol) -> String { PropertyBag.percentEncode(text) }
 }
