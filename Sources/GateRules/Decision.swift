@@ -36,7 +36,9 @@ public struct Decision: Sendable {
     public let faults: [RuleFault]
     /// Rules whose condition was undetermined (a value it read was missing or of the wrong
     /// type): a `deny` among them denied, an `allow` could not allow.
-    public let undetermined: [RuleRef]
+    public var undetermined: [RuleRef] { undeterminedIndexes.map { table[Int($0)] } }
+    /// As indexes into the table, kept inline: recording them costs a decision no allocation.
+    let undeterminedIndexes: SmallIndexList
     /// Filled in by `Policy.decide(_:explain:)` with `explain: true`.
     public let explanation: Explanation?
 
@@ -155,4 +157,33 @@ public struct ClauseExplanation: Sendable {
     public internal(set) var bindings: [(String, String)]
     /// Why the clause is undetermined ("token.clearance is missing"); nil otherwise.
     public internal(set) var cause: String?
+}
+
+/// A few rule indexes recorded during one decision: the first four inline, the rest in an array,
+/// so the common decision allocates nothing for them.
+struct SmallIndexList: Sendable {
+    private var inline: (Int32, Int32, Int32, Int32) = (0, 0, 0, 0)
+    private(set) var count = 0
+    private var overflow: [Int32] = []
+
+    @inline(__always)
+    mutating func append(_ index: Int32) {
+        switch count {
+        case 0: inline.0 = index
+        case 1: inline.1 = index
+        case 2: inline.2 = index
+        case 3: inline.3 = index
+        default: overflow.append(index)
+        }
+        count += 1
+    }
+
+    func map<T>(_ transform: (Int32) -> T) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(count)
+        let first = [inline.0, inline.1, inline.2, inline.3].prefix(min(count, 4))
+        for index in first { out.append(transform(index)) }
+        for index in overflow { out.append(transform(index)) }
+        return out
+    }
 }

@@ -296,14 +296,15 @@ final class Engine: Sendable {
         var first: Int32 = -1
         var more: [Int32] = []
         var faults: [RuleFault] = []
-        var undetermined: [RuleRef] = []
+        var undetermined = SmallIndexList()
         var explained: [RuleExplanation] = []
     }
 
     func decide(_ roots: Roots, budget: Int, trace: Trace?) -> Decision {
         guard let name = roots.commandName else {
             return Decision(
-                effect: .deny, faults: [], undetermined: [], explanation: trace.map { _ in Explanation(rules: []) },
+                effect: .deny, faults: [], undeterminedIndexes: SmallIndexList(),
+                explanation: trace.map { _ in Explanation(rules: []) },
                 table: table,
                 first: -1, more: [])
         }
@@ -320,7 +321,7 @@ final class Engine: Sendable {
             }
         }
         return Decision(
-            effect: effect, faults: tally.faults, undetermined: tally.undetermined,
+            effect: effect, faults: tally.faults, undeterminedIndexes: tally.undetermined,
             explanation: trace.map { _ in Explanation(rules: tally.explained) },
             table: table, first: tally.first, more: tally.more)
     }
@@ -347,7 +348,7 @@ final class Engine: Sendable {
             case .matched: decides = true
             case .notMatched: break
             case .undetermined:
-                tally.undetermined.append(table[Int(rule.index)])
+                tally.undetermined.append(rule.index)
                 decides = denying  // a deny applies when undetermined; an allow needs true
             case .failed(let fault):
                 tally.faults.append(RuleFault(rule: table[Int(rule.index)], message: fault.message))
