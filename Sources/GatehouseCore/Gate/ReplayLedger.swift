@@ -9,7 +9,8 @@ import Synchronization
 ///
 /// - The database is the truth: every id accepted goes into the `command_id` table in the same
 ///   transaction as its decision's audit row (`AuditWriter`), before the command is delivered;
-///   this index is loaded from it when the gate first decides, so a restart forgets nothing.
+///   this index is loaded from it when the gate is made (and again at the next command if that
+///   read failed: the gate refuses until it succeeds), so a restart forgets nothing.
 ///   Expired ids leave the table with the hourly audit pruning.
 /// - Keyed by caller: an id is a replay only for the same caller and device. The caller is
 ///   `CallerKey`: a hash of the token's `iss` and `oid` (else `sub`).
@@ -44,8 +45,8 @@ final class ReplayLedger: Sendable {
 
     init(maxPerCaller: Int) { self.maxPerCaller = max(1, maxPerCaller) }
 
-    /// Loads the live ids once (the first decision after a start). False if the database could
-    /// not be read: the gate then refuses (fail closed) and tries again with the next command.
+    /// Loads the live ids once (when the gate is made). False if the database could not be
+    /// read: the gate then refuses (fail closed) and tries again with the next command.
     func loadIfNeeded(_ load: () throws -> [CommandIDRecord]) -> Bool {
         state.withLock { state in
             if state.loaded { return true }
