@@ -49,6 +49,9 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // One libmosquitto client, driven by poll(2) (any descriptor number), for the DPS client,
+        // the dynamic-security admin and the `mqtt` transport's hub side.
+        .target(name: "MosquittoClient", dependencies: ["CMosquitto"]),
         // The rule language: lexer, parser, checker, compiler, evaluator, diagnostics, test runner.
         // No dependencies: integrators' tooling and the daemon both link it.
         .target(name: "GateRules"),
@@ -71,7 +74,7 @@ let package = Package(
         .target(
             name: "GatehouseProvisioning",
             dependencies: [
-                "CMosquitto",
+                "MosquittoClient",
                 "GatehouseTPM",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -80,7 +83,7 @@ let package = Package(
             ]
         ),
         // Site-broker credentials: mosquitto's dynamic security plugin over MQTT, the ACL plan.
-        .target(name: "GatehouseSiteBroker", dependencies: ["CMosquitto"]),
+        .target(name: "GatehouseSiteBroker", dependencies: ["MosquittoClient"]),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -169,7 +172,7 @@ let package = Package(
         ),
         .target(
             name: "MQTTTransport",
-            dependencies: ["GatehousePluginKit", "IoTHubWire", "CMosquitto", "COpenSSL", "MQTTCodec"],
+            dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],
             path: "Plugins/MQTTTransport"
         ),
         // libnftables, the C API of nft, for the firewall plugin.
@@ -208,6 +211,8 @@ let package = Package(
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
+        // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
+        .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         .testTarget(

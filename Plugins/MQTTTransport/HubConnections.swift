@@ -1,8 +1,8 @@
-import CMosquitto
 import COpenSSL
 import Foundation
 import GatehousePluginKit
 import IoTHubWire
+import MosquittoClient
 import Synchronization
 
 #if canImport(Glibc)
@@ -15,10 +15,11 @@ import Synchronization
 /// gets its own TLS connection with client id `{deviceId}`, username
 /// `{hub}/{deviceId}/?api-version=2021-04-12` and a SAS token (signed by the host) as password.
 ///
-/// Threads: every libmosquitto call happens on ONE I/O thread that polls all sockets
-/// (`mosquitto_loop_read/write/misc`), so libmosquitto's per-client state is never touched
-/// concurrently and a thousand identities cost one thread, not a thousand. Other threads talk to
-/// it through `inbox` (a locked queue) and a wake-up pipe.
+/// Threads: every libmosquitto call happens on ONE I/O thread that polls all sockets with
+/// poll(2) (any descriptor number) and hands each `MosquittoConnection` what poll reported, so
+/// libmosquitto's per-client state is never touched concurrently and a thousand identities cost
+/// one thread, not a thousand. Other threads talk to it through `inbox` (a locked queue) and a
+/// wake-up pipe.
 final class HubConnections: Sendable {
     struct Settings: Sendable {
         var hostname: String
@@ -78,7 +79,8 @@ final class HubConnections: Sendable {
             throw PluginError("cannot create the I/O thread's wake-up pipe: \(String(cString: strerror(errno)))")
         }
         wakePipe = (fds[0], fds[1])
-        Self.initLibrary
+        // libmosquitto's process-wide init here, on the loading thread, not first on the I/O thread.
+        Mosquitto.initialize()
     }
 
     deinit {
@@ -86,9 +88,6 @@ final class HubConnections: Sendable {
         Glibc.close(wakePipe.read)
         Glibc.close(wakePipe.write)
     }
-
-    /// libmosquitto's process-wide init (OpenSSL setup), once.
-    private static let initLibrary: Void = { _ = mosquitto_lib_init() }()
 
     func start() {
         running.store(true, ordering: .sequentiallyConsistent)
@@ -175,11 +174,10 @@ final class HubConnections: Sendable {
                 var fds = [pollfd(fd: owner.wakePipe.read, events: Int16(POLLIN), revents: 0)]
                 var order: [HubLink] = []
                 for link in links.values {
-                    let socket = mosquitto_socket(link.mosq)
-                    guard socket >= 0 else { continue }
-                    var events = Int16(POLLIN)
-                    if mosquitto_want_write(link.mosq) || link.state == .connecting { events |= Int16(POLLOUT) }
-                    fds.append(pollfd(fd: socket, events: events, revents: 0))
+                    guard let watched = link.client.pollDescriptor(writable: link.state == .connecting) else {
+                        continue
+                    }
+                    fds.append(watched)
                     order.append(link)
                 }
                 _ = poll(&fds, nfds_t(fds.count), 100)
@@ -187,7 +185,7 @@ final class HubConnections: Sendable {
                     while read(owner.wakePipe.read, &drainBuffer, drainBuffer.count) > 0 {}
                 }
                 processInbox()
-                for (index, link) in order.enumerated() {
+                for (index, link) in order.enumerated() where !link.closed {
                     let revents = fds[index + 1].revents
                     if link.state == .connecting, revents & Int16(POLLERR | POLLHUP) != 0 {
                         // A non-blocking connect that failed (refused, unreachable): libmosquitto
@@ -195,18 +193,13 @@ final class HubConnections: Sendable {
                         link.connectFailed("connection refused or reset")
                         continue
                     }
-                    if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
-                        _ = mosquitto_loop_read(link.mosq, 1)
-                    }
-                    if revents & Int16(POLLOUT) != 0 {
-                        _ = mosquitto_loop_write(link.mosq, 1)
-                    }
+                    link.client.handle(revents: revents)
                 }
                 if ContinuousClock.now - lastMisc >= .milliseconds(500) {
                     lastMisc = .now
                     let now = HubConnections.nowMS()
                     for link in links.values {
-                        if link.state == .connected || link.state == .connecting { _ = mosquitto_loop_misc(link.mosq) }
+                        if link.state == .connected || link.state == .connecting { link.client.loopMisc() }
                         link.tick(nowMS: now)
                     }
                 }
@@ -249,7 +242,7 @@ final class HubConnections: Sendable {
                 var fds: [pollfd] = []
                 var order: [HubLink] = []
                 for link in links.values {
-                    let socket = mosquitto_socket(link.mosq)
+                    let socket = link.client.socket
                     guard socket >= 0 else { continue }
                     fds.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0))
                     order.append(link)
@@ -257,7 +250,7 @@ final class HubConnections: Sendable {
                 guard !fds.isEmpty else { break }
                 _ = poll(&fds, nfds_t(fds.count), 50)
                 for (index, link) in order.enumerated() where fds[index].revents != 0 {
-                    _ = mosquitto_loop_read(link.mosq, 1)
+                    link.client.loopRead()
                 }
             }
             for link in links.values { link.close(reason: "gatehoused stopping") }
@@ -267,14 +260,16 @@ final class HubConnections: Sendable {
 }
 
 /// One device identity's connection. Confined to the I/O thread (every method is called there,
-/// including libmosquitto's callbacks, which run inside mosquitto_loop_*).
+/// including the connection's events, which arrive inside its libmosquitto calls).
 final class HubLink {
     enum State { case idle, connecting, connected, waiting }
 
     let device: String
     let owner: HubConnections
-    let mosq: OpaquePointer
+    let client: MosquittoConnection
     var state = State.idle
+    /// Set by `close`: the libmosquitto client is gone and the link takes no more events.
+    private(set) var closed = false
     /// libmosquitto message id → the host's token, for every send not yet acknowledged. The
     /// session is persistent, so after a reconnect libmosquitto re-sends these itself and the
     /// PUBACK still finds its token here.
@@ -284,48 +279,29 @@ final class HubLink {
     var renewAtMS: Int64 = .max
     var renewing = false
     var connectStartedMS: Int64 = 0
-    private var selfReference: Unmanaged<HubLink>?
 
     init?(device: String, owner: HubConnections) {
         self.device = device
         self.owner = owner
-        // Clean session 0, as the Azure SDKs do: C2D subscriptions and queued C2D survive.
-        guard let mosq = mosquitto_new(device, false, nil) else {
-            owner.host.log(.error, "libmosquitto could not create a client for device \(device)")
+        do {
+            // Clean session 0, as the Azure SDKs do: C2D subscriptions and queued C2D survive.
+            client = try MosquittoConnection(clientID: device, cleanSession: false)
+            // Telemetry is small and latency matters: no Nagle delay behind a delayed ACK.
+            try client.setTCPNoDelay(true)
+            // The host bounds what is in flight per device; libmosquitto should not queue on top.
+            try client.setMaxInflightMessages(0)
+            // The shared context, as is: libmosquitto applies no defaults of its own on top, but
+            // still checks the server's host name (tls_insecure stays false).
+            try client.setTLSContext(owner.tls.pointer)
+        } catch {
+            owner.host.log(.error, "libmosquitto could not create a client for device \(device): \(error)")
             return nil
         }
-        self.mosq = mosq
-        let reference = Unmanaged.passUnretained(self)
-        selfReference = reference
-        mosquitto_user_data_set(mosq, reference.toOpaque())
-        _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
-        // Telemetry is small and latency matters: no Nagle delay behind a delayed ACK.
-        _ = mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1)
-        // The host bounds what is in flight per device; libmosquitto should not queue on top.
-        _ = mosquitto_max_inflight_messages_set(mosq, 0)
-        // The shared context, as is: libmosquitto applies no defaults of its own on top, but
-        // still checks the server's host name (tls_insecure stays false).
-        _ = mosquitto_void_option(mosq, MOSQ_OPT_SSL_CTX, UnsafeMutableRawPointer(owner.tls.pointer))
-        _ = mosquitto_int_option(mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0)
-        mosquitto_connect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onConnect(rc) }
-        mosquitto_disconnect_callback_set(mosq) { _, user, rc in HubLink.from(user)?.onDisconnect(rc) }
-        mosquitto_publish_callback_set(mosq) { _, user, mid in HubLink.from(user)?.onPublish(mid) }
         // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
         // more than the disconnect code that follows them.
-        mosquitto_log_callback_set(mosq) { _, user, level, text in
-            guard let link = HubLink.from(user), let text, level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else {
-                return
-            }
-            link.owner.host.log(.warning, "device \(link.device): libmosquitto: \(String(cString: text))")
-        }
-        mosquitto_message_callback_set(mosq) { _, user, message in
-            guard let message else { return }
-            HubLink.from(user)?.onMessage(message.pointee)
-        }
-    }
-
-    static func from(_ user: UnsafeMutableRawPointer?) -> HubLink? {
-        user.map { Unmanaged<HubLink>.fromOpaque($0).takeUnretainedValue() }
+        client.logLevels = [.error, .warning]
+        // Unowned: the link owns the connection, whose events arrive only inside its calls.
+        client.handler = { [unowned self] event in self.on(event) }
     }
 
     var username: String { "\(owner.settings.hostname)/\(device)/?api-version=\(owner.settings.apiVersion)" }
@@ -345,25 +321,31 @@ final class HubLink {
         }
         // Renew at 80% of the lifetime: reconnect with a new token before the hub drops us.
         renewAtMS = HubConnections.nowMS() + settings.sasTTL * 800
-        _ = mosquitto_username_pw_set(mosq, username, token)
+        do {
+            try client.setCredentials(username: username, password: token)
+        } catch {
+            fail(reason: "cannot set the credentials for this device: \(error)")
+            return
+        }
         state = .connecting
         connectStartedMS = HubConnections.nowMS()
         owner.host.linkState(deviceID: device, .connecting)
-        let rc: Int32
-        if renewing || retryAtMS > 0 {
-            rc = mosquitto_reconnect_async(mosq)
-        } else {
-            rc = mosquitto_connect_async(mosq, settings.address, Int32(settings.port), settings.keepAlive)
-        }
+        let reconnect = renewing || retryAtMS > 0
         renewing = false
-        if rc != MOSQ_ERR_SUCCESS.rawValue {
-            fail(reason: "cannot connect to \(settings.address):\(settings.port): \(Self.describe(rc))")
+        do {
+            if reconnect {
+                try client.reconnectAsync()
+            } else {
+                try client.connectAsync(host: settings.address, port: settings.port, keepAlive: settings.keepAlive)
+            }
+        } catch {
+            fail(reason: "cannot connect to \(settings.address):\(settings.port): \(error)")
         }
     }
 
     /// Gives up on a connect in progress and schedules the next try.
     func connectFailed(_ reason: String) {
-        _ = mosquitto_disconnect(mosq)
+        client.disconnect()
         fail(reason: "cannot connect to \(owner.settings.address):\(owner.settings.port): \(reason)")
     }
 
@@ -383,18 +365,15 @@ final class HubLink {
         } else if state == .connected, nowMS >= renewAtMS {
             renewing = true
             owner.host.log(.info, "renewing the SAS token of device \(device)")
-            _ = mosquitto_disconnect(mosq)
+            client.disconnect()
         }
     }
 
     func publish(topic: String, payload: [UInt8], token: UInt64?) {
-        var mid: Int32 = 0
         let qos: Int32 = token == nil ? 0 : 1  // method responses go at QoS 0, as the SDKs send them
-        let rc = payload.withUnsafeBytes { bytes in
-            mosquitto_publish(mosq, &mid, topic, Int32(bytes.count), bytes.baseAddress, qos, false)
-        }
+        let mid = try? client.publish(topic: topic, payload: payload, qos: qos)
         guard let token else { return }
-        if rc == MOSQ_ERR_SUCCESS.rawValue {
+        if let mid {
             outstanding[mid] = token
         } else {
             owner.host.delivered(token: token, status: .unavailable)
@@ -402,29 +381,40 @@ final class HubLink {
     }
 
     func close(reason: String) {
-        if state == .connected { _ = mosquitto_disconnect(mosq) }
+        if state == .connected { client.disconnect() }
         owner.upDevicesRemove(device)
         for token in outstanding.values { owner.host.delivered(token: token, status: .unavailable) }
         outstanding.removeAll()
         owner.host.linkState(deviceID: device, .down, reason: reason)
-        mosquitto_destroy(mosq)
-        selfReference = nil
+        client.close()
+        closed = true
     }
 
-    // MARK: libmosquitto callbacks (on the I/O thread, inside mosquitto_loop_*)
+    // MARK: libmosquitto's events (on the I/O thread, inside the connection's calls)
+
+    private func on(_ event: MosquittoEvent) {
+        switch event {
+        case .connected(let code): onConnect(code)
+        case .disconnected(let code): onDisconnect(code)
+        case .published(let mid): onPublish(mid)
+        case .message(let message): owner.received(topic: message.topic, payload: message.payload, device: device)
+        case .log(_, let text): owner.host.log(.warning, "device \(device): libmosquitto: \(text)")
+        case .subscribed: break
+        }
+    }
 
     private func onConnect(_ rc: Int32) {
         guard rc == 0 else {
-            _ = mosquitto_disconnect(mosq)
-            fail(reason: "hub refused the connection: \(String(cString: mosquitto_connack_string(rc)))")
+            client.disconnect()
+            fail(reason: "hub refused the connection: \(Mosquitto.connackText(rc))")
             return
         }
         state = .connected
         backoff.reset()
         retryAtMS = 1  // from now on reconnect, keeping the session
         // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
-        _ = mosquitto_subscribe(mosq, nil, IoTHubTopic.c2dFilter(deviceID: device), 1)
-        _ = mosquitto_subscribe(mosq, nil, IoTHubTopic.methodsFilter, 0)
+        _ = try? client.subscribe(IoTHubTopic.c2dFilter(deviceID: device), qos: 1)
+        _ = try? client.subscribe(IoTHubTopic.methodsFilter, qos: 0)
         owner.upDevicesInsert(device)
         owner.host.linkState(deviceID: device, .up)
     }
@@ -440,26 +430,13 @@ final class HubLink {
             return
         }
         guard state != .waiting else { return }  // a refused CONNACK already scheduled the retry
-        fail(reason: rc == 0 ? "disconnected" : "connection lost: \(Self.describe(rc))")
+        fail(reason: rc == 0 ? "disconnected" : "connection lost: \(Mosquitto.describe(rc))")
     }
 
     private func onPublish(_ mid: Int32) {
         if let token = outstanding.removeValue(forKey: mid) {
             owner.host.delivered(token: token, status: .ok)
         }
-    }
-
-    private func onMessage(_ message: mosquitto_message) {
-        let topic = message.topic.map { String(cString: $0) } ?? ""
-        let payload: [UInt8] =
-            message.payloadlen > 0 && message.payload != nil
-            ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen))) : []
-        owner.received(topic: topic, payload: payload, device: device)
-    }
-
-    static func describe(_ rc: Int32) -> String {
-        if rc == MOSQ_ERR_ERRNO.rawValue { return String(cString: strerror(errno)) }
-        return String(cString: mosquitto_strerror(rc))
     }
 }
 

@@ -1,10 +1,5 @@
-import CMosquitto
 import Foundation
-import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#endif
+import MosquittoClient
 
 /// Where DPS is and how to reach it.
 public struct DPSSettings: Sendable {
@@ -67,12 +62,11 @@ public struct ProvisioningError: Error, Sendable, CustomStringConvertible {
 ///     PUBLISH  $dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=…   (after N s)
 ///     ← $dps/registrations/res/200/?$rid=2                            {"status": "assigned", "registrationState": {…}}
 ///
-/// The caller's thread drives the connection with poll(2) (`Pump`): libmosquitto's own loop
-/// (`mosquitto_loop_start`) uses select(2), which cannot watch a descriptor numbered 1024 or
-/// more — and a gateway with a few hundred hub identities (three descriptors each) has those, so
-/// every registration after about the 340th device hung until its timeout. The callbacks only
-/// hand events to the caller through `Events`, so `register` reads top to bottom like the
-/// exchange above.
+/// The caller's thread drives the connection (`MosquittoConnection.next(until:)`, poll(2)):
+/// libmosquitto's own loop (`mosquitto_loop_start`) uses select(2), which cannot watch a
+/// descriptor numbered 1024 or more — and a gateway with a few hundred hub identities (three
+/// descriptors each) has those, so every registration after about the 340th device hung until its
+/// timeout. Events queue for the caller, so `register` reads top to bottom like the exchange above.
 public enum DPSClient {
     /// Registers `registrationID` and waits for the assignment. `sign` returns the SAS token for
     /// a resource and expiry (the key stays with the caller: in memory or in the TPM).
@@ -80,19 +74,16 @@ public enum DPSClient {
         registrationID: String, settings: DPSSettings, timeout: Duration = .seconds(60),
         sign: (_ resource: String, _ expiry: Int64) throws -> String
     ) throws(ProvisioningError) -> DPSAssignment {
-        _ = initLibrary
-        let events = Events()
-        let box = Unmanaged.passRetained(events)
-        defer { box.release() }
-        guard let mosq = mosquitto_new(registrationID, true, box.toOpaque()) else {
+        let client: MosquittoConnection
+        do {
+            client = try MosquittoConnection(clientID: registrationID, cleanSession: true)
+        } catch {
             throw ProvisioningError(.unreachable, "libmosquitto could not create a client")
         }
-        defer { mosquitto_destroy(mosq) }
-        _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
-        let tls = mosquitto_tls_set(
-            mosq, settings.caFile, settings.caFile == nil ? "/etc/ssl/certs" : nil, nil, nil, nil)
-        guard tls == MOSQ_ERR_SUCCESS.rawValue else {
-            throw ProvisioningError(.unreachable, "TLS setup failed: \(String(cString: mosquitto_strerror(tls)))")
+        do {
+            try client.setTLS(caFile: settings.caFile, caPath: settings.caFile == nil ? "/etc/ssl/certs" : nil)
+        } catch {
+            throw ProvisioningError(.unreachable, "TLS setup failed: \(error)")
         }
         let resource = "\(settings.idScope)/registrations/\(registrationID)"
         let token: String
@@ -102,57 +93,51 @@ public enum DPSClient {
             throw ProvisioningError(.signing, "cannot sign the registration token: \(error)")
         }
         let username = "\(settings.idScope)/registrations/\(registrationID)/api-version=\(settings.apiVersion)"
-        _ = mosquitto_username_pw_set(mosq, username, token)
-        mosquitto_connect_callback_set(mosq) { _, user, rc in Events.from(user).post(.connected(rc)) }
-        mosquitto_disconnect_callback_set(mosq) { _, user, rc in Events.from(user).post(.disconnected(rc)) }
-        mosquitto_subscribe_callback_set(mosq) { _, user, _, _, _ in Events.from(user).post(.subscribed) }
-        mosquitto_message_callback_set(mosq) { _, user, message in
-            guard let message else { return }
-            let topic = String(cString: message.pointee.topic)
-            let payload =
-                message.pointee.payloadlen > 0
-                ? Data(bytes: message.pointee.payload, count: Int(message.pointee.payloadlen)) : Data()
-            Events.from(user).post(.message(topic, payload))
+        do {
+            try client.setCredentials(username: username, password: token)
+        } catch {
+            throw ProvisioningError(.unreachable, "cannot set the credentials of \(registrationID): \(error)")
         }
-        let rc = mosquitto_connect(mosq, settings.host, Int32(settings.port), 60)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+        do {
+            try client.connect(host: settings.host, port: settings.port, keepAlive: 60)
+        } catch {
             throw ProvisioningError(
-                .unreachable, "cannot connect to DPS at \(settings.host):\(settings.port): \(describe(rc))")
+                .unreachable, "cannot connect to DPS at \(settings.host):\(settings.port): \(error)")
         }
-        let pump = Pump(mosq: mosq, events: events)
         defer {
-            _ = mosquitto_disconnect(mosq)
-            pump.flush()
+            client.disconnect()
+            client.flush()
         }
         let deadline = ContinuousClock.now + timeout
 
-        switch pump.next(until: deadline) {
+        switch client.next(until: deadline) {
         case .connected(0): break
         case .connected(let code):
             throw ProvisioningError(
-                .refused,
-                "DPS refused the registration of \(registrationID): \(String(cString: mosquitto_connack_string(code)))")
+                .refused, "DPS refused the registration of \(registrationID): \(Mosquitto.connackText(code))")
         case .disconnected:
             throw ProvisioningError(.refused, "DPS closed the connection of \(registrationID) (TLS or credentials)")
         case nil: throw ProvisioningError(.timeout, "no answer from DPS within \(timeout)")
         default: throw ProvisioningError(.protocolError, "unexpected event before CONNACK")
         }
-        _ = mosquitto_subscribe(mosq, nil, "$dps/registrations/res/#", 1)
-        guard case .subscribed = pump.next(until: deadline) else {
+        _ = try? client.subscribe("$dps/registrations/res/#", qos: 1)
+        guard case .subscribed = client.next(until: deadline) else {
             throw ProvisioningError(.protocolError, "DPS did not acknowledge the subscription")
         }
         let body = (try? JSONSerialization.data(withJSONObject: ["registrationId": registrationID])) ?? Data()
         var requestID = 1
-        publish(mosq, "$dps/registrations/PUT/iotdps-register/?$rid=\(requestID)", body)
+        publish(client, "$dps/registrations/PUT/iotdps-register/?$rid=\(requestID)", body)
         while true {
-            guard let event = pump.next(until: deadline) else {
+            guard let event = client.next(until: deadline) else {
                 throw ProvisioningError(
                     .timeout, "DPS did not finish the registration of \(registrationID) within \(timeout)")
             }
-            guard case .message(let topic, let payload) = event else {
+            // Our own QoS 0 requests, written.
+            if case .published = event { continue }
+            guard case .message(let message) = event else {
                 throw ProvisioningError(.unreachable, "the connection to DPS dropped during the registration")
             }
-            let response = try Response(topic: topic, payload: payload)
+            let response = try Response(topic: message.topic, payload: Data(message.payload))
             guard response.requestID == "\(requestID)" else { continue }
             switch response.status {
             case 200:
@@ -170,12 +155,12 @@ public enum DPSClient {
                     throw ProvisioningError(.protocolError, "DPS answered \(response.status) without an operationId")
                 }
                 // Waits while keeping the connection serviced (PUBACKs, keepalive).
-                pump.idle(
+                client.idle(
                     until: min(
                         deadline, ContinuousClock.now + .seconds(min(max(response.retryAfter ?? 1, 1), 30))))
                 requestID += 1
                 publish(
-                    mosq,
+                    client,
                     "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=\(requestID)&operationId=\(operation)",
                     body)
             default:
@@ -185,16 +170,8 @@ public enum DPSClient {
         }
     }
 
-    private static func publish(_ mosq: OpaquePointer, _ topic: String, _ body: Data) {
-        _ = body.withUnsafeBytes { bytes in
-            mosquitto_publish(mosq, nil, topic, Int32(bytes.count), bytes.baseAddress, 0, false)
-        }
-    }
-
-    private static let initLibrary: Void = { _ = mosquitto_lib_init() }()
-
-    static func describe(_ rc: Int32) -> String {
-        rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
+    private static func publish(_ client: MosquittoConnection, _ topic: String, _ body: Data) {
+        _ = try? client.publish(topic: topic, payload: [UInt8](body), qos: 0)
     }
 
     /// One `$dps/registrations/res/{status}/?$rid=…&retry-after=…` message.
@@ -235,91 +212,5 @@ public enum DPSClient {
             let message = (json["message"] ?? json["errorMessage"] ?? state?["errorMessage"]) as? String
             errorText = message.map { ": \($0)" } ?? ""
         }
-    }
-}
-
-/// Drives one libmosquitto client on the calling thread with poll(2), which, unlike the
-/// select(2) inside `mosquitto_loop`, works for any descriptor number.
-struct Pump {
-    let mosq: OpaquePointer
-    let events: Events
-
-    /// Services the connection until an event arrives or the deadline passes.
-    func next(until deadline: ContinuousClock.Instant) -> Events.Event? {
-        while true {
-            if let event = events.take() { return event }
-            guard ContinuousClock.now < deadline else { return nil }
-            step(until: deadline)
-        }
-    }
-
-    /// Services the connection until the deadline, leaving events queued.
-    func idle(until deadline: ContinuousClock.Instant) {
-        while ContinuousClock.now < deadline { step(until: deadline) }
-    }
-
-    /// Writes out what is queued (the DISCONNECT), for a short while at most.
-    func flush() {
-        let deadline = ContinuousClock.now + .milliseconds(200)
-        while mosquitto_want_write(mosq), mosquitto_socket(mosq) >= 0, ContinuousClock.now < deadline {
-            step(until: deadline)
-        }
-    }
-
-    /// One poll of at most 50 ms, then libmosquitto's read, write and housekeeping.
-    private func step(until deadline: ContinuousClock.Instant) {
-        let socket = mosquitto_socket(mosq)
-        let left = deadline - .now
-        let ms = Int32(
-            clamping: min(
-                50, max(0, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
-        guard socket >= 0 else {
-            // Closed: nothing to poll; the disconnect event is queued already.
-            usleep(UInt32(ms) * 1000)
-            return
-        }
-        var watched = pollfd(
-            fd: socket, events: Int16(POLLIN) | (mosquitto_want_write(mosq) ? Int16(POLLOUT) : 0), revents: 0)
-        let ready = poll(&watched, 1, ms)
-        if ready > 0 {
-            if watched.revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { _ = mosquitto_loop_read(mosq, 1) }
-            if watched.revents & Int16(POLLOUT) != 0, mosquitto_socket(mosq) >= 0 { _ = mosquitto_loop_write(mosq, 1) }
-        }
-        _ = mosquitto_loop_misc(mosq)
-    }
-}
-
-/// Events from libmosquitto's callbacks to the registering caller.
-final class Events: Sendable {
-    enum Event: Sendable {
-        case connected(Int32)
-        case disconnected(Int32)
-        case subscribed
-        case message(String, Data)
-    }
-
-    private let queue = Mutex<[Event]>([])
-    private let signal = DispatchSemaphore(value: 0)
-
-    static func from(_ raw: UnsafeMutableRawPointer?) -> Events {
-        Unmanaged<Events>.fromOpaque(raw!).takeUnretainedValue()
-    }
-
-    func post(_ event: Event) {
-        queue.withLock { $0.append(event) }
-        signal.signal()
-    }
-
-    /// The oldest event, without waiting.
-    func take() -> Event? {
-        queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
-    }
-
-    func next(until deadline: ContinuousClock.Instant) -> Event? {
-        let left = deadline - .now
-        guard left > .zero else { return nil }
-        let ms = Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
-        guard signal.wait(timeout: .now() + .milliseconds(ms)) == .success else { return nil }
-        return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
     }
 }

@@ -1,10 +1,5 @@
-import CMosquitto
 import Foundation
-import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#endif
+import MosquittoClient
 
 /// Where the site broker is, and the CA to check its certificate with (nil: plain MQTT, as on
 /// the gateway's own loopback listener).
@@ -63,8 +58,11 @@ public struct SiteBrokerError: Error, Sendable, CustomStringConvertible {
 ///
 /// mosquitto 2.0.11 publishes every response to every subscriber of the response topic, so
 /// each command carries a random `correlationData` and only our own answers are taken.
-/// libmosquitto runs the connection on its own thread; its callbacks only queue events for
-/// the calling thread (`BrokerEvents`), so the exchange reads top to bottom.
+/// The calling thread drives the connection with poll(2) while it waits for an answer
+/// (`MosquittoConnection.next(until:)`), so the exchange reads top to bottom; libmosquitto's
+/// own thread (`mosquitto_loop_start`) would use select(2), blind past descriptor 1023. Nothing
+/// services the connection between calls: the CLI's sessions last seconds, well inside the
+/// 30 s keepalive.
 public final class DynsecClient {
     public static let controlTopic = "$CONTROL/dynamic-security/v1"
     public static let responseTopic = "$CONTROL/dynamic-security/v1/response"
@@ -79,9 +77,7 @@ public final class DynsecClient {
 
     let endpoint: BrokerEndpoint
     let timeout: Duration
-    private let mosq: OpaquePointer
-    private let events: BrokerEvents
-    private let box: Unmanaged<BrokerEvents>
+    private let connection: MosquittoConnection
     private var closed = false
     private let session = "gh-\(UInt64.random(in: 0...UInt64.max))"
     private var sequence = 0
@@ -91,17 +87,14 @@ public final class DynsecClient {
     public init(endpoint: BrokerEndpoint, username: String, password: String, timeout: Duration = .seconds(10))
         throws(SiteBrokerError)
     {
-        _ = Self.initLibrary
         self.endpoint = endpoint
         self.timeout = timeout
-        events = BrokerEvents()
-        box = Unmanaged.passRetained(events)
         let clientID = "gatehouse-admin-\(UInt32.random(in: 0...UInt32.max))"
-        guard let mosq = mosquitto_new(clientID, true, box.toOpaque()) else {
-            box.release()
+        do {
+            connection = try MosquittoConnection(clientID: clientID, cleanSession: true)
+        } catch {
             throw SiteBrokerError(.unreachable, "libmosquitto could not create a client")
         }
-        self.mosq = mosq
         do {
             try open(username: username, password: password)
         } catch {
@@ -113,42 +106,32 @@ public final class DynsecClient {
     deinit { close() }
 
     private func open(username: String, password: String) throws(SiteBrokerError) {
-        _ = mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
         if let caFile = endpoint.caFile {
-            let rc = mosquitto_tls_set(mosq, caFile, nil, nil, nil, nil)
-            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                throw SiteBrokerError(
-                    .unreachable, "TLS setup for \(endpoint) with \(caFile) failed: \(Self.describe(rc))")
+            do {
+                try connection.setTLS(caFile: caFile, caPath: nil)
+            } catch {
+                throw SiteBrokerError(.unreachable, "TLS setup for \(endpoint) with \(caFile) failed: \(error)")
             }
         }
-        _ = mosquitto_username_pw_set(mosq, username, password)
-        mosquitto_connect_callback_set(mosq) { _, user, rc in BrokerEvents.from(user).post(.connected(rc)) }
-        mosquitto_disconnect_callback_set(mosq) { _, user, rc in BrokerEvents.from(user).post(.disconnected(rc)) }
-        mosquitto_subscribe_callback_set(mosq) { _, user, _, count, granted in
-            let refused = count < 1 || granted == nil || granted![0] == 0x80
-            BrokerEvents.from(user).post(.subscribed(granted: !refused))
+        do {
+            try connection.setCredentials(username: username, password: password)
+        } catch {
+            throw SiteBrokerError(
+                .unreachable, "cannot log in to the site broker at \(endpoint) as `\(username)`: \(error)")
         }
-        mosquitto_message_callback_set(mosq) { _, user, message in
-            guard let message else { return }
-            let topic = String(cString: message.pointee.topic)
-            let payload =
-                message.pointee.payloadlen > 0
-                ? Data(bytes: message.pointee.payload, count: Int(message.pointee.payloadlen)) : Data()
-            BrokerEvents.from(user).post(.message(topic, payload))
+        do {
+            try connection.connect(host: endpoint.host, port: endpoint.port, keepAlive: 30)
+        } catch {
+            throw SiteBrokerError(.unreachable, "cannot reach the site broker at \(endpoint): \(error)")
         }
-        let rc = mosquitto_connect(mosq, endpoint.host, Int32(endpoint.port), 30)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            throw SiteBrokerError(.unreachable, "cannot reach the site broker at \(endpoint): \(Self.describe(rc))")
-        }
-        _ = mosquitto_loop_start(mosq)
         let deadline = ContinuousClock.now + timeout
-        switch events.next(until: deadline) {
+        switch connection.next(until: deadline) {
         case .connected(0): break
         case .connected(let code):
             throw SiteBrokerError(
                 .authRefused,
                 "the site broker at \(endpoint) refused the login of `\(username)`: "
-                    + String(cString: mosquitto_connack_string(code)))
+                    + Mosquitto.connackText(code))
         case .disconnected:
             throw SiteBrokerError(
                 .unreachable,
@@ -158,10 +141,10 @@ public final class DynsecClient {
         default:
             throw SiteBrokerError(.protocolError, "unexpected event from \(endpoint) before CONNACK")
         }
-        _ = mosquitto_subscribe(mosq, nil, Self.responseTopic, 1)
-        switch events.next(until: deadline) {
-        case .subscribed(granted: true): break
-        case .subscribed(granted: false):
+        _ = try? connection.subscribe(Self.responseTopic, qos: 1)
+        switch connection.next(until: deadline) {
+        case .subscribed(_, let granted) where granted.first.map({ $0 != 0x80 }) ?? false: break
+        case .subscribed:
             throw SiteBrokerError(
                 .notAdmin,
                 "`\(username)` may not use \(Self.controlTopic) on \(endpoint): is the dynamic security plugin loaded, "
@@ -192,23 +175,23 @@ public final class DynsecClient {
         } catch {
             throw SiteBrokerError(.protocolError, "cannot encode a dynamic security command")
         }
-        let rc = body.withUnsafeBytes { bytes in
-            mosquitto_publish(mosq, nil, Self.controlTopic, Int32(bytes.count), bytes.baseAddress, 1, false)
-        }
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            throw SiteBrokerError(.unreachable, "cannot send to the site broker at \(endpoint): \(Self.describe(rc))")
+        do {
+            try connection.publish(topic: Self.controlTopic, payload: [UInt8](body), qos: 1)
+        } catch {
+            throw SiteBrokerError(.unreachable, "cannot send to the site broker at \(endpoint): \(error)")
         }
         var answers: [String: Response] = [:]
         let deadline = ContinuousClock.now + timeout
         while answers.count < ids.count {
-            guard let event = events.next(until: deadline) else {
+            guard let event = connection.next(until: deadline) else {
                 throw SiteBrokerError(
                     .timeout,
                     "the site broker at \(endpoint) did not answer \(commands.compactMap { $0["command"] as? String }.joined(separator: ", ")) within \(timeout)"
                 )
             }
             switch event {
-            case .message(Self.responseTopic, let payload):
+            case .message(let message) where message.topic == Self.responseTopic:
+                let payload = Data(message.payload)
                 let json = (try? JSONSerialization.jsonObject(with: payload)) as? [String: Any]
                 for item in json?["responses"] as? [[String: Any]] ?? [] {
                     guard let id = item["correlationData"] as? String, ids.contains(id) else { continue }
@@ -243,45 +226,8 @@ public final class DynsecClient {
     public func close() {
         guard !closed else { return }
         closed = true
-        _ = mosquitto_disconnect(mosq)
-        _ = mosquitto_loop_stop(mosq, false)
-        mosquitto_destroy(mosq)
-        box.release()
-    }
-
-    private static let initLibrary: Void = { _ = mosquitto_lib_init() }()
-
-    static func describe(_ rc: Int32) -> String {
-        rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
-    }
-}
-
-/// Events from libmosquitto's thread to the waiting caller.
-final class BrokerEvents: Sendable {
-    enum Event: Sendable {
-        case connected(Int32)
-        case disconnected(Int32)
-        case subscribed(granted: Bool)
-        case message(String, Data)
-    }
-
-    private let queue = Mutex<[Event]>([])
-    private let signal = DispatchSemaphore(value: 0)
-
-    static func from(_ raw: UnsafeMutableRawPointer?) -> BrokerEvents {
-        Unmanaged<BrokerEvents>.fromOpaque(raw!).takeUnretainedValue()
-    }
-
-    func post(_ event: Event) {
-        queue.withLock { $0.append(event) }
-        signal.signal()
-    }
-
-    func next(until deadline: ContinuousClock.Instant) -> Event? {
-        let left = deadline - .now
-        guard left > .zero else { return nil }
-        let ms = Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
-        guard signal.wait(timeout: .now() + .milliseconds(ms)) == .success else { return nil }
-        return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+        connection.disconnect()
+        connection.flush()
+        connection.close()
     }
 }
