@@ -43,6 +43,9 @@ let package = Package(
         // IoT Hub's MQTT wire format: property bags, topics, limits. Both the device side (the
         // `mqtt` transport, the relay) and the hub side (DevHub) use it; no dependencies.
         .target(name: "IoTHubWire"),
+        // The one JSON module: a strict parser (ordered members, exact numbers, no duplicate
+        // names, a depth limit) and a deterministic writer. No dependencies.
+        .target(name: "StrictJSON"),
         .systemLibrary(
             name: "CMosquitto",
             path: "Sources/CMosquitto",
@@ -88,6 +91,7 @@ let package = Package(
         .target(
             name: "GatehouseAuth",
             dependencies: [
+                "StrictJSON",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -110,6 +114,7 @@ let package = Package(
                 "GatehouseAuth",
                 "GatehouseSiteBroker",
                 "GateRules",
+                "StrictJSON",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -147,6 +152,7 @@ let package = Package(
         .target(
             name: "DevHubKit",
             dependencies: [
+                "StrictJSON",
                 "MQTTCodec",
                 "IoTHubWire",
                 // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
@@ -165,6 +171,7 @@ let package = Package(
             name: "DevHub",
             dependencies: [
                 "DevHubKit",
+                "StrictJSON",
                 "IoTHubWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -211,12 +218,14 @@ let package = Package(
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
+        .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         .testTarget(
-            name: "DevHubTests", dependencies: ["DevHubKit", "IoTHubWire", "MQTTCodec", "GatehouseTestSupport"]),
+            name: "DevHubTests",
+            dependencies: ["DevHubKit", "StrictJSON", "IoTHubWire", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
         .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
         .testTarget(

@@ -4,6 +4,7 @@ import DevHubKit
 import Foundation
 import IoTHubWire
 import Logging
+import StrictJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -374,9 +375,10 @@ struct Method: ParsableCommand {
         do { json = try JSONValue(parsing: payload) } catch {
             throw ValidationError("the payload is not JSON: \(error)")
         }
+        guard let seconds = JSONNumber(timeout) else { throw ValidationError("--timeout must be a finite number") }
         try control.call(
             .post, "/api/devices/\(encodePath(deviceID))/methods/\(encodePath(name))",
-            body: .object(["payload": json, "responseTimeoutInSeconds": .number(String(timeout))]))
+            body: .object(["payload": json, "responseTimeoutInSeconds": .number(seconds)]))
     }
 }
 

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 
 /// A request to the control API, body already collected.
 public struct ControlRequest: Sendable {
@@ -15,7 +16,7 @@ public struct ControlRequest: Sendable {
 
     /// The body as JSON; an empty body is `{}`.
     func json() throws -> JSONValue {
-        guard !body.isEmpty else { return .object([]) }
+        guard !body.isEmpty else { return .object([:]) }
         do {
             return try JSONValue(parsing: body)
         } catch {
@@ -244,7 +245,7 @@ final class ControlAPI: Sendable {
                 let records = try store.telemetry(deviceID: deviceID, after: after, limit: limit)
                 return .object([
                     "messages": .array(records.map(Self.telemetryJSON)),
-                    "last": .number(String(records.last?.sequence ?? after)),
+                    "last": .int(records.last?.sequence ?? after),
                 ])
             }
         case (.DELETE, "telemetry", 1):
@@ -460,7 +461,7 @@ final class ControlAPI: Sendable {
 
     static func telemetryJSON(_ record: TelemetryRecord) -> JSONValue {
         .object([
-            "seq": .number(String(record.sequence)), "deviceId": .string(record.deviceID),
+            "seq": .int(record.sequence), "deviceId": .string(record.deviceID),
             "receivedAt": .string(DevHubTime.iso8601(record.receivedAt)), "topic": .string(record.topic),
             "properties": DevHubStore.propertiesJSON(record.properties),
             "payload": String(validating: record.payload, as: UTF8.self).map(JSONValue.string) ?? .null,
@@ -471,7 +472,7 @@ final class ControlAPI: Sendable {
 
     static func c2dJSON(_ message: C2DMessage) -> JSONValue {
         .object([
-            "seq": .number(String(message.sequence)), "deviceId": .string(message.deviceID),
+            "seq": .int(message.sequence), "deviceId": .string(message.deviceID),
             "messageId": .string(message.messageID),
             "properties": DevHubStore.propertiesJSON(message.properties),
             "payload": String(validating: message.payload, as: UTF8.self).map(JSONValue.string) ?? .null,

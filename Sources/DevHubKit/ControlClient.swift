@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 
 /// A minimal blocking HTTP/1.1 client for the control API, used by the CLI subcommands.
 public struct ControlClient: Sendable {

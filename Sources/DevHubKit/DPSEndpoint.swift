@@ -4,6 +4,7 @@ import Logging
 import MQTTCodec
 import NIOCore
 import NIOPosix
+import StrictJSON
 import Synchronization
 
 // The Device Provisioning Service over MQTT (docs/protocols.md §1.a): symmetric-key attestation

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 import Synchronization
 
 // DPS over HTTPS (docs/protocols.md §1.a "HTTPS flow" and §1.b "HTTP flow"): the transport TPM
@@ -104,7 +105,7 @@ final class DPSHTTPS: Sendable {
     {
         let request: JSONValue
         do {
-            request = body.isEmpty ? .object([]) : try JSONValue(parsing: body)
+            request = body.isEmpty ? .object([:]) : try JSONValue(parsing: body)
         } catch {
             return .error(400, code: 400004, "the request body is not JSON")
         }
@@ -157,7 +158,7 @@ final class DPSHTTPS: Sendable {
                     keys: [SymmetricKeyText(bytes: hubKey)], label: "individual")
                 operationID = registration.operationID
                 result = registration.operationStatusJSON
-                var registrationState = result["registrationState"] ?? .object([])
+                var registrationState = result["registrationState"] ?? .object([:])
                 registrationState.set(
                     "tpm", .object(["authenticationKey": .string(Data(blob).base64EncodedString())]))
                 result.set("registrationState", registrationState)

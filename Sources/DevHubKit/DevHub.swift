@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import StrictJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -22,7 +23,7 @@ import NIOSSL
 // - `TelemetryWriter.swift`: batched, durable telemetry writes.
 // - `ControlAPI.swift` + `ControlClient.swift`: the local HTTP/JSON control interface.
 // - `Certificates.swift`: the CA and server certificate.
-// - `JSONValue.swift`: order-preserving JSON. IoT Hub property bags and topics: IoTHubWire.
+// JSON (order-preserving, numbers exact, strict): StrictJSON. Property bags and topics: IoTHubWire.
 
 /// How to run DevHub.
 public struct DevHubConfiguration: Sendable {

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import IoTHubWire
+import StrictJSON
 
 /// DevHub's state in SQLite (`devhub.sqlite` in the data folder): enrollments, registrations,
 /// devices, twins, C2D queues and received telemetry. Survives restarts.
@@ -462,14 +463,14 @@ public final class DevHubStore: Sendable {
                 db, sql: "SELECT * FROM twin WHERE device_id = ?", arguments: [deviceID])
         else {
             return DeviceTwin(
-                deviceID: deviceID, desired: .object([]), desiredVersion: 1, reported: .object([]),
+                deviceID: deviceID, desired: .object([:]), desiredVersion: 1, reported: .object([:]),
                 reportedVersion: 1)
         }
         return DeviceTwin(
             deviceID: deviceID,
-            desired: (try? JSONValue(parsing: row["desired"] as String)) ?? .object([]),
+            desired: (try? JSONValue(parsing: row["desired"] as String)) ?? .object([:]),
             desiredVersion: row["desired_version"],
-            reported: (try? JSONValue(parsing: row["reported"] as String)) ?? .object([]),
+            reported: (try? JSONValue(parsing: row["reported"] as String)) ?? .object([:]),
             reportedVersion: row["reported_version"])
     }
 

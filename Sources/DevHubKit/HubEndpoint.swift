@@ -4,6 +4,7 @@ import Logging
 import MQTTCodec
 import NIOCore
 import NIOPosix
+import StrictJSON
 import Synchronization
 
 // The IoT Hub device endpoint (docs/protocols.md §2): authentication of `{hub}/{deviceId}/?…`

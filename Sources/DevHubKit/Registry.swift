@@ -1,5 +1,6 @@
 import Foundation
 import IoTHubWire
+import StrictJSON
 
 // The records DevHub keeps: DPS enrollments and registrations, the hub's identity registry,
 // and what devices sent or were sent. `DevHubStore` persists them.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StrictJSON
 import Synchronization
 
 /// The signing keys of one or more JWKS sources, kept on disk so verification works offline.
@@ -36,15 +37,44 @@ public actor JWKSCache {
 
     /// Per source, the last good keys (sanitised JWK members; empty: the source revoked them
     /// all) and when they were fetched.
-    struct SourceKeys: Codable, Sendable {
+    struct SourceKeys: Sendable {
         var source: String
         var fetchedAt: Date
-        var keys: [[String: JSONValue]]
+        var keys: [JSONObject]
     }
 
-    private struct DiskFormat: Codable {
-        var version = 1
-        var sources: [SourceKeys]
+    /// The cache file: `{"sources": [{"fetchedAt": …, "keys": [{JWK}, …], "source": …}, …],
+    /// "version": 1}`, `fetchedAt` in seconds since 2001-01-01 (what `JSONEncoder` wrote for a
+    /// `Date`, so older files still read).
+    private enum DiskFormat {
+        static func encode(_ sources: [SourceKeys]) -> Data {
+            let entries: [JSONValue] = sources.map { entry in
+                [
+                    "fetchedAt": JSONNumber(entry.fetchedAt.timeIntervalSinceReferenceDate).map(JSONValue.number) ?? 0,
+                    "keys": .array(entry.keys.map(JSONValue.object)), "source": .string(entry.source),
+                ]
+            }
+            let document: JSONValue = ["sources": .array(entries), "version": 1]
+            return Data(document.formatted(JSONFormat(indentation: "  ", sortsKeys: true)).utf8)
+        }
+
+        /// The entries of a version 1 file, or nil when it is not one.
+        static func decode(_ data: Data) -> [SourceKeys]? {
+            guard let document = try? JSONValue(parsing: data), document["version"]?.intValue == 1,
+                let entries = document["sources"]?.arrayValue
+            else { return nil }
+            var sources: [SourceKeys] = []
+            for entry in entries {
+                guard let source = entry["source"]?.stringValue, let fetchedAt = entry["fetchedAt"]?.doubleValue,
+                    let keys = entry["keys"]?.arrayValue
+                else { return nil }
+                let objects = keys.compactMap(\.objectValue)
+                guard objects.count == keys.count else { return nil }
+                let date = Date(timeIntervalSinceReferenceDate: fetchedAt)
+                sources.append(SourceKeys(source: source, fetchedAt: date, keys: objects))
+            }
+            return sources
+        }
     }
 
     /// A verifier and the time after which it is too old to use.
@@ -92,8 +122,8 @@ public actor JWKSCache {
         self.clock = clock
         self.logger = logger
         if let cacheFile, let data = FileManager.default.contents(atPath: cacheFile) {
-            if let disk = try? JSONDecoder().decode(DiskFormat.self, from: data), disk.version == 1 {
-                for entry in disk.sources where identifiers.contains(entry.source) {
+            if let disk = DiskFormat.decode(data) {
+                for entry in disk where identifiers.contains(entry.source) {
                     let sanitized = entry.keys.map { $0.filter { VerificationKey.publicMembers.contains($0.key) } }
                     stored[entry.source] = SourceKeys(source: entry.source, fetchedAt: entry.fetchedAt, keys: sanitized)
                 }
@@ -214,7 +244,7 @@ public actor JWKSCache {
                 }
                 // Only keys jwt-kit can load count. A document read successfully is authoritative
                 // even with none: the source has revoked every key.
-                var loadable: [[String: JSONValue]] = []
+                var loadable: [JSONObject] = []
                 for key in keys where await VerificationKey.make(from: key) != nil { loadable.append(key) }
                 if loadable.isEmpty {
                     logger.warning(
@@ -330,11 +360,9 @@ public actor JWKSCache {
 
     private func writeCache() {
         guard let cacheFile else { return }
-        let disk = DiskFormat(sources: sources.compactMap { stored[$0.identifier] })
+        let disk = DiskFormat.encode(sources.compactMap { stored[$0.identifier] })
         do {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-            try encoder.encode(disk).write(to: URL(fileURLWithPath: cacheFile), options: .atomic)
+            try disk.write(to: URL(fileURLWithPath: cacheFile), options: .atomic)
         } catch {
             logger.warning("JWKS disk cache not written", metadata: ["file": "\(cacheFile)", "error": "\(error)"])
         }

@@ -1,6 +1,7 @@
 import Foundation
 import JWTKit
 import Logging
+import StrictJSON
 
 /// Verifies the bearer tokens that come with cloud-to-device commands (Entra ID access tokens,
 /// v1 and v2).
@@ -136,7 +137,7 @@ public final class TokenVerifier: Sendable {
         return try checkClaims(claims, key: key, kid: kid, alg: alg)
     }
 
-    private func checkClaims(_ claims: [String: JSONValue], key: VerificationKey, kid: String, alg: String)
+    private func checkClaims(_ claims: JSONObject, key: VerificationKey, kid: String, alg: String)
         throws(AuthError) -> VerifiedToken
     {
         let now = clock.now().timeIntervalSince1970
@@ -223,11 +224,19 @@ public final class TokenVerifier: Sendable {
 
     // MARK: - Helpers
 
-    private static func decodeObject(_ part: Substring, what: String) throws(AuthError) -> [String: JSONValue] {
+    /// The header or payload, parsed strictly (StrictJSON): a member named twice, for one, is
+    /// refused rather than read one way here and another by the next parser in line.
+    private static func decodeObject(_ part: Substring, what: String) throws(AuthError) -> JSONObject {
         guard let data = Base64URL.decode(part) else {
             throw AuthError(.malformed, "the \(what) is not base64url")
         }
-        guard let value = try? JSONValue(parsingStrict: data), let object = value.objectValue else {
+        let value: JSONValue
+        do {
+            value = try JSONValue(parsing: data)
+        } catch {
+            throw AuthError(.malformed, "the \(what) is not valid JSON (at byte \(error.offset): \(error.message))")
+        }
+        guard let object = value.objectValue else {
             throw AuthError(.malformed, "the \(what) is not a JSON object")
         }
         return object
@@ -235,11 +244,11 @@ public final class TokenVerifier: Sendable {
 
     /// A NumericDate (RFC 7519 §2): a finite JSON number.
     private static func time(_ value: JSONValue?) -> Double? {
-        guard let number = value?.numberValue, number.isFinite else { return nil }
+        guard let number = value?.doubleValue, number.isFinite else { return nil }
         return number
     }
 
-    private static func optionalTime(_ claims: [String: JSONValue], _ name: String) throws(AuthError) -> Double? {
+    private static func optionalTime(_ claims: JSONObject, _ name: String) throws(AuthError) -> Double? {
         guard let value = claims[name] else { return nil }
         guard let time = time(value) else { throw AuthError(.malformed, "\(name) is not a number") }
         return time

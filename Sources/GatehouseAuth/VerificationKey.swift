@@ -1,5 +1,6 @@
 import Foundation
 import JWTKit
+import StrictJSON
 
 /// One public key from a JWKS, turned by jwt-kit into a verifier for each algorithm it can serve.
 ///
@@ -28,11 +29,11 @@ struct VerificationKey: Sendable {
     /// whole set when one key has a type or `alg` it does not know (an encryption key, an
     /// `oct` key): one unusable key must not void the others. Keys without `kid`, with `use`
     /// other than `sig`, or that jwt-kit cannot load are skipped, with the reason returned.
-    static func parse(jwks data: Data) throws(AuthError) -> (keys: [[String: JSONValue]], skipped: [String]) {
+    static func parse(jwks data: Data) throws(AuthError) -> (keys: [JSONObject], skipped: [String]) {
         guard let document = try? JSONValue(parsing: data), let keys = document["keys"]?.arrayValue else {
             throw AuthError(.keySetUnavailable, "not a JWKS document (a JSON object with a \"keys\" array)")
         }
-        var usable: [[String: JSONValue]] = []
+        var usable: [JSONObject] = []
         var skipped: [String] = []
         for (index, key) in keys.enumerated() {
             guard let members = key.objectValue else {
@@ -58,10 +59,9 @@ struct VerificationKey: Sendable {
 
     /// Builds the verifiers for one sanitised JWK with jwt-kit (`nil` when jwt-kit cannot load it,
     /// e.g. an RSA modulus under 2048 bits or a point not on the curve).
-    static func make(from members: [String: JSONValue]) async -> VerificationKey? {
+    static func make(from members: JSONObject) async -> VerificationKey? {
         guard let kid = members["kid"]?.stringValue, let kty = members["kty"]?.stringValue,
-            let json = try? JSONValue.object(members).serialized(),
-            var jwk = try? JSONDecoder().decode(JWK.self, from: json)
+            var jwk = try? JSONDecoder().decode(JWK.self, from: Data(JSONValue.object(members).utf8Bytes))
         else { return nil }
         jwk.privateExponent = nil
         jwk.prime1 = nil

@@ -1,9 +1,11 @@
 import Foundation
+import StrictJSON
 
 /// A token whose signature, lifetime, issuer, audience and tenant all checked out.
 public struct VerifiedToken: Sendable, Hashable {
-    /// Every payload claim as it was, for the rule policy (`token.roles`, `token.scp`, …).
-    public let claims: [String: JSONValue]
+    /// Every payload claim as it was (in order, numbers exact), for the rule policy (`token.roles`,
+    /// `token.scp`, …).
+    public let claims: JSONObject
     /// `sub`. For authorization keys prefer `objectID` with `tenant` (docs/protocols.md §5.4, step 6).
     public let subject: String
     /// `oid`, the immutable object id of the user or service principal, when present.

@@ -1,6 +1,7 @@
 import DevHubKit
 import Foundation
 import GatehouseTestSupport
+import StrictJSON
 import Testing
 
 /// The real `gatehouse-devhub` binary on free loopback ports, with its control API.

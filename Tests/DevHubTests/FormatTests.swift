@@ -2,36 +2,6 @@ import Testing
 
 @testable import DevHubKit
 
-@Suite struct JSONValueTests {
-    @Test func keepsMemberOrderAndNumberText() throws {
-        let text = #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"\u00e9\n\"q\""}}"#
-        let value = try JSONValue(parsing: text)
-        #expect(value.description == #"{"z":1,"a":[true,false,null,-0.50,1E+3],"m":{"x":"é\n\"q\""}}"#)
-        #expect(try JSONValue(parsing: value.prettyDescription) == value)
-    }
-
-    @Test(arguments: [
-        "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "+1", "\"\\x\"", "\"\u{01}\"", "nul", "1 2",
-        "{'a':1}",
-        "\"\\ud800\"", String(repeating: "[", count: 65) + String(repeating: "]", count: 65),
-    ])
-    func rejectsInvalidJSON(text: String) {
-        #expect(throws: JSONParseError.self) { try JSONValue(parsing: text) }
-    }
-
-    @Test func deepNestingIsRefusedWithoutRecursionBlowUp() {
-        let bomb = String(repeating: "[", count: 100_000)
-        #expect(throws: JSONParseError.self) { try JSONValue(parsing: bomb) }
-    }
-
-    @Test func mergePatchFollowsRFC7396() throws {
-        let target = try JSONValue(parsing: #"{"a":1,"b":{"c":2,"d":3},"e":[1]}"#)
-        let patch = try JSONValue(parsing: #"{"a":null,"b":{"c":null,"f":4},"e":{"x":1},"g":"new"}"#)
-        #expect(
-            target.merging(patch: patch).description == #"{"b":{"d":3,"f":4},"e":{"x":1},"g":"new"}"#)
-    }
-}
-
 @Suite struct UsernameTests {
     @Test func hubUsernames() throws {
         let parsed = try #require(

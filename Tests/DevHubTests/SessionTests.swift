@@ -1,5 +1,6 @@
 import IoTHubWire
 import MQTTCodec
+import StrictJSON
 import Testing
 
 @testable import DevHubKit

@@ -4,6 +4,7 @@ import GatehouseAuth
 import GatehousePluginKit
 import GatehouseStore
 import Logging
+import StrictJSON
 import Synchronization
 
 /// The command gate: decides whether a cloud-to-device command may reach its leaf device.
@@ -38,12 +39,11 @@ public final class CommandGate: Sendable {
         /// writer persists it with the decision's row, so it is durable before any delivery.
         public var commandID: CommandIDRecord?
 
-        /// The JSON a refused method gets with status 403.
+        /// The JSON a refused method gets with status 403 (members sorted by name).
         public var refusalBody: [UInt8] {
-            var body: [String: Any] = ["status": 403, "effect": "deny", "reason": reason]
-            if !rules.isEmpty { body["rules"] = rules }
-            return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])).map { [UInt8]($0) }
-                ?? Array(#"{"status":403,"effect":"deny"}"#.utf8)
+            var body: JSONObject = ["status": 403, "effect": "deny", "reason": .string(reason)]
+            if !rules.isEmpty { body["rules"] = .array(rules.map(JSONValue.string)) }
+            return Array(JSONValue.object(body).formatted(JSONFormat(sortsKeys: true)).utf8)
         }
     }
 
@@ -166,7 +166,7 @@ public final class CommandGate: Sendable {
         guard !device.removed else { return deny("device \(command.deviceID) was removed (gatehouse devices remove)") }
         let input = CommandInput(
             command: parsed.ruleValue(kind: command.kind),
-            token: .map(verified.claims.mapValues(Value.init)),
+            token: Value(verified.claims),
             device: .map([
                 "id": .string(command.deviceID), "model": .string(device.model),
                 "tags": .map(
@@ -267,16 +267,17 @@ struct ParsedCommand: Sendable {
                     properties: Dictionary(kept.map { ($0.key, $0.value) }) { a, _ in a },
                     deliverable: deliverable))
         case .directMethod:
-            let object: [String: JSONValue]
+            let object: JSONObject
             do {
-                guard let parsed = try JSONValue(parsingStrict: Data(command.payload)).objectValue else {
+                guard let parsed = try JSONValue(parsing: command.payload).objectValue else {
                     return .failure(
                         Problem(reason: "the method payload is not a JSON object (it must carry the caller token)"))
                 }
                 object = parsed
             } catch {
+                // The parse error names the byte and the rule, never the payload's text.
                 return .failure(
-                    Problem(reason: "the method payload is not valid JSON (it must carry the caller token)"))
+                    Problem(reason: "the method payload is not valid JSON (it must carry the caller token): \(error)"))
             }
             var token: String?
             let tokenKeys = object.keys.filter { isTokenKey($0, settings.methodTokenField) }
@@ -307,21 +308,19 @@ struct ParsedCommand: Sendable {
             var rest = object
             for key in tokenKeys { rest[key] = nil }
             rest[settings.methodIDField] = nil
+            // The rest as the caller wrote it: members in their order, numbers exact.
             var deliverable = command
-            guard let payload = try? JSONValue.object(rest).serialized() else {
-                return .failure(Problem(reason: "the method payload cannot be re-encoded"))
-            }
-            deliverable.payload = [UInt8](payload)
+            deliverable.payload = JSONValue.object(rest).utf8Bytes
             return .success(
                 ParsedCommand(
-                    name: command.name, token: token, id: id, args: .map(rest.mapValues(Value.init)), properties: [:],
+                    name: command.name, token: token, id: id, args: Value(rest), properties: [:],
                     deliverable: deliverable))
         }
     }
 
     static func args(_ payload: [UInt8]) -> Value {
         if payload.isEmpty { return .null }
-        if let json = try? JSONValue(parsingStrict: Data(payload)) { return Value(json) }
+        if let json = try? JSONValue(parsing: payload) { return Value(json) }
         return .string(String(decoding: payload, as: UTF8.self))
     }
 
@@ -336,15 +335,21 @@ struct ParsedCommand: Sendable {
 }
 
 extension Value {
-    /// A JSON claim or payload as the rule language's value.
+    /// A JSON claim or payload as the rule language's value (rules see numbers as 64-bit
+    /// floating point: docs/rules.md).
     init(_ json: JSONValue) {
         switch json {
         case .null: self = .null
         case .bool(let value): self = .bool(value)
-        case .number(let value): self = .number(value)
+        case .number(let value): self = .number(value.doubleValue)
         case .string(let value): self = .string(value)
         case .array(let values): self = .list(values.map(Value.init))
-        case .object(let members): self = .map(members.mapValues(Value.init))
+        case .object(let members): self.init(members)
         }
+    }
+
+    /// A JSON object (token claims, method arguments) as a map.
+    init(_ object: JSONObject) {
+        self = .map(Dictionary(uniqueKeysWithValues: object.map { ($0.key, Value($0.value)) }))
     }
 }
