@@ -35,10 +35,16 @@ let package = Package(
     targets: [
         // The versioned C ABI between the host and its plugins: one header, nothing else.
         .target(name: "GatehousePluginABI", path: "Sources/GatehousePluginABI"),
-        // The Swift side of the ABI: the host's loader and the plugin author's kit.
+        // The plugin author's kit: conform to `TransportPlugin` or `FirewallPlugin`, export one
+        // entry point. Plugins link this and nothing of the host.
         .target(
             name: "GatehousePluginKit",
             dependencies: ["GatehousePluginABI", "IoTHubWire"]
+        ),
+        // The host's loader: dlopen, the ABI handshake, plugin instances and their callbacks.
+        .target(
+            name: "GatehousePluginHost",
+            dependencies: ["GatehousePluginABI", "GatehousePluginKit"]
         ),
         // IoT Hub's MQTT wire format: property bags, topics, limits. Both the device side (the
         // `mqtt` transport, the relay) and the hub side (DevHub) use it; no dependencies.
@@ -77,6 +83,7 @@ let package = Package(
         .target(
             name: "GatehouseProvisioning",
             dependencies: [
+                "StrictJSON",
                 "MosquittoClient",
                 "GatehouseTPM",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -86,7 +93,7 @@ let package = Package(
             ]
         ),
         // Site-broker credentials: mosquitto's dynamic security plugin over MQTT, the ACL plan.
-        .target(name: "GatehouseSiteBroker", dependencies: ["MosquittoClient"]),
+        .target(name: "GatehouseSiteBroker", dependencies: ["MosquittoClient", "StrictJSON"]),
         // JWT verification for the command gate: jwt-kit, a JWKS cache, Entra ID's rules.
         .target(
             name: "GatehouseAuth",
@@ -107,6 +114,7 @@ let package = Package(
             name: "GatehouseCore",
             dependencies: [
                 "GatehousePluginKit",
+                "GatehousePluginHost",
                 "IoTHubWire",
                 "GatehouseStore",
                 "GatehouseTPM",
@@ -125,7 +133,8 @@ let package = Package(
         ),
         .target(
             name: "GatehouseStore",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+            // IoTHubWire: the v8 migration reads the property bags older versions stored.
+            dependencies: ["IoTHubWire", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .executableTarget(
             name: "gatehoused",
@@ -141,10 +150,12 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseCore",
+                "GatehousePluginHost",
                 "GatehouseTPM",
                 "GatehouseStore",
                 "GatehouseSiteBroker",
                 "GateRules",
+                "StrictJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -204,6 +215,7 @@ let package = Package(
             name: "gate-bench",
             dependencies: [
                 "GatehouseCore", "GatehouseAuth", "GateRules", "GatehouseStore", "GatehousePluginKit",
+                "GatehousePluginHost",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/gate-bench",
@@ -222,6 +234,16 @@ let package = Package(
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
+        // GRDB: the migration tests write databases as other versions left them.
+        .testTarget(
+            name: "GatehouseStoreTests",
+            dependencies: ["GatehouseStore", "GatehouseTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "GatehousePluginKitTests", dependencies: ["GatehousePluginKit"]),
+        // Compiles the C fixture plugins and loads them.
+        .testTarget(
+            name: "GatehousePluginHostTests",
+            dependencies: ["GatehousePluginHost", "GatehousePluginKit", "GatehousePluginABI", "GatehouseTestSupport"]),
+        .testTarget(name: "GatehouseSiteBrokerTests", dependencies: ["GatehouseSiteBroker"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         .testTarget(
             name: "DevHubTests",
@@ -231,18 +253,19 @@ let package = Package(
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehouseSiteBroker", "GatehouseTestSupport",
+                "GatehouseCore", "GatehouseStore", "GatehousePluginKit", "GatehousePluginHost", "GatehouseSiteBroker",
+                "GatehouseTestSupport",
                 "GatehouseAuth", "GateRules", "GatehouseProvisioning", .product(name: "Logging", package: "swift-log"),
-                // SASTokenTests checks the plugin kit's conversions to IoTHubWire's property bag.
-                "IoTHubWire",
-                // StateStoreTests writes a newer version's migration record straight into a database.
+                // RelayTests holds the database's write lock from a second connection.
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // ServicesTests runs services in a ServiceGroup.
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
             name: "GatehouseIntegrationTests",
             dependencies: [
-                "GatehouseCore", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport",
+                "GatehouseCore", "GatehousePluginHost", "GatehouseStore", "GatehouseSiteBroker", "GatehouseTestSupport",
                 "GatehouseProvisioning",
                 "GatehouseTPM",
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -65,7 +65,7 @@ struct GateBench {
             verifier: verifier, rules: PolicyHandle(policy),
             settings: GatewayConfig.Auth(audiences: ["api://gatehouse"]),
             gateway: gatewaySettings, store: store, logger: logger, replayCapacity: 10 * options.count)
-        let relay = try Relay(store: store, policy: OutboxPolicy(), signer: NoSigner(), logger: logger)
+        let commands = CommandPath(store: store, logger: logger)
 
         let token = options.token
         @Sendable func command(_ id: String) -> PluginCommand {
@@ -123,12 +123,12 @@ struct GateBench {
         var auditLatencies: [Double] = []
         for index in 0..<min(500, options.count) {
             let started = clock.now
-            _ = await relay.commands.decideAndAudit(command("aud-seq-\(index)"), gate: gate)
+            _ = await commands.decideAndAudit(command("aud-seq-\(index)"), gate: gate)
             auditLatencies.append(micros(clock.now - started))
         }
         auditLatencies.sort()
         let auditedPerSecond = await concurrent("decide+audit") { index in
-            await relay.commands.decideAndAudit(command("aud-\(index)"), gate: gate)?.effect == .allow
+            await commands.decideAndAudit(command("aud-\(index)"), gate: gate)?.effect == .allow
         }
 
         print("gate-bench: \(options.count) direct methods, ES256 token, rules/examples/site, one core")

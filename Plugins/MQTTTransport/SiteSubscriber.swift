@@ -49,8 +49,11 @@ final class SiteSubscriber: Sendable {
     /// `stop` writes a byte here; every wait of the I/O thread (connect, read, backoff) polls the
     /// read end too, so it ends at once whatever the broker does (docs/architecture.md, "Threads").
     private let stopPipe: (read: Int32, write: Int32)
+    /// `deliver` writes a byte here after queueing a command; the I/O thread wakes and writes the
+    /// queued packets itself, so the host's thread that delivers never waits on the socket.
+    private let wakePipe: (read: Int32, write: Int32)
     /// Commands on their way to devices; the connection's writes are serialised by this lock
-    /// (the receive loop's acknowledgements and `deliver` from the host's threads).
+    /// (the receive loop's acknowledgements, and the commands `deliver` queued).
     private let outgoing = Mutex(Outgoing())
 
     /// What `outgoing` guards.
@@ -62,6 +65,8 @@ final class SiteSubscriber: Sendable {
         var awaitingAck: [UInt16: UInt64] = [:]
         /// Direct methods sent, by request id, waiting for the device's response.
         var awaitingResponse: [String: PendingMethod] = [:]
+        /// Encoded PUBLISH packets `deliver` queued for the I/O thread to write.
+        var queued: [UInt8] = []
 
         mutating func packetID() -> UInt16 {
             repeat {
@@ -88,27 +93,44 @@ final class SiteSubscriber: Sendable {
     init(settings: Settings, host: PluginHost) throws(PluginError) {
         self.settings = settings
         self.host = host
+        stopPipe = try Self.makePipe("stop")
+        do {
+            wakePipe = try Self.makePipe("command")
+        } catch {
+            close(stopPipe.read)
+            close(stopPipe.write)
+            throw error
+        }
+    }
+
+    /// A non-blocking, close-on-exec pipe for waking the I/O thread's poll.
+    private static func makePipe(_ purpose: String) throws(PluginError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else {
-            throw PluginError("cannot create the site subscriber's stop pipe: \(String(cString: strerror(errno)))")
+            throw PluginError(
+                "cannot create the site subscriber's \(purpose) pipe: \(String(cString: strerror(errno)))")
         }
         guard fds.allSatisfy({ fcntl($0, F_SETFD, FD_CLOEXEC) == 0 && fcntl($0, F_SETFL, O_NONBLOCK) == 0 }) else {
             let reason = String(cString: strerror(errno))
             fds.forEach { close($0) }
-            throw PluginError("cannot set up the site subscriber's stop pipe: \(reason)")
+            throw PluginError("cannot set up the site subscriber's \(purpose) pipe: \(reason)")
         }
-        stopPipe = (fds[0], fds[1])
+        return (fds[0], fds[1])
+    }
+
+    /// Empties a pipe of the bytes written to wake the I/O thread.
+    private static func drain(_ fd: Int32) {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        while read(fd, &bytes, bytes.count) > 0 {}
     }
 
     deinit {
-        close(stopPipe.read)
-        close(stopPipe.write)
+        for fd in [stopPipe.read, stopPipe.write, wakePipe.read, wakePipe.write] { close(fd) }
     }
 
     func start() {
         // Empty the stop pipe of an earlier stop.
-        var byte: UInt8 = 0
-        while read(stopPipe.read, &byte, 1) > 0 {}
+        Self.drain(stopPipe.read)
         running.store(true, ordering: .sequentiallyConsistent)
         let thread = Thread { [self] in
             runLoop()
@@ -232,6 +254,10 @@ final class SiteSubscriber: Sendable {
     /// `devices/{id}/methods/POST/{name}/?$rid={rid}`. The outcome follows through
     /// `host.deliverResult`: 200 at the broker's PUBACK (C2D), or the device's answer on
     /// `devices/{id}/methods/res/{status}/?$rid={rid}` (methods; 504 after `methodTimeout`).
+    ///
+    /// Never blocks: the packet is queued for the I/O thread, which writes it at its next wake
+    /// (at once: the wake pipe ends its poll). A connection lost before the write answers 503
+    /// through `deliverResult`, like one lost before the PUBACK.
     func deliver(_ command: PluginCommand, token: UInt64) -> PluginStatus {
         guard settings.commands else { return .invalid }
         guard !command.deviceID.isEmpty, !command.deviceID.contains(where: { "/+#".contains($0) }) else {
@@ -258,12 +284,19 @@ final class SiteSubscriber: Sendable {
                 state.awaitingResponse[rid] = PendingMethod(
                     token: token, device: command.deviceID, deadline: .now + settings.methodTimeout)
             }
-            guard TCPSocket.writeAll(state.fd, MQTTPacket.publish(publish).encoded) else {
-                if let id = publish.packetID { state.awaitingAck[id] = nil }
-                state.awaitingResponse[String(token)] = nil
-                return .unavailable
-            }
+            state.queued.append(contentsOf: MQTTPacket.publish(publish).encoded)
+            var byte: UInt8 = 1
+            _ = Glibc.write(wakePipe.write, &byte, 1)  // a full pipe already wakes the thread
             return .ok
+        }
+    }
+
+    /// Writes the commands `deliver` queued; false if the connection is lost.
+    private func flushQueued() -> Bool {
+        outgoing.withLock { state in
+            guard !state.queued.isEmpty else { return true }
+            defer { state.queued.removeAll(keepingCapacity: true) }
+            return state.fd >= 0 && TCPSocket.writeAll(state.fd, state.queued)
         }
     }
 
@@ -320,6 +353,7 @@ final class SiteSubscriber: Sendable {
                 state.awaitingAck.removeAll()
                 state.awaitingResponse.removeAll()
             }
+            state.queued.removeAll()
             return (Array(state.awaitingAck.values), state.awaitingResponse.values.map(\.token))
         }
         let body = Array(#"{"status":503,"reason":"the site broker connection was lost"}"#.utf8)
@@ -337,7 +371,13 @@ final class SiteSubscriber: Sendable {
             let untilPing = keepAlive - (ContinuousClock.now - lastSent)
             // Wake at least every 250 ms to time out direct methods.
             let wait = min(max(untilPing, .milliseconds(10)), .milliseconds(250))
-            let readable = TCPSocket.waitReadable(fd, timeout: wait, interrupt: stopPipe.read)
+            let (readable, woken) = TCPSocket.waitReadable(
+                fd, timeout: wait, interrupt: stopPipe.read, wake: wakePipe.read)
+            if woken {
+                Self.drain(wakePipe.read)
+                guard flushQueued() else { return "connection lost (command to a device)" }
+                lastSent = .now
+            }
             expireMethods()
             if !readable {
                 guard ContinuousClock.now - lastSent >= keepAlive else { continue }

@@ -117,6 +117,20 @@ enum TCPSocket {
         return fds[1].revents == 0 && fds[0].revents != 0
     }
 
+    /// Waits for `fd` to be readable, as `waitReadable(_:timeout:interrupt:)`, and also for
+    /// `wake`: returns whether `fd` is readable and whether `wake` is.
+    static func waitReadable(_ fd: Int32, timeout: Duration, interrupt: Int32, wake: Int32) -> (
+        readable: Bool, woken: Bool
+    ) {
+        var fds = [
+            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: interrupt, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
+        ]
+        guard poll(&fds, 3, Int32(clamping: timeout.milliseconds)) > 0 else { return (false, false) }
+        return (fds[1].revents == 0 && fds[0].revents != 0, fds[1].revents == 0 && fds[2].revents != 0)
+    }
+
     /// Sleeps for `duration` unless `interrupt` becomes readable first.
     static func sleep(_ duration: Duration, interrupt: Int32) {
         var entry = pollfd(fd: interrupt, events: Int16(POLLIN), revents: 0)

@@ -1,6 +1,7 @@
 import Foundation
 import GateRules
 import GatehouseAuth
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import GatehouseTPM
@@ -27,10 +28,13 @@ public struct StartupError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// The running gateway: state store, relay and transport plugins, as one `Service`.
-public final class Gateway: Service {
+/// The wiring root: opens the state, makes the signers, the three owners of the core
+/// (`HostRouter`) and the plugin instances, starts them in order, and lists the services that
+/// run and stop them (docs/architecture.md, "The core" and "Services").
+public final class Gateway: Sendable {
     public let config: GatewayConfig
-    public let relay: Relay
+    /// Where every plugin callback lands: telemetry, identities, commands.
+    public let router: HostRouter
     let store: StateStore
     let site: PluginInstance
     let hub: PluginInstance
@@ -40,6 +44,7 @@ public final class Gateway: Service {
     /// The gateway's own hub identity (DPS TPM attestation), when
     /// `[provisioning] gateway_registration_id` is set.
     let gatewayIdentitySigner: GatewayIdentitySigner?
+    let heartbeat: StatusHeartbeat
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
@@ -55,62 +60,21 @@ public final class Gateway: Service {
             let exit = error.code == .newerSchema ? StartupError.configExit : StartupError.cantCreateExit
             throw StartupError("\(error)", exitCode: exit)
         }
-        var signer: any DeviceSigner
-        // The process's one TPM context: the leaves' signer and the gateway's own identity share it.
-        var tpmContext: TPMContext?
-        let registersItself = config.provisioning?.gatewayRegistrationID != nil
-        if let tcti = config.identity.tpm {
-            let context: TPMContext
-            do {
-                context = try TPMContext(tcti: tcti)
-            } catch {
-                throw StartupError(
-                    "\(config.sourcePath): [identity] tpm = \"\(tcti)\": the TPM is not reachable: \(error)",
-                    exitCode: StartupError.configExit)
-            }
-            tpmContext = context
-            if registersItself, !FileManager.default.fileExists(atPath: config.identity.groupKeyBlob) {
-                // The gateway's own identity only: leaf devices have no key to be signed with.
-                logger.notice(
-                    "no TPM-wrapped group key: only the gateway's own identity can reach the hub",
-                    metadata: ["group_key_blob": "\(config.identity.groupKeyBlob)"])
-                signer = NoSigner()
-            } else {
-                do {
-                    signer = try TPMDeviceSigner(context: context, blobPath: config.identity.groupKeyBlob)
-                } catch {
-                    throw StartupError(
-                        "\(config.sourcePath): [identity] tpm: \(error)", exitCode: StartupError.configExit)
-                }
-            }
-        } else if let keyFile = config.identity.groupKeyFile {
-            do {
-                signer = try GroupKeySigner(keyFile: keyFile)
-            } catch {
-                throw StartupError(
-                    "\(config.sourcePath): [identity] group_key_file: \(error)", exitCode: StartupError.configExit)
-            }
-        } else {
-            signer = NoSigner()
-        }
-        if registersItself, let tpmContext {
-            let own = GatewayIdentitySigner(context: tpmContext, leaves: signer)
-            gatewayIdentitySigner = own
-            signer = own
-        } else {
-            gatewayIdentitySigner = nil
-        }
+        let signers = try SignerSetup(config: config, logger: logger)
+        gatewayIdentitySigner = signers.gatewayIdentity
         do {
-            relay = try Relay(
-                store: store, policy: config.outbox, signer: signer, logger: logger,
+            router = try HostRouter(
+                store: store, policy: config.outbox, signer: signers.signer, logger: logger,
                 provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil })
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
-        site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: relay)
-        hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: relay)
+        heartbeat = StatusHeartbeat(
+            store: store, telemetry: router.telemetry, commands: router.commands, logger: logger)
+        site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: router)
+        hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: router)
         if let section = config.firewall {
-            firewall = Mutex(try Self.instantiate(section, role: nil, config: config, delegate: relay))
+            firewall = Mutex(try Self.instantiate(section, role: nil, config: config, delegate: router))
         } else {
             firewall = Mutex(nil)
         }
@@ -118,10 +82,11 @@ public final class Gateway: Service {
 
     /// The firewall plugin instance (replaced on reload), when `[firewall]` is configured.
     ///
-    /// `Gateway` owns its lifecycle, in explicit calls: `run` starts it (apply); `reloadFirewall`
-    /// starts a fresh instance and discards the replaced one without stopping it; only `shutdown`
-    /// (SIGTERM, SIGINT) stops the current one, where `on_stop = "remove"` applies, then destroys
-    /// it. Nothing happens when an instance is released (docs/firewall.md).
+    /// `Gateway` owns its lifecycle, in explicit calls: `start` starts it (apply); `reloadFirewall`
+    /// starts a fresh instance and discards the replaced one without stopping it; only the
+    /// "firewall" shutdown step (SIGTERM, SIGINT) stops the current one, where
+    /// `on_stop = "remove"` applies, then destroys it. Nothing happens when an instance is
+    /// released (docs/firewall.md).
     let firewall: Mutex<PluginInstance?>
 
     /// Compiles the rule set; one that does not check stops the start (exit 78) with every
@@ -169,66 +134,30 @@ public final class Gateway: Service {
     }
 
     /// The verifier of callers' tokens, from `[auth]`; nil without that section.
-    private let keys = Mutex<JWKSCache?>(nil)
-    /// The JWKS sources were not read before the start (HTTPS only, keys from the disk cache).
-    private let refreshAtStart = Mutex(false)
+    private let verification = Mutex<TokenVerifierSetup?>(nil)
 
     /// Builds the token verifier from `[auth]` (reading the JWKS file, the disk cache, or both)
     /// and wires the command gate. Without `[auth]` or rules, every command is refused.
     public func prepareCommandGate() async throws(StartupError) {
         var verifier: TokenVerifier?
         if let auth = config.auth {
-            var sources: [any JWKSSource] = []
-            if let file = auth.jwksFile { sources.append(FileJWKSSource(path: file)) }
-            do {
-                if let url = auth.jwksURL, let parsed = URL(string: url) {
-                    sources.append(try HTTPSJWKSSource(url: parsed))
-                }
-                var policy = JWKSCache.Policy()
-                policy.refreshInterval = auth.jwksRefresh
-                policy.maxStale = auth.jwksMaxStale
-                let cache = try await JWKSCache(
-                    sources: sources, cacheFile: auth.jwksCache, policy: policy, logger: logger)
-                // Read the sources before the first command, so that a key removed from them is
-                // refused at once. Only an HTTPS-only set with keys in the disk cache is read in the
-                // background (`run()`), so an offline gateway does not wait out the fetch timeout.
-                let warm = !(await cache.keyIDs.isEmpty)
-                if auth.jwksFile != nil || !warm {
-                    await cache.refresh()
-                } else {
-                    refreshAtStart.withLock { $0 = true }
-                }
-                var settings = TokenVerifier.Configuration(
-                    audiences: Set(auth.audiences), tenants: Set(auth.tenants), issuers: Set(auth.issuers))
-                settings.algorithms = Set(auth.algorithms.map(JWTAlgorithmName.init(rawValue:)))
-                settings.clockSkew = auth.clockSkew
-                settings.maxTokenBytes = auth.maxTokenBytes
-                settings.acceptV1Issuer = auth.acceptV1Issuer
-                settings.requiredClaims = Set(auth.requiredClaims)
-                verifier = try await TokenVerifier(configuration: settings, keys: cache, logger: logger)
-                keys.withLock { $0 = cache }
-                let usable = await cache.keyIDs.count
-                if usable == 0 {
-                    logger.warning(
-                        "no usable signing key (none read yet, the key set is empty, or the keys are older than jwks_max_stale): every command is refused until the JWKS can be read",
-                        metadata: ["jwks": "\(sources.map(\.identifier).joined(separator: ", "))"])
-                } else {
-                    logger.info("token verification ready", metadata: ["keys": "\(usable)"])
-                }
-            } catch {
-                throw StartupError("\(config.sourcePath): [auth]: \(error)", exitCode: StartupError.configExit)
-            }
+            let setup = try await TokenVerifierSetup(auth: auth, config: config, logger: logger)
+            verification.withLock { $0 = setup }
+            verifier = setup.verifier
         } else {
             logger.notice("no [auth] section: every command is refused (callers cannot be verified)")
         }
         let gate = CommandGate(
             verifier: verifier, rules: rules, settings: config.auth, gateway: config.gateway, store: store,
             logger: logger)
-        relay.commands.configure(gate: gate, site: site)
+        router.commands.configure(gate: gate, site: site)
     }
 
-    public func run() async throws {
-        if !relay.commands.isConfigured { try await prepareCommandGate() }
+    /// Applies the firewall, then starts the hub side, the relay and the identities, and the site
+    /// side last, so that the first message ingested can leave at once. On failure what started
+    /// is stopped again.
+    public func start() async throws(StartupError) {
+        if !router.commands.isConfigured { try await prepareCommandGate() }
         // The host's firewall first: render, check, apply, read back (the plugin logs the figures).
         if let firewall = firewall.withLock({ $0 }) {
             do {
@@ -241,14 +170,13 @@ public final class Gateway: Service {
             }
         }
         do {
-            // The upstream side first, so that the first message ingested can leave at once.
             try hub.start()
-            try relay.start(upstream: hub, ownIdentity: gatewayIdentitySigner?.deviceID)
+            try router.start(upstream: hub, ownIdentity: gatewayIdentitySigner?.deviceID)
             try site.start()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
-            shutdown()
-            throw error
+            stopTransports()
+            throw StartupError("cannot start: \(error)", exitCode: StartupError.softwareExit)
         }
         if let rules {
             logger.info(
@@ -265,63 +193,90 @@ public final class Gateway: Service {
                 "version": "\(GatehouseVersion.current)", "site_plugin": "\(site.library.name)",
                 "hub_plugin": "\(hub.library.name)", "state_db": "\(config.gateway.stateDB)",
             ])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [self] in
-                for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                    reload()
-                    if let cache = keys.withLock({ $0 }) { await cache.refresh() }
-                }
-            }
-            if let cache = keys.withLock({ $0 }) {
-                let refreshFirst = refreshAtStart.withLock { $0 }
-                group.addTask {
-                    if refreshFirst { await cache.refresh() }
-                    await cache.run()
-                }
-            }
-            group.addTask { [self] in
-                // Audit retention: once at start, then hourly.
-                while !Task.isCancelled {
-                    do {
-                        let removed = try store.pruneAudit(config.gateway.auditRetention, nowMS: Relay.nowMS())
-                        if removed > 0 { logger.info("audit log pruned", metadata: ["records": "\(removed)"]) }
-                    } catch {
-                        logger.error("cannot prune the audit log", metadata: ["error": "\(error)"])
-                    }
-                    try? await Task.sleep(for: .seconds(3600))
-                }
-            }
-            try? await gracefulShutdown()
-            group.cancelAll()
-        }
-        shutdown()
     }
 
-    /// Stop order: no new input, let in-flight messages be acknowledged, close the hub side.
-    func shutdown() {
-        logger.info("stopping: draining in-flight messages", metadata: ["timeout": "\(config.gateway.drainTimeout)"])
+    /// Every long-running part of the started gateway, as services for one `ServiceGroup`.
+    /// The group shuts services down in reverse order, one after the other, so the list reads
+    /// bottom-up as the stop order: housekeeping ends; the site side stops taking input; the
+    /// relay lets in-flight messages be acknowledged; the links are recorded as down; the hub
+    /// side closes; the last status is written; the firewall stops (`on_stop`); the audit
+    /// writer ends.
+    public func services<C: Clock>(clock: C) -> [any Service] where C.Duration == Duration {
+        let router = router
+        let store = store
+        let logger = logger
+        let retention = config.gateway.auditRetention
+        var services: [any Service] = [
+            ShutdownStep("audit writer") { router.commands.auditLog.stop() },
+            ShutdownStep("firewall") { [self] in
+                if let firewall = firewall.withLock({ $0 }) {
+                    firewall.stop(drainMilliseconds: 0)  // keeps the rules unless on_stop = "remove"
+                    firewall.destroy()
+                }
+            },
+            ShutdownStep("status") { [heartbeat] in heartbeat.beat(stopped: true) },
+            ShutdownStep("hub transport") { [hub] in
+                hub.stop(drainMilliseconds: 1000)
+                hub.destroy()
+            },
+            ShutdownStep("link states") { router.identities.stop() },
+            ShutdownStep("relay") { [config, logger] in
+                logger.info(
+                    "stopping: draining in-flight messages", metadata: ["timeout": "\(config.gateway.drainTimeout)"])
+                router.telemetry.drain(timeout: config.gateway.drainTimeout)
+            },
+            ShutdownStep("site transport") { [site] in
+                site.stop(drainMilliseconds: 0)
+                site.destroy()
+            },
+            PeriodicService("outbox expiry", every: .seconds(1), clock: clock) { router.telemetry.requestExpiry() },
+            PeriodicService("status heartbeat", every: .seconds(1), clock: clock, atStart: true) { [heartbeat] in
+                heartbeat.beat()
+            },
+            PeriodicService("audit pruning", every: .seconds(3600), clock: clock, atStart: true) {
+                do {
+                    let removed = try store.pruneAudit(retention, nowMS: TelemetryRelay.nowMS())
+                    if removed > 0 { logger.info("audit log pruned", metadata: ["records": "\(removed)"]) }
+                } catch {
+                    logger.error("cannot prune the audit log", metadata: ["error": "\(error)"])
+                }
+            },
+            SignalService(signal: .sighup) { [self] in await reload() },
+        ]
+        if let setup = verification.withLock({ $0 }) {
+            let first = Mutex(setup.refreshFirst)
+            services.append(
+                PeriodicService("jwks refresh", every: .seconds(60), clock: clock, atStart: true) {
+                    if first.withLock({ value in
+                        defer { value = false }; return value
+                    }) {
+                        await setup.keys.refresh()
+                    } else {
+                        await setup.keys.refreshIfDue()
+                    }
+                })
+        }
+        return services
+    }
+
+    /// Stops and destroys both transports (a start that failed half-way).
+    private func stopTransports() {
         site.stop(drainMilliseconds: 0)
-        relay.drain(timeout: config.gateway.drainTimeout)
-        hub.stop(drainMilliseconds: 1000)
+        router.drain(timeout: .zero)
+        hub.stop(drainMilliseconds: 0)
         site.destroy()
         hub.destroy()
-        if let firewall = firewall.withLock({ $0 }) {
-            firewall.stop(drainMilliseconds: 0)  // the daemon stops: keeps the rules unless on_stop = "remove"
-            firewall.destroy()
-        }
-        relay.commands.auditLog.stop()
-        logger.info("gatehoused stopped")
     }
 
     /// SIGHUP: re-read the configuration, the rules and the registry's removed devices (sent by
     /// `gatehouse devices remove`). What does not check changes nothing.
-    func reload() {
+    func reload() async {
         reloadRules()
-        relay.applyRegistry()
+        router.applyRegistry()
         logger.info("reloading configuration", metadata: ["path": "\(config.sourcePath)"])
         do {
             let fresh = try GatewayConfig.load(path: config.sourcePath)
-            relay.update(policy: fresh.outbox)
+            router.telemetry.update(policy: fresh.outbox)
             if let level = Logger.Level(rawValue: fresh.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
             if fresh.site.pluginConfigJSON != config.site.pluginConfigJSON
                 || fresh.hub.pluginConfigJSON != config.hub.pluginConfigJSON
@@ -334,6 +289,8 @@ public final class Gateway: Service {
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["error": "\(error)"])
         }
+        // A key revoked at the identity provider is refused from this moment on.
+        if let keys = verification.withLock({ $0?.keys }) { await keys.refresh() }
     }
 
     /// Applies the reloaded `[firewall]` with a fresh plugin instance; if it does not apply, the
@@ -349,7 +306,7 @@ public final class Gateway: Service {
             return
         }
         do {
-            let instance = try Self.instantiate(section, role: nil, config: fresh, delegate: relay)
+            let instance = try Self.instantiate(section, role: nil, config: fresh, delegate: router)
             do {
                 try instance.start()  // apply; the plugin logs the figures
             } catch {

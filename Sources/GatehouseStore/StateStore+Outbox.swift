@@ -7,17 +7,21 @@ public struct OutboxRecord: Sendable, Equatable {
     /// the order of `seq`.
     public var seq: Int64
     public var deviceID: String
-    /// The IoT Hub property bag, already encoded (`k=v&k2=v2`).
-    public var properties: String
+    /// The application properties in arrival order, as key and value: no transport's encoding
+    /// (the hub transport encodes them once, for its own wire).
+    public var properties: [OutboxProperty]
     public var payload: [UInt8]
     public var createdMS: Int64
     public var enqueuedMS: Int64
 
     /// What the record counts against the outbox's byte limit.
-    public var size: Int { deviceID.utf8.count + properties.utf8.count + payload.count }
+    public var size: Int {
+        deviceID.utf8.count + properties.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count } + payload.count
+    }
 
     public init(
-        seq: Int64 = 0, deviceID: String, properties: String, payload: [UInt8], createdMS: Int64, enqueuedMS: Int64
+        seq: Int64 = 0, deviceID: String, properties: [OutboxProperty] = [], payload: [UInt8], createdMS: Int64,
+        enqueuedMS: Int64
     ) {
         self.seq = seq
         self.deviceID = deviceID
@@ -25,6 +29,63 @@ public struct OutboxRecord: Sendable, Equatable {
         self.payload = payload
         self.createdMS = createdMS
         self.enqueuedMS = enqueuedMS
+    }
+}
+
+/// One application property of a message.
+public struct OutboxProperty: Sendable, Hashable {
+    public var key: String
+    public var value: String
+
+    public init(_ key: String, _ value: String) {
+        self.key = key
+        self.value = value
+    }
+
+    /// The column's encoding: for each property, the key's and then the value's UTF-8 length
+    /// as a LEB128 varint followed by its bytes. Written by hand because it is ten lines and no
+    /// dependency does exactly this; it is neither JSON (escaping) nor a property bag (percent
+    /// encoding), so storing and reading back costs no transport's encoding.
+    static func encode(_ properties: [OutboxProperty]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for property in properties {
+            for text in [property.key, property.value] {
+                var length = UInt64(text.utf8.count)
+                repeat {
+                    bytes.append(UInt8(length & 0x7f) | (length >= 0x80 ? 0x80 : 0))
+                    length >>= 7
+                } while length > 0
+                bytes.append(contentsOf: text.utf8)
+            }
+        }
+        return bytes
+    }
+
+    /// Reads `encode`'s format back; nil if the bytes are not in it (a damaged row).
+    static func decode(_ bytes: some Collection<UInt8>) -> [OutboxProperty]? {
+        var properties: [OutboxProperty] = []
+        var index = bytes.startIndex
+        func text() -> String? {
+            var length: UInt64 = 0
+            var shift: UInt64 = 0
+            while true {
+                guard index != bytes.endIndex, shift < 63 else { return nil }
+                let byte = bytes[index]
+                index = bytes.index(after: index)
+                length |= UInt64(byte & 0x7f) << shift
+                if byte & 0x80 == 0 { break }
+                shift += 7
+            }
+            guard length <= UInt64(bytes.distance(from: index, to: bytes.endIndex)) else { return nil }
+            let end = bytes.index(index, offsetBy: Int(length))
+            defer { index = end }
+            return String(validating: bytes[index..<end], as: UTF8.self)
+        }
+        while index != bytes.endIndex {
+            guard let key = text(), let value = text() else { return nil }
+            properties.append(OutboxProperty(key, value))
+        }
+        return properties
     }
 }
 
@@ -43,7 +104,7 @@ extension StateStore {
         try write("append \(records.count) message(s) to the outbox") { db in
             let insert = try db.cachedStatement(
                 sql: """
-                    INSERT INTO outbox (device_id, properties, payload, created_ms, enqueued_ms, size)
+                    INSERT INTO outbox (device_id, props, payload, created_ms, enqueued_ms, size)
                     VALUES (?, ?, ?, ?, ?, ?)
                     """)
             let seen = try db.cachedStatement(
@@ -57,7 +118,8 @@ extension StateStore {
             for index in stored.indices {
                 let record = stored[index]
                 try insert.execute(arguments: [
-                    record.deviceID, record.properties, Data(record.payload), record.createdMS, record.enqueuedMS,
+                    record.deviceID, Data(OutboxProperty.encode(record.properties)), Data(record.payload),
+                    record.createdMS, record.enqueuedMS,
                     record.size,
                 ])
                 stored[index].seq = db.lastInsertedRowID
@@ -88,14 +150,16 @@ extension StateStore {
             let rows = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT seq, device_id, properties, payload, created_ms, enqueued_ms FROM outbox
+                    SELECT seq, device_id, props, payload, created_ms, enqueued_ms FROM outbox
                     WHERE seq >= ? ORDER BY seq LIMIT ?
                     """, arguments: [seq, limit])
             return rows.map { row in
-                OutboxRecord(
-                    seq: row[0], deviceID: row[1], properties: row[2], payload: [UInt8](row[3] as Data),
-                    createdMS: row[4],
-                    enqueuedMS: row[5])
+                let encoded = row[2] as Data
+                // A row whose properties do not read back is still sent, without them (its
+                // payload is what matters most); the migration and `append` only write valid ones.
+                return OutboxRecord(
+                    seq: row[0], deviceID: row[1], properties: OutboxProperty.decode(encoded) ?? [],
+                    payload: [UInt8](row[3] as Data), createdMS: row[4], enqueuedMS: row[5])
             }
         }
     }

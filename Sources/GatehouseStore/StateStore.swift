@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import IoTHubWire
 
 /// The gateway's state on disk: one SQLite database in WAL mode holding the device registry, the
 /// outbox, and the daemon's status. The daemon writes it; `gatehouse status` reads it.
@@ -197,6 +198,20 @@ public final class StateStore: Sendable {
                     ) WITHOUT ROWID;
                     CREATE INDEX command_id_expiry ON command_id (expires_ms);
                     """)
+        }
+        migrator.registerMigration("v8-outbox-neutral-properties") { db in
+            // The outbox keeps a message's properties as key and value (`OutboxProperty.encode`),
+            // not as IoT Hub's MQTT property bag: every upstream transport encodes them once for
+            // its own wire. Waiting rows are converted; the text column goes.
+            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN props BLOB NOT NULL DEFAULT x''")
+            let rows = try Row.fetchAll(db, sql: "SELECT seq, properties FROM outbox WHERE properties != ''")
+            let update = try db.makeStatement(sql: "UPDATE outbox SET props = ? WHERE seq = ?")
+            for row in rows {
+                let bag: String = row[1]
+                let properties = PropertyBag.decode(bag).map { OutboxProperty($0.name, $0.value ?? "") }
+                try update.execute(arguments: [Data(OutboxProperty.encode(properties)), row[0] as Int64])
+            }
+            try db.execute(sql: "ALTER TABLE outbox DROP COLUMN properties")
         }
         return migrator
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatehouseCore
+import GatehousePluginHost
 import GatehousePluginKit
 
 /// `gatehouse firewall render|check|apply|status|remove`: the `[firewall]` plugin, by hand.

@@ -58,24 +58,33 @@ struct GatehouseDaemon: AsyncParsableCommand {
             printError("gatehoused: \(error)")
             throw ExitCode(error.exitCode)
         }
+        do {
+            try await gateway.start()
+        } catch {
+            printError("gatehoused: \(error)")
+            throw ExitCode(error.exitCode)
+        }
+        let clock = ContinuousClock()
+        var services = gateway.services(clock: clock)
         // Give freed heap back to the kernel now and then (TLS handshakes of many identities
         // leave megabytes of free but resident heap behind).
-        let trimmer = Task.detached(priority: .background) {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(30))
-                _ = gh_malloc_trim()
-            }
-        }
-        defer { trimmer.cancel() }
+        services.append(PeriodicService("malloc trim", every: .seconds(30), clock: clock) { _ = gh_malloc_trim() })
+        // Any service that ends on its own (or fails) stops the others in order, as SIGTERM does.
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services.map {
+                    .init(
+                        service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup)
+                },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {
             logger.critical("stopped on an error", metadata: ["error": "\(error)"])
             throw ExitCode(StartupError.softwareExit)
         }
+        logger.info("gatehoused stopped")
     }
 
     /// Process-wide settings, before any thread starts: two malloc arenas (see CMalloc), and the

@@ -191,7 +191,7 @@ struct CommandGateHardeningTests {
         let fixture = try await Fixture()
         let token = try fixture.mint.token(["--subject", "op"])
         do {
-            let dispatcher = CommandDispatcher(store: fixture.store, logger: Logger(label: "test"))
+            let dispatcher = CommandPath(store: fixture.store, logger: Logger(label: "test"))
             let gate = try fixture.gate()
             let first = await dispatcher.decideAndAudit(Self.method(token: token, id: "p-1"), gate: gate)
             #expect(first?.effect == .allow)

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import GatehouseCore
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import GatehouseTestSupport
@@ -19,7 +20,7 @@ struct RelayTests {
     final class Harness {
         let dir = TempDir()
         let store: StateStore
-        let relay: Relay
+        let relay: HostRouter
         let upstream: PluginInstance
         let logs = CapturedLogs()
         let outFile: String
@@ -32,7 +33,7 @@ struct RelayTests {
             handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)!
             store = try StateStore(path: dbPath ?? dir.file("state.db"), durability: .normal)
             let logs = self.logs
-            relay = try Relay(
+            relay = try HostRouter(
                 store: store, policy: policy, signer: NoSigner(),
                 logger: Logger(label: "test") { _ in CapturingLogHandler(logs) })
             outFile = dir.file("sent.txt")
@@ -86,12 +87,12 @@ struct RelayTests {
         #expect(h.ingest("a", ["a1", "a2"], properties: [.init("$.ct", "application/json")]) == .ok)
         #expect(h.ingest("b", ["b1"]) == .ok)
         #expect(h.ingest("a", ["a3"]) == .ok)
-        #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.outboxMessages == 0 && h.sent.count == 4 })
+        #expect(waitUntil(timeout: .seconds(5)) { h.relay.telemetry.snapshot.outboxMessages == 0 && h.sent.count == 4 })
         #expect(h.payloads(of: "a") == ["a1", "a2", "a3"])
         #expect(h.payloads(of: "b") == ["b1"])
         #expect(h.sent.first { $0[2] == "a1" }?[1] == "$.ct=application/json")
         #expect(try h.store.outboxTotals().messages == 0)
-        #expect(h.relay.snapshot.delivered == 4)
+        #expect(h.relay.telemetry.snapshot.delivered == 4)
     }
 
     @Test("the in-flight window bounds unacknowledged sends per device")
@@ -131,7 +132,7 @@ struct RelayTests {
         h.ackAll()
         #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 5 })
         h.ackAll()
-        #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.outboxMessages == 0 })
+        #expect(waitUntil(timeout: .seconds(5)) { h.relay.telemetry.snapshot.outboxMessages == 0 })
         #expect(h.payloads(of: "d") == ["1", "2", "1", "2", "3"])
     }
 
@@ -199,7 +200,7 @@ struct RelayTests {
         defer { second.stop() }
         #expect(second.logs.contains("outbox holds messages from before the restart"))
         #expect(second.ingest("d", ["new-1"]) == .ok)
-        #expect(waitUntil(timeout: .seconds(5)) { second.relay.snapshot.outboxMessages == 0 })
+        #expect(waitUntil(timeout: .seconds(5)) { second.relay.telemetry.snapshot.outboxMessages == 0 })
         #expect(second.payloads(of: "d") == ["old-1", "old-2", "new-1"])
     }
 
@@ -219,7 +220,7 @@ struct RelayTests {
                 String(decoding: $0.payload, as: UTF8.self)
             }
             #expect(left.count <= 10)
-            #expect(h.relay.snapshot.dropped == 3)
+            #expect(h.relay.telemetry.snapshot.dropped == 3)
             if drop == .oldest {
                 #expect(left.first == payload(0))  // in flight: kept
                 #expect(left.last == payload(12))
@@ -241,7 +242,12 @@ struct RelayTests {
         defer { h.stop() }
         #expect(h.ingest("d", ["1", "2", "3"]) == .ok)
         #expect(waitUntil(timeout: .seconds(5)) { h.sentCount == 1 })
-        #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.dropped == 2 })
+        // What the daemon's "outbox expiry" service does every second.
+        #expect(
+            waitUntil(timeout: .seconds(5)) {
+                h.relay.telemetry.requestExpiry()
+                return h.relay.telemetry.snapshot.dropped == 2
+            })
         #expect(h.logs.contains("older than the outbox's max_age"))
         #expect(
             try h.store.outboxRecords(fromSeq: 0, limit: 10).map { String(decoding: $0.payload, as: UTF8.self) } == [
@@ -280,7 +286,7 @@ struct RelayTests {
     func pluginConfigError() throws {
         let library = try PluginLibrary(path: try CFixturePlugin.path("loopback_upstream"))
         let dir = TempDir()
-        let relay = try Relay(
+        let relay = try HostRouter(
             store: try StateStore(path: dir.file("s.db")), policy: OutboxPolicy(), signer: NoSigner(),
             logger: Logger(label: "t"))
         #expect {

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import GatehouseTestSupport
@@ -33,7 +34,7 @@ extension RelayTests {
         let store = try StateStore(path: dir.file("state.db"), durability: .normal)
         let logs = CapturedLogs()
         let signer = RecordingSigner()
-        let relay = try Relay(
+        let relay = try HostRouter(
             store: store, policy: OutboxPolicy(), signer: signer,
             logger: Logger(label: "test") { _ in CapturingLogHandler(logs) })
         let outFile = dir.file("sent.txt")
@@ -60,16 +61,16 @@ extension RelayTests {
         #expect(ingest("dev-a", ["a1", "a2", "a3"]) == .ok)
         #expect(ingest("dev-b", ["b1"]) == .ok)
         #expect(waitUntil(timeout: .seconds(5)) { sent().count == 4 })
-        #expect(relay.snapshot.outboxMessages == 4)
+        #expect(relay.telemetry.snapshot.outboxMessages == 4)
 
         #expect(try store.markRemoved(deviceID: "dev-a", atMS: 1))
         relay.applyRegistry()
         #expect(signer.forgotten.withLock { $0 } == ["dev-a"])
         #expect(logs.contains("device removed"))
         // Its waiting telemetry left the outbox; dev-b's stays.
-        #expect(relay.snapshot.outboxMessages == 1)
-        #expect(relay.snapshot.inflight == 1)
-        #expect(relay.snapshot.dropped == 3)
+        #expect(relay.telemetry.snapshot.outboxMessages == 1)
+        #expect(relay.telemetry.snapshot.inflight == 1)
+        #expect(relay.telemetry.snapshot.dropped == 3)
         // No token is signed for it any more (the hub plugin asks the host for every connect).
         if case .success = relay.signSAS(deviceID: "dev-a", resource: "h/devices/dev-a", expiry: 1) {
             Issue.record("signed for a removed device")
@@ -79,12 +80,15 @@ extension RelayTests {
         }
         // New telemetry of it is acknowledged (the broker must not redeliver it) and dropped.
         #expect(ingest("dev-a", ["a4"]) == .ok)
-        #expect(relay.snapshot.dropped == 4)
-        #expect(relay.snapshot.outboxMessages == 1)
+        #expect(relay.telemetry.snapshot.dropped == 4)
+        #expect(relay.telemetry.snapshot.outboxMessages == 1)
         // Late hub acknowledgements of its old messages change nothing; dev-b's is delivered.
         ackAll(0)
-        #expect(waitUntil(timeout: .seconds(5)) { relay.snapshot.outboxMessages == 0 && relay.snapshot.inflight == 0 })
-        #expect(relay.snapshot.delivered == 1)
+        #expect(
+            waitUntil(timeout: .seconds(5)) {
+                relay.telemetry.snapshot.outboxMessages == 0 && relay.telemetry.snapshot.inflight == 0
+            })
+        #expect(relay.telemetry.snapshot.delivered == 1)
         #expect(!sent().contains { $0.hasSuffix("a4") })
 
         // Added again (`gatehouse devices add` clears the mark, SIGHUP): relayed again.
@@ -103,14 +107,14 @@ extension RelayTests {
         let dir = TempDir()
         let store = try StateStore(path: dir.file("state.db"), durability: .normal)
         _ = try store.appendToOutbox([
-            OutboxRecord(deviceID: "dev-a", properties: "", payload: Array("a".utf8), createdMS: 1, enqueuedMS: 1),
-            OutboxRecord(deviceID: "dev-b", properties: "", payload: Array("b".utf8), createdMS: 1, enqueuedMS: 1),
+            OutboxRecord(deviceID: "dev-a", payload: Array("a".utf8), createdMS: 1, enqueuedMS: 1),
+            OutboxRecord(deviceID: "dev-b", payload: Array("b".utf8), createdMS: 1, enqueuedMS: 1),
         ])
         try store.markRemoved(deviceID: "dev-a", atMS: 2)
         let path = try CFixturePlugin.path("loopback_upstream")
         let library = try PluginLibrary(path: path)
         let logs = CapturedLogs()
-        let relay = try Relay(
+        let relay = try HostRouter(
             store: store, policy: OutboxPolicy(), signer: RecordingSigner(),
             logger: Logger(label: "test") { _ in CapturingLogHandler(logs) })
         let outFile = dir.file("sent.txt")
@@ -126,7 +130,9 @@ extension RelayTests {
         }
         // Generous: on a loaded 2-core machine the first dispatch pass can take seconds.
         #expect(
-            waitUntil(timeout: .seconds(20)) { relay.snapshot.delivered == 1 && relay.snapshot.outboxMessages == 0 })
+            waitUntil(timeout: .seconds(20)) {
+                relay.telemetry.snapshot.delivered == 1 && relay.telemetry.snapshot.outboxMessages == 0
+            })
         let sent = (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? ""
         #expect(sent.hasPrefix("dev-b\t") && !sent.contains("dev-a"))
         #expect(logs.contains("device removed"))

@@ -1,9 +1,8 @@
 import Foundation
 import GatehouseCore
-import GatehousePluginKit
 import Testing
 
-@Suite("SAS tokens and property bags")
+@Suite("SAS tokens")
 struct SASTokenTests {
     // Computed independently with Python's hmac/hashlib/urllib, as Azure's documentation does it:
     // quote_plus(resource.lower()), sign "{sr}\n{se}", quote the base64 signature.
@@ -41,18 +40,5 @@ struct SASTokenTests {
         } throws: { error in
             "\(error)".contains(path) && !"\(error)".contains("s3cr3t")
         }
-    }
-
-    @Test("the plugin kit's properties go through the wire's property bag; a null value becomes empty")
-    func propertyBag() {
-        // The bag itself is tested in IoTHubWireTests; this is the ABI side, which has no null.
-        let properties: [PluginMessage.Property] = [
-            .init("$.ct", "application/json"), .init("alarm", "high & dry"), .init("ü", "="),
-        ]
-        #expect(properties.propertyBag == "$.ct=application%2Fjson&alarm=high%20%26%20dry&%C3%BC=%3D")
-        #expect([PluginMessage.Property](propertyBag: properties.propertyBag) == properties)
-        let flags = [PluginMessage.Property](propertyBag: "flag&k=")
-        #expect(flags == [.init("flag", ""), .init("k", "")])
-        #expect(flags.propertyBag == "flag=&k=")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseTestSupport
 import Synchronization

@@ -159,7 +159,7 @@ final class Provisioner: Sendable {
 
     private func record(_ deviceID: String, _ state: String, hub: String = "") {
         do {
-            try store.setProvisioning(deviceID: deviceID, state: state, assignedHub: hub, atMS: Relay.nowMS())
+            try store.setProvisioning(deviceID: deviceID, state: state, assignedHub: hub, atMS: TelemetryRelay.nowMS())
         } catch {
             logger.error(
                 "cannot record a provisioning state", metadata: ["device": "\(deviceID)", "error": "\(error)"])

@@ -1,4 +1,5 @@
 import GatehousePluginABI
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseTestSupport
 import Testing

@@ -6,7 +6,9 @@ import Testing
 @Suite("State store (SQLite on disk)")
 struct StateStoreTests {
     func record(_ device: String, _ payload: String, at ms: Int64 = 1000) -> OutboxRecord {
-        OutboxRecord(deviceID: device, properties: "k=v", payload: Array(payload.utf8), createdMS: ms, enqueuedMS: ms)
+        OutboxRecord(
+            deviceID: device, properties: [OutboxProperty("k", "v")], payload: Array(payload.utf8), createdMS: ms,
+            enqueuedMS: ms)
     }
 
     @Test("appends are durable and ordered, and survive reopening")

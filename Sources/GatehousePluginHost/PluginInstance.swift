@@ -1,19 +1,6 @@
 import GatehousePluginABI
+import GatehousePluginKit
 import Synchronization
-
-/// A plugin refused its configuration or failed to start. `configKey` names the offending key
-/// of its config section when the plugin said which.
-public struct PluginError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public var configKey: String?
-
-    public init(_ message: String, configKey: String? = nil) {
-        self.message = message
-        self.configKey = configKey
-    }
-
-    public var description: String { message }
-}
 
 /// One running instance of a plugin, as the host holds it.
 ///
@@ -219,22 +206,6 @@ public final class PluginInstance: Sendable {
         body.withUnsafeBufferPointer { buffer in
             result(instance, token, status, gh_bytes(data: buffer.baseAddress, len: UInt64(buffer.count)))
         }
-    }
-}
-
-extension PluginError {
-    static func from(_ error: gh_error, fallback: String) -> PluginError {
-        let message = withUnsafeBytes(of: error.message) { String(decodingCString: $0) }
-        let key = withUnsafeBytes(of: error.config_key) { String(decodingCString: $0) }
-        return PluginError(message.isEmpty ? fallback : message, configKey: key.isEmpty ? nil : key)
-    }
-}
-
-extension String {
-    /// Decodes a NUL-terminated string from a fixed C char array, never reading past its end.
-    init(decodingCString bytes: UnsafeRawBufferPointer) {
-        let end = bytes.firstIndex(of: 0) ?? bytes.count
-        self = String(decoding: bytes[..<end], as: UTF8.self)
     }
 }
 

@@ -1,4 +1,5 @@
 import GatehousePluginABI
+import GatehousePluginKit
 
 #if canImport(Glibc)
     import Glibc
@@ -132,31 +133,4 @@ public final class PluginLibrary: @unchecked Sendable {
                 message: "plugin `\(name)` is not a transport that can play the \(role) role")
         }
     }
-}
-
-/// What a firewall plugin is asked to do (`GH_FIREWALL_*`).
-public enum FirewallAction: UInt32, Sendable, CaseIterable, CustomStringConvertible {
-    case render = 1
-    case check = 2
-    case apply = 3
-    case status = 4
-    case remove = 5
-
-    public var description: String {
-        switch self {
-        case .render: "render"
-        case .check: "check"
-        case .apply: "apply"
-        case .status: "status"
-        case .remove: "remove"
-        }
-    }
-}
-
-/// The role a transport instance plays.
-public enum TransportRole: UInt32, Sendable, CustomStringConvertible {
-    case downstream = 1  // GH_ROLE_DOWNSTREAM
-    case upstream = 2  // GH_ROLE_UPSTREAM
-
-    public var description: String { self == .downstream ? "downstream" : "upstream" }
 }

@@ -1,12 +1,14 @@
 import DequeModule
 import Dispatch
 import Foundation
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import Logging
 import Synchronization
 
-/// The relay: site telemetry in, durable outbox, hub out.
+/// The telemetry path: site telemetry in, durable outbox, hub out (docs/architecture.md,
+/// "The telemetry path").
 ///
 /// The promises it keeps (docs/architecture.md, "Failure model"):
 /// - `ingest` returns `.ok` only once the batch is committed in the outbox, so a transport that
@@ -15,33 +17,26 @@ import Synchronization
 /// - messages of one device are sent in outbox order; after a link loss the unacknowledged ones
 ///   are sent again, in order (duplicates are possible, loss is not).
 ///
+/// It owns the outbox and nothing else: which devices exist, their keys and links belong to
+/// `DeviceIdentities`, commands to `CommandPath`; `HostRouter` hands each plugin callback to
+/// its owner.
+///
 /// Concurrency: two locks, always taken in this order.
 /// - `book` serialises everything that writes outbox rows *and* decides what is in memory
 ///   (ingest, limit enforcement, refill). Because commit and in-memory append happen under one
 ///   lock, memory holds a gap-free, duplicate-free prefix of the outbox.
 /// - `lanes` holds the per-device queues and in-flight sets; deliveries and link changes touch
 ///   only it and never block on SQLite.
-/// `linkChanges` (link states not yet written, the latest per device) is a leaf lock, never held
-/// with another.
-/// One dispatcher thread sends, flushes acknowledgements to SQLite in batches, writes link
-/// states, refills memory from disk and enforces the age limit; transports' callbacks only update
-/// state and wake it (docs/architecture.md, "Threads").
-public final class Relay: PluginHostDelegate {
+/// One dispatcher thread sends, flushes acknowledgements to SQLite in batches and refills memory
+/// from disk; transports' callbacks only update state and wake it (docs/architecture.md,
+/// "Threads"). Expiry by age runs from `OutboxExpiry`, a periodic service.
+public final class TelemetryRelay: Sendable {
     let store: StateStore
     let logger: Logger
-    let signer: any DeviceSigner
-    /// Registers devices with DPS before their identity is opened, when configured.
-    let provisioner: Provisioner?
-    /// The command path: gate, delivery to the site, answers back.
-    public let commands: CommandDispatcher
-    /// Devices removed with `gatehouse devices remove` (the registry's `removed_ms`): never
-    /// relayed, no hub identity, no signature.
+    /// Devices removed with `gatehouse devices remove`: their telemetry is dropped at ingest.
     let revoked: Revocations
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
-    /// Link changes the dispatcher has not written yet, the latest per device: a link that flaps
-    /// while the database is slow costs one row write, not one a change.
-    private let linkChanges = Mutex<[String: LinkStateChange]>([:])
     private let counters = Counters()
     private let wake = DispatchSemaphore(value: 0)
     private let wakeRequested = Atomic<Bool>(false)
@@ -51,7 +46,7 @@ public final class Relay: PluginHostDelegate {
     private let spilledHint = Atomic<Bool>(true)
     private let upstreamSlot = Mutex<PluginInstance?>(nil)
     private let dispatcherDone = DispatchSemaphore(value: 0)
-    private let startedMS: Int64
+    private let expiryRequested = Atomic<Bool>(false)
     /// The most payload bytes kept in memory; past it, the outbox is read back from disk.
     let memoryCap: Int
 
@@ -87,8 +82,6 @@ public final class Relay: PluginHostDelegate {
         var acknowledgedBytes = 0
         var acknowledgedPerDevice: [String: Int] = [:]
         var memoryBytes = 0
-        /// Devices whose upstream identity was asked to open.
-        var opened = Set<String>()
         var inflightPerDevice: Int
 
         /// The device's lane, created on first use.
@@ -106,27 +99,26 @@ public final class Relay: PluginHostDelegate {
         let dropped = Atomic<Int>(0)
     }
 
+    /// What `ingest` did: the status for the transport, and the devices of the stored messages
+    /// (whose hub identities must be open).
+    public struct Ingested: Sendable {
+        public var status: PluginStatus
+        public var devices: [String]
+    }
+
     public init(
-        store: StateStore, policy: OutboxPolicy, signer: any DeviceSigner, logger: Logger,
-        provisioning: GatewayConfig.Provisioning? = nil, memoryCap: Int = 16 << 20
+        store: StateStore, policy: OutboxPolicy, revoked: Revocations, logger: Logger, memoryCap: Int = 16 << 20
     ) throws(StoreError) {
         self.store = store
-        self.signer = signer
-        let revoked = Revocations(try store.removedDeviceIDs())
         self.revoked = revoked
-        provisioner = try provisioning.map { settings throws(StoreError) in
-            try Provisioner(settings: settings, signer: signer, store: store, logger: logger, revoked: revoked)
-        }
         self.logger = logger
         self.memoryCap = memoryCap
-        commands = CommandDispatcher(store: store, logger: logger)
         let totals = try store.outboxTotals()
         // At start nothing is in memory: the whole outbox is "spilled" and the dispatcher's
         // first refill reads it back in order.
         book = Mutex(
             Book(policy: policy, messages: totals.messages, bytes: totals.bytes, spilled: true, spillCursor: 0))
         lanes = Mutex(Lanes(inflightPerDevice: policy.inflightPerDevice))
-        startedMS = Self.nowMS()
         if totals.messages > 0 {
             logger.info(
                 "outbox holds messages from before the restart; they will be sent first",
@@ -136,45 +128,20 @@ public final class Relay: PluginHostDelegate {
 
     // MARK: - Lifecycle
 
-    /// Starts the dispatcher and opens the upstream identity of every known device; the
-    /// gateway's own identity (`ownIdentity`, already registered) is opened first and directly.
-    public func start(upstream: PluginInstance, ownIdentity: String? = nil) throws(StoreError) {
+    /// Starts the dispatcher, which sends through `upstream`.
+    public func start(upstream: PluginInstance) {
         upstreamSlot.withLock { $0 = upstream }
-        try store.resetLinkStates(atMS: Self.nowMS())
         running.store(true, ordering: .sequentiallyConsistent)
         let thread = Thread { [self] in dispatcherLoop() }
         thread.name = "gatehouse.relay"
         thread.start()
-        if let ownIdentity, lanes.withLock({ $0.opened.insert(ownIdentity).inserted }) {
-            openIdentity(ownIdentity)
-        }
-        for device in revoked.all { dropRemoved(device) }
-        for device in try store.devices() where !device.isRemoved { openIdentityIfNeeded(device.id) }
         requestWake()
     }
 
-    /// Re-reads which devices are removed (`gatehouse devices remove` changes the registry and
-    /// sends SIGHUP). A newly removed device's identity is closed, its derived key forgotten and
-    /// its waiting telemetry dropped; a device added again is relayed again from its next message.
-    public func applyRegistry() {
-        let now: Set<String>
-        do {
-            now = try store.removedDeviceIDs()
-        } catch {
-            logger.error("cannot read the removed devices from the registry", metadata: ["error": "\(error)"])
-            return
-        }
-        let (removed, restored) = revoked.replace(with: now)
-        for device in removed.sorted() { dropRemoved(device) }
-        for device in restored.sorted() {
-            logger.info("device added again; relayed from its next message", metadata: ["device": "\(device)"])
-        }
-    }
-
-    /// Everything the daemon holds for a removed device goes: lane, hub identity, key, outbox rows.
-    private func dropRemoved(_ deviceID: String) {
+    /// Forgets a removed device: its lane, and its waiting telemetry in the outbox. Returns how
+    /// many messages were dropped.
+    func dropDevice(_ deviceID: String) -> Int {
         lanes.withLock { lanes in
-            lanes.opened.remove(deviceID)
             lanes.ready.remove(deviceID)
             guard let lane = lanes.byDevice.removeValue(forKey: deviceID) else { return }
             for record in lane.inflight { lanes.inflightDevice.removeValue(forKey: record.seq) }
@@ -182,9 +149,6 @@ public final class Relay: PluginHostDelegate {
                 (lane.queue.reduce(0) { $0 + $1.payload.count }
                     + lane.inflight.reduce(0) { $0 + $1.payload.count })
         }
-        provisioner?.forget(deviceID)
-        signer.forget(deviceID: deviceID)
-        if let upstream = upstreamSlot.withLock({ $0 }) { _ = upstream.closeIdentity(deviceID) }
         var dropped = 0
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
@@ -195,9 +159,7 @@ public final class Relay: PluginHostDelegate {
         } catch {
             logger.error("cannot drop a removed device's outbox messages", metadata: ["error": "\(error)"])
         }
-        logger.notice(
-            "device removed: hub identity closed, derived key forgotten, not relayed any more",
-            metadata: ["device": "\(deviceID)", "dropped": "\(dropped)"])
+        return dropped
     }
 
     /// Waits up to `timeout` for in-flight messages to be acknowledged, then stops the
@@ -231,18 +193,19 @@ public final class Relay: PluginHostDelegate {
         requestWake()
     }
 
-    // MARK: - PluginHostDelegate: ingest
+    // MARK: - Ingest
 
-    public func ingest(_ messages: [PluginMessage], from plugin: String) -> PluginStatus {
-        guard running.load(ordering: .relaxed) else { return .stopped }
+    /// Makes a batch durable (`gh_host_api.ingest`): `.ok` only once it is committed.
+    public func ingest(_ messages: [PluginMessage], from plugin: String) -> Ingested {
+        guard running.load(ordering: .relaxed) else { return Ingested(status: .stopped, devices: []) }
         let now = Self.nowMS()
         var records = messages.map { message in
             OutboxRecord(
-                deviceID: message.deviceID, properties: message.properties.propertyBag,
+                deviceID: message.deviceID, properties: message.properties.map { OutboxProperty($0.key, $0.value) },
                 payload: message.payload,
                 createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
         }
-        var newDevices: [String] = []
+        var devices: [String] = []
         var refused: [String] = []
         do throws(StoreError) {
             try book.withLock { (book: inout Book) throws(StoreError) in
@@ -260,7 +223,7 @@ public final class Relay: PluginHostDelegate {
                 book.bytes += stored.reduce(0) { $0 + $1.size }
                 counters.ingested.add(stored.count, ordering: .relaxed)
                 let batchBytes = stored.reduce(0) { $0 + $1.payload.count }
-                newDevices = lanes.withLock { lanes in
+                lanes.withLock { lanes in
                     if !book.spilled, lanes.memoryBytes + batchBytes > memoryCap {
                         book.spilled = true
                         book.spillCursor = stored[0].seq
@@ -270,14 +233,14 @@ public final class Relay: PluginHostDelegate {
                     } else {
                         spilledHint.store(true, ordering: .relaxed)
                     }
-                    return Set(stored.map(\.deviceID)).filter { !lanes.opened.contains($0) }.sorted()
                 }
+                devices = Self.distinctDevices(stored)
             }
         } catch {
             logger.error(
                 "cannot make telemetry durable; not acknowledging it (the site broker will redeliver)",
                 metadata: ["plugin": "\(plugin)", "messages": "\(messages.count)", "error": "\(error)"])
-            return .unavailable
+            return Ingested(status: .unavailable, devices: [])
         }
         if !refused.isEmpty {
             counters.dropped.add(refused.count, ordering: .relaxed)
@@ -287,12 +250,14 @@ public final class Relay: PluginHostDelegate {
                     "devices": "\(Set(refused).sorted().joined(separator: ","))", "dropped": "\(refused.count)",
                 ])
         }
-        for device in newDevices {
-            logger.info("new leaf device seen on the site broker", metadata: ["device": "\(device)"])
-            openIdentityIfNeeded(device)
-        }
         requestWake()
-        return .ok
+        return Ingested(status: .ok, devices: devices)
+    }
+
+    /// The device ids of a batch, each once, in order of first appearance.
+    private static func distinctDevices(_ records: [OutboxRecord]) -> [String] {
+        var seen = Set<String>()
+        return records.compactMap { seen.insert($0.deviceID).inserted ? $0.deviceID : nil }
     }
 
     /// Enforces the byte limit before a batch is appended; returns what may be appended.
@@ -350,7 +315,7 @@ public final class Relay: PluginHostDelegate {
         }
     }
 
-    // MARK: - PluginHostDelegate: delivery and links
+    // MARK: - Delivery and links
 
     public func delivered(token: UInt64, status: PluginStatus) {
         let seq = Int64(bitPattern: token)
@@ -378,62 +343,15 @@ public final class Relay: PluginHostDelegate {
         requestWake()
     }
 
-    public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
-        if revoked.contains(deviceID) {
-            logger.info(
-                "upstream link of a removed device changed", metadata: ["device": "\(deviceID)", "state": "\(state)"])
-            return
-        }
+    /// A device's upstream link went up or down: an up link may send at once.
+    func setLink(_ deviceID: String, up: Bool) {
         lanes.withLock { lanes in
             let lane = lanes.lane(deviceID)
-            lane.linkUp = state == .up
+            lane.linkUp = up
             lane.retryAfter = nil
-            if state == .up { lanes.ready.insert(deviceID) }
+            if up { lanes.ready.insert(deviceID) }
         }
-        var metadata: Logger.Metadata = ["device": "\(deviceID)", "state": "\(state)", "plugin": "\(plugin)"]
-        if !reason.isEmpty { metadata["reason"] = "\(reason)" }
-        logger.log(level: state == .down ? .warning : .info, "upstream link changed", metadata: metadata)
-        // Recorded, not written: the plugin's thread must not wait for SQLite (gatehouse_plugin.h,
-        // link_state: non-blocking). The dispatcher writes it.
-        let change = LinkStateChange(deviceID: deviceID, state: "\(state)", reason: reason, atMS: Self.nowMS())
-        linkChanges.withLock { $0[deviceID] = change }
         requestWake()
-    }
-
-    public func signSAS(deviceID: String, resource: String, expiry: Int64) -> Result<String, PluginStatusError> {
-        guard !revoked.contains(deviceID) else {
-            logger.warning("refused to sign for a removed device", metadata: ["device": "\(deviceID)"])
-            return .failure(PluginStatusError(.refused))
-        }
-        do {
-            return .success(try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry))
-        } catch {
-            logger.error("refused to sign a SAS token", metadata: ["device": "\(deviceID)", "reason": "\(error)"])
-            return .failure(PluginStatusError(.refused))
-        }
-    }
-
-    /// Commands go through the gate (`CommandDispatcher`); until it is configured, every
-    /// command is refused: fail closed.
-    public func command(
-        _ command: PluginCommand, respond: @escaping @Sendable (_ status: Int32, _ body: [UInt8]) -> Void
-    ) {
-        commands.handle(command, respond: respond)
-    }
-
-    public func deliverResult(token: UInt64, status: Int32, body: [UInt8], plugin: String) {
-        commands.deliverResult(token: token, status: status, body: body)
-    }
-
-    public func log(level: PluginLogLevel, message: String, plugin: String) {
-        let mapped: Logger.Level =
-            switch level {
-            case .debug: .debug
-            case .info: .info
-            case .warning: .warning
-            case .error: .error
-            }
-        logger.log(level: mapped, "\(message)", metadata: ["plugin": "\(plugin)"])
     }
 
     // MARK: - The dispatcher
@@ -442,30 +360,7 @@ public final class Relay: PluginHostDelegate {
         if !wakeRequested.exchange(true, ordering: .acquiringAndReleasing) { wake.signal() }
     }
 
-    private func openIdentityIfNeeded(_ deviceID: String) {
-        guard !revoked.contains(deviceID) else { return }
-        let isNew = lanes.withLock { $0.opened.insert(deviceID).inserted }
-        guard isNew else { return }
-        if let provisioner {
-            // Registered with DPS first (once; the registry remembers), then connected.
-            provisioner.ensure(deviceID) { [self] in openIdentity(deviceID) }
-        } else {
-            openIdentity(deviceID)
-        }
-    }
-
-    private func openIdentity(_ deviceID: String) {
-        guard !revoked.contains(deviceID), let upstream = upstreamSlot.withLock({ $0 }) else { return }
-        let status = upstream.openIdentity(deviceID)
-        if status != .ok {
-            logger.error(
-                "upstream refused to open the device identity",
-                metadata: ["device": "\(deviceID)", "status": "\(status)"])
-        }
-    }
-
     private func dispatcherLoop() {
-        var lastHousekeeping = ContinuousClock.now - .seconds(10)
         var lastFlush = ContinuousClock.now
         while true {
             _ = wake.wait(timeout: .now() + .milliseconds(20))
@@ -479,27 +374,19 @@ public final class Relay: PluginHostDelegate {
                 flushAcknowledged()
                 lastFlush = .now
             }
-            writeLinkStates()
-            if stopping {
-                // Nothing is sent any more and the upstream links close next: say so now, since
-                // link changes reported after this are not written (the next start resets them).
-                do {
-                    try store.markLinksDown(reason: "gatehoused stopping", atMS: Self.nowMS())
-                } catch {
-                    logger.error("cannot record the links as down", metadata: ["error": "\(error)"])
-                }
-                break
-            }
+            if stopping { break }
+            if expiryRequested.exchange(false, ordering: .acquiringAndReleasing) { expireOld() }
             refillIfNeeded()
             sendReady()
-            if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
-                lastHousekeeping = .now
-                expireOld()
-                writeStatus(stopped: false)
-            }
         }
-        writeStatus(stopped: true)
         dispatcherDone.signal()
+    }
+
+    /// Asks the dispatcher to drop messages older than the policy's `max_age` on its next pass
+    /// (`OutboxExpiry` calls this every second): the work stays on the thread that owns the outbox.
+    public func requestExpiry() {
+        expiryRequested.store(true, ordering: .releasing)
+        requestWake()
     }
 
     /// Removes acknowledged messages from SQLite in one transaction.
@@ -522,24 +409,6 @@ public final class Relay: PluginHostDelegate {
         } catch {
             // The rows stay; they are sent again after a restart (a duplicate, never a loss).
             logger.error("cannot remove delivered messages from the outbox", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Writes the link changes recorded since the last pass, in one transaction.
-    private func writeLinkStates() {
-        let changes = linkChanges.withLock { changes in
-            defer { changes.removeAll(keepingCapacity: true) }
-            return Array(changes.values)
-        }
-        // A device removed meanwhile keeps its `removed` state.
-        let kept = changes.filter { !revoked.contains($0.deviceID) }
-        guard !kept.isEmpty else { return }
-        do {
-            try store.setLinkStates(kept)
-        } catch {
-            logger.error(
-                "cannot record link states",
-                metadata: ["devices": "\(kept.map(\.deviceID).sorted().joined(separator: ","))", "error": "\(error)"])
         }
     }
 
@@ -592,7 +461,7 @@ public final class Relay: PluginHostDelegate {
             for record in batch {
                 let message = PluginMessage(
                     deviceID: record.deviceID, payload: record.payload,
-                    properties: .init(propertyBag: record.properties), createdUnixMS: record.createdMS)
+                    properties: record.properties.map { .init($0.key, $0.value) }, createdUnixMS: record.createdMS)
                 let status = upstream.send(message, token: UInt64(bitPattern: record.seq))
                 if status != .ok {
                     // Not accepted: back in line; try this device again shortly.
@@ -615,23 +484,6 @@ public final class Relay: PluginHostDelegate {
             }
         } catch {
             logger.error("cannot expire old outbox messages", metadata: ["error": "\(error)"])
-        }
-    }
-
-    private func writeStatus(stopped: Bool) {
-        let (messages, bytes) = book.withLock { ($0.messages, $0.bytes) }
-        let now = Self.nowMS()
-        let status = DaemonStatus(
-            pid: getpid(), version: GatehouseVersion.current, startedMS: startedMS, heartbeatMS: now,
-            stoppedMS: stopped ? now : nil, outboxMessages: messages, outboxBytes: bytes,
-            ingestedTotal: counters.ingested.load(ordering: .relaxed),
-            deliveredTotal: counters.delivered.load(ordering: .relaxed),
-            droppedTotal: counters.dropped.load(ordering: .relaxed),
-            commandsRefusedTotal: commands.refused.load(ordering: .relaxed))
-        do {
-            try store.writeStatus(status)
-        } catch {
-            logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
         }
     }
 
@@ -660,27 +512,4 @@ public final class Relay: PluginHostDelegate {
     static func nowMS() -> Int64 {
         Int64(Date().timeIntervalSince1970 * 1000)
     }
-}
-
-/// The set of removed devices, shared by the relay and the provisioner.
-final class Revocations: Sendable {
-    private let ids: Mutex<Set<String>>
-
-    init(_ ids: Set<String>) { self.ids = Mutex(ids) }
-
-    func contains(_ deviceID: String) -> Bool { ids.withLock { $0.contains(deviceID) } }
-    var isEmpty: Bool { ids.withLock { $0.isEmpty } }
-    var all: Set<String> { ids.withLock { $0 } }
-
-    /// Swaps in the registry's set; returns the newly removed and the restored ids.
-    func replace(with fresh: Set<String>) -> (removed: Set<String>, restored: Set<String>) {
-        ids.withLock { current in
-            defer { current = fresh }
-            return (fresh.subtracting(current), current.subtracting(fresh))
-        }
-    }
-}
-
-public enum GatehouseVersion {
-    public static let current = "0.1.0"
 }

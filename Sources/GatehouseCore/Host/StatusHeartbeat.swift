@@ -1,0 +1,37 @@
+import Foundation
+import GatehouseStore
+import Logging
+
+/// The daemon's row in the state database, which `gatehouse status` reads: the counters of the
+/// relay and the command path, written every second ("status heartbeat" service) and once
+/// more, with the stop time, after the relay has drained.
+final class StatusHeartbeat: Sendable {
+    let store: StateStore
+    let telemetry: TelemetryRelay
+    let commands: CommandPath
+    let logger: Logger
+    let startedMS: Int64
+
+    init(store: StateStore, telemetry: TelemetryRelay, commands: CommandPath, logger: Logger) {
+        self.store = store
+        self.telemetry = telemetry
+        self.commands = commands
+        self.logger = logger
+        startedMS = TelemetryRelay.nowMS()
+    }
+
+    func beat(stopped: Bool = false) {
+        let snapshot = telemetry.snapshot
+        let now = TelemetryRelay.nowMS()
+        let status = DaemonStatus(
+            pid: getpid(), version: GatehouseVersion.current, startedMS: startedMS, heartbeatMS: now,
+            stoppedMS: stopped ? now : nil, outboxMessages: snapshot.outboxMessages,
+            outboxBytes: snapshot.outboxBytes, ingestedTotal: snapshot.ingested, deliveredTotal: snapshot.delivered,
+            droppedTotal: snapshot.dropped, commandsRefusedTotal: commands.refused.load(ordering: .relaxed))
+        do {
+            try store.writeStatus(status)
+        } catch {
+            logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
+        }
+    }
+}
