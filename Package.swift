@@ -159,35 +159,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // DevHub: IoT Hub's device endpoint and DPS over MQTT/TLS, a control API, SQLite state.
-        .target(
-            name: "DevHubKit",
-            dependencies: [
-                "StrictJSON",
-                "MQTTCodec",
-                "IoTHubWire",
-                // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
-                "COpenSSL",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        .executableTarget(
-            name: "DevHub",
-            dependencies: [
-                "DevHubKit",
-                "StrictJSON",
-                "IoTHubWire",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
         .target(
             name: "MQTTTransport",
             dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],
@@ -245,9 +216,6 @@ let package = Package(
             dependencies: ["GatehousePluginHost", "GatehousePluginKit", "GatehousePluginABI", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseSiteBrokerTests", dependencies: ["GatehouseSiteBroker"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
-        .testTarget(
-            name: "DevHubTests",
-            dependencies: ["DevHubKit", "StrictJSON", "IoTHubWire", "MQTTCodec", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
         .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
         .testTarget(
@@ -273,6 +241,47 @@ let package = Package(
             ],
             exclude: []
         ),
+
+        // ── DevHub, apart from the product ──────────────────────────────────────────────────
+        // The offline IoT Hub + DPS emulator for tests, demos and integrators (docs/devhub.md).
+        // It lives under DevHub/ and shares only the wire modules (MQTTCodec, IoTHubWire,
+        // StrictJSON) with the gateway; nothing of the product depends on it, and it is not in
+        // the .deb. A package of its own would build swift-nio and the rest a second time.
+        // DevHub: IoT Hub's device endpoint and DPS over MQTT/TLS, a control API, SQLite state.
+        .target(
+            name: "DevHubKit",
+            dependencies: [
+                "StrictJSON",
+                "MQTTCodec",
+                "IoTHubWire",
+                // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "DevHub/Sources/DevHubKit"
+        ),
+        .executableTarget(
+            name: "DevHub",
+            dependencies: [
+                "DevHubKit",
+                "StrictJSON",
+                "IoTHubWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "DevHub/Sources/DevHub"
+        ),
+        .testTarget(
+            name: "DevHubTests",
+            dependencies: ["DevHubKit", "StrictJSON", "IoTHubWire", "MQTTCodec", "GatehouseTestSupport"],
+            path: "DevHub/Tests/DevHubTests"),
     ],
     swiftLanguageModes: [.v6]
 )

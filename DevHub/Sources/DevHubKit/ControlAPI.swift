@@ -48,7 +48,7 @@ public struct ControlResponse: Sendable {
 
 /// The local HTTP/JSON control interface: enrollments, devices and their connection state,
 /// received telemetry, C2D messages, direct methods and twins. Routes are listed in
-/// `Sources/DevHubKit/DevHubKit.docc/DevHub.md`.
+/// `DevHub/Sources/DevHubKit/DevHubKit.docc/DevHub.md`.
 final class ControlAPI: Sendable {
     let hub: Hub
     let dps: DPS
