@@ -245,8 +245,9 @@ let package = Package(
         // ── DevHub, apart from the product ──────────────────────────────────────────────────
         // The offline IoT Hub + DPS emulator for tests, demos and integrators (docs/devhub.md).
         // It lives under DevHub/ and shares only the wire modules (MQTTCodec, IoTHubWire,
-        // StrictJSON) with the gateway; nothing of the product depends on it, and it is not in
-        // the .deb. A package of its own would build swift-nio and the rest a second time.
+        // StrictJSON) with the gateway; nothing of the product depends on it, and it ships in its
+        // own .deb, gatehouse-devhub. A SwiftPM package of its own would build swift-nio and the
+        // rest a second time.
         // DevHub: IoT Hub's device endpoint and DPS over MQTT/TLS, a control API, SQLite state.
         .target(
             name: "DevHubKit",
