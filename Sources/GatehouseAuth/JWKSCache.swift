@@ -7,8 +7,8 @@ import Synchronization
 ///
 /// jwt-kit turns keys into verifiers but has no fetching or caching policy; this is Entra ID's
 /// recommended one (docs/protocols.md §5.3), written here:
-/// - refreshed on a schedule (`refreshIfDue`, driven by `run()`), and at once on an unknown
-///   `kid` — but at most once per `minimumRefreshInterval` (5 min), however many tokens name
+/// - refreshed on a schedule (`refreshIfDue`, which the daemon's "jwks refresh" service calls),
+///   and at once on an unknown `kid` — but at most once per `minimumRefreshInterval` (5 min), however many tokens name
 ///   unknown keys; concurrent misses share one fetch;
 /// - a source that is read successfully is authoritative: its keys replace the previous ones,
 ///   so a key removed upstream stops verifying — and a document with no usable key (`"keys": []`)
@@ -26,8 +26,6 @@ public actor JWKSCache {
         public var refreshInterval: Duration = .seconds(3600)
         /// The least time between two fetches (scheduled or caused by an unknown `kid`).
         public var minimumRefreshInterval: Duration = .seconds(300)
-        /// How often `run()` wakes to check whether a refresh is due.
-        public var tick: Duration = .seconds(60)
         /// How long after their fetch a source's keys may still be used while the source cannot
         /// be read (`[auth] jwks_max_stale`).
         public var maxStale: Duration = .seconds(24 * 3600)
@@ -210,14 +208,6 @@ public actor JWKSCache {
         inFlight = task
         await task.value
         inFlight = nil
-    }
-
-    /// Refreshes when due until cancelled: the daemon runs this in its service group.
-    public func run() async {
-        while !Task.isCancelled {
-            await refreshIfDue()
-            try? await Task.sleep(for: policy.tick)
-        }
     }
 
     private func mayFetch() -> Bool {

@@ -103,20 +103,6 @@ struct JWKSCacheTests {
         #expect(down.fetches == 3)  // both fresh now: the next refresh is an hour after
     }
 
-    @Test("run() refreshes at once and stops when cancelled")
-    func runLoop() async throws {
-        let fixtures = try JWTFixtures.load()
-        let (_, keys, source, _) = try await fixtures.verifier()
-        let task = Task { await keys.run() }
-        // Yield (not block) while the loop makes its first pass: the pool may have one thread.
-        let deadline = ContinuousClock.now + .seconds(10)
-        while source.fetches == 0, ContinuousClock.now < deadline { await Task.yield() }
-        #expect(source.fetches == 1)
-        task.cancel()
-        await task.value
-        #expect(await keys.keyIDs == ["rsa-1", "ec-1"])
-    }
-
     @Test("keys cached on disk verify with every source down; the file holds public keys only")
     func diskCacheOffline() async throws {
         let fixtures = try JWTFixtures.load()
