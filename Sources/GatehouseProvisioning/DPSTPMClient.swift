@@ -3,6 +3,7 @@ import GatehouseTPM
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 
 extension ProvisioningError.Code {
     /// The TPM could not be reached or could not give its endorsement / storage root key.
@@ -51,16 +52,16 @@ public enum DPSTPMClient {
         let exchange = Exchange(settings: settings, group: group, deadline: deadline)
 
         // 1. The challenge.
-        let challengeBody: [String: Any] = [
-            "registrationId": registrationID,
+        let challengeBody: JSONValue = [
+            "registrationId": .string(registrationID),
             "tpm": [
-                "endorsementKey": endorsementKey.base64EncodedString(),
-                "storageRootKey": storageRootKey.base64EncodedString(),
+                "endorsementKey": .string(endorsementKey.base64EncodedString()),
+                "storageRootKey": .string(storageRootKey.base64EncodedString()),
             ],
         ]
         let challenge = try await exchange.send(
             .PUT, "\(base)/register?api-version=\(apiVersion)", json: challengeBody, authorization: nil)
-        guard challenge.status == 401, let blob = challenge.json["authenticationKey"] as? String else {
+        guard challenge.status == 401, let blob = challenge.json["authenticationKey"]?.stringValue else {
             switch challenge.status {
             case 401, 403, 404:
                 throw ProvisioningError(
@@ -82,21 +83,21 @@ public enum DPSTPMClient {
         do {
             token = try SharedAccessSignature.make(
                 resource: resource, expiry: Int64(Date().timeIntervalSince1970) + tokenLifetime,
-                policyName: challenge.json["keyName"] as? String ?? "registration", context: tpm)
+                policyName: challenge.json["keyName"]?.stringValue ?? "registration", context: tpm)
         } catch {
             throw ProvisioningError(.signing, "the TPM cannot sign the DPS token: \(error)")
         }
         var response = try await exchange.send(
-            .PUT, "\(base)/register?api-version=\(apiVersion)", json: ["registrationId": registrationID],
+            .PUT, "\(base)/register?api-version=\(apiVersion)", json: ["registrationId": .string(registrationID)],
             authorization: token)
         var operationID: String?
         // 3. Poll until the operation finishes.
         while true {
             switch response.status {
-            case 200 where response.json["status"] as? String != "assigning":
+            case 200 where response.json["status"]?.stringValue != "assigning":
                 return try finish(response.json, registrationID: registrationID, tpm: tpm)
             case 200, 202:
-                guard let id = response.json["operationId"] as? String ?? operationID else {
+                guard let id = response.json["operationId"]?.stringValue ?? operationID else {
                     throw ProvisioningError(.protocolError, "DPS accepted the registration without an operationId")
                 }
                 operationID = id
@@ -118,21 +119,21 @@ public enum DPSTPMClient {
     }
 
     /// The final RegistrationOperationStatus: `assigned` with the hub key, or an error.
-    static func finish(_ json: [String: Any], registrationID: String, tpm: TPMContext) throws(ProvisioningError)
+    static func finish(_ json: JSONObject, registrationID: String, tpm: TPMContext) throws(ProvisioningError)
         -> DPSAssignment
     {
-        let status = json["status"] as? String ?? ""
-        let state = json["registrationState"] as? [String: Any] ?? [:]
+        let status = json["status"]?.stringValue ?? ""
+        let state = json["registrationState"]?.objectValue ?? [:]
         guard status == "assigned" else {
             var detail = "status \(status)"
-            if let code = state["errorCode"] { detail += ", error \(code)" }
-            if let message = state["errorMessage"] as? String { detail += ": \(message)" }
+            if let code = state["errorCode"] { detail += ", error \(shown(code))" }
+            if let message = state["errorMessage"]?.stringValue { detail += ": \(message)" }
             throw ProvisioningError(.failed, "DPS did not assign registration \(registrationID) (\(detail))")
         }
-        guard let hub = state["assignedHub"] as? String, let device = state["deviceId"] as? String else {
+        guard let hub = state["assignedHub"]?.stringValue, let device = state["deviceId"]?.stringValue else {
             throw ProvisioningError(.protocolError, "DPS assigned \(registrationID) without assignedHub and deviceId")
         }
-        guard let blob = (state["tpm"] as? [String: Any])?["authenticationKey"] as? String else {
+        guard let blob = state["tpm"]?["authenticationKey"]?.stringValue else {
             throw ProvisioningError(
                 .protocolError, "DPS assigned \(registrationID) without registrationState.tpm.authenticationKey")
         }
@@ -164,6 +165,9 @@ public enum DPSTPMClient {
 
     static func percent(_ text: String) -> String { SharedAccessSignature.percentEncode(text) }
 
+    /// A value from a DPS answer for a message: a string as it is, anything else as JSON.
+    static func shown(_ value: JSONValue) -> String { value.stringValue ?? value.description }
+
     /// The HTTP side: requests, transient retries, the deadline.
     struct Exchange {
         var settings: DPSSettings
@@ -172,30 +176,31 @@ public enum DPSTPMClient {
 
         struct Reply {
             var status: Int
-            var json: [String: Any]
+            /// The body, when it is a JSON object; empty otherwise.
+            var json: JSONObject
             var retryAfter: Int?
 
             /// DPS's error text (ProvisioningServiceErrorDetails or aziot's variant).
             var errorText: String {
                 let code = json["errorCode"] ?? json["code"]
                 let message = json["message"] ?? json["errorMessage"]
-                switch (code, message) {
+                switch (code.map(shown), message.map(shown)) {
                 case (let code?, let message?): return "\(message) (error \(code))"
-                case (nil, let message?): return "\(message)"
+                case (nil, let message?): return message
                 case (let code?, nil): return "error \(code)"
                 default: return "no error details"
                 }
             }
         }
 
-        func send(_ method: HTTPMethod, _ target: String, json: [String: Any]?, authorization: String?)
+        func send(_ method: HTTPMethod, _ target: String, json: JSONValue?, authorization: String?)
             async throws(ProvisioningError) -> Reply
         {
             var headers = [("Accept", "application/json"), ("User-Agent", "gatehouse")]
             var body: [UInt8] = []
             if let json {
                 headers.append(("Content-Type", "application/json; charset=utf-8"))
-                body = [UInt8]((try? JSONSerialization.data(withJSONObject: json)) ?? Data("{}".utf8))
+                body = json.utf8Bytes
             }
             if let authorization { headers.append(("Authorization", authorization)) }
             let request = HTTPSRequest(
@@ -212,8 +217,8 @@ public enum DPSTPMClient {
                 } catch {
                     throw ProvisioningError(.unreachable, "DPS at \(settings.host):\(settings.port): \(error)")
                 }
-                let object =
-                    (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+                // Parsed strictly (a repeated member is refused): no object, no fields to act on.
+                let object = (try? JSONValue(parsing: response.body))?.objectValue ?? [:]
                 let retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
                 if response.status == 429 || response.status >= 500 {
                     try await pause(retryAfter ?? 2)  // transient (docs/protocols.md §1.a)

@@ -3,6 +3,7 @@ import Foundation
 import GatehouseCore
 import GatehouseSiteBroker
 import GatehouseStore
+import StrictJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -139,12 +140,13 @@ extension Devices {
             let publish = admin.plan.telemetryTopics(of: id)
             let subscribe = admin.plan.commandTopics(of: id)
             if json {
-                let report: [String: Any] = [
-                    "deviceId": id, "username": id, "clientId": id, "password": password,
-                    "broker": "\(settings.host):\(settings.port)", "publish": publish, "subscribe": subscribe,
+                let report: JSONValue = [
+                    "deviceId": .string(id), "username": .string(id), "clientId": .string(id),
+                    "password": .string(password), "broker": .string("\(settings.host):\(settings.port)"),
+                    "publish": .array(publish.map(JSONValue.string)),
+                    "subscribe": .array(subscribe.map(JSONValue.string)),
                 ]
-                let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(report.formatted(JSONFormat(indentation: "  ", sortsKeys: true)))
             } else {
                 print("created the site-broker credential of \(id) on \(settings.host):\(settings.port)")
                 print("  username and client id: \(id)")

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseStore
+import StrictJSON
 import TOMLKit
 
 extension GatewayConfig {
@@ -81,17 +82,19 @@ private struct ConfigReader {
     /// The ports gatehouse itself needs open, handed to the firewall plugin as `derived_allow`:
     /// the site broker's port when the broker runs on this gateway (leaf devices connect to it).
     /// Outbound connections (the hub, DPS) need nothing: their replies are established traffic.
+    /// The sections' JSON is TOMLKit's rendering of the TOML tables; the result is written with
+    /// sorted keys.
     static func addDerivedPorts(_ json: [UInt8], site: GatewayConfig.TransportSection) -> [UInt8] {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(json))) as? [String: Any] else { return json }
-        let siteObject = (try? JSONSerialization.jsonObject(with: Data(site.pluginConfigJSON))) as? [String: Any] ?? [:]
-        let host = siteObject["host"] as? String ?? "127.0.0.1"
-        let port = (siteObject["port"] as? NSNumber)?.intValue ?? 1883
-        var derived: [[String: Any]] = []
+        guard case .object(var object)? = try? JSONValue(parsing: json) else { return json }
+        let siteObject = (try? JSONValue(parsing: site.pluginConfigJSON))?.objectValue ?? [:]
+        let host = siteObject["host"]?.stringValue ?? "127.0.0.1"
+        let port = siteObject["port"]?.intValue ?? 1883
+        var derived: [JSONValue] = []
         if ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"].contains(host) {
-            derived.append(["port": port, "proto": "tcp", "comment": "site broker ([site] port)"])
+            derived.append(["port": .int(port), "proto": "tcp", "comment": "site broker ([site] port)"])
         }
-        object["derived_allow"] = derived
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? json
+        object["derived_allow"] = .array(derived)
+        return Array(JSONValue.object(object).formatted(JSONFormat(sortsKeys: true)).utf8)
     }
 
     func table(_ name: String) throws(ConfigError) -> TOMLTable? {

@@ -2,6 +2,7 @@ import Foundation
 import GatehousePluginKit
 import GatehouseStore
 import Logging
+import StrictJSON
 import Synchronization
 
 /// Carries a command from the upstream transport through the gate to the site transport and
@@ -149,7 +150,7 @@ public final class CommandDispatcher: Sendable {
     }
 
     static func body(status: Int32, reason: String) -> [UInt8] {
-        let object: [String: Any] = ["status": Int(status), "reason": reason]
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? []
+        let object: JSONValue = ["status": .int(status), "reason": .string(reason)]
+        return Array(object.formatted(JSONFormat(sortsKeys: true)).utf8)
     }
 }

@@ -3,6 +3,7 @@ import GatehouseProvisioning
 import GatehouseStore
 import GatehouseTPM
 import Logging
+import StrictJSON
 import Synchronization
 
 /// Signs for the gateway's own hub identity inside the TPM (the key DPS installed at
@@ -117,10 +118,7 @@ extension Gateway {
                 "registration_id": "\(record.registrationID)", "device": "\(record.deviceID)",
                 "assigned_hub": "\(record.assignedHub)",
             ])
-        let hubHost =
-            ((try? JSONSerialization.jsonObject(with: Data(config.hub.pluginConfigJSON))) as? [String: Any])?[
-                "hostname"]
-            as? String
+        let hubHost = (try? JSONValue(parsing: config.hub.pluginConfigJSON))?["hostname"]?.stringValue
         if let hubHost, hubHost.lowercased() != record.assignedHub.lowercased() {
             logger.warning(
                 "DPS assigned the gateway to another hub than [hub] hostname; the hub plugin connects to [hub] hostname",
