@@ -1,5 +1,6 @@
 import Foundation
 import MosquittoClient
+import StrictJSON
 
 /// Where DPS is and how to reach it.
 public struct DPSSettings: Sendable {
@@ -124,7 +125,7 @@ public enum DPSClient {
         guard case .subscribed = client.next(until: deadline) else {
             throw ProvisioningError(.protocolError, "DPS did not acknowledge the subscription")
         }
-        let body = (try? JSONSerialization.data(withJSONObject: ["registrationId": registrationID])) ?? Data()
+        let body = Data(JSONValue.object(["registrationId": .string(registrationID)]).utf8Bytes)
         var requestID = 1
         publish(client, "$dps/registrations/PUT/iotdps-register/?$rid=\(requestID)", body)
         while true {
@@ -203,13 +204,14 @@ public enum DPSClient {
             }
             requestID = query["$rid"]
             retryAfter = query["retry-after"].flatMap { Int($0) }
-            let json = (try? JSONSerialization.jsonObject(with: payload)) as? [String: Any] ?? [:]
-            operationID = json["operationId"] as? String
-            operationStatus = json["status"] as? String
-            let state = json["registrationState"] as? [String: Any]
-            assignedHub = state?["assignedHub"] as? String
-            deviceID = state?["deviceId"] as? String
-            let message = (json["message"] ?? json["errorMessage"] ?? state?["errorMessage"]) as? String
+            // Parsed strictly (a repeated member is refused): no object, no fields to act on.
+            let json = (try? JSONValue(parsing: payload))?.objectValue ?? [:]
+            operationID = json["operationId"]?.stringValue
+            operationStatus = json["status"]?.stringValue
+            let state = json["registrationState"]
+            assignedHub = state?["assignedHub"]?.stringValue
+            deviceID = state?["deviceId"]?.stringValue
+            let message = (json["message"] ?? json["errorMessage"] ?? state?["errorMessage"])?.stringValue
             errorText = message.map { ": \($0)" } ?? ""
         }
     }

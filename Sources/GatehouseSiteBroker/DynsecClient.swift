@@ -1,5 +1,6 @@
 import Foundation
 import MosquittoClient
+import StrictJSON
 
 /// Where the site broker is, and the CA to check its certificate with (nil: plain MQTT, as on
 /// the gateway's own loopback listener).
@@ -68,11 +69,10 @@ public final class DynsecClient {
     public static let responseTopic = "$CONTROL/dynamic-security/v1/response"
 
     /// One answer: the command's name, the plugin's error text if it refused, and its data.
-    public struct Response: @unchecked Sendable {
-        // @unchecked: `data` is an immutable JSON tree from JSONSerialization, never mutated.
+    public struct Response: Sendable {
         public var command: String
         public var error: String?
-        public var data: [String: Any]
+        public var data: JSONObject
     }
 
     let endpoint: BrokerEndpoint
@@ -158,25 +158,20 @@ public final class DynsecClient {
 
     /// Sends the commands in one message and returns their responses in the same order.
     /// A command's own refusal is in its `Response.error`; only transport failures throw.
-    public func run(_ commands: [[String: Any]]) throws(SiteBrokerError) -> [Response] {
+    public func run(_ commands: [JSONObject]) throws(SiteBrokerError) -> [Response] {
         guard !commands.isEmpty else { return [] }
         var ids: [String] = []
-        var tagged: [[String: Any]] = []
+        var tagged: [JSONValue] = []
         for var command in commands {
             sequence += 1
             let id = "\(session)-\(sequence)"
-            command["correlationData"] = id
+            command["correlationData"] = .string(id)
             ids.append(id)
-            tagged.append(command)
+            tagged.append(.object(command))
         }
-        let body: Data
+        let body: JSONValue = ["commands": .array(tagged)]
         do {
-            body = try JSONSerialization.data(withJSONObject: ["commands": tagged])
-        } catch {
-            throw SiteBrokerError(.protocolError, "cannot encode a dynamic security command")
-        }
-        do {
-            try connection.publish(topic: Self.controlTopic, payload: [UInt8](body), qos: 1)
+            try connection.publish(topic: Self.controlTopic, payload: body.utf8Bytes, qos: 1)
         } catch {
             throw SiteBrokerError(.unreachable, "cannot send to the site broker at \(endpoint): \(error)")
         }
@@ -186,18 +181,18 @@ public final class DynsecClient {
             guard let event = connection.next(until: deadline) else {
                 throw SiteBrokerError(
                     .timeout,
-                    "the site broker at \(endpoint) did not answer \(commands.compactMap { $0["command"] as? String }.joined(separator: ", ")) within \(timeout)"
+                    "the site broker at \(endpoint) did not answer \(commands.compactMap { $0["command"]?.stringValue }.joined(separator: ", ")) within \(timeout)"
                 )
             }
             switch event {
             case .message(let message) where message.topic == Self.responseTopic:
-                let payload = Data(message.payload)
-                let json = (try? JSONSerialization.jsonObject(with: payload)) as? [String: Any]
-                for item in json?["responses"] as? [[String: Any]] ?? [] {
-                    guard let id = item["correlationData"] as? String, ids.contains(id) else { continue }
+                // Parsed strictly: a response with a repeated member is not taken (nor is its id).
+                let json = try? JSONValue(parsing: message.payload)
+                for item in json?["responses"]?.arrayValue ?? [] {
+                    guard let id = item["correlationData"]?.stringValue, ids.contains(id) else { continue }
                     answers[id] = Response(
-                        command: item["command"] as? String ?? "", error: item["error"] as? String,
-                        data: item["data"] as? [String: Any] ?? [:])
+                        command: item["command"]?.stringValue ?? "", error: item["error"]?.stringValue,
+                        data: item["data"]?.objectValue ?? [:])
                 }
             case .disconnected:
                 throw SiteBrokerError(.unreachable, "the site broker at \(endpoint) closed the connection")
@@ -209,7 +204,7 @@ public final class DynsecClient {
 
     /// Runs one command; its refusal becomes an error (`alreadyExists`, `notFound`, `rejected`).
     @discardableResult
-    public func require(_ command: [String: Any], what: String) throws(SiteBrokerError) -> Response {
+    public func require(_ command: JSONObject, what: String) throws(SiteBrokerError) -> Response {
         let response = try run([command])[0]
         if let error = response.error { throw Self.refusal(error, what: what) }
         return response

@@ -1,3 +1,5 @@
+import StrictJSON
+
 /// Which topics the site broker lets each party use, as dynamic-security roles.
 ///
 /// Topic filters are written with a `+` level standing for the device id, as `[site] topics`
@@ -76,7 +78,10 @@ public struct SiteAccessPlan: Sendable, Equatable {
         public var type: String
         public var topic: String
 
-        public var json: [String: Any] { ["acltype": type, "topic": topic, "allow": true, "priority": 0] }
+        /// The entry as the dynamic security plugin takes it.
+        public var json: JSONValue {
+            ["acltype": .string(type), "topic": .string(topic), "allow": true, "priority": 0]
+        }
     }
 
     public func deviceACLs(_ deviceID: String) -> [ACL] {

@@ -1,3 +1,5 @@
+import StrictJSON
+
 /// The site broker's credentials and ACLs as gatehouse manages them, through a connected
 /// dynamic-security admin client. Each operation checks before it changes anything and undoes
 /// its own partial work when a later step is refused.
@@ -21,7 +23,7 @@ public struct SiteBrokerAdmin {
     /// and its own role; returns the password, which the caller shows once and forgets.
     public func addDevice(_ id: String) throws(SiteBrokerError) -> String {
         try check(id)
-        let existing = try client.run([["command": "getClient", "username": id]])[0]
+        let existing = try client.run([["command": "getClient", "username": .string(id)]])[0]
         if existing.error == nil {
             throw SiteBrokerError(
                 .alreadyExists,
@@ -30,21 +32,22 @@ public struct SiteBrokerAdmin {
         }
         let role = SiteAccessPlan.deviceRole(id)
         // A role left by an interrupted earlier add is replaced, so its ACLs are today's.
-        _ = try client.run([["command": "deleteRole", "rolename": role]])
+        _ = try client.run([["command": "deleteRole", "rolename": .string(role)]])
         try client.require(
             [
-                "command": "createRole", "rolename": role, "textname": "gatehouse: device \(id)",
-                "acls": plan.deviceACLs(id).map(\.json),
+                "command": "createRole", "rolename": .string(role), "textname": .string("gatehouse: device \(id)"),
+                "acls": .array(plan.deviceACLs(id).map(\.json)),
             ], what: "creating role \(role)")
         let password = SitePassword.generate()
         let created = try client.run([
             [
-                "command": "createClient", "username": id, "clientid": id, "password": password,
-                "textname": "gatehouse: leaf device \(id)", "roles": [["rolename": role, "priority": 0]],
+                "command": "createClient", "username": .string(id), "clientid": .string(id),
+                "password": .string(password), "textname": .string("gatehouse: leaf device \(id)"),
+                "roles": [["rolename": .string(role), "priority": 0]],
             ]
         ])[0]
         if let error = created.error {
-            _ = try? client.run([["command": "deleteRole", "rolename": role]])
+            _ = try? client.run([["command": "deleteRole", "rolename": .string(role)]])
             throw DynsecClient.refusal(error, what: "creating the site-broker client of device \(id)")
         }
         return password
@@ -57,9 +60,9 @@ public struct SiteBrokerAdmin {
     public func removeDevice(_ id: String) throws(SiteBrokerError) -> Bool {
         try check(id)
         let role = SiteAccessPlan.deviceRole(id)
-        let found = try client.run([["command": "getClient", "username": id]])[0]
+        let found = try client.run([["command": "getClient", "username": .string(id)]])[0]
         if found.error != nil {
-            _ = try client.run([["command": "deleteRole", "rolename": role]])
+            _ = try client.run([["command": "deleteRole", "rolename": .string(role)]])
             return false
         }
         let roles = Self.roleNames(found.data["client"])
@@ -69,8 +72,9 @@ public struct SiteBrokerAdmin {
                 "the site broker's client `\(id)` was not made by `gatehouse devices add` (it has no role \(role)); "
                     + "remove it with mosquitto_ctrl if that is meant")
         }
-        try client.require(["command": "deleteClient", "username": id], what: "deleting the client of device \(id)")
-        _ = try client.run([["command": "deleteRole", "rolename": role]])
+        try client.require(
+            ["command": "deleteClient", "username": .string(id)], what: "deleting the client of device \(id)")
+        _ = try client.run([["command": "deleteRole", "rolename": .string(role)]])
         return true
     }
 
@@ -79,8 +83,8 @@ public struct SiteBrokerAdmin {
         let response = try client.require(
             ["command": "listClients", "verbose": true, "count": -1, "offset": 0], what: "listing the site clients")
         var result = Set<String>()
-        for entry in response.data["clients"] as? [[String: Any]] ?? [] {
-            guard let username = entry["username"] as? String else { continue }
+        for entry in response.data["clients"]?.arrayValue ?? [] {
+            guard let username = entry["username"]?.stringValue else { continue }
             if Self.roleNames(entry).contains(SiteAccessPlan.deviceRole(username)) { result.insert(username) }
         }
         return result
@@ -96,9 +100,9 @@ public struct SiteBrokerAdmin {
         }
     }
 
-    static func roleNames(_ client: Any?) -> Set<String> {
-        let roles = (client as? [String: Any])?["roles"] as? [[String: Any]] ?? []
-        return Set(roles.compactMap { $0["rolename"] as? String })
+    /// The `rolename`s of a client as `getClient` and `listClients` give it.
+    static func roleNames(_ client: JSONValue?) -> Set<String> {
+        Set((client?["roles"]?.arrayValue ?? []).compactMap { $0["rolename"]?.stringValue })
     }
 
     // MARK: - The gateway's own client and the defaults
@@ -118,43 +122,48 @@ public struct SiteBrokerAdmin {
         try client.require(
             [
                 "command": "setDefaultACLAccess",
-                "acls": ["publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"].map {
-                    ["acltype": $0, "allow": false] as [String: Any]
-                },
+                "acls": .array(
+                    ["publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"].map {
+                        ["acltype": .string($0), "allow": false]
+                    }),
             ], what: "setting the default ACL access")
         report.actions.append(
             "default ACL access: deny publishClientSend, publishClientReceive, subscribe, unsubscribe")
 
         let role = SiteAccessPlan.gatewayRole
-        let acls = plan.gatewayACLs.map(\.json)
-        let created = try client.run([["command": "createRole", "rolename": role, "acls": acls]])[0]
+        let acls = JSONValue.array(plan.gatewayACLs.map(\.json))
+        let created = try client.run([["command": "createRole", "rolename": .string(role), "acls": acls]])[0]
         if let error = created.error {
             guard error.lowercased().contains("already exists") else {
                 throw DynsecClient.refusal(error, what: "creating role \(role)")
             }
             try client.require(
-                ["command": "modifyRole", "rolename": role, "acls": acls], what: "updating role \(role)")
+                ["command": "modifyRole", "rolename": .string(role), "acls": acls], what: "updating role \(role)")
             report.actions.append("role \(role): ACLs updated")
         } else {
             report.actions.append("role \(role): created")
         }
         for acl in plan.gatewayACLs { report.actions.append("  allow \(acl.type) \(acl.topic)") }
 
-        let existing = try client.run([["command": "getClient", "username": gatewayUsername]])[0]
+        let existing = try client.run([["command": "getClient", "username": .string(gatewayUsername)]])[0]
         if existing.error != nil {
             let password = SitePassword.generate()
             try client.require(
                 [
-                    "command": "createClient", "username": gatewayUsername, "clientid": gatewayClientID,
-                    "password": password, "textname": "gatehouse: the gateway's site client",
-                    "roles": [["rolename": role, "priority": 0]],
+                    "command": "createClient", "username": .string(gatewayUsername),
+                    "clientid": .string(gatewayClientID), "password": .string(password),
+                    "textname": "gatehouse: the gateway's site client",
+                    "roles": [["rolename": .string(role), "priority": 0]],
                 ], what: "creating the gateway's client \(gatewayUsername)")
             report.gatewayPassword = password
             report.actions.append("client \(gatewayUsername) (client id \(gatewayClientID)): created with role \(role)")
         } else {
             if !Self.roleNames(existing.data["client"]).contains(role) {
                 try client.require(
-                    ["command": "addClientRole", "username": gatewayUsername, "rolename": role, "priority": 0],
+                    [
+                        "command": "addClientRole", "username": .string(gatewayUsername), "rolename": .string(role),
+                        "priority": 0,
+                    ],
                     what: "giving \(gatewayUsername) the role \(role)")
                 report.actions.append("client \(gatewayUsername): role \(role) added")
             } else {
@@ -163,7 +172,10 @@ public struct SiteBrokerAdmin {
             if rotatePassword {
                 let password = SitePassword.generate()
                 try client.require(
-                    ["command": "setClientPassword", "username": gatewayUsername, "password": password],
+                    [
+                        "command": "setClientPassword", "username": .string(gatewayUsername),
+                        "password": .string(password),
+                    ],
                     what: "setting a new password for \(gatewayUsername)")
                 report.gatewayPassword = password
                 report.actions.append("client \(gatewayUsername): new password set")
