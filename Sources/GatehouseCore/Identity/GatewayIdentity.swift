@@ -97,7 +97,7 @@ extension Gateway {
         try adopt(
             GatewayIdentityRecord(
                 registrationID: registrationID, idScope: settings.idScope, deviceID: assignment.deviceID,
-                assignedHub: assignment.assignedHub, attestation: "tpm", registeredMS: Relay.nowMS()),
+                assignedHub: assignment.assignedHub, attestation: "tpm", registeredMS: TelemetryRelay.nowMS()),
             registered: true)
     }
 
@@ -106,7 +106,8 @@ extension Gateway {
         do {
             if registered { try store.setGatewayIdentity(record) }
             try store.setProvisioning(
-                deviceID: record.deviceID, state: "assigned", assignedHub: record.assignedHub, atMS: Relay.nowMS())
+                deviceID: record.deviceID, state: "assigned", assignedHub: record.assignedHub,
+                atMS: TelemetryRelay.nowMS())
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }

@@ -1,16 +1,18 @@
 import Foundation
+import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import Logging
 import StrictJSON
 import Synchronization
 
-/// Carries a command from the upstream transport through the gate to the site transport and
-/// the device's answer back: one audit record and one log line a decision.
+/// The command path: carries a command from the upstream transport through the gate to the site
+/// transport, and the device's answer back; one audit record and one log line a decision. It
+/// owns the site delivery handle; `HostRouter` hands it `command` and `deliver_result`.
 ///
 ///     hub plugin ──command──▶ gate.decide ──allow──▶ site plugin.deliver ──deliver_result──▶ respond
 ///                                         └─deny───▶ respond(403, reason)
-public final class CommandDispatcher: Sendable {
+public final class CommandPath: Sendable {
     let store: StateStore
     let logger: Logger
     private let wiring = Mutex<Wiring?>(nil)
@@ -32,7 +34,7 @@ public final class CommandDispatcher: Sendable {
 
     let auditLog: AuditWriter
 
-    init(store: StateStore, logger: Logger) {
+    public init(store: StateStore, logger: Logger) {
         self.store = store
         self.logger = logger
         auditLog = AuditWriter(store: store, logger: logger)
