@@ -140,6 +140,7 @@ let package = Package(
             name: "gatehoused",
             dependencies: [
                 "GatehouseCore",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -200,8 +200,9 @@ public final class Gateway: Sendable {
     /// bottom-up as the stop order: housekeeping ends; the site side stops taking input; the
     /// relay lets in-flight messages be acknowledged; the links are recorded as down; the hub
     /// side closes; the last status is written; the firewall stops (`on_stop`); the audit
-    /// writer ends.
-    public func services<C: Clock>(clock: C) -> [any Service] where C.Duration == Duration {
+    /// writer ends. `hangups`: SIGHUP, trapped before `start` (a reload).
+    public func services<C: Clock>(clock: C, hangups: UnixSignalsSequence) -> [any Service]
+    where C.Duration == Duration {
         let router = router
         let store = store
         let logger = logger
@@ -241,7 +242,7 @@ public final class Gateway: Sendable {
                     logger.error("cannot prune the audit log", metadata: ["error": "\(error)"])
                 }
             },
-            SignalService(signal: .sighup) { [self] in await reload() },
+            SignalService(hangups) { [self] in await reload() },
         ]
         if let setup = verification.withLock({ $0 }) {
             let first = Mutex(setup.refreshFirst)

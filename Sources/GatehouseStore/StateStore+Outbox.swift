@@ -100,8 +100,15 @@ extension StateStore {
     /// Appends a batch in ONE transaction and returns the records with their sequence numbers.
     /// When this returns, the batch is durable; the caller may acknowledge it downstream.
     /// Also records each device as seen (the registry learns devices from their traffic).
-    public func appendToOutbox(_ records: [OutboxRecord]) throws(StoreError) -> [OutboxRecord] {
+    ///
+    /// `removing`: delivered messages to delete in the same transaction (group commit: the
+    /// relay hands over what the hub acknowledged since the last commit, so under load one fsync
+    /// covers both, and the dispatcher never waits for the ingest's commit to delete).
+    public func appendToOutbox(
+        _ records: [OutboxRecord], removing delivered: [Int64] = [], deliveredPerDevice: [String: Int] = [:]
+    ) throws(StoreError) -> [OutboxRecord] {
         try write("append \(records.count) message(s) to the outbox") { db in
+            if !delivered.isEmpty { try Self.remove(delivered, deliveredPerDevice: deliveredPerDevice, in: db) }
             let insert = try db.cachedStatement(
                 sql: """
                     INSERT INTO outbox (device_id, props, payload, created_ms, enqueued_ms, size)
@@ -137,11 +144,15 @@ extension StateStore {
     public func removeFromOutbox(_ seqs: [Int64], deliveredPerDevice: [String: Int] = [:]) throws(StoreError) {
         guard !seqs.isEmpty else { return }
         try writeUnsynced("remove \(seqs.count) delivered message(s) from the outbox") { db in
-            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
-            for seq in seqs { try delete.execute(arguments: [seq]) }
-            let count = try db.cachedStatement(sql: "UPDATE device SET messages_out = messages_out + ? WHERE id = ?")
-            for (device, delivered) in deliveredPerDevice { try count.execute(arguments: [delivered, device]) }
+            try Self.remove(seqs, deliveredPerDevice: deliveredPerDevice, in: db)
         }
+    }
+
+    private static func remove(_ seqs: [Int64], deliveredPerDevice: [String: Int], in db: Database) throws {
+        let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
+        for seq in seqs { try delete.execute(arguments: [seq]) }
+        let count = try db.cachedStatement(sql: "UPDATE device SET messages_out = messages_out + ? WHERE id = ?")
+        for (device, delivered) in deliveredPerDevice { try count.execute(arguments: [delivered, device]) }
     }
 
     /// Records from `seq` on, in order, at most `limit`.

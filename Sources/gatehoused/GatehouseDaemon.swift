@@ -4,6 +4,7 @@ import Foundation
 import GatehouseCore
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
     import Glibc
@@ -58,6 +59,9 @@ struct GatehouseDaemon: AsyncParsableCommand {
             printError("gatehoused: \(error)")
             throw ExitCode(error.exitCode)
         }
+        // SIGHUP (reload) is trapped before anything starts, so one sent as soon as the daemon
+        // says it started is handled, not fatal.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         do {
             try await gateway.start()
         } catch {
@@ -65,7 +69,7 @@ struct GatehouseDaemon: AsyncParsableCommand {
             throw ExitCode(error.exitCode)
         }
         let clock = ContinuousClock()
-        var services = gateway.services(clock: clock)
+        var services = gateway.services(clock: clock, hangups: hangups)
         // Give freed heap back to the kernel now and then (TLS handshakes of many identities
         // leave megabytes of free but resident heap behind).
         services.append(PeriodicService("malloc trim", every: .seconds(30), clock: clock) { _ = gh_malloc_trim() })

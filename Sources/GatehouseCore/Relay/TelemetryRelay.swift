@@ -81,6 +81,8 @@ public final class TelemetryRelay: Sendable {
         var acknowledged: [Int64] = []
         var acknowledgedBytes = 0
         var acknowledgedPerDevice: [String: Int] = [:]
+        /// When the oldest of `acknowledged` was acknowledged (nil: none waits).
+        var acknowledgedSince: ContinuousClock.Instant?
         var memoryBytes = 0
         var inflightPerDevice: Int
 
@@ -218,9 +220,18 @@ public final class TelemetryRelay: Sendable {
                 guard !records.isEmpty else { return }
                 records = try makeRoom(for: records, in: &book)
                 guard !records.isEmpty else { return }
-                let stored = try store.appendToOutbox(records)
-                book.messages += stored.count
-                book.bytes += stored.reduce(0) { $0 + $1.size }
+                // What the hub acknowledged since the last commit leaves in this transaction.
+                let delivered = takeAcknowledged()
+                let stored: [OutboxRecord]
+                do throws(StoreError) {
+                    stored = try store.appendToOutbox(
+                        records, removing: delivered.seqs, deliveredPerDevice: delivered.perDevice)
+                } catch {
+                    giveBack(delivered)
+                    throw error
+                }
+                book.messages += stored.count - delivered.seqs.count
+                book.bytes += stored.reduce(0) { $0 + $1.size } - delivered.bytes
                 counters.ingested.add(stored.count, ordering: .relaxed)
                 let batchBytes = stored.reduce(0) { $0 + $1.payload.count }
                 lanes.withLock { lanes in
@@ -327,6 +338,7 @@ public final class TelemetryRelay: Sendable {
             else { return false }
             let record = lane.inflight.remove(at: index)
             if status == .ok {
+                if lanes.acknowledged.isEmpty { lanes.acknowledgedSince = .now }
                 lanes.acknowledged.append(seq)
                 lanes.acknowledgedBytes += record.size
                 lanes.acknowledgedPerDevice[device, default: 0] += 1
@@ -361,18 +373,18 @@ public final class TelemetryRelay: Sendable {
     }
 
     private func dispatcherLoop() {
-        var lastFlush = ContinuousClock.now
         while true {
             _ = wake.wait(timeout: .now() + .milliseconds(20))
             wakeRequested.store(false, ordering: .sequentiallyConsistent)
             let stopping = !running.load(ordering: .sequentiallyConsistent)
             // Sending first: it is what latency waits for, and it never touches SQLite.
             if !stopping { sendReady() }
-            // Acknowledged messages leave SQLite in batches: every 20 ms or 1,024 messages.
-            let pending = lanes.withLock { $0.acknowledged.count }
-            if stopping || pending >= 1024 || (pending > 0 && ContinuousClock.now - lastFlush >= .milliseconds(20)) {
+            // Acknowledged messages leave SQLite with the next ingest's commit. Only when none
+            // took them within 50 ms (a quiet site) or 4,096 wait does the dispatcher delete them
+            // itself: under load it never waits for an ingest's fsync.
+            let (pending, since) = lanes.withLock { ($0.acknowledged.count, $0.acknowledgedSince) }
+            if stopping || pending >= 4096 || since.map({ ContinuousClock.now - $0 >= .milliseconds(50) }) == true {
                 flushAcknowledged()
-                lastFlush = .now
             }
             if stopping { break }
             if expiryRequested.exchange(false, ordering: .acquiringAndReleasing) { expireOld() }
@@ -389,25 +401,57 @@ public final class TelemetryRelay: Sendable {
         requestWake()
     }
 
-    /// Removes acknowledged messages from SQLite in one transaction.
-    private func flushAcknowledged() {
-        let (seqs, bytes, perDevice) = lanes.withLock { lanes in
+    /// Acknowledged messages not yet deleted from SQLite.
+    struct Acknowledged {
+        var seqs: [Int64]
+        var bytes: Int
+        var perDevice: [String: Int]
+    }
+
+    /// Takes the acknowledged messages out of `lanes`, for one transaction to delete.
+    private func takeAcknowledged() -> Acknowledged {
+        lanes.withLock { lanes in
             defer {
                 lanes.acknowledged.removeAll(keepingCapacity: true)
                 lanes.acknowledgedBytes = 0
                 lanes.acknowledgedPerDevice.removeAll(keepingCapacity: true)
+                lanes.acknowledgedSince = nil
             }
-            return (lanes.acknowledged, lanes.acknowledgedBytes, lanes.acknowledgedPerDevice)
+            return Acknowledged(
+                seqs: lanes.acknowledged, bytes: lanes.acknowledgedBytes, perDevice: lanes.acknowledgedPerDevice)
         }
-        guard !seqs.isEmpty else { return }
+    }
+
+    /// Puts back what a failed transaction did not delete, for the next one.
+    private func giveBack(_ delivered: Acknowledged) {
+        guard !delivered.seqs.isEmpty else { return }
+        lanes.withLock { lanes in
+            lanes.acknowledged.append(contentsOf: delivered.seqs)
+            lanes.acknowledgedBytes += delivered.bytes
+            lanes.acknowledgedPerDevice.merge(delivered.perDevice, uniquingKeysWith: +)
+            if lanes.acknowledgedSince == nil { lanes.acknowledgedSince = .now }
+        }
+    }
+
+    /// Removes acknowledged messages from SQLite in one transaction, when no ingest took them
+    /// along (a quiet site, or more than 1,024 waiting).
+    private func flushAcknowledged() {
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
-                try store.removeFromOutbox(seqs, deliveredPerDevice: perDevice)
-                book.messages -= seqs.count
-                book.bytes -= bytes
+                let delivered = takeAcknowledged()
+                guard !delivered.seqs.isEmpty else { return }
+                do throws(StoreError) {
+                    try store.removeFromOutbox(delivered.seqs, deliveredPerDevice: delivered.perDevice)
+                } catch {
+                    giveBack(delivered)
+                    throw error
+                }
+                book.messages -= delivered.seqs.count
+                book.bytes -= delivered.bytes
             }
         } catch {
-            // The rows stay; they are sent again after a restart (a duplicate, never a loss).
+            // The rows stay, and are deleted with the next commit (or sent again after a restart:
+            // a duplicate, never a loss).
             logger.error("cannot remove delivered messages from the outbox", metadata: ["error": "\(error)"])
         }
     }
