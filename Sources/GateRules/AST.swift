@@ -124,7 +124,7 @@ struct CommandRule: Sendable {
     var because: Located?
 }
 
-/// `route telemetry as "…" when … to upstream priority high because "…"` or `drop telemetry …`
+/// `route telemetry as "…" when … to upstream priority high ttl 10m because "…"` or `drop telemetry …`
 struct TelemetryRule: Sendable {
     var id: NodeID
     var span: Span
@@ -133,6 +133,9 @@ struct TelemetryRule: Sendable {
     var condition: Expr?
     var destinations: [Located]
     var priority: Located?
+    /// `ttl 10m`: how long a routed message may wait for its destination (the checker wants a
+    /// duration written out).
+    var ttl: Expr?
     var because: Located?
 }
 
@@ -165,8 +168,15 @@ struct TestExpectation: Sendable {
     var outcome: Outcome
     /// `by "rule", "rule"`: the exact set of deciding rules, if given.
     var rules: [Located]?
-    /// `expect route to upstream priority high, archive`
-    var routes: [(destination: Located, priority: Located?)]
+    /// `expect route to upstream priority high ttl 10m, archive`
+    var routes: [ExpectedRoute]
+}
+
+/// One destination of `expect route to …`, with its priority and time to live if written.
+struct ExpectedRoute: Sendable {
+    var destination: Located
+    var priority: Located? = nil
+    var ttl: Expr? = nil
 }
 
 enum Statement: Sendable {

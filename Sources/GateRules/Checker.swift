@@ -28,6 +28,8 @@ struct CheckedTelemetryRule: Sendable {
     var condition: IR?
     var destinations: [String]
     var priority: RoutePriority
+    /// `ttl DURATION`; nil: the message may wait as long as the destination keeps it.
+    var ttl: Duration?
     var because: String?
 }
 
@@ -39,6 +41,8 @@ struct CheckedTest: Sendable {
     var outcome: TestExpectation.Outcome
     var rules: [String]?
     var routes: [Route]
+    /// For each of `routes`: whether the test wrote a `ttl` (one it does not write is not compared).
+    var ttlStated: [Bool]
 }
 
 struct CheckedProgram: Sendable {
@@ -383,10 +387,49 @@ struct Checker {
             }
         }
         let checkedCondition = rule.condition.map { self.condition(check($0)) }
+        var ttl: Duration?
+        if let written = rule.ttl {
+            ttl = checkTTL(written)
+            if ttl == nil { valid = false }
+        }
         guard valid, !usesBrokenLet, checkedCondition?.type != .error else { return nil }
         return CheckedTelemetryRule(
             name: name, span: rule.span, action: rule.action, condition: checkedCondition,
-            destinations: rule.destinations.map(\.text), priority: priority, because: rule.because?.text)
+            destinations: rule.destinations.map(\.text), priority: priority, ttl: ttl, because: rule.because?.text)
+    }
+
+    /// A route's time to live: a duration written out (`10m`, `(1h)`), more than zero. Reports
+    /// and returns nil otherwise.
+    private mutating func checkTTL(_ expression: Expr) -> Duration? {
+        var inner = expression
+        while case .group(let grouped) = inner.kind { inner = grouped }
+        guard case .quantity(let seconds, let lexeme, let unit) = inner.kind, unit.isDuration else {
+            var hint = "write a number with its unit: `500ms`, `30s`, `10m`, `2h` or `1d`"
+            if case .quantity(_, _, let unit) = inner.kind { hint = "`\(unit.rawValue)` is a size; " + hint }
+            if case .number(let n, _) = inner.kind {
+                hint = "a number alone has no unit: write `\(formatNumber(n))s` or `\(formatNumber(n))m`"
+            }
+            diagnostics.error(
+                .invalidTTL, "`ttl` takes a duration written out, such as `10m`", at: expression.span, hint: hint)
+            return nil
+        }
+        guard checkRange(seconds, lexeme: lexeme, unit: unit, at: inner.span) else { return nil }
+        let milliseconds = (seconds * 1000).rounded()
+        guard milliseconds <= 3650 * 86_400_000 else {
+            diagnostics.error(
+                .invalidTTL, "a `ttl` is at most 3650d", at: expression.span,
+                hint: "to keep messages as long as the outbox does, leave `ttl` out")
+            return nil
+        }
+        guard milliseconds >= 1 else {
+            diagnostics.error(
+                .invalidTTL, "a `ttl` must be more than zero", at: expression.span,
+                hint:
+                    "to send nothing, use `drop telemetry`; to keep messages as long as the outbox does, leave `ttl` out"
+            )
+            return nil
+        }
+        return .milliseconds(Int64(milliseconds))
     }
 
     // MARK: Tests
@@ -467,9 +510,10 @@ struct Checker {
             valid = false
         }
         var routes: [Route] = []
-        for (destination, priority) in expectation.routes {
+        var ttlStated: [Bool] = []
+        for expected in expectation.routes {
             var level = RoutePriority.normal
-            if let priority {
+            if let priority = expected.priority {
                 guard let known = RoutePriority(name: priority.text) else {
                     diagnostics.error(
                         .unknownPriority, "unknown priority `\(priority.text)`", at: priority.span,
@@ -479,12 +523,21 @@ struct Checker {
                 }
                 level = known
             }
-            routes.append(Route(destination: destination.text, priority: level))
+            var ttl: Duration?
+            if let written = expected.ttl {
+                ttl = checkTTL(written)
+                if ttl == nil {
+                    valid = false
+                    continue
+                }
+            }
+            routes.append(Route(destination: expected.destination.text, priority: level, ttl: ttl))
+            ttlStated.append(expected.ttl != nil)
         }
         guard valid else { return nil }
         return CheckedTest(
             name: block.name.text, span: block.span, inputs: inputs, outcome: expectation.outcome,
-            rules: expectation.rules?.map(\.text), routes: routes)
+            rules: expectation.rules?.map(\.text), routes: routes, ttlStated: ttlStated)
     }
 
     // MARK: Expressions

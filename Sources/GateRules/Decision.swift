@@ -78,18 +78,40 @@ public enum RoutePriority: Int, Sendable, Hashable, Comparable, CustomStringConv
 public struct Route: Sendable, Hashable, CustomStringConvertible {
     public let destination: String
     public let priority: RoutePriority
+    /// `ttl DURATION`: how long the message may wait for this destination; past it, it is
+    /// dropped and counted, never sent. Nil: as long as the destination keeps messages.
+    public let ttl: Duration?
 
-    public init(destination: String, priority: RoutePriority) {
+    public init(destination: String, priority: RoutePriority, ttl: Duration? = nil) {
         self.destination = destination
         self.priority = priority
+        self.ttl = ttl
     }
 
-    public var description: String { "\(destination) (priority \(priority))" }
+    /// `upstream (priority high)`, `upstream (priority high, ttl 10m)`
+    public var description: String {
+        guard let ttl else { return "\(destination) (priority \(priority))" }
+        return "\(destination) (priority \(priority), ttl \(formatDuration(ttl)))"
+    }
+}
+
+/// A duration in the largest unit of the language that holds it exactly: `10m`, `90s`, `1500ms`.
+public func formatDuration(_ duration: Duration) -> String {
+    let (seconds, attoseconds) = duration.components
+    let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    if milliseconds % 1000 != 0 { return "\(milliseconds)ms" }
+    for (unit, size) in [("d", Int64(86400)), ("h", 3600), ("m", 60)] where seconds % size == 0 && seconds != 0 {
+        return "\(seconds / size)\(unit)"
+    }
+    return "\(seconds)s"
 }
 
 public struct RouteDecision: Sendable {
     /// Where the message goes, highest priority first; empty when it is dropped.
     public let routes: [Route]
+    /// For each of `routes`, the rule that gave it its priority and time to live (a route rule
+    /// named in `rules`).
+    public let origins: [RuleRef]
     /// The rules that decided: the matching (or failing) `drop`s if any, else the matching routes.
     public let rules: [RuleRef]
     public let faults: [RuleFault]

@@ -55,6 +55,7 @@ public struct Diagnostic: Sendable, Hashable {
         public static let quantifierDepth = ID(rawValue: "rules.check.quantifier-depth")
         public static let unknownPriority = ID(rawValue: "rules.check.unknown-priority")
         public static let unknownDestination = ID(rawValue: "rules.check.unknown-destination")
+        public static let invalidTTL = ID(rawValue: "rules.check.invalid-ttl")
         public static let emptyPattern = ID(rawValue: "rules.check.empty-command-pattern")
         public static let testNotConstant = ID(rawValue: "rules.check.test-value-not-constant")
         public static let testUnknownRule = ID(rawValue: "rules.check.test-unknown-rule")

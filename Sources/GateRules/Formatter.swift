@@ -215,6 +215,7 @@ private struct Printer {
                     "to "
                     + s.destinations.map { Formatter.key($0.text, keywordsAllowed: false) }.joined(separator: ", ")
                 if let priority = s.priority { to += " priority \(priority.text)" }
+                if let ttl = s.ttl { to += " ttl \(Formatter.text(of: ttl))" }
                 // The `to` clause starts at the `to` keyword, just before the first destination.
                 middle = (to, first.span.start - 1)
             }
@@ -235,6 +236,7 @@ private struct Printer {
                         + e.routes.map { route in
                             Formatter.key(route.destination.text, keywordsAllowed: false)
                                 + (route.priority.map { " priority \($0.text)" } ?? "")
+                                + (route.ttl.map { " ttl \(Formatter.text(of: $0))" } ?? "")
                         }.joined(separator: ", ")
                 }
                 if let rules = e.rules {

@@ -160,6 +160,7 @@ struct Parser {
         let condition = try parseWhen()
         var destinations: [Located] = []
         var priority: Located?
+        var ttl: Expr?
         if action == .route {
             if !current.is(.to) {
                 throw error(
@@ -173,22 +174,50 @@ struct Parser {
                 advance()
                 destinations.append(try expectDestination())
             }
-            if current.is(.priority) {
-                advance()
-                priority = try expectName(what: "a priority (`low`, `normal` or `high`) after `priority`")
+            // `priority P` and `ttl DURATION`, each at most once, in either order.
+            while current.is(.priority) || isTTL(current) {
+                if current.is(.priority) {
+                    if priority != nil { throw error(.expectedToken, "the rule gives `priority` twice") }
+                    advance()
+                    priority = try expectName(what: "a priority (`low`, `normal` or `high`) after `priority`")
+                } else {
+                    if ttl != nil { throw error(.expectedToken, "the rule gives `ttl` twice") }
+                    advance()
+                    ttl = try parseTTL()
+                }
             }
         } else if current.is(.to) {
             throw error(
                 .expectedToken, "a `drop` rule has no destination",
                 hint: "to send telemetry somewhere, use `route telemetry`")
+        } else if isTTL(current) || current.is(.priority) {
+            throw error(
+                .expectedToken, "a `drop` rule has no `\(current.text)`",
+                hint: "`priority` and `ttl` belong to `route telemetry … to DESTINATION`")
         }
         let because = try parseBecause()
-        try expectEndOfStatement(
-            allowed: action == .route ? ["`because`"] : ["`as`", "`when`", "`because`"],
-            skipped: (name, condition, because))
+        var allowed = ["`as`", "`when`", "`because`"]
+        if action == .route {
+            allowed = (priority == nil ? ["`priority`"] : []) + (ttl == nil ? ["`ttl`"] : []) + ["`because`"]
+        }
+        try expectEndOfStatement(allowed: allowed, skipped: (name, condition, because))
         return TelemetryRule(
             id: makeID(), span: start.span.to(previous.span), action: action, name: name, condition: condition,
-            destinations: destinations, priority: priority, because: because)
+            destinations: destinations, priority: priority, ttl: ttl, because: because)
+    }
+
+    /// `ttl` is a word only after a route's destinations, not a reserved word: rules that read
+    /// a property or a tag named `ttl` keep working.
+    private func isTTL(_ token: Token) -> Bool { token.kind == .identifier && token.text == "ttl" }
+
+    /// The time to live after `ttl`: an expression, which the checker wants to be a duration
+    /// written out (`10m`).
+    private mutating func parseTTL() throws(Abandon) -> Expr {
+        guard startsExpression(current), !Self.statementKeywords.contains(current.kind) else {
+            throw error(
+                .expectedToken, "expected a duration (such as `10m` or `2h`) after `ttl`, found \(describe(current))")
+        }
+        return try parseExpression()
     }
 
     private mutating func parseRuleName() throws(Abandon) -> Located? {
@@ -300,18 +329,22 @@ struct Parser {
         }
         advance()
         var rules: [Located]?
-        var routes: [(destination: Located, priority: Located?)] = []
+        var routes: [ExpectedRoute] = []
         if outcome == .route {
             try expect(.keyword(.to), "`to` and a destination after `expect route`")
             repeat {
                 if !routes.isEmpty { advance() }
-                let destination = try expectDestination()
-                var priority: Located?
-                if current.is(.priority) {
-                    advance()
-                    priority = try expectName(what: "a priority after `priority`")
+                var route = ExpectedRoute(destination: try expectDestination())
+                while current.is(.priority) && route.priority == nil || isTTL(current) && route.ttl == nil {
+                    if current.is(.priority) {
+                        advance()
+                        route.priority = try expectName(what: "a priority after `priority`")
+                    } else {
+                        advance()
+                        route.ttl = try parseTTL()
+                    }
                 }
-                routes.append((destination, priority))
+                routes.append(route)
             } while current.kind == .comma
         }
         if current.is(.by) {

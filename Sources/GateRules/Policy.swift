@@ -84,6 +84,9 @@ public final class Policy: Sendable {
     let tests: [CheckedTest]
     private let tracedCache = Mutex<Engine??>(nil)
 
+    /// The inputs the telemetry rules read: build only these for `route`.
+    public let telemetryReads: TelemetryReads
+
     public var commandRuleCount: Int { engine.commandRules.count }
     public var telemetryRuleCount: Int { engine.telemetryRules.count }
     public var testCount: Int { tests.count }
@@ -95,6 +98,7 @@ public final class Policy: Sendable {
         self.options = options
         self.engine = Engine(program: program, files: files, tracing: false)
         self.tests = program.tests
+        self.telemetryReads = TelemetryReads.of(program)
     }
 
     /// Parses, checks and compiles. Returns nil (and the reasons) if anything is an error;
@@ -226,7 +230,7 @@ final class Engine: Sendable {
             telemetryRules.append(
                 TelemetryRule(
                     index: reference(rule.name, rule.span, rule.because), action: rule.action,
-                    routes: rule.destinations.map { Route(destination: $0, priority: rule.priority) },
+                    routes: rule.destinations.map { Route(destination: $0, priority: rule.priority, ttl: rule.ttl) },
                     condition: rule.condition.map(compiler.rootCondition)))
         }
         // The index: for each literal name, the rules naming it plus the wildcard rules matching it.
@@ -365,6 +369,7 @@ final class Engine: Sendable {
             var drops: [RuleRef] = []
             var routing: [RuleRef] = []
             var routes: [Route] = []
+            var origins: [RuleRef] = []
             var faults: [RuleFault] = []
             var undetermined: [RuleRef] = []
             var explained: [RuleExplanation] = []
@@ -390,9 +395,15 @@ final class Engine: Sendable {
                     routing.append(ref)
                     for route in rule.routes {
                         if let existing = routes.firstIndex(where: { $0.destination == route.destination }) {
-                            if routes[existing].priority < route.priority { routes[existing] = route }
+                            // The highest priority wins, and brings its time to live; between
+                            // routes of one priority, the longer time to live (none is longest).
+                            if Self.supersedes(route, routes[existing]) {
+                                routes[existing] = route
+                                origins[existing] = ref
+                            }
                         } else {
                             routes.append(route)
+                            origins.append(ref)
                         }
                     }
                 case (.failed(let fault), let action):
@@ -405,14 +416,29 @@ final class Engine: Sendable {
             let explanation = trace.map { _ in Explanation(rules: explained) }
             if !drops.isEmpty {
                 return RouteDecision(
-                    routes: [], rules: drops, faults: faults, undetermined: undetermined, explanation: explanation)
+                    routes: [], origins: [], rules: drops, faults: faults, undetermined: undetermined,
+                    explanation: explanation)
             }
             // Highest priority first; ties keep policy order (the sort is stable).
-            let ordered = routes.enumerated().sorted { a, b in
-                a.element.priority != b.element.priority ? a.element.priority > b.element.priority : a.offset < b.offset
-            }.map(\.element)
+            if routes.count > 1 {
+                let order = routes.indices.sorted { a, b in
+                    routes[a].priority != routes[b].priority ? routes[a].priority > routes[b].priority : a < b
+                }
+                routes = order.map { routes[$0] }
+                origins = order.map { origins[$0] }
+            }
             return RouteDecision(
-                routes: ordered, rules: routing, faults: faults, undetermined: undetermined, explanation: explanation)
+                routes: routes, origins: origins, rules: routing, faults: faults, undetermined: undetermined,
+                explanation: explanation)
         }
+    }
+
+    /// Whether `route` replaces `current` for the same destination: a higher priority, or the
+    /// same priority and a longer time to live (no `ttl` is the longest).
+    static func supersedes(_ route: Route, _ current: Route) -> Bool {
+        if route.priority != current.priority { return route.priority > current.priority }
+        guard let currentTTL = current.ttl else { return false }
+        guard let ttl = route.ttl else { return true }
+        return ttl > currentTTL
     }
 }

@@ -111,11 +111,15 @@ enum Corpus {
         return out
     }
 
-    /// `route upstream:high, archive:low by "r"`, `drop`, `drop by "x" (failed: "x")`.
+    /// `route upstream:high ttl 10m, archive:low by "r"`, `drop`, `drop by "x" (failed: "x")`.
     static func render(_ decision: RouteDecision) -> String {
         var out =
             decision.dropped
-            ? "drop" : "route " + decision.routes.map { "\($0.destination):\($0.priority)" }.joined(separator: ", ")
+            ? "drop"
+            : "route "
+                + decision.routes.map { route in
+                    "\(route.destination):\(route.priority)" + (route.ttl.map { " ttl \(formatDuration($0))" } ?? "")
+                }.joined(separator: ", ")
         if !decision.rules.isEmpty { out += " by " + decision.rules.map { "\"\($0.name)\"" }.joined(separator: ", ") }
         if !decision.faults.isEmpty {
             out += " (failed: " + decision.faults.map { "\"\($0.rule.name)\"" }.joined(separator: ", ") + ")"

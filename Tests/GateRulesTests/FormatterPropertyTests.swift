@@ -89,6 +89,7 @@ struct PolicyGenerator {
             if rule[0] == "route" {
                 rule += ["to", pick(["upstream", "archive", "\"cold-store\""])]
                 if chance(50) { rule += ["priority", pick(["low", "normal", "high"])] }
+                if chance(30) { rule += ["ttl", pick(["10m", "90s", "1500ms", "2h", "(1d)"])] }
             }
             statements.append(rule)
         }
