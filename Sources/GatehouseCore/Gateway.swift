@@ -169,13 +169,15 @@ public final class Gateway: Sendable {
                     "\(config.sourcePath): [firewall]: \(error.message)", exitCode: StartupError.configExit)
             }
         }
+        var relayStarted = false
         do {
             try hub.start()
+            relayStarted = true  // the dispatcher runs from here on, even if what follows fails
             try router.start(upstream: hub, ownIdentity: gatewayIdentitySigner?.deviceID)
             try site.start()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
-            stopTransports()
+            stopTransports(relayStarted: relayStarted)
             throw StartupError("cannot start: \(error)", exitCode: StartupError.softwareExit)
         }
         if let rules {
@@ -261,9 +263,9 @@ public final class Gateway: Sendable {
     }
 
     /// Stops and destroys both transports (a start that failed half-way).
-    private func stopTransports() {
+    private func stopTransports(relayStarted: Bool) {
         site.stop(drainMilliseconds: 0)
-        router.drain(timeout: .zero)
+        if relayStarted { router.drain(timeout: .zero) }
         hub.stop(drainMilliseconds: 0)
         site.destroy()
         hub.destroy()
