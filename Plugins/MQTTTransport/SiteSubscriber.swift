@@ -457,7 +457,7 @@ final class SiteSubscriber: Sendable {
             messages.append(
                 PluginMessage(
                     deviceID: routed.deviceID, payload: publish.payload, properties: routed.properties,
-                    createdUnixMS: now))
+                    createdUnixMS: now, topic: publish.topic))
         }
         if !messages.isEmpty {
             let status = host.ingest(messages)

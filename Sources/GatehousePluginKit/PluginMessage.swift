@@ -11,6 +11,9 @@ public struct PluginMessage: Sendable, Equatable {
     public var properties: [Property]
     /// When the gateway first saw the message, milliseconds since 1970; 0 if unknown.
     public var createdUnixMS: Int64
+    /// Where a downstream transport received it (the site broker's topic, property bag
+    /// included); empty if unknown, and in `send` (the upstream transport makes its own).
+    public var topic: String
 
     public struct Property: Sendable, Equatable {
         public var key: String
@@ -21,11 +24,14 @@ public struct PluginMessage: Sendable, Equatable {
         }
     }
 
-    public init(deviceID: String, payload: [UInt8], properties: [Property] = [], createdUnixMS: Int64 = 0) {
+    public init(
+        deviceID: String, payload: [UInt8], properties: [Property] = [], createdUnixMS: Int64 = 0, topic: String = ""
+    ) {
         self.deviceID = deviceID
         self.payload = payload
         self.properties = properties
         self.createdUnixMS = createdUnixMS
+        self.topic = topic
     }
 
     /// Copies a borrowed C message into owned Swift storage.
@@ -41,6 +47,9 @@ public struct PluginMessage: Sendable, Equatable {
         }
         self.properties = properties
         self.createdUnixMS = c.created_unix_ms
+        // Every ABI 1 writer has room for `topic` (it took reserved space); one that predates it
+        // left it zero, which reads as empty.
+        self.topic = String(ghBytes: c.topic)
     }
 }
 
@@ -111,7 +120,8 @@ struct CScratch {
 
 extension PluginMessage {
     var byteFootprint: Int {
-        deviceID.utf8.count + payload.count + properties.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        deviceID.utf8.count + topic.utf8.count + payload.count
+            + properties.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     }
 
     /// Calls `body` with the batch laid out as a borrowed `gh_message` array.
@@ -140,6 +150,7 @@ extension PluginMessage {
             c.payload = scratch.bytes(message.payload)
             c.properties = message.properties.isEmpty ? nil : UnsafePointer(properties.baseAddress! + firstProperty)
             c.created_unix_ms = message.createdUnixMS
+            c.topic = scratch.bytes(message.topic.utf8)
             cMessages.append(c)
         }
         return try cMessages.withUnsafeBufferPointer { try body($0) }

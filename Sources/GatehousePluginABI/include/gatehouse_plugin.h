@@ -134,8 +134,11 @@ typedef struct gh_property {
 } gh_property;
 
 /* A telemetry message of one leaf device.
- * OWNERSHIP: borrowed — the struct, the device id, the payload and the property array are valid
- * only during the call that passed them. */
+ * OWNERSHIP: borrowed — the struct, the device id, the payload, the topic and the property array
+ * are valid only during the call that passed them.
+ * `topic` was added to ABI 1 in space that was reserved, so the struct's size (and the stride of
+ * the array ingest takes) is unchanged: a plugin that predates it leaves it zero, which reads as
+ * "no topic" (telemetry rules then see message.topic missing). */
 typedef struct gh_message {
     uint32_t struct_size;           /* sizeof(gh_message) of the writer */
     uint32_t property_count;
@@ -143,7 +146,10 @@ typedef struct gh_message {
     gh_bytes payload;
     const gh_property *properties;  /* property_count entries; NULL when 0 */
     int64_t created_unix_ms;        /* when the gateway first saw it; 0 if unknown */
-    uint64_t reserved[4];           /* zero */
+    gh_bytes topic;                 /* UTF-8, where a downstream transport received it (the site
+                                       broker's topic, property bag included); empty if unknown.
+                                       The host does not pass it to send. */
+    uint64_t reserved[2];           /* zero */
 } gh_message;
 
 /* A cloud-to-device command as an upstream transport received it.
@@ -338,7 +344,8 @@ GH_ABI_OFFSET(gh_message, device_id, 8);
 GH_ABI_OFFSET(gh_message, payload, 24);
 GH_ABI_OFFSET(gh_message, properties, 40);
 GH_ABI_OFFSET(gh_message, created_unix_ms, 48);
-GH_ABI_OFFSET(gh_message, reserved, 56);
+GH_ABI_OFFSET(gh_message, topic, 56);
+GH_ABI_OFFSET(gh_message, reserved, 72);
 
 GH_ABI_SIZE(gh_command, 104);
 GH_ABI_OFFSET(gh_command, struct_size, 0);
