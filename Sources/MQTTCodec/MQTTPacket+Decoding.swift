@@ -184,6 +184,21 @@ extension Publish {
     static func decode(flags: UInt8, _ reader: inout ByteReader) throws(MQTTProtocolError)
         -> Publish
     {
+        let fields = try decodeVariableHeader(flags: flags, &reader)
+        return Publish(
+            topic: fields.topic,
+            payload: Array(reader.readRest()),
+            qos: fields.qos,
+            retain: flags & 0b0001 != 0,
+            dup: flags & 0b1000 != 0,
+            packetID: fields.packetID)
+    }
+
+    /// The variable header of a PUBLISH (§3.3.2): topic name and, at QoS 1 and 2, packet
+    /// identifier. Also what ``MQTTDecoder`` reads of a PUBLISH it skips.
+    static func decodeVariableHeader(flags: UInt8, _ reader: inout ByteReader) throws(MQTTProtocolError)
+        -> (topic: String, qos: QoS, packetID: UInt16?)
+    {
         guard let qos = QoS(rawValue: (flags >> 1) & 0b11) else {
             throw MQTTProtocolError(.invalidQoS, "PUBLISH QoS is 3 (MQTT 3.1.1 §3.3.1.2)")
         }
@@ -191,13 +206,7 @@ extension Publish {
         try checkTopicName(topic, of: "PUBLISH topic name")
         // §3.3.2.2: the packet identifier is only present at QoS 1 and 2.
         let packetID = qos == .atMostOnce ? nil : try reader.readPacketID()
-        return Publish(
-            topic: topic,
-            payload: Array(reader.readRest()),
-            qos: qos,
-            retain: flags & 0b0001 != 0,
-            dup: flags & 0b1000 != 0,
-            packetID: packetID)
+        return (topic, qos, packetID)
     }
 }
 
