@@ -16,4 +16,23 @@ public protocol PluginHostDelegate: AnyObject, Sendable {
     /// The outcome of a `PluginInstance.deliver` on the site side (see `gh_host_api.deliver_result`).
     func deliverResult(token: UInt64, status: Int32, body: [UInt8], plugin: String)
     func log(level: PluginLogLevel, message: String, plugin: String)
+    /// A message the site transport consumed but can never deliver (`gh_host_api.dead_letter`):
+    /// keep it as a dead letter (source "site"), count it and log it without its bytes, and
+    /// return `.ok` only once it is durable — the transport acknowledges it to its broker then.
+    /// Any other status: nothing was kept, and the transport does not acknowledge.
+    func deadLetter(_ letter: PluginDeadLetter, plugin: String) -> PluginStatus
+}
+
+extension PluginHostDelegate {
+    /// Until the host keeps dead letters: logs the message as dropped (never its bytes) and
+    /// answers `.ok`, so the transport acknowledges it and the device's next messages flow.
+    public func deadLetter(_ letter: PluginDeadLetter, plugin: String) -> PluginStatus {
+        log(
+            level: .warning,
+            message: "dropped a message that can never be delivered (this host keeps no dead letters): "
+                + "device \(letter.deviceID.isEmpty ? "-" : letter.deviceID), \(letter.size) bytes, "
+                + "reason \(letter.reason)\(letter.detail.isEmpty ? "" : " (\(letter.detail))")",
+            plugin: plugin)
+        return .ok
+    }
 }

@@ -300,6 +300,14 @@ final class HostContext: Sendable {
             context.delegate.deliverResult(
                 token: token, status: status, body: [UInt8](ghBytes: body), plugin: context.label)
         }
+        api.dead_letter = { raw, letter in
+            guard let context = HostContext.from(raw), let letter else { return GH_ERR_INVALID }
+            // A writer's struct may be smaller than ours only if it predates a field we read.
+            guard letter.pointee.struct_size >= MemoryLayout<gh_dead_letter>.offset(of: \.reserved)! else {
+                return GH_ERR_INVALID
+            }
+            return context.delegate.deadLetter(PluginDeadLetter(letter.pointee), plugin: context.label).rawValue
+        }
         return api
     }
 }

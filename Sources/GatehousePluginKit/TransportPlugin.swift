@@ -113,6 +113,46 @@ public struct PluginConfig: Sendable {
         return number == 1
     }
 
+    /// A size in bytes: a whole number, or a string with a unit ("256 KiB", "1 MiB", "100 kB").
+    public func size(_ key: String, default fallback: Int, range: ClosedRange<Int>) throws(PluginError) -> Int {
+        guard let value = object[key] else { return fallback }
+        let bytes: Int?
+        if let number = value as? Double {
+            bytes = number == number.rounded() && abs(number) < 1e15 ? Int(number) : nil
+        } else if let text = value as? String {
+            bytes = Self.bytes(text)
+        } else {
+            bytes = nil
+        }
+        guard let bytes, range.contains(bytes) else {
+            throw PluginError(
+                "`\(key)` must be a size from \(range.lowerBound) to \(range.upperBound) bytes, "
+                    + "as a number of bytes or with a unit (\"256 KiB\", \"1 MiB\")", configKey: key)
+        }
+        return bytes
+    }
+
+    /// "256 KiB", "1MiB", "100 kB", "4096" → bytes (the units of the host's own sizes).
+    static func bytes(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        guard let value = Int(digits) else { return nil }
+        let factor: Int
+        switch unit {
+        case "", "B": factor = 1
+        case "KiB": factor = 1 << 10
+        case "MiB": factor = 1 << 20
+        case "GiB": factor = 1 << 30
+        case "kB", "KB": factor = 1000
+        case "MB": factor = 1_000_000
+        case "GB": factor = 1_000_000_000
+        default: return nil
+        }
+        let (result, overflow) = value.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : result
+    }
+
     public func strings(_ key: String, default fallback: [String]) throws(PluginError) -> [String] {
         guard let value = object[key] else { return fallback }
         if let single = value as? String { return [single] }
@@ -201,6 +241,23 @@ public struct PluginHost: @unchecked Sendable {
         body.withUnsafeBufferPointer { buffer in
             report(context, token, status, gh_bytes(data: buffer.baseAddress, len: UInt64(buffer.count)))
         }
+    }
+
+    /// Whether the host keeps dead letters (`gh_host_api.dead_letter`): hosts that predate it
+    /// leave the slot NULL.
+    public var keepsDeadLetters: Bool {
+        api.pointee.struct_size >= MemoryLayout<gh_host_api>.offset(of: \.dead_letter)!
+            + MemoryLayout<UnsafeRawPointer>.size
+            && api.pointee.dead_letter != nil
+    }
+
+    /// Hands the host a message this transport consumed but can never deliver; blocks until the
+    /// dead letter is durable. Acknowledge the message to its broker only on `.ok`. A host
+    /// without the function answers `.invalid` (`keepsDeadLetters` is false): it cannot keep the
+    /// message, so the caller logs the drop and acknowledges.
+    public func deadLetter(_ letter: PluginDeadLetter) -> PluginStatus {
+        guard keepsDeadLetters, let keep = api.pointee.dead_letter else { return .invalid }
+        return PluginStatus(rawValue: letter.withCDeadLetter { keep(context, $0) })
     }
 }
 

@@ -87,10 +87,15 @@ struct PluginLoaderTests {
         #expect(MemoryLayout<gh_message>.offset(of: \.topic) == 56)
         #expect(MemoryLayout<gh_command>.size == 104)
         #expect(MemoryLayout<gh_error>.size == 640)
+        #expect(MemoryLayout<gh_dead_letter>.size == 136)
+        #expect(MemoryLayout<gh_dead_letter>.offset(of: \.head) == 72)
+        #expect(MemoryLayout<gh_dead_letter>.offset(of: \.received_unix_ms) == 96)
         #expect(MemoryLayout<gh_host_api>.size == 120)
         #expect(MemoryLayout<gh_plugin_ops>.size == 136)
         #expect(MemoryLayout<gh_plugin_descriptor>.size == 232)
         #expect(MemoryLayout<gh_host_api>.offset(of: \.deliver_result) == 56)
+        // dead_letter took the first reserved slot: the table's size did not change.
+        #expect(MemoryLayout<gh_host_api>.offset(of: \.dead_letter) == 64)
         #expect(MemoryLayout<gh_plugin_ops>.offset(of: \.control) == 72)
         #expect(MemoryLayout<gh_plugin_descriptor>.offset(of: \.ops) == 32)
     }

@@ -30,6 +30,11 @@
  *     acknowledgement (or a failure) later through gh_host_api.delivered with the same token.
  *   - Back-pressure is explicit. gh_host_api.ingest blocks until the messages are durable; a
  *     downstream transport acknowledges to its broker only after ingest returned GH_OK.
+ *   - Poison messages never wedge anything. A message that can never be delivered is consumed,
+ *     acknowledged and kept by the host as a dead letter: a downstream transport hands it to
+ *     gh_host_api.dead_letter (and acknowledges it after GH_OK); an upstream transport refuses it
+ *     in gh_plugin_ops.send (GH_ERR_INVALID) or reports it refused through
+ *     gh_host_api.delivered (GH_ERR_REFUSED). A link that is down never makes a dead letter.
  *   - Threads are stated next to every function below.
  *
  * Types are fixed-width. Every struct that can grow has a struct_size or reserved fields; a
@@ -117,6 +122,17 @@ typedef int32_t gh_status;
 #define GH_COMMAND_C2D_MESSAGE 1
 #define GH_COMMAND_DIRECT_METHOD 2
 
+/* Reasons a downstream transport gives for a dead letter (gh_dead_letter.reason): short, stable
+ * words the host stores as given and shows in `gatehouse dead-letters`. The host's own reasons
+ * for messages the upstream transport refused are "hub-limit" (send returned GH_ERR_INVALID) and
+ * "hub-refused" (delivered reported GH_ERR_REFUSED). */
+#define GH_DEAD_LETTER_TOO_LARGE "too-large"  /* over the transport's size limit */
+#define GH_DEAD_LETTER_NO_DEVICE "no-device"  /* its topic names no device */
+
+/* The most payload bytes a dead letter carries to the host (gh_dead_letter.head): the host keeps
+ * at most this many of a message it never had whole. */
+#define GH_DEAD_LETTER_HEAD_MAX 4096u
+
 /* ---------------------------------------------------------------------------------------------
  * Data that crosses the boundary.
  * ------------------------------------------------------------------------------------------- */
@@ -166,6 +182,22 @@ typedef struct gh_command {
     uint64_t reserved[4];
 } gh_command;
 
+/* A message a downstream transport consumed but can never deliver, for gh_host_api.dead_letter.
+ * OWNERSHIP: borrowed — the struct and every byte string in it are valid only during the call.
+ * Never put a secret in `detail`, and never payload bytes anywhere but `head`. */
+typedef struct gh_dead_letter {
+    uint32_t struct_size;           /* sizeof(gh_dead_letter) of the writer */
+    uint32_t reserved0;             /* zero */
+    gh_bytes device_id;             /* UTF-8; empty when the topic names no device */
+    gh_bytes topic;                 /* where it arrived (UTF-8), property bag included */
+    gh_bytes reason;                /* a GH_DEAD_LETTER_* word */
+    gh_bytes detail;                /* one line for people (limits, sizes), or empty */
+    gh_bytes head;                  /* the payload's first bytes, at most GH_DEAD_LETTER_HEAD_MAX */
+    uint64_t size;                  /* the payload's full size in bytes */
+    int64_t received_unix_ms;       /* when the transport received it; 0: the host's now */
+    uint64_t reserved[4];           /* zero */
+} gh_dead_letter;
+
 /* An error a plugin reports from create/start. OWNERSHIP: caller (the host) — the plugin writes
  * NUL-terminated UTF-8 into the arrays. Never put a secret in it. */
 typedef struct gh_error {
@@ -194,8 +226,13 @@ typedef struct gh_host_api {
     /* Reports the outcome of gh_plugin_ops.send for `token`, exactly once per accepted send:
      * GH_OK once the hub acknowledged the message (MQTT PUBACK, AMQP accepted), possibly after
      * the plugin re-sent it on a new connection; GH_ERR_UNAVAILABLE when the plugin gave up on it
-     * (identity closed, plugin stopping) — the host then sends it again later, in order.
-     * THREADS: any; non-blocking. */
+     * (identity closed, plugin stopping) — the host then sends it again later, in order;
+     * GH_ERR_REFUSED when the hub keeps refusing this very message: the identity connects and
+     * authenticates, and the hub drops the connection each time the message is sent, before it
+     * acknowledged anything, a bounded number of times in a row (the plugin's setting) — the
+     * host keeps it as a dead letter ("hub-refused") and never sends it again. A link that is
+     * merely down never yields GH_ERR_REFUSED: the plugin keeps the message until the hub
+     * acknowledges it or the identity is closed. THREADS: any; non-blocking. */
     void (*delivered)(void *host_ctx, uint64_t token, gh_status status);
 
     /* Reports that the upstream identity of `device_id` changed link state (GH_LINK_*).
@@ -226,7 +263,23 @@ typedef struct gh_host_api {
      * THREADS: any; non-blocking. */
     void (*deliver_result)(void *host_ctx, uint64_t command_token, int32_t status, gh_bytes body);
 
-    void *reserved[7];              /* NULL; future host functions */
+    /* Hands the host a message the transport consumed but can never deliver (over its size
+     * limit, no device in its topic): the host keeps it as a dead letter (device, topic, size,
+     * reason, time and `head`, at most GH_DEAD_LETTER_HEAD_MAX bytes of the payload), counts it
+     * and logs it (never its bytes). BLOCKS until the dead letter is durable, then returns GH_OK;
+     * only then may the transport acknowledge the message to its broker, which then stops
+     * redelivering it. On any other status nothing was kept: do not acknowledge.
+     * For downstream transports: an upstream transport reports a message it can never send
+     * through send (GH_ERR_INVALID) or delivered (GH_ERR_REFUSED) instead, and the host, which
+     * holds the whole message, keeps it.
+     * Added to ABI 1 in space that was reserved: a host that predates it leaves it NULL. Call it
+     * only if struct_size >= offsetof(gh_host_api, dead_letter) + sizeof(void *) and it is not
+     * NULL; without it the host cannot keep dead letters (log the drop, then acknowledge).
+     * OWNERSHIP: `letter` is borrowed. THREADS: any; calls from several threads are serialised
+     * by the host. */
+    gh_status (*dead_letter)(void *host_ctx, const gh_dead_letter *letter);
+
+    void *reserved[6];              /* NULL; future host functions */
 } gh_host_api;
 
 /* ---------------------------------------------------------------------------------------------
@@ -261,9 +314,13 @@ typedef struct gh_plugin_ops {
     gh_status (*close_identity)(void *instance, gh_bytes device_id);
 
     /* UPSTREAM, REQUIRED for that role. Queues `message` for its device's identity and returns at
-     * once (GH_OK), or refuses it now (GH_ERR_UNAVAILABLE when that identity is not connected).
-     * Only an accepted send is later reported through delivered(token). Messages of one device
-     * are sent in the order of these calls. THREADS: any (the host calls from its dispatcher). */
+     * once (GH_OK), or refuses it now: GH_ERR_UNAVAILABLE when that identity is not connected
+     * (the host tries again later), GH_ERR_INVALID when the message can never be sent by this
+     * transport — it breaks a documented limit of the hub (its size with its properties, its
+     * topic's length); the host then keeps it as a dead letter ("hub-limit") and goes on with
+     * the device's next messages. Only an accepted send is later reported through
+     * delivered(token). Messages of one device are sent in the order of these calls.
+     * THREADS: any (the host calls from its dispatcher). */
     gh_status (*send)(void *instance, const gh_message *message, uint64_t token);
 
     /* UPSTREAM, REQUIRED for that role. The host's answer to gh_host_api.command: `status` is
@@ -358,6 +415,18 @@ GH_ABI_OFFSET(gh_command, property_count, 64);
 GH_ABI_OFFSET(gh_command, reserved0, 68);
 GH_ABI_OFFSET(gh_command, reserved, 72);
 
+GH_ABI_SIZE(gh_dead_letter, 136);
+GH_ABI_OFFSET(gh_dead_letter, struct_size, 0);
+GH_ABI_OFFSET(gh_dead_letter, reserved0, 4);
+GH_ABI_OFFSET(gh_dead_letter, device_id, 8);
+GH_ABI_OFFSET(gh_dead_letter, topic, 24);
+GH_ABI_OFFSET(gh_dead_letter, reason, 40);
+GH_ABI_OFFSET(gh_dead_letter, detail, 56);
+GH_ABI_OFFSET(gh_dead_letter, head, 72);
+GH_ABI_OFFSET(gh_dead_letter, size, 88);
+GH_ABI_OFFSET(gh_dead_letter, received_unix_ms, 96);
+GH_ABI_OFFSET(gh_dead_letter, reserved, 104);
+
 GH_ABI_SIZE(gh_error, 640);
 GH_ABI_OFFSET(gh_error, message, 0);
 GH_ABI_OFFSET(gh_error, config_key, 512);
@@ -372,7 +441,8 @@ GH_ABI_OFFSET(gh_host_api, link_state, 32);
 GH_ABI_OFFSET(gh_host_api, sign_sas, 40);
 GH_ABI_OFFSET(gh_host_api, command, 48);
 GH_ABI_OFFSET(gh_host_api, deliver_result, 56);
-GH_ABI_OFFSET(gh_host_api, reserved, 64);
+GH_ABI_OFFSET(gh_host_api, dead_letter, 64);
+GH_ABI_OFFSET(gh_host_api, reserved, 72);
 
 GH_ABI_SIZE(gh_plugin_ops, 136);
 GH_ABI_OFFSET(gh_plugin_ops, create, 0);
