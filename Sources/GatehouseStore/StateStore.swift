@@ -213,6 +213,36 @@ public final class StateStore: Sendable {
             }
             try db.execute(sql: "ALTER TABLE outbox DROP COLUMN properties")
         }
+        migrator.registerMigration("v9-dead-letters") { db in
+            // Messages that can never be delivered, kept instead of wedging their device
+            // (`StateStore+DeadLetters.swift`): from the site side (over its size limit: only the
+            // payload's head is kept, `complete` 0) or the hub side (over the hub's limits, or
+            // refused by it: the whole message, so `gatehouse dead-letters requeue` can put it
+            // back). `outbox_requeued` names the outbox rows the CLI put back while gatehoused
+            // runs, for it to pick up on SIGHUP.
+            try db.execute(
+                sql: """
+                    CREATE TABLE dead_letter (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time_ms INTEGER NOT NULL,
+                        device_id TEXT NOT NULL,
+                        source TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        props BLOB NOT NULL,
+                        size INTEGER NOT NULL,
+                        reason TEXT NOT NULL,
+                        detail TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        complete INTEGER NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        outbox_seq INTEGER,
+                        stored_bytes INTEGER NOT NULL
+                    );
+                    CREATE INDEX dead_letter_time ON dead_letter (time_ms);
+                    CREATE INDEX dead_letter_device ON dead_letter (device_id, id);
+                    CREATE TABLE outbox_requeued (seq INTEGER PRIMARY KEY NOT NULL);
+                    """)
+        }
         return migrator
     }
 }
@@ -227,6 +257,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let readFailed = Code(rawValue: "store.read-failed")
         /// The database was migrated by a newer gatehouse; this version will not use it.
         public static let newerSchema = Code(rawValue: "store.newer-schema")
+        /// No record with that id (a dead letter already purged or requeued).
+        public static let notFound = Code(rawValue: "store.not-found")
+        /// A dead letter that cannot go back into the outbox (only its head was kept).
+        public static let notRequeueable = Code(rawValue: "store.not-requeueable")
     }
 
     public var code: Code
