@@ -20,6 +20,14 @@ import Synchronization
 /// libmosquitto's per-client state is never touched concurrently and a thousand identities cost
 /// one thread, not a thousand. Other threads talk to it through `inbox` (a locked queue) and a
 /// wake-up pipe.
+///
+/// Poison messages (docs/architecture.md, "Failure model"): `send` refuses at once
+/// (`.invalid`) a message that breaks IoT Hub's documented limits (`IoTHubLimits`), and a link
+/// reports `delivered(.refused)` for a message the hub keeps refusing — each fresh connection,
+/// accepted and authenticated, dropped by the hub right after that message was sent alone,
+/// `maxDeliveryAttempts` times in a row (see `HubLink`). A link that is merely down never
+/// refuses anything: its messages wait, and the reconnect backoff grows until a connection
+/// proves itself.
 final class HubConnections: Sendable {
     struct Settings: Sendable {
         var hostname: String
@@ -29,6 +37,9 @@ final class HubConnections: Sendable {
         var keepAlive: Int32
         var sasTTL: Int64
         var apiVersion: String
+        /// How many fresh connections in a row the hub may drop at one message, acknowledging
+        /// nothing, before that message is reported refused (`delivered(.refused)`).
+        var maxDeliveryAttempts: Int = 3
     }
 
     enum Op: Sendable {
@@ -120,9 +131,21 @@ final class HubConnections: Sendable {
         return .ok
     }
 
+    /// Queues a telemetry message for its device's link: `.invalid` at once for one IoT Hub can
+    /// never take (checked before the link's state: a message's size does not depend on it),
+    /// `.unavailable` while the link is not up.
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
-        guard upDevices.withLock({ $0.contains(message.deviceID) }) else { return .unavailable }
         let topic = IoTHubTopic.telemetry(deviceID: message.deviceID, propertyBag: message.properties.propertyBag)
+        if let problem = IoTHubLimits.telemetryProblem(
+            payloadBytes: message.payload.count, properties: message.properties.map(\.wire), topic: topic)
+        {
+            host.log(
+                .warning,
+                "device \(message.deviceID): a message can never be sent to IoT Hub: \(problem); refusing it "
+                    + "(the gateway keeps it as a dead letter)")
+            return .invalid
+        }
+        guard upDevices.withLock({ $0.contains(message.deviceID) }) else { return .unavailable }
         enqueue(.publish(device: message.deviceID, topic: topic, payload: message.payload, token: token))
         return .ok
     }
@@ -238,7 +261,7 @@ final class HubConnections: Sendable {
         /// Waits (bounded) for outstanding acknowledgements, then closes every link.
         mutating func shutdown() {
             let deadline = owner.drainDeadlineMS.load(ordering: .sequentiallyConsistent)
-            while HubConnections.nowMS() < deadline, links.values.contains(where: { !$0.outstanding.isEmpty }) {
+            while HubConnections.nowMS() < deadline, links.values.contains(where: \.hasOutstanding) {
                 var fds: [pollfd] = []
                 var order: [HubLink] = []
                 for link in links.values {
@@ -261,19 +284,71 @@ final class HubConnections: Sendable {
 
 /// One device identity's connection. Confined to the I/O thread (every method is called there,
 /// including the connection's events, which arrive inside its libmosquitto calls).
+///
+/// The link keeps every message `send` accepted until the hub acknowledges it: `waiting` (not
+/// yet handed to libmosquitto) and `outstanding` (published, no PUBACK yet). When a connection
+/// drops, the outstanding ones go back to the front of `waiting`, in order, and the next
+/// connection uses a fresh libmosquitto client (which holds no copies of them), so the link
+/// itself decides what is sent again, and how many at once.
+///
+/// Poison detection. A connection the hub accepted (CONNACK 0) that drops before any PUBACK,
+/// within `attributionWindowMS` of a message being sent, "failed at its first message". With
+/// several messages outstanding the culprit is unknown: they all become `suspects`, and while
+/// there are suspects the link sends one message at a time. With one outstanding, the drop
+/// counts against it (`refusals`); at `maxDeliveryAttempts` it is reported
+/// `delivered(.refused)` and the device's next messages go on. A PUBACK clears its message of
+/// suspicion. The reconnect backoff is reset only once a connection proved itself (a PUBACK, or
+/// `provenAfterMS` up with nothing unanswered), never merely because the hub accepted it.
+///
+/// A hub that drops every message (a quota, an outage behind a working CONNACK) must not turn
+/// the outbox into dead letters: after one refusal, the next needs proof that the hub takes
+/// this device's messages — a PUBACK since — or `refusalCooldownMS` without one. Until then the
+/// message waits, counted, and the backoff keeps growing.
 final class HubLink {
     enum State { case idle, connecting, connected, waiting }
 
+    /// A message `send` accepted, until the hub acknowledges it.
+    struct Pending {
+        var topic: String
+        var payload: [UInt8]
+        var token: UInt64
+        /// When it was last handed to libmosquitto (ms since 1970).
+        var sentMS: Int64 = 0
+    }
+
+    /// A drop this soon after the only outstanding message was sent is counted against it.
+    static let attributionWindowMS: Int64 = 10_000
+    /// A connection up this long, with nothing left unanswered, has proved itself.
+    static let provenAfterMS: Int64 = 10_000
+    /// After a refusal, the next one needs a PUBACK in between, or this long.
+    static let refusalCooldownMS: Int64 = 300_000
+
     let device: String
     let owner: HubConnections
-    let client: MosquittoConnection
+    private(set) var client: MosquittoConnection
     var state = State.idle
     /// Set by `close`: the libmosquitto client is gone and the link takes no more events.
     private(set) var closed = false
-    /// libmosquitto message id → the host's token, for every send not yet acknowledged. The
-    /// session is persistent, so after a reconnect libmosquitto re-sends these itself and the
-    /// PUBACK still finds its token here.
-    var outstanding: [Int32: UInt64] = [:]
+    /// Accepted, not yet handed to libmosquitto, in the order `send` accepted them.
+    var waiting: [Pending] = []
+    /// Published on this connection and not yet acknowledged, by libmosquitto message id, and
+    /// those ids in publish order.
+    var outstanding: [Int32: Pending] = [:]
+    var publishOrder: [Int32] = []
+    /// Messages the hub may be refusing (see the type's comment): sent one at a time.
+    var suspects = Set<UInt64>()
+    /// How many fresh connections in a row the hub dropped right after each message.
+    var refusals: [UInt64: Int] = [:]
+    /// When this link last reported a message refused, and whether the hub acknowledged any
+    /// message since.
+    var lastRefusalMS: Int64?
+    var acknowledgedSinceRefusal = false
+    /// The current connection: when the hub accepted it, and whether it proved itself.
+    var connectedAtMS: Int64 = 0
+    var proven = false
+    /// The libmosquitto client holds copies of messages from a dropped connection: the next
+    /// connect uses a fresh one.
+    var needsFreshClient = false
     var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(60))
     var retryAtMS: Int64 = 0
     var renewAtMS: Int64 = .max
@@ -283,23 +358,35 @@ final class HubLink {
     init?(device: String, owner: HubConnections) {
         self.device = device
         self.owner = owner
+        guard let client = Self.makeClient(device: device, owner: owner) else { return nil }
+        self.client = client
+        attach()
+    }
+
+    /// A libmosquitto client for this identity, set up as every link's is.
+    private static func makeClient(device: String, owner: HubConnections) -> MosquittoConnection? {
         do {
             // Clean session 0, as the Azure SDKs do: C2D subscriptions and queued C2D survive.
-            client = try MosquittoConnection(clientID: device, cleanSession: false)
+            let client = try MosquittoConnection(clientID: device, cleanSession: false)
             // Telemetry is small and latency matters: no Nagle delay behind a delayed ACK.
             try client.setTCPNoDelay(true)
-            // The host bounds what is in flight per device; libmosquitto should not queue on top.
+            // The link decides what is in flight (the host bounds it per device); libmosquitto
+            // should not queue on top.
             try client.setMaxInflightMessages(0)
             // The shared context, as is: libmosquitto applies no defaults of its own on top, but
             // still checks the server's host name (tls_insecure stays false).
             try client.setTLSContext(owner.tls.pointer)
+            // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
+            // more than the disconnect code that follows them.
+            client.logLevels = [.error, .warning]
+            return client
         } catch {
             owner.host.log(.error, "libmosquitto could not create a client for device \(device): \(error)")
             return nil
         }
-        // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
-        // more than the disconnect code that follows them.
-        client.logLevels = [.error, .warning]
+    }
+
+    private func attach() {
         // Unowned: the link owns the connection, whose events arrive only inside its calls.
         client.handler = { [unowned self] event in self.on(event) }
     }
@@ -309,6 +396,19 @@ final class HubLink {
     /// Signs a fresh token and starts a non-blocking (re)connect.
     func connect() {
         let settings = owner.settings
+        var fresh = false
+        if needsFreshClient {
+            // Never inside libmosquitto's own callbacks: connect runs from a tick or the inbox.
+            guard let replacement = Self.makeClient(device: device, owner: owner) else {
+                fail(reason: "cannot create a libmosquitto client")
+                return
+            }
+            client.close()
+            client = replacement
+            attach()
+            needsFreshClient = false
+            fresh = true
+        }
         let expiry = HubConnections.nowMS() / 1000 + settings.sasTTL
         let token: String
         switch owner.host.signSAS(deviceID: device, resource: "\(settings.hostname)/devices/\(device)", expiry: expiry)
@@ -330,7 +430,7 @@ final class HubLink {
         state = .connecting
         connectStartedMS = HubConnections.nowMS()
         owner.host.linkState(deviceID: device, .connecting)
-        let reconnect = renewing || retryAtMS > 0
+        let reconnect = (renewing || retryAtMS > 0) && !fresh
         renewing = false
         do {
             if reconnect {
@@ -356,7 +456,8 @@ final class HubLink {
         owner.host.linkState(deviceID: device, .down, reason: "\(reason); retry in \(delay.formattedMS)")
     }
 
-    /// Timers: reconnects that are due, connects that hang, token renewals.
+    /// Timers: reconnects that are due, connects that hang, token renewals, a connection that
+    /// proved itself by staying up.
     func tick(nowMS: Int64) {
         if state == .connecting, nowMS - connectStartedMS > Int64(owner.settings.keepAlive) * 1000 {
             connectFailed("no CONNACK within \(owner.settings.keepAlive)s")
@@ -366,29 +467,72 @@ final class HubLink {
             renewing = true
             owner.host.log(.info, "renewing the SAS token of device \(device)")
             client.disconnect()
+        } else if state == .connected, !proven, outstanding.isEmpty, nowMS - connectedAtMS >= Self.provenAfterMS {
+            proven = true
+            backoff.reset()
         }
     }
 
+    /// Queues a telemetry message (`token`) or sends a method response (QoS 0, no token).
     func publish(topic: String, payload: [UInt8], token: UInt64?) {
-        let qos: Int32 = token == nil ? 0 : 1  // method responses go at QoS 0, as the SDKs send them
-        let mid = try? client.publish(topic: topic, payload: payload, qos: qos)
-        guard let token else { return }
-        if let mid {
-            outstanding[mid] = token
-        } else {
-            owner.host.delivered(token: token, status: .unavailable)
+        guard let token else {
+            // Method responses go at QoS 0, as the SDKs send them; lost with the connection.
+            _ = try? client.publish(topic: topic, payload: payload, qos: 0)
+            return
         }
+        waiting.append(Pending(topic: topic, payload: payload, token: token))
+        flush()
+    }
+
+    /// Hands waiting messages to libmosquitto: all of them, or one at a time while there are
+    /// suspects.
+    private func flush() {
+        guard state == .connected, owner.isRunning else { return }
+        while !waiting.isEmpty {
+            if !suspects.isEmpty, !outstanding.isEmpty { return }
+            var next = waiting.removeFirst()
+            do {
+                let mid = try client.publish(topic: next.topic, payload: next.payload, qos: 1)
+                next.sentMS = HubConnections.nowMS()
+                outstanding[mid] = next
+                publishOrder.append(mid)
+            } catch  where error.refusesTheMessage {
+                owner.host.log(
+                    .warning,
+                    "device \(device): libmosquitto will not send a message of \(next.payload.count) bytes (\(error)); "
+                        + "reporting it refused")
+                forget(next.token)
+                owner.host.delivered(token: next.token, status: .refused)
+            } catch {
+                // The connection is going; its drop puts everything back in order.
+                waiting.insert(next, at: 0)
+                return
+            }
+        }
+    }
+
+    private func forget(_ token: UInt64) {
+        suspects.remove(token)
+        refusals[token] = nil
     }
 
     func close(reason: String) {
         if state == .connected { client.disconnect() }
         owner.upDevicesRemove(device)
-        for token in outstanding.values { owner.host.delivered(token: token, status: .unavailable) }
+        let tokens = publishOrder.compactMap { outstanding[$0]?.token } + waiting.map(\.token)
         outstanding.removeAll()
+        publishOrder.removeAll()
+        waiting.removeAll()
+        suspects.removeAll()
+        refusals.removeAll()
+        for token in tokens { owner.host.delivered(token: token, status: .unavailable) }
         owner.host.linkState(deviceID: device, .down, reason: reason)
         client.close()
         closed = true
     }
+
+    /// Whether anything sent waits for the hub's acknowledgement (the drain at stop).
+    var hasOutstanding: Bool { !outstanding.isEmpty }
 
     // MARK: libmosquitto's events (on the I/O thread, inside the connection's calls)
 
@@ -410,17 +554,32 @@ final class HubLink {
             return
         }
         state = .connected
-        backoff.reset()
+        connectedAtMS = HubConnections.nowMS()
+        proven = false  // accepted is not proven: the backoff is reset only once it is
         retryAtMS = 1  // from now on reconnect, keeping the session
         // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
         _ = try? client.subscribe(IoTHubTopic.c2dFilter(deviceID: device), qos: 1)
         _ = try? client.subscribe(IoTHubTopic.methodsFilter, qos: 0)
         owner.upDevicesInsert(device)
         owner.host.linkState(deviceID: device, .up)
+        flush()
     }
 
     private func onDisconnect(_ rc: Int32) {
         owner.upDevicesRemove(device)
+        let wasConnected = state == .connected
+        let unanswered = publishOrder.compactMap { outstanding[$0] }
+        // Everything unacknowledged goes back, in order, ahead of what waits; the next
+        // connection's fresh client holds no copies of it.
+        outstanding.removeAll()
+        publishOrder.removeAll()
+        if !unanswered.isEmpty {
+            waiting.insert(contentsOf: unanswered, at: 0)
+            needsFreshClient = true
+        }
+        if wasConnected, rc != 0, !renewing, !proven, !unanswered.isEmpty {
+            judge(unanswered, droppedAtMS: HubConnections.nowMS())
+        }
         if renewing {
             // Reconnect from the next tick, not from inside libmosquitto's disconnect handling,
             // which discards packets queued during its callback (the new CONNECT among them).
@@ -433,14 +592,66 @@ final class HubLink {
         fail(reason: rc == 0 ? "disconnected" : "connection lost: \(Mosquitto.describe(rc))")
     }
 
-    private func onPublish(_ mid: Int32) {
-        if let token = outstanding.removeValue(forKey: mid) {
-            owner.host.delivered(token: token, status: .ok)
+    /// A connection the hub accepted dropped before acknowledging anything, with `unanswered`
+    /// messages out: the culprit is among them (see the type's comment).
+    private func judge(_ unanswered: [Pending], droppedAtMS: Int64) {
+        guard unanswered.count == 1, let only = unanswered.first else {
+            // Which one? Send them one at a time from now on to find out.
+            suspects.formUnion(unanswered.map(\.token))
+            return
         }
+        guard droppedAtMS - only.sentMS <= Self.attributionWindowMS else { return }
+        suspects.insert(only.token)
+        let count = refusals[only.token, default: 0] + 1
+        guard count >= owner.settings.maxDeliveryAttempts else {
+            refusals[only.token] = count
+            owner.host.log(
+                .warning,
+                "device \(device): the hub closed the connection right after a message of \(only.payload.count) bytes, "
+                    + "acknowledging nothing (\(count) of \(owner.settings.maxDeliveryAttempts) before it is refused)")
+            return
+        }
+        if let last = lastRefusalMS, !acknowledgedSinceRefusal, droppedAtMS - last < Self.refusalCooldownMS {
+            refusals[only.token] = count
+            owner.host.log(
+                .warning,
+                "device \(device): the hub keeps closing the connection right after a message of "
+                    + "\(only.payload.count) bytes (\(count) times), but it refused another one \((droppedAtMS - last) / 1000)s "
+                    + "ago and has acknowledged nothing since: the hub may be refusing everything, so this one waits")
+            return
+        }
+        lastRefusalMS = droppedAtMS
+        acknowledgedSinceRefusal = false
+        // The culprit is out of the way: the device's next message goes at the next attempt's
+        // pace, not at the end of a long backoff.
+        backoff.reset()
+        waiting.removeAll { $0.token == only.token }
+        forget(only.token)
+        owner.host.log(
+            .warning,
+            "device \(device): the hub closed \(count) fresh connections in a row right after a message of "
+                + "\(only.payload.count) bytes; reporting it refused (the gateway keeps it as a dead letter) and "
+                + "sending the device's next messages")
+        owner.host.delivered(token: only.token, status: .refused)
+    }
+
+    private func onPublish(_ mid: Int32) {
+        guard let pending = outstanding.removeValue(forKey: mid) else { return }
+        publishOrder.removeAll { $0 == mid }
+        forget(pending.token)
+        acknowledgedSinceRefusal = true
+        if !proven {
+            proven = true
+            backoff.reset()
+        }
+        owner.host.delivered(token: pending.token, status: .ok)
+        flush()
     }
 }
 
 extension HubConnections {
+    /// False once `stop` began: links then hand nothing new to libmosquitto.
+    fileprivate var isRunning: Bool { running.load(ordering: .sequentiallyConsistent) }
     fileprivate func upDevicesInsert(_ device: String) { _ = upDevices.withLock { $0.insert(device) } }
     fileprivate func upDevicesRemove(_ device: String) { _ = upDevices.withLock { $0.remove(device) } }
 

@@ -31,7 +31,7 @@ final class MQTTTransport: TransportPlugin {
     static func siteSettings(_ config: PluginConfig) throws(PluginError) -> SiteSubscriber.Settings {
         try config.requireKnownKeys([
             "host", "port", "client_id", "username", "password_file", "topics", "keepalive", "max_batch", "commands",
-            "method_timeout",
+            "method_timeout", "max_message_bytes",
         ])
         var filters: [DeviceTopicFilter] = []
         for topic in try config.strings("topics", default: ["devices/+/messages/events/#"]) {
@@ -59,11 +59,17 @@ final class MQTTTransport: TransportPlugin {
             keepAlive: UInt16(try config.integer("keepalive", default: 30, range: 5...3600)),
             maxBatch: try config.integer("max_batch", default: 1000, range: 1...65535),
             commands: try config.bool("commands", default: true),
-            methodTimeout: .seconds(try config.integer("method_timeout", default: 30, range: 1...300)))
+            methodTimeout: .seconds(try config.integer("method_timeout", default: 30, range: 1...300)),
+            // Larger payloads are dead letters. Up to 256 MiB: MQTT's own limit is 256 MiB less
+            // the headers, and mosquitto's message_size_limit should be at least this.
+            maxMessageBytes: try config.size(
+                "max_message_bytes", default: SiteSubscriber.defaultMaxMessageBytes, range: 1024...(256 << 20)))
     }
 
     static func hubSettings(_ config: PluginConfig) throws(PluginError) -> HubConnections.Settings {
-        try config.requireKnownKeys(["hostname", "address", "port", "ca_file", "keepalive", "sas_ttl", "api_version"])
+        try config.requireKnownKeys([
+            "hostname", "address", "port", "ca_file", "keepalive", "sas_ttl", "api_version", "max_delivery_attempts",
+        ])
         let hostname = try config.string("hostname")
         guard !hostname.isEmpty, !hostname.contains("/") else {
             throw PluginError(
@@ -78,7 +84,10 @@ final class MQTTTransport: TransportPlugin {
             // Short lifetimes (down to 10 s) exist for tests of the renewal; the hub's own
             // default lifetime in the SDKs is an hour.
             sasTTL: Int64(try config.integer("sas_ttl", default: 3600, range: 10...31_536_000)),
-            apiVersion: try config.string("api_version", default: "2021-04-12"))
+            apiVersion: try config.string("api_version", default: "2021-04-12"),
+            // How often the hub may drop a fresh connection at a message (acknowledging nothing)
+            // before the message is reported refused and becomes a dead letter.
+            maxDeliveryAttempts: try config.integer("max_delivery_attempts", default: 3, range: 2...100))
     }
 
     func start() throws(PluginError) {

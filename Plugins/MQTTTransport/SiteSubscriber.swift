@@ -1,5 +1,6 @@
 import Foundation
 import GatehousePluginKit
+import IoTHubWire
 import MQTTCodec
 import Synchronization
 
@@ -22,6 +23,13 @@ import Synchronization
 /// acknowledge is sent again after a reconnect or a restart of gatehoused. Batching what one
 /// read returns gives group commit for free: one fsync covers as many messages as the broker
 /// had in flight to us (mosquitto's `max_inflight_messages`).
+///
+/// Poison messages never wedge the session: a PUBLISH whose payload is over `maxMessageBytes`
+/// is consumed as it streams in (the decoder skips it, keeping only its first bytes: a 2 MB
+/// message is never buffered), handed to the host as a dead letter, and acknowledged once the
+/// host made that durable — so the broker stops replaying it first after every reconnect, and
+/// the connection stays up for the next messages. A message whose topic names no device goes
+/// the same way.
 final class SiteSubscriber: Sendable {
     struct Settings: Sendable {
         var host: String
@@ -37,7 +45,18 @@ final class SiteSubscriber: Sendable {
         var commands: Bool = true
         /// How long a leaf device has to answer a direct method.
         var methodTimeout: Duration = .seconds(30)
+        /// The largest payload taken from the site; larger ones become dead letters.
+        var maxMessageBytes: Int = SiteSubscriber.defaultMaxMessageBytes
     }
+
+    /// `[site] max_message_bytes` by default: IoT Hub's device-to-cloud limit (its size counts
+    /// the properties too, so a larger payload can never be sent; docs/protocols.md §4).
+    static let defaultMaxMessageBytes = IoTHubLimits.maxDeviceToCloudMessageBytes
+
+    /// What a PUBLISH may carry besides its payload: fixed header (5), topic (2 + 65,535) and
+    /// packet id (2). The decoder's packet limit is `maxMessageBytes` plus this, so every payload
+    /// up to the limit decodes whatever its topic, and anything larger is skipped unbuffered.
+    static let publishOverhead = 5 + 2 + 65_535 + 2
 
     let settings: Settings
     let host: PluginHost
@@ -188,7 +207,9 @@ final class SiteSubscriber: Sendable {
                 close(fd)
             }
         }
-        var decoder = MQTTDecoder(maxPacketSize: 1 << 20 + 4096)
+        var decoder = MQTTDecoder(
+            maxPacketSize: settings.maxMessageBytes + Self.publishOverhead,
+            oversizedPublishes: .skip(keepingHead: PluginDeadLetter.headLimit))
         let connect = MQTTPacket.connect(
             Connect(
                 clientID: settings.clientID, cleanSession: false, keepAlive: settings.keepAlive,
@@ -196,13 +217,15 @@ final class SiteSubscriber: Sendable {
         guard TCPSocket.writeAll(fd, connect.encoded) else { return "connection lost while sending CONNECT" }
 
         // CONNACK, then SUBSCRIBE/SUBACK.
-        switch readPacket(fd, &decoder, timeout: .seconds(10)) {
-        case .success(.connack(let ack)) where ack.returnCode == .accepted:
+        switch readEvent(fd, &decoder, timeout: .seconds(10)) {
+        case .success(.packet(.connack(let ack))) where ack.returnCode == .accepted:
             break
-        case .success(.connack(let ack)):
+        case .success(.packet(.connack(let ack))):
             return "broker refused the connection (CONNACK return code \(ack.returnCode.rawValue))"
-        case .success(let other):
+        case .success(.packet(let other)):
             return "expected CONNACK, got \(other.name)"
+        case .success(.skippedPublish):
+            return "expected CONNACK, got PUBLISH"
         case .failure(let error):
             return error.description
         }
@@ -213,19 +236,22 @@ final class SiteSubscriber: Sendable {
         let subscribe = MQTTPacket.subscribe(Subscribe(packetID: 1, topics: subscriptions))
         guard TCPSocket.writeAll(fd, subscribe.encoded) else { return "connection lost while subscribing" }
         var pending: [Publish] = []
+        var pendingSkipped: [SkippedPublish] = []
         var subscribed = false
         while !subscribed {
-            switch readPacket(fd, &decoder, timeout: .seconds(10)) {
-            case .success(.suback(let ack)):
+            switch readEvent(fd, &decoder, timeout: .seconds(10)) {
+            case .success(.packet(.suback(let ack))):
                 if ack.returnCodes.contains(0x80) {
                     return
                         "broker refused the subscription to \(subscriptions.map(\.filter)) (check the ACL of client \(settings.clientID))"
                 }
                 subscribed = true
-            case .success(.publish(let publish)):
+            case .success(.packet(.publish(let publish))):
                 // A persistent session may replay before the SUBACK.
                 pending.append(publish)
-            case .success(let other):
+            case .success(.skippedPublish(let skipped)):
+                pendingSkipped.append(skipped)
+            case .success(.packet(let other)):
                 return "expected SUBACK, got \(other.name)"
             case .failure(let error):
                 return error.description
@@ -238,7 +264,7 @@ final class SiteSubscriber: Sendable {
         )
         // From here on every write goes through `write`, under the lock `deliver` takes too.
         outgoing.withLock { $0.fd = fd }
-        if !pending.isEmpty, let problem = commit(pending) {
+        if !pending.isEmpty || !pendingSkipped.isEmpty, let problem = commit(pending, skipped: pendingSkipped) {
             failOutstandingCommands(reason: problem)
             return problem
         }
@@ -395,8 +421,19 @@ final class SiteSubscriber: Sendable {
             }
             buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             var batch: [Publish] = []
+            var skipped: [SkippedPublish] = []
             do {
-                while let packet = try decoder.next() {
+                while let event = try decoder.nextEvent() {
+                    let packet: MQTTPacket
+                    switch event {
+                    case .skippedPublish(let oversized):
+                        // Over the limit: consumed unbuffered; a dead letter, acknowledged with
+                        // the batch once the host kept it.
+                        skipped.append(oversized)
+                        continue
+                    case .packet(let decoded):
+                        packet = decoded
+                    }
                     switch packet {
                     case .publish(let publish) where settings.commands && Self.isMethodResponse(publish.topic):
                         methodResponse(publish)
@@ -406,8 +443,9 @@ final class SiteSubscriber: Sendable {
                     case .publish(let publish):
                         batch.append(publish)
                         if batch.count >= settings.maxBatch {
-                            if let problem = commit(batch) { return problem }
+                            if let problem = commit(batch, skipped: skipped) { return problem }
                             batch.removeAll(keepingCapacity: true)
+                            skipped.removeAll()
                             lastSent = .now
                         }
                     case .pingresp:
@@ -422,11 +460,11 @@ final class SiteSubscriber: Sendable {
                 }
             } catch {
                 // Commit what decoded cleanly before the bad bytes, then drop the connection.
-                if !batch.isEmpty, let problem = commit(batch) { return problem }
+                if !batch.isEmpty || !skipped.isEmpty, let problem = commit(batch, skipped: skipped) { return problem }
                 return "protocol error from the broker: \(error)"
             }
-            if !batch.isEmpty {
-                if let problem = commit(batch) { return problem }
+            if !batch.isEmpty || !skipped.isEmpty {
+                if let problem = commit(batch, skipped: skipped) { return problem }
                 lastSent = .now
             }
         }
@@ -443,21 +481,33 @@ final class SiteSubscriber: Sendable {
         TopicFilter.matches(filter: methodResponseFilter, topic: topic)
     }
 
-    /// Makes a batch durable through the host, then acknowledges its QoS 1 messages.
+    /// Makes a batch durable through the host — its messages in the outbox, the ones that can
+    /// never be delivered as dead letters — then acknowledges them all (QoS 1).
     /// Returns a reason to drop the connection, or nil.
-    private func commit(_ batch: [Publish]) -> String? {
+    private func commit(_ batch: [Publish], skipped: [SkippedPublish] = []) -> String? {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         var messages: [PluginMessage] = []
+        var deadLetters: [PluginDeadLetter] = []
         messages.reserveCapacity(batch.count)
         for publish in batch {
-            guard let routed = DeviceTopicFilter.route(publish.topic, filters: settings.filters) else {
-                host.log(.warning, "ignoring a message on topic \(publish.topic): no device id in it")
+            let routed = DeviceTopicFilter.route(publish.topic, filters: settings.filters)
+            guard let routed, publish.payload.count <= settings.maxMessageBytes else {
+                deadLetters.append(
+                    deadLetter(
+                        topic: publish.topic, size: publish.payload.count, head: publish.payload, routed: routed,
+                        now: now))
                 continue
             }
             messages.append(
                 PluginMessage(
                     deviceID: routed.deviceID, payload: publish.payload, properties: routed.properties,
                     createdUnixMS: now, topic: publish.topic))
+        }
+        for oversized in skipped {
+            deadLetters.append(
+                deadLetter(
+                    topic: oversized.topic, size: oversized.payloadSize, head: oversized.head,
+                    routed: DeviceTopicFilter.route(oversized.topic, filters: settings.filters), now: now))
         }
         if !messages.isEmpty {
             let status = host.ingest(messages)
@@ -468,8 +518,14 @@ final class SiteSubscriber: Sendable {
                     "the gateway could not make \(messages.count) message(s) durable (\(status)); not acknowledging them"
             }
         }
+        for letter in deadLetters {
+            if let problem = keep(letter) { return problem }
+        }
         var acks: [UInt8] = []
-        acks.reserveCapacity(batch.count * 4)
+        acks.reserveCapacity((batch.count + skipped.count) * 4)
+        for oversized in skipped where oversized.qos == .atLeastOnce {
+            if let id = oversized.packetID { MQTTPacket.puback(id).encode(into: &acks) }
+        }
         for publish in batch where publish.qos != .atMostOnce {
             guard let id = publish.packetID else { continue }
             if publish.qos == .atLeastOnce {
@@ -486,14 +542,66 @@ final class SiteSubscriber: Sendable {
         return nil
     }
 
-    private func readPacket(_ fd: Int32, _ decoder: inout MQTTDecoder, timeout: Duration) -> Result<
-        MQTTPacket, TCPSocket.Failure
+    /// A message that can never be delivered: over the size limit, or no device in its topic.
+    /// Its bytes beyond the head are already gone; none of them is ever logged.
+    private func deadLetter(
+        topic: String, size: Int, head: [UInt8], routed: (deviceID: String, properties: [PluginMessage.Property])?,
+        now: Int64
+    ) -> PluginDeadLetter {
+        let device = routed?.deviceID ?? Self.deviceLevel(of: topic) ?? ""
+        if size > settings.maxMessageBytes {
+            return PluginDeadLetter(
+                deviceID: device, topic: topic, size: size, reason: .tooLarge,
+                detail: "\(size) bytes, over [site] max_message_bytes (\(settings.maxMessageBytes))",
+                head: Array(head.prefix(PluginDeadLetter.headLimit)), receivedUnixMS: now)
+        }
+        return PluginDeadLetter(
+            deviceID: device, topic: topic, size: size, reason: .noDevice,
+            detail: "the topic has no device id where [site] topics expect it",
+            head: Array(head.prefix(PluginDeadLetter.headLimit)), receivedUnixMS: now)
+    }
+
+    /// The `+` level of a method response (`devices/{id}/methods/res/…`), the one topic outside
+    /// the telemetry filters that names a device.
+    private static func deviceLevel(of topic: String) -> String? {
+        guard isMethodResponse(topic) else { return nil }
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        return levels.count > 1 && !levels[1].isEmpty ? String(levels[1]) : nil
+    }
+
+    /// Hands a dead letter to the host; returns a reason to drop the connection (and not
+    /// acknowledge), or nil when it may be acknowledged.
+    private func keep(_ letter: PluginDeadLetter) -> String? {
+        let what =
+            "device \(letter.deviceID.isEmpty ? "-" : letter.deviceID), topic \(letter.topic), \(letter.size) bytes"
+        let status = host.deadLetter(letter)
+        if status == .ok {
+            host.log(
+                .warning,
+                "dead letter (\(letter.reason)): \(what) — \(letter.detail); kept and acknowledged, so the "
+                    + "broker stops redelivering it")
+            return nil
+        }
+        guard host.keepsDeadLetters else {
+            // A host without dead letters cannot keep it; blocking the session would wedge
+            // every device behind it.
+            host.log(
+                .error,
+                "dropped a message that can never be delivered (\(letter.reason)): \(what) — \(letter.detail); "
+                    + "this gatehoused keeps no dead letters")
+            return nil
+        }
+        return "the gateway could not keep a dead letter (\(status)): \(what); not acknowledging it"
+    }
+
+    private func readEvent(_ fd: Int32, _ decoder: inout MQTTDecoder, timeout: Duration) -> Result<
+        MQTTDecoder.Event, TCPSocket.Failure
     > {
         let deadline = ContinuousClock.now + timeout
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             do {
-                if let packet = try decoder.next() { return .success(packet) }
+                if let event = try decoder.nextEvent() { return .success(event) }
             } catch {
                 return .failure(.init(description: "protocol error from the broker: \(error)"))
             }

@@ -37,6 +37,16 @@ public struct MosquittoError: Error, Sendable, Equatable, CustomStringConvertibl
         self.code = code
         self.description = Mosquitto.describe(code)
     }
+
+    /// Whether `publish` refused the message itself (a topic libmosquitto will not send, a
+    /// payload or packet too large, a bad argument) rather than the connection: sending it again
+    /// cannot help.
+    public var refusesTheMessage: Bool {
+        [
+            MOSQ_ERR_INVAL, MOSQ_ERR_PAYLOAD_SIZE, MOSQ_ERR_MALFORMED_UTF8, MOSQ_ERR_OVERSIZE_PACKET,
+            MOSQ_ERR_QOS_NOT_SUPPORTED,
+        ].contains { $0.rawValue == code }
+    }
 }
 
 /// An MQTT message as libmosquitto handed it to the message callback, copied out of its buffers.
