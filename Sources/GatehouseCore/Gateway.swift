@@ -45,12 +45,15 @@ public final class Gateway: Sendable {
     /// `[provisioning] gateway_registration_id` is set.
     let gatewayIdentitySigner: GatewayIdentitySigner?
     let heartbeat: StatusHeartbeat
+    /// `[dead_letters]`: what "dead-letter pruning" keeps; SIGHUP applies a changed one.
+    let deadLetterRetention: Mutex<DeadLetterRetention>
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
     public init(config: GatewayConfig, logger: Logger) throws(StartupError) {
         self.config = config
         self.logger = logger
+        deadLetterRetention = Mutex(config.deadLetters)
         rules = try Self.loadRules(config)
         do {
             store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
@@ -244,6 +247,19 @@ public final class Gateway: Sendable {
                     logger.error("cannot prune the audit log", metadata: ["error": "\(error)"])
                 }
             },
+            PeriodicService("dead-letter pruning", every: .seconds(60), clock: clock, atStart: true) { [self] in
+                let retention = deadLetterRetention.withLock { $0 }
+                do {
+                    let removed = try store.pruneDeadLetters(retention, nowMS: TelemetryRelay.nowMS())
+                    if removed > 0 {
+                        logger.info(
+                            "dead letters pruned ([dead_letters] max_bytes, max_age)",
+                            metadata: ["dead_letters": "\(removed)"])
+                    }
+                } catch {
+                    logger.error("cannot prune the dead letters", metadata: ["error": "\(error)"])
+                }
+            },
             SignalService(hangups) { [self] in await reload() },
         ]
         if let setup = verification.withLock({ $0 }) {
@@ -280,6 +296,7 @@ public final class Gateway: Sendable {
         do {
             let fresh = try GatewayConfig.load(path: config.sourcePath)
             router.telemetry.update(policy: fresh.outbox)
+            deadLetterRetention.withLock { $0 = fresh.deadLetters }
             if let level = Logger.Level(rawValue: fresh.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
             if fresh.site.pluginConfigJSON != config.site.pluginConfigJSON
                 || fresh.hub.pluginConfigJSON != config.hub.pluginConfigJSON
@@ -288,7 +305,7 @@ public final class Gateway: Sendable {
                 logger.notice("changes to [site], [hub] or the state database take effect at the next start")
             }
             reloadFirewall(fresh)
-            logger.info("configuration reloaded (outbox limits, log level, firewall)")
+            logger.info("configuration reloaded (outbox limits, dead-letter retention, log level, firewall)")
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["error": "\(error)"])
         }

@@ -12,7 +12,8 @@ struct GatehouseCLI: ParsableCommand {
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
         subcommands: [
-            Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, TPM.self,
+            Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, DeadLetters.self,
+            TPM.self,
         ])
 }
 
@@ -52,18 +53,21 @@ struct Status: ParsableCommand {
         let status = try store.readStatus()
         let devices = try store.devices()
         let gatewayIdentity = try store.gatewayIdentity()
+        // Counted from the table: what is kept now, and what of it since the daemon's start.
+        let deadLetters = try store.deadLetterTotals(sinceMS: status?.startedMS ?? 0)
         if json {
             struct Report: Codable {
                 var daemon: DaemonStatus?
                 var running: Bool
                 var gatewayIdentity: GatewayIdentityRecord?
+                var deadLetters: DeadLetterTotals
                 var devices: [DeviceRecord]
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let report = Report(
                 daemon: status, running: status.map(Self.isRunning) ?? false, gatewayIdentity: gatewayIdentity,
-                devices: devices)
+                deadLetters: deadLetters, devices: devices)
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
@@ -77,8 +81,15 @@ struct Status: ParsableCommand {
         )
         print("outbox: \(status.outboxMessages) message(s), \(status.outboxBytes) bytes waiting")
         print(
-            "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(status.commandsRefusedTotal) command(s) refused"
+            "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(deadLetters.sinceCount) dead-lettered, \(status.commandsRefusedTotal) command(s) refused"
         )
+        if deadLetters.count > 0 {
+            let reasons = deadLetters.byReason.sorted { $0.key < $1.key }
+                .map { "\(ControlEscaping.escape($0.key)) \($0.value)" }.joined(separator: ", ")
+            print(
+                "dead letters: \(deadLetters.count) kept (\(reasons); \(deadLetters.bytes) bytes), newest \(Self.format(deadLetters.newestMS)) — gatehouse dead-letters list"
+            )
+        }
         if let identity = gatewayIdentity {
             let link = devices.first { $0.id == identity.deviceID }?.linkState ?? "-"
             print(

@@ -46,7 +46,8 @@ private struct ConfigReader {
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
         let known: Set<String> = [
-            "gateway", "outbox", "identity", "provisioning", "auth", "site_broker", "site", "hub", "firewall",
+            "gateway", "outbox", "dead_letters", "identity", "provisioning", "auth", "site_broker", "site", "hub",
+            "firewall",
         ]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
@@ -74,7 +75,8 @@ private struct ConfigReader {
             firewall = section
         }
         return GatewayConfig(
-            gateway: try gateway(), outbox: try outbox(), identity: identity, provisioning: provisioning,
+            gateway: try gateway(), outbox: try outbox(), deadLetters: try deadLetters(), identity: identity,
+            provisioning: provisioning,
             auth: try auth(), siteBroker: siteBroker, site: site, hub: try transport("hub"), firewall: firewall,
             sourcePath: path)
     }
@@ -174,6 +176,21 @@ private struct ConfigReader {
                 throw error("outbox", "inflight_per_device", "must be a whole number from 1 to 1000")
             }
             result.inflightPerDevice = number
+        }
+        return result
+    }
+
+    func deadLetters() throws(ConfigError) -> DeadLetterRetention {
+        var result = DeadLetterRetention()
+        guard let table = try table("dead_letters") else { return result }
+        try checkKeys(table, "dead_letters", ["max_bytes", "max_age"])
+        if let value = try size(table, "dead_letters", "max_bytes") {
+            guard value >= 64 * 1024 else { throw error("dead_letters", "max_bytes", "must be at least 64 KiB") }
+            result.maxBytes = value
+        }
+        if let value = try duration(table, "dead_letters", "max_age") {
+            guard value >= .seconds(3600) else { throw error("dead_letters", "max_age", "must be at least 1h") }
+            result.maxAgeMS = Int64(value.components.seconds) * 1000
         }
         return result
     }

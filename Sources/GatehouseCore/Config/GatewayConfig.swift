@@ -5,6 +5,9 @@ import GatehouseStore
 public struct GatewayConfig: Sendable {
     public var gateway: Gateway
     public var outbox: OutboxPolicy
+    /// How many dead letters are kept (section `[dead_letters]`): messages that can never be
+    /// delivered, kept instead of wedging their device (`gatehouse dead-letters`).
+    public var deadLetters = DeadLetterRetention()
     public var identity: Identity
     /// DPS registration on the devices' behalf (section `[provisioning]`); nil: devices must
     /// already exist on the hub.
