@@ -20,6 +20,12 @@ struct DeadLetterEndToEndTests {
         text = text.replacingOccurrences(
             of: "[site]\nplugin = \"mqtt\"\n", with: "[site]\nplugin = \"mqtt\"\nmax_message_bytes = \"1 MiB\"\n")
         try text.write(toFile: rig.configPath, atomically: true, encoding: .utf8)
+        // A site broker that forwards the 2 MB message: its packet limit (4 MiB) is above the
+        // gateway's (the packaged broker's is 960 KiB: it would disconnect the device instead).
+        rig.site.stop()
+        let site = try MosquittoBroker(
+            name: "site-large", in: rig.dir, port: rig.site.port,
+            extraConfig: "max_inflight_messages 500\nmax_packet_size 4194304")
         let collector = try Collector(broker: rig.hub, topics: ["devices/#"], in: rig.dir)
         try rig.startGateway()
 
@@ -30,7 +36,7 @@ struct DeadLetterEndToEndTests {
                     "\(device)-\(range.lowerBound).txt", range.map { "\(device)-\($0)" }.joined(separator: "\n") + "\n")
                 return try Subprocess(
                     which("mosquitto_pub")!,
-                    rig.site.clientArguments + ["-q", "1", "-l", "-t", "devices/\(device)/messages/events/"],
+                    site.clientArguments + ["-q", "1", "-l", "-t", "devices/\(device)/messages/events/"],
                     in: rig.dir, name: "pub-\(device)-\(range.lowerBound)", stdin: FileHandle(forReadingAtPath: input))
             }
             for publisher in publishers { #expect(publisher.wait(timeout: .seconds(60)) == 0) }
@@ -39,7 +45,7 @@ struct DeadLetterEndToEndTests {
             let path = rig.dir.file("blob-\(bytes).bin")
             #expect(FileManager.default.createFile(atPath: path, contents: Data(repeating: byte, count: bytes)))
             let (status, output) = try Subprocess.run(
-                which("mosquitto_pub")!, rig.site.clientArguments + ["-q", "1", "-t", topic, "-f", path])
+                which("mosquitto_pub")!, site.clientArguments + ["-q", "1", "-t", topic, "-f", path])
             #expect(status == 0, "\(output)")
         }
         try stream(1...5)
@@ -78,17 +84,17 @@ struct DeadLetterEndToEndTests {
         let letters = listing.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }
-        let site = letters.first { $0["reason"] as? String == "too-large" }
-        #expect(site?["device"] as? String == "dev-3")
-        #expect(site?["source"] as? String == "site")
-        #expect(site?["size"] as? Int == 2 << 20)
-        #expect(site?["topic"] as? String == "devices/dev-3/messages/events/kind=blob")
-        let hub = letters.first { $0["reason"] as? String == "hub-limit" }
-        #expect(hub?["device"] as? String == "dev-7")
-        #expect(hub?["source"] as? String == "hub")
-        #expect(hub?["size"] as? Int == 300_000)
-        #expect(hub?["complete"] as? Bool == true)
-        #expect(hub?["properties"] as? [[String]] == [["kind", "image"]])
+        let siteLetter = letters.first { $0["reason"] as? String == "too-large" }
+        #expect(siteLetter?["device"] as? String == "dev-3")
+        #expect(siteLetter?["source"] as? String == "site")
+        #expect(siteLetter?["size"] as? Int == 2 << 20)
+        #expect(siteLetter?["topic"] as? String == "devices/dev-3/messages/events/kind=blob")
+        let hubLetter = letters.first { $0["reason"] as? String == "hub-limit" }
+        #expect(hubLetter?["device"] as? String == "dev-7")
+        #expect(hubLetter?["source"] as? String == "hub")
+        #expect(hubLetter?["size"] as? Int == 300_000)
+        #expect(hubLetter?["complete"] as? Bool == true)
+        #expect(hubLetter?["properties"] as? [[String]] == [["kind", "image"]])
 
         // Never a payload byte in a log line; sizes only.
         let logs = rig.gatewayLogs
