@@ -93,6 +93,32 @@ public final class HostRouter: PluginHostDelegate {
         commands.deliverResult(token: token, status: status, body: body)
     }
 
+    /// A message the site transport could not ingest (too large, no device in its topic): kept
+    /// as a dead letter, durable before this returns, so the transport may then acknowledge it
+    /// (`gh_host_api.dead_letter`). Logged with sizes only, never payload bytes.
+    public func deadLetter(_ letter: PluginDeadLetter, plugin: String) -> PluginStatus {
+        let now = TelemetryRelay.nowMS()
+        let record = DeadLetterRecord(
+            timeMS: now, deviceID: letter.deviceID, source: .site, topic: letter.topic, size: letter.size,
+            reason: letter.reason.rawValue, detail: letter.detail, payload: letter.head,
+            createdMS: letter.receivedUnixMS)
+        do {
+            _ = try identities.store.addDeadLetters([record])
+        } catch {
+            logger.error(
+                "cannot keep a dead letter; not acknowledging it (the site broker will send it again)",
+                metadata: ["device": "\(letter.deviceID)", "plugin": "\(plugin)", "error": "\(error)"])
+            return .unavailable
+        }
+        logger.warning(
+            "dead letter kept: a site message that can never be relayed",
+            metadata: [
+                "device": "\(letter.deviceID)", "reason": "\(letter.reason)", "bytes": "\(letter.size)",
+                "detail": "\(letter.detail)", "plugin": "\(plugin)",
+            ])
+        return .ok
+    }
+
     public func log(level: PluginLogLevel, message: String, plugin: String) {
         let mapped: Logger.Level =
             switch level {
