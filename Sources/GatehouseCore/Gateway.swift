@@ -74,6 +74,8 @@ public final class Gateway: Sendable {
         }
         heartbeat = StatusHeartbeat(
             store: store, telemetry: router.telemetry, commands: router.commands, logger: logger)
+        // Telemetry rules apply on ingest from the first message on.
+        router.telemetry.configure(rules: rules, gateway: config.gateway, archive: config.archive)
         site = try Self.instantiate(config.site, role: .downstream, config: config, delegate: router)
         hub = try Self.instantiate(config.hub, role: .upstream, config: config, delegate: router)
         if let section = config.firewall {
@@ -93,10 +95,12 @@ public final class Gateway: Sendable {
     let firewall: Mutex<PluginInstance?>
 
     /// Compiles the rule set; one that does not check stops the start (exit 78) with every
-    /// diagnostic, as `gatehouse rules check` prints them.
+    /// diagnostic, as `gatehouse rules check` prints them. Telemetry routes are checked against
+    /// the destinations the daemon knows (`upstream`, `archive`); reloads keep that check.
     static func loadRules(_ config: GatewayConfig) throws(StartupError) -> PolicyHandle? {
         guard let directory = config.gateway.rulesDir else { return nil }
-        let (policy, diagnostics, files) = Policy.compile(directory: directory)
+        let (policy, diagnostics, files) = Policy.compile(
+            directory: directory, options: CheckOptions(destinations: TelemetryDestination.all))
         guard let policy else {
             let rendered = DiagnosticRenderer(files: files).render(diagnostics)
             throw StartupError(
@@ -188,6 +192,7 @@ public final class Gateway: Sendable {
                 "rules loaded",
                 metadata: [
                     "dir": "\(config.gateway.rulesDir ?? "")", "command_rules": "\(rules.current.commandRuleCount)",
+                    "telemetry_rules": "\(rules.current.telemetryRuleCount)",
                 ])
         } else {
             logger.notice("no rules_dir configured: every command is refused")
@@ -238,6 +243,12 @@ public final class Gateway: Sendable {
             PeriodicService("outbox expiry", every: .seconds(1), clock: clock) { router.telemetry.requestExpiry() },
             PeriodicService("status heartbeat", every: .seconds(1), clock: clock, atStart: true) { [heartbeat] in
                 heartbeat.beat()
+            },
+            PeriodicService("archive pruning", every: .seconds(30), clock: clock, atStart: true) {
+                router.telemetry.pruneArchive()
+            },
+            PeriodicService("device tags for telemetry rules", every: .seconds(10), clock: clock) {
+                router.telemetry.refreshDeviceFacts()
             },
             PeriodicService("audit pruning", every: .seconds(3600), clock: clock, atStart: true) {
                 do {
@@ -292,10 +303,12 @@ public final class Gateway: Sendable {
     func reload() async {
         reloadRules()
         router.applyRegistry()
+        router.telemetry.refreshDeviceFacts()
         logger.info("reloading configuration", metadata: ["path": "\(config.sourcePath)"])
         do {
             let fresh = try GatewayConfig.load(path: config.sourcePath)
             router.telemetry.update(policy: fresh.outbox)
+            router.telemetry.update(archive: fresh.archive)
             deadLetterRetention.withLock { $0 = fresh.deadLetters }
             if let level = Logger.Level(rawValue: fresh.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
             if fresh.site.pluginConfigJSON != config.site.pluginConfigJSON
@@ -353,7 +366,10 @@ public final class Gateway: Sendable {
         if result.accepted {
             logger.info(
                 "rules reloaded",
-                metadata: ["dir": "\(directory)", "command_rules": "\(rules.current.commandRuleCount)"])
+                metadata: [
+                    "dir": "\(directory)", "command_rules": "\(rules.current.commandRuleCount)",
+                    "telemetry_rules": "\(rules.current.telemetryRuleCount)",
+                ])
         } else {
             logger.error(
                 "rules reload refused; the running rules stay",

@@ -1,6 +1,19 @@
 import Foundation
 import GRDB
 
+/// A message's lane in the outbox: after an outage, high drains before normal before low
+/// (the telemetry rules' `priority`; without rules everything is normal).
+public enum OutboxPriority: Int, Sendable, CaseIterable, Comparable {
+    case low = 0
+    case normal = 1
+    case high = 2
+
+    /// High first.
+    public static let descending: [OutboxPriority] = [.high, .normal, .low]
+
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
+
 /// A message waiting in the outbox for the hub's acknowledgement.
 public struct OutboxRecord: Sendable, Equatable {
     /// The outbox's own sequence: strictly increasing in commit order, so per-device order is
@@ -13,6 +26,12 @@ public struct OutboxRecord: Sendable, Equatable {
     public var payload: [UInt8]
     public var createdMS: Int64
     public var enqueuedMS: Int64
+    public var priority: OutboxPriority
+    /// When its time to live (a route's `ttl`) runs out, ms since 1970: past it the message is
+    /// dropped and counted, never sent. 0: no time to live (only `[outbox] max_age` applies).
+    public var expiresMS: Int64
+    /// The rule whose `ttl` it carries, to count an expiry against (nil without a ttl).
+    public var ttlRule: String?
 
     /// What the record counts against the outbox's byte limit.
     public var size: Int {
@@ -21,7 +40,7 @@ public struct OutboxRecord: Sendable, Equatable {
 
     public init(
         seq: Int64 = 0, deviceID: String, properties: [OutboxProperty] = [], payload: [UInt8], createdMS: Int64,
-        enqueuedMS: Int64
+        enqueuedMS: Int64, priority: OutboxPriority = .normal, expiresMS: Int64 = 0, ttlRule: String? = nil
     ) {
         self.seq = seq
         self.deviceID = deviceID
@@ -29,6 +48,9 @@ public struct OutboxRecord: Sendable, Equatable {
         self.payload = payload
         self.createdMS = createdMS
         self.enqueuedMS = enqueuedMS
+        self.priority = priority
+        self.expiresMS = expiresMS
+        self.ttlRule = ttlRule
     }
 }
 
@@ -94,6 +116,8 @@ public struct DroppedRecord: Sendable, Equatable {
     public var seq: Int64
     public var deviceID: String
     public var size: Int
+    /// For an expired record, the rule whose `ttl` ran out.
+    public var ttlRule: String? = nil
 }
 
 extension StateStore {
@@ -103,16 +127,24 @@ extension StateStore {
     ///
     /// `removing`: delivered messages to delete in the same transaction (group commit: the
     /// relay hands over what the hub acknowledged since the last commit, so under load one fsync
-    /// covers both, and the dispatcher never waits for the ingest's commit to delete).
+    /// covers both, and the dispatcher never waits for the ingest's commit to delete). Expired
+    /// ones may be among them; only `deliveredPerDevice` counts as delivered.
+    ///
+    /// `archiving`: messages the telemetry rules keep on the gateway (`archive`), in the same
+    /// transaction. `received`: the messages each device sent that the gateway keeps (outbox or
+    /// archive, each once) and when, for the registry; nil: the outbox records.
     public func appendToOutbox(
-        _ records: [OutboxRecord], removing delivered: [Int64] = [], deliveredPerDevice: [String: Int] = [:]
+        _ records: [OutboxRecord], archiving archived: [ArchiveRecord] = [],
+        received: [String: (count: Int, lastMS: Int64)]? = nil, removing delivered: [Int64] = [],
+        deliveredPerDevice: [String: Int] = [:]
     ) throws(StoreError) -> [OutboxRecord] {
         try write("append \(records.count) message(s) to the outbox") { db in
             if !delivered.isEmpty { try Self.remove(delivered, deliveredPerDevice: deliveredPerDevice, in: db) }
             let insert = try db.cachedStatement(
                 sql: """
-                    INSERT INTO outbox (device_id, props, payload, created_ms, enqueued_ms, size)
-                    VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO outbox (device_id, props, payload, created_ms, enqueued_ms, size, priority, expires_ms,
+                        ttl_rule)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             let seen = try db.cachedStatement(
                 sql: """
@@ -126,14 +158,17 @@ extension StateStore {
                 let record = stored[index]
                 try insert.execute(arguments: [
                     record.deviceID, Data(OutboxProperty.encode(record.properties)), Data(record.payload),
-                    record.createdMS, record.enqueuedMS,
-                    record.size,
+                    record.createdMS, record.enqueuedMS, record.size, record.priority.rawValue,
+                    record.expiresMS == 0 ? nil : record.expiresMS, record.ttlRule,
                 ])
                 stored[index].seq = db.lastInsertedRowID
-                perDevice[record.deviceID, default: (0, 0)].count += 1
-                perDevice[record.deviceID]!.lastMS = record.enqueuedMS
+                if received == nil {
+                    perDevice[record.deviceID, default: (0, 0)].count += 1
+                    perDevice[record.deviceID]!.lastMS = record.enqueuedMS
+                }
             }
-            for (device, info) in perDevice {
+            if !archived.isEmpty { try Self.insert(archived, in: db) }
+            for (device, info) in received ?? perDevice {
                 try seen.execute(arguments: [device, info.lastMS, info.lastMS, info.count])
             }
             return stored
@@ -155,22 +190,31 @@ extension StateStore {
         for (device, delivered) in deliveredPerDevice { try count.execute(arguments: [delivered, device]) }
     }
 
-    /// Records from `seq` on, in order, at most `limit`.
-    public func outboxRecords(fromSeq seq: Int64, limit: Int) throws(StoreError) -> [OutboxRecord] {
+    /// Records from `seq` on, in order, at most `limit`; with `priority`, only those of that lane.
+    public func outboxRecords(priority: OutboxPriority? = nil, fromSeq seq: Int64, limit: Int) throws(StoreError)
+        -> [OutboxRecord]
+    {
         try read("read the outbox") { db in
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT seq, device_id, props, payload, created_ms, enqueued_ms FROM outbox
-                    WHERE seq >= ? ORDER BY seq LIMIT ?
-                    """, arguments: [seq, limit])
+            let columns = "seq, device_id, props, payload, created_ms, enqueued_ms, priority, expires_ms, ttl_rule"
+            let rows: [Row]
+            if let priority {
+                rows = try Row.fetchAll(
+                    db,
+                    sql: "SELECT \(columns) FROM outbox WHERE priority = ? AND seq >= ? ORDER BY priority, seq LIMIT ?",
+                    arguments: [priority.rawValue, seq, limit])
+            } else {
+                rows = try Row.fetchAll(
+                    db, sql: "SELECT \(columns) FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?",
+                    arguments: [seq, limit])
+            }
             return rows.map { row in
                 let encoded = row[2] as Data
                 // A row whose properties do not read back is still sent, without them (its
                 // payload is what matters most); the migration and `append` only write valid ones.
                 return OutboxRecord(
                     seq: row[0], deviceID: row[1], properties: OutboxProperty.decode(encoded) ?? [],
-                    payload: [UInt8](row[3] as Data), createdMS: row[4], enqueuedMS: row[5])
+                    payload: [UInt8](row[3] as Data), createdMS: row[4], enqueuedMS: row[5],
+                    priority: OutboxPriority(rawValue: row[6]) ?? .normal, expiresMS: row[7] ?? 0, ttlRule: row[8])
             }
         }
     }
@@ -183,13 +227,13 @@ extension StateStore {
         }
     }
 
-    /// Drops the oldest records (never those in `keep`, which are in flight) until at least
-    /// `bytes` are freed or nothing is left to drop.
+    /// Drops the oldest records of the lowest priority first (never those in `keep`, which are
+    /// in flight) until at least `bytes` are freed or nothing is left to drop.
     public func dropOldest(freeing bytes: Int, keep: Set<Int64>) throws(StoreError) -> [DroppedRecord] {
         try write("drop the oldest outbox messages") { db in
             var dropped: [DroppedRecord] = []
             var freed = 0
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, device_id, size FROM outbox ORDER BY seq")
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, device_id, size FROM outbox ORDER BY priority, seq")
             while freed < bytes, let row = try rows.next() {
                 let record = DroppedRecord(seq: row[0], deviceID: row[1], size: row[2])
                 if keep.contains(record.seq) { continue }
@@ -223,6 +267,34 @@ extension StateStore {
                 let record = DroppedRecord(seq: row[0], deviceID: row[1], size: row[2])
                 if !keep.contains(record.seq) { dropped.append(record) }
             }
+            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
+            for record in dropped { try delete.execute(arguments: [record.seq]) }
+            return dropped
+        }
+    }
+}
+
+extension StateStore {
+    /// Drops records whose time to live ran out by `nowMS` (never those in `keep`, in flight),
+    /// at most `limit`. One indexed read answers "nothing expired" without a write transaction.
+    public func dropExpired(nowMS: Int64, keep: Set<Int64>, limit: Int = 10_000) throws(StoreError)
+        -> [DroppedRecord]
+    {
+        let due = try read("read the outbox's times to live") { db in
+            try Int64.fetchOne(
+                db, sql: "SELECT 1 FROM outbox WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT 1",
+                arguments: [nowMS])
+        }
+        guard due != nil else { return [] }
+        return try write("drop outbox messages past their time to live") { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT seq, device_id, size, ttl_rule FROM outbox
+                    WHERE expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT ?
+                    """, arguments: [nowMS, limit])
+            let dropped = rows.map { DroppedRecord(seq: $0[0], deviceID: $0[1], size: $0[2], ttlRule: $0[3]) }
+                .filter { !keep.contains($0.seq) }
             let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE seq = ?")
             for record in dropped { try delete.execute(arguments: [record.seq]) }
             return dropped

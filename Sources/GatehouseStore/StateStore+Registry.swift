@@ -284,6 +284,23 @@ extension StateStore {
         }
     }
 
+    /// Every device with a model or tags (what telemetry rules read as `device.model` and
+    /// `device.tags`), read at once so that routing never reads the registry per message.
+    public func devicesWithMetadata() throws(StoreError) -> [String: DeviceMetadata] {
+        try read("read the devices' tags") { db in
+            var result: [String: DeviceMetadata] = [:]
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT id, model, tags, removed_ms FROM device WHERE model != '' OR tags != '{}'")
+            while let row = try rows.next() {
+                let tagsJSON: String = row[2]
+                let tags = (try? JSONDecoder().decode([String: TagValue].self, from: Data(tagsJSON.utf8))) ?? [:]
+                let removedMS: Int64? = row[3]
+                result[row[0]] = DeviceMetadata(model: row[1], tags: tags, removed: removedMS != nil)
+            }
+            return result
+        }
+    }
+
     /// Sets a device's model and tags (the device row is created if new).
     public func setDeviceMetadata(_ deviceID: String, _ metadata: DeviceMetadata, atMS: Int64) throws(StoreError) {
         let tagsJSON: String

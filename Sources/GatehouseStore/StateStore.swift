@@ -243,6 +243,45 @@ public final class StateStore: Sendable {
                     CREATE TABLE outbox_requeued (seq INTEGER PRIMARY KEY NOT NULL);
                     """)
         }
+        migrator.registerMigration("v10-telemetry-routes") { db in
+            // The telemetry rules applied on ingest (docs/rules.md, "In the daemon"): each outbox
+            // row has a priority lane (0 low, 1 normal, 2 high; rows from before are normal) and
+            // may carry a time to live (`expires_ms`, and the rule that gave it, for counting);
+            // `archive` keeps what rules route there, within a size and age budget; the rules'
+            // counters since the daemon started are written beside the status.
+            try db.execute(
+                sql: """
+                    ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+                    ALTER TABLE outbox ADD COLUMN expires_ms INTEGER;
+                    ALTER TABLE outbox ADD COLUMN ttl_rule TEXT;
+                    CREATE INDEX outbox_priority ON outbox (priority, seq);
+                    CREATE INDEX outbox_expiry ON outbox (expires_ms) WHERE expires_ms IS NOT NULL;
+                    CREATE TABLE archive (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time_ms INTEGER NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        device_id TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        props BLOB NOT NULL,
+                        payload BLOB NOT NULL,
+                        size INTEGER NOT NULL,
+                        rule TEXT NOT NULL
+                    );
+                    CREATE INDEX archive_time ON archive (time_ms);
+                    CREATE TABLE telemetry_rule_stats (
+                        kind TEXT NOT NULL,
+                        rule TEXT NOT NULL,
+                        file TEXT NOT NULL,
+                        line INTEGER NOT NULL,
+                        routed INTEGER NOT NULL,
+                        archived INTEGER NOT NULL,
+                        dropped INTEGER NOT NULL,
+                        expired INTEGER NOT NULL,
+                        failed INTEGER NOT NULL,
+                        PRIMARY KEY (kind, rule)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

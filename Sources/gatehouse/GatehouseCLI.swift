@@ -12,8 +12,8 @@ struct GatehouseCLI: ParsableCommand {
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
         subcommands: [
-            Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Audit.self, DeadLetters.self,
-            TPM.self,
+            Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Archive.self, Audit.self,
+            DeadLetters.self, TPM.self,
         ])
 }
 

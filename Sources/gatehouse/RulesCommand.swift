@@ -6,8 +6,8 @@ import GateRules
 struct Rules: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rules",
-        abstract: "Check, test, explain and format rule sets.",
-        subcommands: [Check.self, Test.self, Explain.self, Fmt.self, Reload.self])
+        abstract: "Check, test, explain and format rule sets; show what the daemon's telemetry rules did.",
+        subcommands: [Check.self, Test.self, Explain.self, Fmt.self, Reload.self, Stats.self])
 }
 
 /// Prints to standard error.

@@ -23,7 +23,9 @@ extension Rules {
             guard let directory = config.gateway.rulesDir else {
                 throw ValidationError("\(options.config): [gateway] rules_dir is not set; the daemon loads no rules")
             }
-            let (policy, diagnostics, files) = Policy.compile(directory: directory)
+            // As the daemon checks it: telemetry routes only to the destinations it knows.
+            let (policy, diagnostics, files) = Policy.compile(
+                directory: directory, options: CheckOptions(destinations: TelemetryDestination.all))
             if !diagnostics.isEmpty {
                 FileHandle.standardError.write(Data((DiagnosticRenderer(files: files).render(diagnostics) + "\n").utf8))
             }

@@ -46,8 +46,8 @@ private struct ConfigReader {
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
         let known: Set<String> = [
-            "gateway", "outbox", "dead_letters", "identity", "provisioning", "auth", "site_broker", "site", "hub",
-            "firewall",
+            "gateway", "outbox", "archive", "dead_letters", "identity", "provisioning", "auth", "site_broker", "site",
+            "hub", "firewall",
         ]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
@@ -74,11 +74,13 @@ private struct ConfigReader {
             section.pluginConfigJSON = Self.addDerivedPorts(section.pluginConfigJSON, site: site)
             firewall = section
         }
-        return GatewayConfig(
+        var config = GatewayConfig(
             gateway: try gateway(), outbox: try outbox(), deadLetters: try deadLetters(), identity: identity,
             provisioning: provisioning,
             auth: try auth(), siteBroker: siteBroker, site: site, hub: try transport("hub"), firewall: firewall,
             sourcePath: path)
+        config.archive = try archive()
+        return config
     }
 
     /// The ports gatehouse itself needs open, handed to the firewall plugin as `derived_allow`:
@@ -191,6 +193,22 @@ private struct ConfigReader {
         if let value = try duration(table, "dead_letters", "max_age") {
             guard value >= .seconds(3600) else { throw error("dead_letters", "max_age", "must be at least 1h") }
             result.maxAgeMS = Int64(value.components.seconds) * 1000
+        }
+        return result
+    }
+
+    /// `[archive]`: what `route telemetry … to archive` may keep on the gateway.
+    func archive() throws(ConfigError) -> ArchivePolicy {
+        var result = ArchivePolicy()
+        guard let table = try table("archive") else { return result }
+        try checkKeys(table, "archive", ["max_bytes", "max_age"])
+        if let value = try size(table, "archive", "max_bytes") {
+            guard value >= 64 * 1024 else { throw error("archive", "max_bytes", "must be at least 64 KiB") }
+            result.maxBytes = value
+        }
+        if let value = try duration(table, "archive", "max_age") {
+            guard value >= .seconds(60) else { throw error("archive", "max_age", "must be at least 1m") }
+            result.maxAge = value
         }
         return result
     }

@@ -5,6 +5,9 @@ import GatehouseStore
 public struct GatewayConfig: Sendable {
     public var gateway: Gateway
     public var outbox: OutboxPolicy
+    /// What the telemetry rules may keep on the gateway (section `[archive]`; `route telemetry …
+    /// to archive`, `gatehouse archive export`).
+    public var archive = ArchivePolicy()
     /// How many dead letters are kept (section `[dead_letters]`): messages that can never be
     /// delivered, kept instead of wedging their device (`gatehouse dead-letters`).
     public var deadLetters = DeadLetterRetention()

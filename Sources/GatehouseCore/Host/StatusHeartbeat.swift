@@ -1,10 +1,12 @@
 import Foundation
 import GatehouseStore
 import Logging
+import Synchronization
 
 /// The daemon's row in the state database, which `gatehouse status` reads: the counters of the
 /// relay and the command path, written every second ("status heartbeat" service) and once
-/// more, with the stop time, after the relay has drained.
+/// more, with the stop time, after the relay has drained. The telemetry rules' counters
+/// (`gatehouse rules stats`) are written beside it when they changed.
 final class StatusHeartbeat: Sendable {
     let store: StateStore
     let telemetry: TelemetryRelay
@@ -32,6 +34,23 @@ final class StatusHeartbeat: Sendable {
             try store.writeStatus(status)
         } catch {
             logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
+        }
+        writeRuleStats()
+    }
+
+    /// The generation of the telemetry rules' counters last written; nil: none yet (the first
+    /// beat writes them even if empty, which clears the previous run's).
+    private let writtenGeneration = Mutex<Int?>(nil)
+
+    /// The telemetry rules' counters (`gatehouse rules stats`), when they changed.
+    private func writeRuleStats() {
+        let generation = telemetry.ruleStatsGeneration
+        guard writtenGeneration.withLock({ $0 }) != generation else { return }
+        do {
+            try store.writeTelemetryRuleStats(telemetry.ruleStats)
+            writtenGeneration.withLock { $0 = generation }
+        } catch {
+            logger.error("cannot write the telemetry rules' counters", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -1,6 +1,7 @@
 import DequeModule
 import Dispatch
 import Foundation
+import GateRules
 import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
@@ -14,8 +15,17 @@ import Synchronization
 /// - `ingest` returns `.ok` only once the batch is committed in the outbox, so a transport that
 ///   acknowledges after `ingest` never acknowledges a message that a crash could lose;
 /// - a message leaves the outbox only when the hub acknowledged it (`delivered(.ok)`);
-/// - messages of one device are sent in outbox order; after a link loss the unacknowledged ones
-///   are sent again, in order (duplicates are possible, loss is not).
+/// - messages of one device are sent in outbox order within a priority lane; after a link loss
+///   the unacknowledged ones are sent again, in order (duplicates are possible, loss is not);
+/// - across lanes, high goes before normal before low: every pass of the dispatcher hands out
+///   every device's high messages before any normal one, and a device's window takes its high
+///   messages first;
+/// - a message past its time to live (a route's `ttl`) is dropped and counted, never sent.
+///
+/// With `[gateway] rules_dir` and telemetry rules, `ingest` routes each message first, outside
+/// the locks (`TelemetryRouting`): upstream (into the outbox, with a priority and maybe a time
+/// to live), archive (the same transaction), or drop — each counted per rule. Without them every
+/// message goes upstream at normal priority, as fast as before rules existed.
 ///
 /// It owns the outbox and nothing else: which devices exist, their keys and links belong to
 /// `DeviceIdentities`, commands to `CommandPath`; `HostRouter` hands each plugin callback to
@@ -24,7 +34,8 @@ import Synchronization
 /// Concurrency: two locks, always taken in this order.
 /// - `book` serialises everything that writes outbox rows *and* decides what is in memory
 ///   (ingest, limit enforcement, refill). Because commit and in-memory append happen under one
-///   lock, memory holds a gap-free, duplicate-free prefix of the outbox.
+///   lock, memory holds, for each priority lane, a gap-free, duplicate-free prefix of that lane's
+///   rows; each lane spills to disk and is read back on its own (high first).
 /// - `lanes` holds the per-device queues and in-flight sets; deliveries and link changes touch
 ///   only it and never block on SQLite.
 /// One dispatcher thread sends, flushes acknowledgements to SQLite in batches and refills memory
@@ -50,24 +61,96 @@ public final class TelemetryRelay: Sendable {
     /// The most payload bytes kept in memory; past it, the outbox is read back from disk.
     let memoryCap: Int
 
-    /// What `book` guards: the outbox's size on disk and whether memory mirrors all of it.
+    /// The telemetry rules (`configure`); nil: everything goes upstream at normal priority.
+    private let rules = Mutex<RulesSetup?>(nil)
+    /// The last policy prepared for routing, rebuilt when a reload swaps the policy.
+    private let routingCache = Mutex<TelemetryRouting?>(nil)
+    let deviceFacts = DeviceFacts()
+    let ruleCounters = TelemetryRuleCounters()
+    let archive: ArchiveKeeper
+
+    struct RulesSetup: Sendable {
+        let handle: PolicyHandle
+        let gateway: Value
+    }
+
+    /// What `book` guards: the outbox's size on disk and, per priority lane, whether memory
+    /// mirrors all of it.
     struct Book {
         var policy: OutboxPolicy
         var messages: Int
         var bytes: Int
-        /// True when some committed rows are not in memory; they start at `spillCursor`.
-        var spilled: Bool
-        var spillCursor: Int64
+        /// Per lane (indexed by `OutboxPriority.rawValue`): true when some committed rows of the
+        /// lane are not in memory; they start at `spillCursor` of the lane.
+        var spilled: [Bool] = [true, true, true]
+        var spillCursor: [Int64] = [0, 0, 0]
+
+        var anySpilled: Bool { spilled[0] || spilled[1] || spilled[2] }
     }
 
-    /// One device's queue. A class, so that mutating it in `Lanes.byDevice` never copies the
-    /// queue (a struct in a dictionary is copied on write while the dictionary holds it).
-    /// Touched only under the `lanes` lock.
+    /// One device's queues, one a priority lane. A class, so that mutating it in
+    /// `Lanes.byDevice` never copies the queues (a struct in a dictionary is copied on write
+    /// while the dictionary holds it). Touched only under the `lanes` lock.
     final class Lane {
-        var queue = Deque<OutboxRecord>()
+        var high = Deque<OutboxRecord>()
+        var normal = Deque<OutboxRecord>()
+        var low = Deque<OutboxRecord>()
         var inflight: [OutboxRecord] = []
         var linkUp = false
         var retryAfter: ContinuousClock.Instant? = nil
+
+        var isEmpty: Bool { high.isEmpty && normal.isEmpty && low.isEmpty }
+
+        func append(_ record: OutboxRecord) {
+            switch record.priority {
+            case .high: high.append(record)
+            case .normal: normal.append(record)
+            case .low: low.append(record)
+            }
+        }
+
+        func pop(_ priority: OutboxPriority) -> OutboxRecord? {
+            switch priority {
+            case .high: high.popFirst()
+            case .normal: normal.popFirst()
+            case .low: low.popFirst()
+            }
+        }
+
+        /// Puts a record back at its place (outbox order) in its lane.
+        func reinsert(_ record: OutboxRecord) {
+            func put(_ queue: inout Deque<OutboxRecord>) {
+                let position = queue.firstIndex { $0.seq > record.seq } ?? queue.endIndex
+                queue.insert(record, at: position)
+            }
+            switch record.priority {
+            case .high: put(&high)
+            case .normal: put(&normal)
+            case .low: put(&low)
+            }
+        }
+
+        /// Removes the queued records whose seq is in `seqs`; returns their payload bytes.
+        func remove(_ seqs: Set<Int64>) -> Int {
+            var freed = 0
+            func prune(_ queue: inout Deque<OutboxRecord>) {
+                queue.removeAll { record in
+                    guard seqs.contains(record.seq) else { return false }
+                    freed += record.payload.count
+                    return true
+                }
+            }
+            prune(&high)
+            prune(&normal)
+            prune(&low)
+            return freed
+        }
+
+        /// Payload bytes of everything queued and in flight.
+        var memoryBytes: Int {
+            (high.reduce(0) { $0 + $1.payload.count } + normal.reduce(0) { $0 + $1.payload.count }
+                + low.reduce(0) { $0 + $1.payload.count } + inflight.reduce(0) { $0 + $1.payload.count })
+        }
     }
 
     /// What `lanes` guards.
@@ -77,7 +160,8 @@ public final class TelemetryRelay: Sendable {
         var ready = Set<String>()
         /// seq → device of everything in flight.
         var inflightDevice: [Int64: String] = [:]
-        /// Acknowledged seqs not yet removed from SQLite, and per-device counts of them.
+        /// Acknowledged seqs not yet removed from SQLite (with those that expired before they
+        /// were sent), and per-device counts of the acknowledged ones.
         var acknowledged: [Int64] = []
         var acknowledgedBytes = 0
         var acknowledgedPerDevice: [String: Int] = [:]
@@ -85,6 +169,15 @@ public final class TelemetryRelay: Sendable {
         var acknowledgedSince: ContinuousClock.Instant?
         var memoryBytes = 0
         var inflightPerDevice: Int
+
+        /// A queued record past its time to live: it leaves SQLite with the acknowledged ones
+        /// (not counted as delivered) and memory now.
+        mutating func expire(_ record: OutboxRecord) {
+            if acknowledged.isEmpty { acknowledgedSince = .now }
+            acknowledged.append(record.seq)
+            acknowledgedBytes += record.size
+            memoryBytes -= record.payload.count
+        }
 
         /// The device's lane, created on first use.
         mutating func lane(_ device: String) -> Lane {
@@ -98,7 +191,14 @@ public final class TelemetryRelay: Sendable {
     final class Counters: Sendable {
         let ingested = Atomic<Int>(0)
         let delivered = Atomic<Int>(0)
+        /// Messages that left the outbox without delivery (limits, max_age, removed devices,
+        /// time to live).
         let dropped = Atomic<Int>(0)
+        /// Of `dropped`: past their route's time to live.
+        let expired = Atomic<Int>(0)
+        /// Messages the telemetry rules sent nowhere (a `drop`, or no route).
+        let ruleDropped = Atomic<Int>(0)
+        let archived = Atomic<Int>(0)
     }
 
     /// What `ingest` did: the status for the transport, and the devices of the stored messages
@@ -115,11 +215,11 @@ public final class TelemetryRelay: Sendable {
         self.revoked = revoked
         self.logger = logger
         self.memoryCap = memoryCap
+        archive = ArchiveKeeper(store: store, policy: ArchivePolicy(), logger: logger)
         let totals = try store.outboxTotals()
-        // At start nothing is in memory: the whole outbox is "spilled" and the dispatcher's
-        // first refill reads it back in order.
-        book = Mutex(
-            Book(policy: policy, messages: totals.messages, bytes: totals.bytes, spilled: true, spillCursor: 0))
+        // At start nothing is in memory: every lane is "spilled" and the dispatcher's refills
+        // read it back in order, high first.
+        book = Mutex(Book(policy: policy, messages: totals.messages, bytes: totals.bytes))
         lanes = Mutex(Lanes(inflightPerDevice: policy.inflightPerDevice))
         if totals.messages > 0 {
             logger.info(
@@ -140,6 +240,58 @@ public final class TelemetryRelay: Sendable {
         requestWake()
     }
 
+    /// Applies the telemetry rules on ingest (`[gateway] rules_dir`): `handle.current` is read
+    /// for every batch, so a reload takes effect at the next one. The rule set must have been
+    /// checked against `TelemetryDestination.all`. Nil, or a rule set without telemetry rules:
+    /// everything goes upstream at normal priority.
+    public func configure(rules handle: PolicyHandle?, gateway: GatewayConfig.Gateway, archive policy: ArchivePolicy) {
+        archive.update(policy)
+        let value: Value = .map([
+            "id": .string(gateway.id), "tenant": .string(gateway.tenant), "site": .string(gateway.site),
+            "tags": .map([:]),
+        ])
+        rules.withLock { $0 = handle.map { RulesSetup(handle: $0, gateway: value) } }
+        routingCache.withLock { $0 = nil }
+        if handle != nil { refreshDeviceFacts() }
+    }
+
+    /// Applies a reloaded `[archive]` budget.
+    public func update(archive policy: ArchivePolicy) { archive.update(policy) }
+
+    /// The routing of the live policy, or nil when no telemetry rule applies.
+    func currentRouting() -> TelemetryRouting? {
+        guard let setup = rules.withLock({ $0 }) else { return nil }
+        let policy = setup.handle.current
+        guard policy.telemetryRuleCount > 0 else { return nil }
+        let (routing, fresh) = routingCache.withLock { cached -> (TelemetryRouting, Bool) in
+            if let cached, cached.policy === policy { return (cached, false) }
+            let routing = TelemetryRouting(policy: policy, gateway: setup.gateway)
+            cached = routing
+            return (routing, true)
+        }
+        if fresh { ruleCounters.register(routing) }
+        return routing
+    }
+
+    /// Re-reads the devices' model and tags for the telemetry rules (every 10 s and on SIGHUP),
+    /// when the live rules read `device`.
+    public func refreshDeviceFacts() {
+        guard let setup = rules.withLock({ $0 }), setup.handle.current.telemetryReads.contains(.device) else { return }
+        do {
+            deviceFacts.replace(try store.devicesWithMetadata())
+        } catch {
+            logger.error("cannot read the devices' tags for the telemetry rules", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Prunes the archive to its `[archive]` budget (the "archive pruning" service).
+    public func pruneArchive() { archive.prune(nowMS: Self.nowMS()) }
+
+    /// Each telemetry rule's counts since start.
+    public var ruleStats: [TelemetryRuleStats] { ruleCounters.snapshot }
+    /// Changes whenever `ruleStats` does.
+    public var ruleStatsGeneration: Int { ruleCounters.generation }
+
     /// Forgets a removed device: its lane, and its waiting telemetry in the outbox. Returns how
     /// many messages were dropped.
     func dropDevice(_ deviceID: String) -> Int {
@@ -147,9 +299,7 @@ public final class TelemetryRelay: Sendable {
             lanes.ready.remove(deviceID)
             guard let lane = lanes.byDevice.removeValue(forKey: deviceID) else { return }
             for record in lane.inflight { lanes.inflightDevice.removeValue(forKey: record.seq) }
-            lanes.memoryBytes -=
-                (lane.queue.reduce(0) { $0 + $1.payload.count }
-                    + lane.inflight.reduce(0) { $0 + $1.payload.count })
+            lanes.memoryBytes -= lane.memoryBytes
         }
         var dropped = 0
         do {
@@ -201,49 +351,87 @@ public final class TelemetryRelay: Sendable {
     public func ingest(_ messages: [PluginMessage], from plugin: String) -> Ingested {
         guard running.load(ordering: .relaxed) else { return Ingested(status: .stopped, devices: []) }
         let now = Self.nowMS()
-        var records = messages.map { message in
-            OutboxRecord(
-                deviceID: message.deviceID, properties: message.properties.map { OutboxProperty($0.key, $0.value) },
-                payload: message.payload,
-                createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
+        var records: [OutboxRecord]
+        var archived: [ArchiveRecord] = []
+        var received: [String: (count: Int, lastMS: Int64)]?
+        var routed: (routing: TelemetryRouting, tally: TelemetryRouting.Tally)?
+        var refused: [String] = []
+        if let routing = currentRouting() {
+            // A removed device's messages are not judged (see below for why it is checked again).
+            var accepted = messages
+            if !revoked.isEmpty {
+                refused = messages.filter { revoked.contains($0.deviceID) }.map(\.deviceID)
+                if !refused.isEmpty { accepted.removeAll { revoked.contains($0.deviceID) } }
+            }
+            // The rules decide before the `book` lock, which ingest holds across its fsync and
+            // the dispatcher takes to flush and refill: neither waits for the rules.
+            let batch = routing.route(accepted, nowMS: now, facts: deviceFacts)
+            records = batch.records
+            archived = batch.archived
+            received = batch.received
+            routed = (routing, batch.tally)
+        } else {
+            records = messages.map { message in
+                OutboxRecord(
+                    deviceID: message.deviceID,
+                    properties: message.properties.map { OutboxProperty($0.key, $0.value) }, payload: message.payload,
+                    createdMS: message.createdUnixMS == 0 ? now : message.createdUnixMS, enqueuedMS: now)
+            }
         }
         var devices: [String] = []
-        var refused: [String] = []
+        var archivedBytes = 0
         do throws(StoreError) {
             try book.withLock { (book: inout Book) throws(StoreError) in
                 // A removed device's telemetry is acknowledged and dropped, not relayed. Checked
                 // under `book`, which removal also takes, so nothing of it slips in meanwhile.
+                // (A device removed while the rules judged its messages was counted by them.)
                 if !revoked.isEmpty {
-                    refused = records.filter { revoked.contains($0.deviceID) }.map(\.deviceID)
-                    if !refused.isEmpty { records.removeAll { revoked.contains($0.deviceID) } }
+                    if let kept = received {
+                        // Each kept message once, whether it went to the outbox, the archive or both.
+                        for (device, count) in kept where revoked.contains(device) {
+                            refused += Array(repeating: device, count: count.count)
+                            received?.removeValue(forKey: device)
+                        }
+                        archived.removeAll { revoked.contains($0.deviceID) }
+                    } else {
+                        refused = records.filter { revoked.contains($0.deviceID) }.map(\.deviceID)
+                    }
+                    records.removeAll { revoked.contains($0.deviceID) }
                 }
-                guard !records.isEmpty else { return }
-                records = try makeRoom(for: records, in: &book)
-                guard !records.isEmpty else { return }
+                guard !records.isEmpty || !archived.isEmpty else { return }
+                if !records.isEmpty { records = try makeRoom(for: records, in: &book) }
+                guard !records.isEmpty || !archived.isEmpty else { return }
                 // What the hub acknowledged since the last commit leaves in this transaction.
                 let delivered = takeAcknowledged()
                 let stored: [OutboxRecord]
                 do throws(StoreError) {
                     stored = try store.appendToOutbox(
-                        records, removing: delivered.seqs, deliveredPerDevice: delivered.perDevice)
+                        records, archiving: archived, received: received, removing: delivered.seqs,
+                        deliveredPerDevice: delivered.perDevice)
                 } catch {
                     giveBack(delivered)
                     throw error
                 }
+                archivedBytes = archived.reduce(0) { $0 + $1.size }
                 book.messages += stored.count - delivered.seqs.count
                 book.bytes += stored.reduce(0) { $0 + $1.size } - delivered.bytes
                 counters.ingested.add(stored.count, ordering: .relaxed)
-                let batchBytes = stored.reduce(0) { $0 + $1.payload.count }
+                guard !stored.isEmpty else { return }
                 lanes.withLock { lanes in
-                    if !book.spilled, lanes.memoryBytes + batchBytes > memoryCap {
-                        book.spilled = true
-                        book.spillCursor = stored[0].seq
+                    var spilled = false
+                    for record in stored {
+                        let lane = record.priority.rawValue
+                        if !book.spilled[lane], lanes.memoryBytes + record.payload.count > memoryCap {
+                            book.spilled[lane] = true
+                            book.spillCursor[lane] = record.seq
+                        }
+                        if book.spilled[lane] {
+                            spilled = true
+                        } else {
+                            Self.enqueue(record, into: &lanes)
+                        }
                     }
-                    if !book.spilled {
-                        Self.enqueue(stored, into: &lanes)
-                    } else {
-                        spilledHint.store(true, ordering: .relaxed)
-                    }
+                    if spilled { spilledHint.store(true, ordering: .relaxed) }
                 }
                 devices = Self.distinctDevices(stored)
             }
@@ -252,6 +440,15 @@ public final class TelemetryRelay: Sendable {
                 "cannot make telemetry durable; not acknowledging it (the site broker will redeliver)",
                 metadata: ["plugin": "\(plugin)", "messages": "\(messages.count)", "error": "\(error)"])
             return Ingested(status: .unavailable, devices: [])
+        }
+        if let routed {
+            // Counted once committed: a batch that failed is redelivered, and counted then.
+            ruleCounters.add(routed.tally, from: routed.routing)
+            counters.ruleDropped.add(routed.tally.droppedMessages, ordering: .relaxed)
+        }
+        if !archived.isEmpty {
+            counters.archived.add(archived.count, ordering: .relaxed)
+            archive.added(messages: archived.count, bytes: archivedBytes)
         }
         if !refused.isEmpty {
             counters.dropped.add(refused.count, ordering: .relaxed)
@@ -300,30 +497,37 @@ public final class TelemetryRelay: Sendable {
     }
 
     /// Accounts for rows deleted without delivery: counters, the log, and memory.
-    private func forget(_ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message) {
+    private func forget(
+        _ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message, expired: Bool = false
+    ) {
         guard !dropped.isEmpty else { return }
         book.messages -= dropped.count
         book.bytes -= dropped.reduce(0) { $0 + $1.size }
         counters.dropped.add(dropped.count, ordering: .relaxed)
+        if expired {
+            counters.expired.add(dropped.count, ordering: .relaxed)
+            ruleCounters.expired(dropped.map(\.ttlRule))
+        }
         let gone = Set(dropped.map(\.seq))
         lanes.withLock { lanes in
             for device in Set(dropped.map(\.deviceID)) {
                 guard let lane = lanes.byDevice[device] else { continue }
-                let before = lane.queue.reduce(0) { $0 + $1.payload.count }
-                lane.queue.removeAll { gone.contains($0.seq) }
-                lanes.memoryBytes -= before - lane.queue.reduce(0) { $0 + $1.payload.count }
+                lanes.memoryBytes -= lane.remove(gone)
             }
         }
         let devices = Set(dropped.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
-        logger.warning(reason, metadata: ["dropped": "\(dropped.count)", "devices": "\(devices)"])
+        let level: Logger.Level = expired ? .info : .warning
+        logger.log(level: level, reason, metadata: ["dropped": "\(dropped.count)", "devices": "\(devices)"])
+    }
+
+    private static func enqueue(_ record: OutboxRecord, into lanes: inout Lanes) {
+        lanes.lane(record.deviceID).append(record)
+        lanes.memoryBytes += record.payload.count
+        lanes.ready.insert(record.deviceID)
     }
 
     private static func enqueue(_ records: [OutboxRecord], into lanes: inout Lanes) {
-        for record in records {
-            lanes.lane(record.deviceID).queue.append(record)
-            lanes.memoryBytes += record.payload.count
-            lanes.ready.insert(record.deviceID)
-        }
+        for record in records { enqueue(record, into: &lanes) }
     }
 
     // MARK: - Delivery and links
@@ -344,9 +548,8 @@ public final class TelemetryRelay: Sendable {
                 lanes.acknowledgedPerDevice[device, default: 0] += 1
                 lanes.memoryBytes -= record.payload.count
             } else {
-                // Not acknowledged: back into the queue at its place in outbox order.
-                let position = lane.queue.firstIndex { $0.seq > seq } ?? lane.queue.endIndex
-                lane.queue.insert(record, at: position)
+                // Not acknowledged: back into its lane at its place in outbox order.
+                lane.reinsert(record)
             }
             lanes.ready.insert(device)
             return true
@@ -456,50 +659,77 @@ public final class TelemetryRelay: Sendable {
         }
     }
 
-    /// Reads the next part of the outbox back into memory when memory has room again.
+    /// Reads the next part of the outbox back into memory when memory has room again: the
+    /// highest spilled lane first, one batch a pass.
     private func refillIfNeeded() {
         guard spilledHint.load(ordering: .relaxed) else { return }
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
-                guard book.spilled, lanes.withLock({ $0.memoryBytes }) < memoryCap / 2 else { return }
-                defer { spilledHint.store(book.spilled, ordering: .relaxed) }
+                guard book.anySpilled, lanes.withLock({ $0.memoryBytes }) < memoryCap / 2 else { return }
+                defer { spilledHint.store(book.anySpilled, ordering: .relaxed) }
+                guard let priority = OutboxPriority.descending.first(where: { book.spilled[$0.rawValue] }) else {
+                    return
+                }
+                let lane = priority.rawValue
                 let batchLimit = 2000
-                let records = try store.outboxRecords(fromSeq: book.spillCursor, limit: batchLimit)
+                let records = try store.outboxRecords(
+                    priority: priority, fromSeq: book.spillCursor[lane], limit: batchLimit)
                 lanes.withLock { Self.enqueue(records, into: &$0) }
-                if let last = records.last { book.spillCursor = last.seq + 1 }
-                if records.count < batchLimit { book.spilled = false }
+                if let last = records.last { book.spillCursor[lane] = last.seq + 1 }
+                if records.count < batchLimit { book.spilled[lane] = false }
             }
         } catch {
             logger.error("cannot read the outbox back from disk", metadata: ["error": "\(error)"])
         }
     }
 
-    /// Hands every sendable message to the upstream transport, in per-device order.
+    /// Hands every sendable message to the upstream transport: high before normal before low
+    /// across devices, in outbox order within a device's lane. A message past its time to live
+    /// is not sent: it leaves the outbox with the next commit and is counted.
     private func sendReady() {
         guard let upstream = upstreamSlot.withLock({ $0 }) else { return }
         while true {
             let now = ContinuousClock.now
+            let nowMS = Self.nowMS()
+            var expiredRules: [String?] = []
             let batch: [OutboxRecord] = lanes.withLock { lanes in
                 var batch: [OutboxRecord] = []
+                let window = lanes.inflightPerDevice
+                lanes: for priority in OutboxPriority.descending {
+                    for device in lanes.ready {
+                        guard let lane = lanes.byDevice[device], lane.linkUp, lane.inflight.count < window else {
+                            continue
+                        }
+                        if let retry = lane.retryAfter, retry > now { continue }
+                        while lane.inflight.count < window, let next = lane.pop(priority) {
+                            if next.expiresMS != 0, next.expiresMS <= nowMS {
+                                lanes.expire(next)
+                                expiredRules.append(next.ttlRule)
+                                continue
+                            }
+                            lane.inflight.append(next)
+                            lanes.inflightDevice[next.seq] = device
+                            batch.append(next)
+                        }
+                        if batch.count >= 1024 { break lanes }
+                    }
+                }
+                // A device that cannot send more now leaves `ready`; an ingest, a delivery or
+                // a link change puts it back.
                 for device in lanes.ready {
                     guard let lane = lanes.byDevice[device] else {
                         lanes.ready.remove(device)
                         continue
                     }
                     if let retry = lane.retryAfter, retry > now { continue }
-                    guard lane.linkUp, !lane.queue.isEmpty, lane.inflight.count < lanes.inflightPerDevice else {
-                        lanes.ready.remove(device)
-                        continue
-                    }
-                    while lane.inflight.count < lanes.inflightPerDevice, let next = lane.queue.popFirst() {
-                        lane.inflight.append(next)
-                        lanes.inflightDevice[next.seq] = device
-                        batch.append(next)
-                    }
-                    lanes.ready.remove(device)
-                    if batch.count >= 1024 { break }
+                    if !lane.linkUp || lane.isEmpty || lane.inflight.count >= window { lanes.ready.remove(device) }
                 }
                 return batch
+            }
+            if !expiredRules.isEmpty {
+                counters.dropped.add(expiredRules.count, ordering: .relaxed)
+                counters.expired.add(expiredRules.count, ordering: .relaxed)
+                ruleCounters.expired(expiredRules)
             }
             guard !batch.isEmpty else { return }
             for record in batch {
@@ -516,15 +746,20 @@ public final class TelemetryRelay: Sendable {
         }
     }
 
-    /// Drops messages older than the policy's max age.
+    /// Drops messages older than the policy's max age, and those past their route's time to
+    /// live (also those spilled to disk, which the dispatcher would otherwise meet only later).
     private func expireOld() {
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
                 guard book.messages > 0 else { return }
-                let cutoff = Self.nowMS() - Int64(book.policy.maxAge.components.seconds * 1000)
+                let now = Self.nowMS()
+                let cutoff = now - Int64(book.policy.maxAge.components.seconds * 1000)
                 let keep = lanes.withLock { Set($0.inflightDevice.keys) }
                 let dropped = try store.dropOlderThan(cutoff, keep: keep)
                 forget(dropped, in: &book, reason: "dropped messages older than the outbox's max_age")
+                let expired = try store.dropExpired(nowMS: now, keep: keep)
+                forget(
+                    expired, in: &book, reason: "dropped messages past their route's time to live (ttl)", expired: true)
             }
         } catch {
             logger.error("cannot expire old outbox messages", metadata: ["error": "\(error)"])
@@ -541,6 +776,11 @@ public final class TelemetryRelay: Sendable {
         public var ingested: Int
         public var delivered: Int
         public var dropped: Int
+        /// Of `dropped`: past their route's time to live.
+        public var expired: Int = 0
+        /// Sent nowhere by the telemetry rules.
+        public var ruleDropped: Int = 0
+        public var archived: Int = 0
     }
 
     public var snapshot: Snapshot {
@@ -550,7 +790,9 @@ public final class TelemetryRelay: Sendable {
             outboxMessages: messages, outboxBytes: bytes, inflight: inflight, memoryBytes: memory,
             ingested: counters.ingested.load(ordering: .relaxed),
             delivered: counters.delivered.load(ordering: .relaxed),
-            dropped: counters.dropped.load(ordering: .relaxed))
+            dropped: counters.dropped.load(ordering: .relaxed), expired: counters.expired.load(ordering: .relaxed),
+            ruleDropped: counters.ruleDropped.load(ordering: .relaxed),
+            archived: counters.archived.load(ordering: .relaxed))
     }
 
     static func nowMS() -> Int64 {
