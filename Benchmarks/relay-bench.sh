@@ -6,6 +6,7 @@
 # identities connected upstream. Release builds; everything on 127.0.0.1.
 #
 #   Benchmarks/relay-bench.sh [MESSAGES] [DEVICES]
+#   RULES=rules/examples/site Benchmarks/relay-bench.sh   # the telemetry rules applied on ingest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -18,8 +19,16 @@ echo "== building (release)"
 swift build -c release -q --product gatehoused
 swift build -c release -q --product gatehouse-mqtt
 swift build -c release -q --product relay-bench
+[ -n "${RULES:-}" ] && swift build -c release -q --product gatehouse
 BIN=$(swift build -c release --show-bin-path)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000 identities need 1,000+ descriptors
+
+RULES_LINE=""
+if [ -n "${RULES:-}" ]; then  # RULES=DIR: gatehoused applies that rule set's telemetry rules on ingest
+    "$BIN/gatehouse" rules check "$RULES" --destination upstream --destination archive >/dev/null
+    RULES_LINE="rules_dir = \"$(cd "$RULES" && pwd)\""
+    echo "== telemetry rules applied on ingest: $RULES"
+fi
 
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 GH_PID=""; hub_PID=""; site_PID=""; bridged_PID=""
@@ -60,6 +69,7 @@ cat >"$WORK/gatehouse.toml" <<TOML
 state_db = "$WORK/state.db"
 plugin_dir = "$BIN"
 log_level = "warning"
+$RULES_LINE
 [outbox]
 durability = "${DURABILITY:-full}"   # DURABILITY=normal: what fsync costs
 inflight_per_device = 64
