@@ -168,6 +168,9 @@ public final class TelemetryRelay: Sendable {
         /// When the oldest of `acknowledged` was acknowledged (nil: none waits).
         var acknowledgedSince: ContinuousClock.Instant?
         var memoryBytes = 0
+        /// Messages the hub transport said can never be delivered (`send` → `.invalid`,
+        /// `delivered` → `.refused`), waiting for the dispatcher to move them to the dead letters.
+        var doomed: [(seq: Int64, reason: String)] = []
         var inflightPerDevice: Int
 
         /// A queued record past its time to live: it leaves SQLite with the acknowledged ones
@@ -199,6 +202,8 @@ public final class TelemetryRelay: Sendable {
         /// Messages the telemetry rules sent nowhere (a `drop`, or no route).
         let ruleDropped = Atomic<Int>(0)
         let archived = Atomic<Int>(0)
+        /// Messages moved to the dead letters by the hub side.
+        let deadLettered = Atomic<Int>(0)
     }
 
     /// What `ingest` did: the status for the transport, and the devices of the stored messages
@@ -541,7 +546,12 @@ public final class TelemetryRelay: Sendable {
                 let index = lane.inflight.firstIndex(where: { $0.seq == seq })
             else { return false }
             let record = lane.inflight.remove(at: index)
-            if status == .ok {
+            if status == .refused || status == .invalid {
+                // Never to be sent again: the dispatcher moves it to the dead letters (SQLite is
+                // not written on the transport's thread). The device's next message goes on.
+                lanes.doomed.append((seq, status == .invalid ? DeadLetterReason.hubLimit : DeadLetterReason.hubRefused))
+                lanes.memoryBytes -= record.payload.count
+            } else if status == .ok {
                 if lanes.acknowledged.isEmpty { lanes.acknowledgedSince = .now }
                 lanes.acknowledged.append(seq)
                 lanes.acknowledgedBytes += record.size
@@ -591,6 +601,7 @@ public final class TelemetryRelay: Sendable {
             }
             if stopping { break }
             if expiryRequested.exchange(false, ordering: .acquiringAndReleasing) { expireOld() }
+            moveDoomed()
             refillIfNeeded()
             sendReady()
         }
@@ -602,6 +613,42 @@ public final class TelemetryRelay: Sendable {
     public func requestExpiry() {
         expiryRequested.store(true, ordering: .releasing)
         requestWake()
+    }
+
+    /// Moves what the hub side refused for good to the dead letters, one transaction a reason
+    /// (docs/architecture.md, "Failure model"). On a failure they stay in the outbox, out of
+    /// memory: the next start sends them again (a duplicate chance, never a loss).
+    private func moveDoomed() {
+        let doomed = lanes.withLock { lanes in
+            defer { lanes.doomed.removeAll(keepingCapacity: true) }
+            return lanes.doomed
+        }
+        guard !doomed.isEmpty else { return }
+        let byReason = Dictionary(grouping: doomed, by: \.reason).mapValues { $0.map(\.seq) }
+        for (reason, seqs) in byReason.sorted(by: { $0.key < $1.key }) {
+            do {
+                try book.withLock { (book: inout Book) throws(StoreError) in
+                    let moved = try store.moveToDeadLetters(
+                        seqs: seqs, reason: reason,
+                        detail: reason == DeadLetterReason.hubLimit
+                            ? "over IoT Hub's limits (docs/protocols.md §4)"
+                            : "the hub dropped the connection each time it was sent",
+                        nowMS: Self.nowMS())
+                    book.messages -= moved.count
+                    book.bytes -= moved.reduce(0) { $0 + $1.outboxSize }
+                    counters.deadLettered.add(moved.count, ordering: .relaxed)
+                    counters.dropped.add(moved.count, ordering: .relaxed)
+                    let devices = Set(moved.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
+                    logger.warning(
+                        "dead letters kept: messages the hub will never take",
+                        metadata: ["reason": "\(reason)", "messages": "\(moved.count)", "devices": "\(devices)"])
+                }
+            } catch {
+                logger.error(
+                    "cannot move refused messages to the dead letters; they stay in the outbox",
+                    metadata: ["reason": "\(reason)", "messages": "\(seqs.count)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Acknowledged messages not yet deleted from SQLite.
@@ -737,7 +784,10 @@ public final class TelemetryRelay: Sendable {
                     deviceID: record.deviceID, payload: record.payload,
                     properties: record.properties.map { .init($0.key, $0.value) }, createdUnixMS: record.createdMS)
                 let status = upstream.send(message, token: UInt64(bitPattern: record.seq))
-                if status != .ok {
+                if status == .invalid {
+                    // Over IoT Hub's limits: it can never be sent; a dead letter, not a retry.
+                    delivered(token: UInt64(bitPattern: record.seq), status: .invalid)
+                } else if status != .ok {
                     // Not accepted: back in line; try this device again shortly.
                     delivered(token: UInt64(bitPattern: record.seq), status: status)
                     lanes.withLock { $0.byDevice[record.deviceID]?.retryAfter = .now + .milliseconds(500) }
