@@ -95,6 +95,27 @@ struct RelayTests {
         #expect(h.relay.telemetry.snapshot.delivered == 4)
     }
 
+    @Test("a dead letter requeued while the daemon runs is sent after SIGHUP's applyRegistry, once")
+    func requeuedDeadLetter() throws {
+        let h = try Harness()
+        defer { h.stop() }
+        #expect(h.ingest("d", ["first"]) == .ok)
+        #expect(waitUntil(timeout: .seconds(5)) { h.payloads(of: "d") == ["first"] })
+        let kept = try h.store.addDeadLetters([
+            DeadLetterRecord(
+                timeMS: 1, deviceID: "d", source: .hub, size: 5, reason: DeadLetterReason.hubRefused,
+                payload: Array("again".utf8))
+        ])
+        _ = try h.store.requeueDeadLetter(id: kept[0].id, nowMS: 2)  // what `gatehouse dead-letters requeue` does
+        h.relay.applyRegistry()  // its SIGHUP
+        #expect(waitUntil(timeout: .seconds(5)) { h.payloads(of: "d") == ["first", "again"] })
+        #expect(waitUntil(timeout: .seconds(5)) { h.relay.telemetry.snapshot.outboxMessages == 0 })
+        h.relay.applyRegistry()  // a second SIGHUP takes nothing in twice
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(h.payloads(of: "d") == ["first", "again"])
+        #expect(h.relay.telemetry.snapshot.outboxMessages == 0)
+    }
+
     @Test("the in-flight window bounds unacknowledged sends per device")
     func window() throws {
         var policy = OutboxPolicy()

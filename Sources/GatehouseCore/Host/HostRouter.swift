@@ -57,9 +57,11 @@ public final class HostRouter: PluginHostDelegate {
         identities.stop()
     }
 
-    /// Re-reads the removed devices from the registry (SIGHUP).
+    /// Re-reads the removed devices from the registry, and takes in requeued dead letters
+    /// (SIGHUP).
     public func applyRegistry() {
         identities.applyRegistry(drop: telemetry.dropDevice)
+        telemetry.adoptRequeued()
     }
 
     // MARK: - PluginHostDelegate

@@ -221,6 +221,9 @@ public final class TelemetryRelay: Sendable {
         self.logger = logger
         self.memoryCap = memoryCap
         archive = ArchiveKeeper(store: store, policy: ArchivePolicy(), logger: logger)
+        // Rows requeued while no daemon ran are in the totals already (read next); forget them
+        // as "requeued", or a later SIGHUP would take them in a second time.
+        _ = try store.takeRequeuedOutbox()
         let totals = try store.outboxTotals()
         // At start nothing is in memory: every lane is "spilled" and the dispatcher's refills
         // read it back in order, high first.
@@ -612,6 +615,33 @@ public final class TelemetryRelay: Sendable {
     /// (`OutboxExpiry` calls this every second): the work stays on the thread that owns the outbox.
     public func requestExpiry() {
         expiryRequested.store(true, ordering: .releasing)
+        requestWake()
+    }
+
+    /// Takes in the rows `gatehouse dead-letters requeue` put back into the outbox while the
+    /// daemon runs (it sends SIGHUP): counted, and queued in their lane unless that lane is
+    /// spilled past them, in which case its refill reads them.
+    public func adoptRequeued() {
+        do {
+            try book.withLock { (book: inout Book) throws(StoreError) in
+                let records = try store.takeRequeuedOutbox()
+                guard !records.isEmpty else { return }
+                book.messages += records.count
+                book.bytes += records.reduce(0) { $0 + $1.size }
+                lanes.withLock { lanes in
+                    for record in records {
+                        let lane = Int(record.priority.rawValue)
+                        if book.spilled[lane], record.seq >= book.spillCursor[lane] { continue }
+                        lanes.lane(record.deviceID).reinsert(record)
+                        lanes.memoryBytes += record.payload.count
+                        lanes.ready.insert(record.deviceID)
+                    }
+                }
+                logger.info("requeued dead letters taken into the outbox", metadata: ["messages": "\(records.count)"])
+            }
+        } catch {
+            logger.error("cannot read the requeued outbox rows", metadata: ["error": "\(error)"])
+        }
         requestWake()
     }
 
