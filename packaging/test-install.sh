@@ -55,6 +55,7 @@ step "a clean Debian 12 chroot (debootstrap, $mirror)"
 mkdir -p "$cache/apt-archives/partial"
 if [ ! -f "$base" ]; then
     fresh=$(mktemp -d /var/tmp/gatehouse-debootstrap.XXXXXX)
+    chmod 0755 "$fresh" # it becomes the system's /; mktemp makes it 0700
     if debootstrap --variant=minbase bookworm "$fresh" "$mirror" >"$cache/debootstrap.log" 2>&1; then
         tar -C "$fresh" --numeric-owner -cf "$base.part" . && mv "$base.part" "$base"
     else
@@ -66,6 +67,7 @@ fi
 [ -f "$base" ] || { echo "$passed passed, $failed failed"; exit 1; }
 root=$(mktemp -d /var/tmp/gatehouse-chroot.XXXXXX)
 tar -C "$root" -xf "$base"
+chmod 0755 "$root" # (a cache made before the chmod above has a 0700 /: only root could use it)
 mounts=()
 # mount_in OPTIONS... SOURCE PATH: mounts SOURCE on PATH inside the chroot (never outside it).
 mount_in() {
@@ -120,9 +122,10 @@ check "every library of gatehoused, gatehouse and the plugins resolves" \
 check "user gatehouse exists, in group tss" in_root sh -c 'id gatehouse && id -nG gatehouse | grep -qw tss'
 check "/var/lib/gatehouse is 0750 gatehouse:gatehouse" \
     test "$(in_root stat -c '%a %U:%G' /var/lib/gatehouse)" = "750 gatehouse:gatehouse"
-check "/etc/gatehouse/gatehouse.toml and rules.d are conffiles" \
+check "/etc/gatehouse/gatehouse.toml, rules.d and the site broker's gatehouse-queue.conf are conffiles" \
     in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/gatehouse.toml &&
-        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/rules.d/'
+        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/rules.d/ &&
+        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
 echo "systemd-analyze verify in the chroot:"
 in_root systemd-analyze verify --man=no gatehouse.service 2>&1 | grep -v "^$" || true
 
@@ -132,10 +135,15 @@ site_port=$(free_port)
 hub_port=$(free_port) # nothing listens there: no device identity connects upstream in this test
 mkdir -p "$root/tmp/broker" && chown 0:0 "$root/tmp/broker"
 in_root chown mosquitto: /tmp/broker
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file /tmp/broker/mosquitto.log\n' \
+# With the drop-in the package installed (/etc/mosquitto/conf.d/gatehouse-queue.conf): Debian's
+# mosquitto must start with it.
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence_location /tmp/broker/\nlog_dest file /tmp/broker/mosquitto.log\ninclude_dir /etc/mosquitto/conf.d\n' \
     "$site_port" >"$root/tmp/broker/mosquitto.conf"
 chroot "$root" mosquitto -c /tmp/broker/mosquitto.conf &
 pids+=($!)
+broker_pid=$!
+sleep 1
+check "mosquitto starts with the package's site-broker drop-in" kill -0 "$broker_pid"
 # The shipped config, edited by hand as a site would: the local broker's port, the hub on loopback.
 sed -i -e "/^\[site\]/,/^\[/ s/^port = .*/port = $site_port/" \
     -e 's/^# address = .*/address = "127.0.0.1"/' -e "/^\[hub\]/,/^\[/ s/^port = .*/port = $hub_port/" \
@@ -231,6 +239,7 @@ check "/var/lib/gatehouse is gone" test ! -e "$root/var/lib/gatehouse"
 check "/usr/lib/gatehouse is gone" test ! -e "$root/usr/lib/gatehouse"
 check "user and group gatehouse are gone" in_root sh -c '! getent passwd gatehouse && ! getent group gatehouse'
 check "mosquitto still installed and its config untouched" in_root sh -c 'dpkg -s mosquitto >/dev/null && test -f /etc/mosquitto/mosquitto.conf'
+check "the site-broker drop-in is gone with the purge" test ! -e "$root/etc/mosquitto/conf.d/gatehouse-queue.conf"
 
 echo
 echo "test-install: $passed passed, $failed failed"

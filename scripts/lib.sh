@@ -32,6 +32,14 @@ start_broker() {
     printf -v "${name}_PID" '%s' $!
 }
 
+# site_broker_settings — the site-broker settings the gatehouse package installs as
+# /etc/mosquitto/conf.d/gatehouse-queue.conf (queue by bytes, persistence, the packet size limit;
+# docs/site-broker.md), for a start_broker body: the demo's and the tests' site brokers run with
+# exactly what a gateway's runs with.
+site_broker_settings() {
+    cat "$(dirname "${BASH_SOURCE[0]}")/../packaging/site-broker/gatehouse-queue.conf"
+}
+
 # wait_port PORT — until something listens on 127.0.0.1:PORT (5 s at most).
 wait_port() {
     for _ in $(seq 50); do

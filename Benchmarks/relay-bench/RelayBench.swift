@@ -17,7 +17,9 @@ import Synchronization
 ///
 /// `--rate 0` publishes as fast as QoS 1 flow control allows (throughput); a rate paces the
 /// publishers (latency at that load). Every payload carries its sequence number and the
-/// CLOCK_MONOTONIC time it was sent; the receiver subtracts.
+/// CLOCK_MONOTONIC time it was sent; the receiver subtracts. The publishers also record which
+/// messages the broker acknowledged (PUBACK): `acked` counts them and `acked_lost` those of them
+/// that never arrived, which packaging/test-site-broker-outage.sh requires to be 0.
 @main
 struct RelayBench {
     static func main() {
@@ -108,6 +110,63 @@ final class Outstanding: Sendable {
     let count = Atomic<Int>(0)
 }
 
+/// Which messages the broker acknowledged. A PUBACK names the connection's message id; the id is
+/// known only once `mosquitto_publish` returns, and the PUBACK may be handled on libmosquitto's
+/// thread before that, so whichever of the two comes second resolves it. Never held while
+/// calling into libmosquitto.
+final class Acknowledgements: Sendable {
+    struct State {
+        var acked: [Bool]
+        var count = 0
+        /// (connection, message id) → sequence number, sent and not yet acknowledged.
+        var sent: [Int: Int] = [:]
+        /// (connection, message id) acknowledged before `sent` knew it.
+        var early: Set<Int> = []
+    }
+    let state: Mutex<State>
+
+    init(count: Int) { state = Mutex(State(acked: Array(repeating: false, count: count))) }
+
+    private static func key(_ connection: Int, _ mid: Int32) -> Int { connection << 16 | Int(mid) }
+
+    func published(seq: Int, connection: Int, mid: Int32) {
+        let key = Self.key(connection, mid)
+        state.withLock { state in
+            if state.early.remove(key) != nil {
+                state.acked[seq] = true
+                state.count += 1
+            } else {
+                state.sent[key] = seq
+            }
+        }
+    }
+
+    func acknowledged(connection: Int, mid: Int32) {
+        let key = Self.key(connection, mid)
+        state.withLock { state in
+            if let seq = state.sent.removeValue(forKey: key) {
+                state.acked[seq] = true
+                state.count += 1
+            } else {
+                state.early.insert(key)
+            }
+        }
+    }
+}
+
+/// One publisher connection's callback context.
+final class Publisher: Sendable {
+    let index: Int
+    let outstanding: Outstanding
+    let acknowledgements: Acknowledgements
+
+    init(index: Int, outstanding: Outstanding, acknowledgements: Acknowledgements) {
+        self.index = index
+        self.outstanding = outstanding
+        self.acknowledgements = acknowledgements
+    }
+}
+
 struct Run {
     let options: Options
 
@@ -139,20 +198,24 @@ struct Run {
         // Publishers: up to 8 connections, the devices spread over them.
         let connections = min(options.devices, 8)
         let outstanding = Outstanding()
-        let outstandingRef = Unmanaged.passRetained(outstanding)
+        let acknowledgements = Acknowledgements(count: options.messages)
         var publishers: [OpaquePointer] = []
         for index in 0..<connections {
+            let context = Unmanaged.passRetained(
+                Publisher(index: index, outstanding: outstanding, acknowledgements: acknowledgements))
             guard
                 let client = mosquitto_new(
-                    "relay-bench-pub-\(getpid())-\(options.label)-\(index)", true, outstandingRef.toOpaque())
+                    "relay-bench-pub-\(getpid())-\(options.label)-\(index)", true, context.toOpaque())
             else {
                 return #"{"error":"mosquitto_new failed"}"#
             }
             _ = mosquitto_int_option(client, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
             _ = mosquitto_max_inflight_messages_set(client, 100)
-            mosquitto_publish_callback_set(client) { _, user, _ in
+            mosquitto_publish_callback_set(client) { _, user, mid in
                 guard let user else { return }
-                Unmanaged<Outstanding>.fromOpaque(user).takeUnretainedValue().count.subtract(1, ordering: .relaxed)
+                let publisher = Unmanaged<Publisher>.fromOpaque(user).takeUnretainedValue()
+                publisher.outstanding.count.subtract(1, ordering: .relaxed)
+                publisher.acknowledgements.acknowledged(connection: publisher.index, mid: mid)
             }
             guard mosquitto_connect(client, "127.0.0.1", Int32(options.pubPort), 60) == MOSQ_ERR_SUCCESS.rawValue else {
                 return #"{"error":"publisher cannot connect to port \#(options.pubPort)"}"#
@@ -168,7 +231,13 @@ struct Run {
         for seq in 0..<options.messages {
             if interval > 0 {
                 let due = start + UInt64(seq) * interval
-                while monotonicNS() < due {}  // pace precisely; one core spins while the load runs
+                // Pace precisely: sleep while more than 300 µs remain (slow rates leave the cores
+                // to the processes under test), then spin.
+                var now = monotonicNS()
+                while now < due {
+                    if due - now > 300_000 { usleep(UInt32((due - now - 200_000) / 1000)) }
+                    now = monotonicNS()
+                }
             } else {
                 while outstanding.count.load(ordering: .relaxed) > 2000 { usleep(50) }
             }
@@ -177,20 +246,24 @@ struct Run {
                 bytes.storeBytes(of: monotonicNS(), toByteOffset: 8, as: UInt64.self)
             }
             outstanding.count.add(1, ordering: .relaxed)
+            var mid: Int32 = 0
             let rc = payload.withUnsafeBytes { bytes in
                 mosquitto_publish(
-                    publishers[seq % connections], nil, topics[seq % options.devices], Int32(bytes.count),
+                    publishers[seq % connections], &mid, topics[seq % options.devices], Int32(bytes.count),
                     bytes.baseAddress, 1, false)
             }
             if rc != MOSQ_ERR_SUCCESS.rawValue {
                 return #"{"error":"publish failed: \#(String(cString: mosquitto_strerror(rc)))"}"#
             }
+            acknowledgements.published(seq: seq, connection: seq % connections, mid: mid)
         }
         let published = monotonicNS()
         let deadline = Date().addingTimeInterval(options.timeout)
         while arrivals.state.withLock({ $0.unique }) < options.messages, Date() < deadline {
             usleep(2000)
         }
+        // Every PUBACK is in once nothing awaits one (or by the deadline).
+        while outstanding.count.load(ordering: .relaxed) > 0, Date() < deadline { usleep(2000) }
         for client in publishers {
             _ = mosquitto_disconnect(client)
             _ = mosquitto_loop_stop(client, false)
@@ -198,7 +271,9 @@ struct Run {
         _ = mosquitto_disconnect(subscriber)
         _ = mosquitto_loop_stop(subscriber, false)
 
+        let (acked, ackedFlags) = acknowledgements.state.withLock { ($0.count, $0.acked) }
         return arrivals.state.withLock { state in
+            let ackedLost = zip(ackedFlags, state.seen).reduce(0) { $0 + ($1.0 && !$1.1 ? 1 : 0) }
             let elapsed = Double(max(state.lastArrivalNS, published) - start) / 1e9
             let sorted = state.latencyNS.sorted()
             func percentile(_ p: Double) -> Double {
@@ -208,8 +283,9 @@ struct Run {
             let rate = Double(state.unique) / elapsed
             return String(
                 format:
-                    #"{"label":"%@","sent":%d,"received":%d,"duplicates":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}"#,
-                options.label, options.messages, state.unique, state.duplicates, elapsed, rate, percentile(0.50),
+                    #"{"label":"%@","sent":%d,"acked":%d,"received":%d,"acked_lost":%d,"duplicates":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}"#,
+                options.label, options.messages, acked, state.unique, ackedLost, state.duplicates, elapsed, rate,
+                percentile(0.50),
                 percentile(0.99),
                 percentile(1.0))
         }

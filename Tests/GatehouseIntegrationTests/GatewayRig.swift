@@ -6,7 +6,8 @@ import GatehouseTestSupport
 #endif
 
 /// A site broker, a TLS hub stand-in, an enrollment-group key and a config, all real, in one
-/// temporary folder; `startGateway()` runs the real gatehoused binary against them.
+/// temporary folder; `startGateway()` runs the real gatehoused binary against them. The site
+/// broker runs with the settings the package installs (`MosquittoBroker.packagedSiteSettings`).
 final class GatewayRig: @unchecked Sendable {
     // @unchecked: used from one test task at a time.
     private(set) var dir = TempDir("gatehouse-it")
@@ -25,7 +26,7 @@ final class GatewayRig: @unchecked Sendable {
         in directory: TempDir? = nil
     ) throws {
         if let directory { dir = directory }
-        site = try MosquittoBroker(name: "site", in: dir, extraConfig: "max_inflight_messages 500")
+        site = try MosquittoBroker(name: "site", in: dir, extraConfig: try MosquittoBroker.packagedSiteSettings())
         hub = try MosquittoBroker(name: "hub", in: dir, tls: true)
         try dir.write("group.key", Data(groupKey).base64EncodedString())
         chmod(dir.file("group.key"), 0o600)

@@ -38,7 +38,8 @@ final class DynsecRig: @unchecked Sendable {
         guard status == 0 else { throw FixtureError("mosquitto_ctrl dynsec init: \(output)") }
         site = try MosquittoBroker(
             name: "site", in: dir,
-            extraConfig: "plugin \(Self.pluginPath)\nplugin_opt_config_file \(dynsecFile)", allowAnonymous: false)
+            extraConfig: "plugin \(Self.pluginPath)\nplugin_opt_config_file \(dynsecFile)\n"
+                + (try MosquittoBroker.packagedSiteSettings()), allowAnonymous: false)
         hub = try MosquittoBroker(name: "hub", in: dir, tls: true)
         for folder in ["state", "etc"] {
             try FileManager.default.createDirectory(atPath: dir.file(folder), withIntermediateDirectories: true)

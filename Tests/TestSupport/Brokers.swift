@@ -23,6 +23,17 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     public static var available: Bool { which("mosquitto") != nil }
 
+    /// The site-broker settings the gatehouse package installs as
+    /// /etc/mosquitto/conf.d/gatehouse-queue.conf: gatehoused's queue bounded by bytes,
+    /// persistence, the packet size limit (packaging/site-broker/gatehouse-queue.conf,
+    /// docs/site-broker.md). Pass it as `extraConfig` so that a test's site broker behaves as a
+    /// gateway's does; it comes after, and so overrides, the defaults below.
+    public static func packagedSiteSettings() throws -> String {
+        try String(
+            contentsOf: Paths.packageRoot.appendingPathComponent("packaging/site-broker/gatehouse-queue.conf"),
+            encoding: .utf8)
+    }
+
     /// `tls`: serve TLS with a throwaway CA (`tls!.caFile` is what clients trust).
     /// `allowAnonymous: false` for brokers whose clients log in (the dynamic security plugin).
     public init(
