@@ -3,8 +3,10 @@
 # (systemd-nspawn, its own network namespace) from the cached debootstrap base, installs the old
 # .deb, and checks that the hardened gatehouse.service starts and runs (plugins loaded, site
 # subscription on the container's own mosquitto), reloads its rules, upgrades to the new .deb
-# (postinst restarts it), refuses a bad configuration without looping, and is stopped and removed
-# by purge. Prints PASS/FAIL and "N passed, N failed". Runs as root.
+# (postinst restarts it), is restarted after every crash (five kill -9 within a minute), has the
+# container's mosquitto, configured by the package, queue 3,000 messages for it while it is
+# stopped, refuses a bad configuration without looping, and is stopped and removed by purge.
+# Prints PASS/FAIL and "N passed, N failed". Runs as root.
 #
 #   sudo packaging/test-systemd.sh [OLD.deb NEW.deb]   # default: the two newest builds in out/deb
 #
@@ -45,6 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 tar -C "$root" -xf "$base"
+chmod 0755 "$root" # the container's /: 0700 (mktemp's, or an old cache's) lets only root use it
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mkdir -p "$root/root/debs" "$cache/apt-archives/partial"
@@ -103,21 +106,79 @@ check "the daemon was restarted into the new version (pid $pid → $new_pid)" te
 device_kept() { in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status | grep -q pump-7; }
 check "the device seen before the upgrade is still in the state database" device_kept
 
+step "a crash restarts it, for ever: five kill -9 within a minute"
+# (RestartSec=10s, no start limit: docs/packaging.md.) Each kill waits until systemd has started
+# a new gatehoused; the old unit allowed three starts in two minutes.
+main_pid() { in_c systemctl show gatehouse -p MainPID --value; }
+wait_new_pid() { # wait_new_pid OLD: a running gatehoused with another pid (30 s at most)
+    local now
+    for _ in $(seq 1 150); do
+        now=$(main_pid)
+        [ "$now" != 0 ] && [ "$now" != "$1" ] && [ "$(in_c systemctl is-active gatehouse)" = active ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+restarts_before=$(in_c systemctl show gatehouse -p NRestarts --value)
+pid=$(main_pid)
+first_kill=$SECONDS last_kill=$SECONDS
+delays=()
+for kill_no in 1 2 3 4 5; do
+    [ "$pid" -gt 1 ] 2>/dev/null || break # never kill -9 0 (this script's own process group)
+    last_kill=$SECONDS
+    in_c sh -c "kill -9 $pid"
+    wait_new_pid "$pid" || break
+    delays+=($((SECONDS - last_kill)))
+    pid=$(main_pid)
+    sleep 1
+done
+kills_span=$((last_kill - first_kill))
+restarts_after=$(in_c systemctl show gatehouse -p NRestarts --value)
+echo "kill -9 five times: ${kills_span}s from the first kill to the last; kill to new gatehoused: ${delays[*]} s;" \
+    "NRestarts $restarts_before -> $restarts_after"
+check "five kill -9 within a minute ($kill_no done, ${kills_span}s apart)" test "$kill_no" = 5 -a "$kills_span" -le 60
+check "systemd restarted it after each of them (NRestarts +5)" test "$restarts_after" = $((restarts_before + 5))
+sleep 3
+still_running() { [ "$(in_c systemctl is-active gatehouse)" = active ] && [ "$(main_pid)" = "$1" ] && in_c test -d "/proc/$1"; }
+check "gatehoused is running afterwards (pid $pid)" still_running "$pid"
+journal | grep -m1 "Scheduled restart job" || true
+
+step "the site broker the package configures queues for gatehoused while it is stopped"
+# The container's own mosquitto.service reads /etc/mosquitto/conf.d/gatehouse-queue.conf, which
+# the package installed. 3,000 QoS 1 messages is three times mosquitto's default queue a client.
+check "/etc/mosquitto/conf.d/gatehouse-queue.conf is the package's conffile" in_c sh -c \
+    'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
+in_c systemctl stop gatehouse
+in_c sh -c 'seq 1 3000 | mosquitto_pub -h 127.0.0.1 -q 1 -l -t devices/queue-1/messages/events/'
+in_c systemctl start gatehouse
+messages_in() {
+    in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status | awk '$1 == "queue-1" {print $5}'
+}
+for _ in $(seq 1 60); do [ "$(messages_in)" = 3000 ] && break; sleep 0.5; done
+got=$(messages_in)
+check "all 3,000 published while it was stopped reached gatehoused after its start (${got:-none})" test "$got" = 3000
+no_drops() { ! in_c grep -q "messages are being dropped" /var/log/mosquitto/mosquitto.log; }
+check "mosquitto dropped none of them" no_drops
+
 step "a configuration that does not check"
 in_c cp /etc/gatehouse/gatehouse.toml /root/good.toml
+running_pid=$(main_pid)
 in_c sh -c 'printf "\n[gateway_typo]\nx = 1\n" >> /etc/gatehouse/gatehouse.toml'
 reinstall_out=$(in_c sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall -o Dpkg::Options::=--force-confold \
     /root/debs/$(basename "$new_deb") 2>&1")
 echo "$reinstall_out" | grep -E "^gatehouse" | head -3
 check "postinst does not restart the daemon and says why" sh -c \
-    "echo \"\$1\" | grep -q 'was NOT restarted' && [ \"\$2\" = \"\$3\" ]" _ "$reinstall_out" "$new_pid" \
+    "echo \"\$1\" | grep -q 'was NOT restarted' && [ \"\$2\" = \"\$3\" ]" _ "$reinstall_out" "$running_pid" \
     "$(in_c systemctl show gatehouse -p MainPID --value)"
 restart_fails() { ! in_c systemctl restart gatehouse 2>/dev/null; }
 check "systemctl restart fails at the ExecStartPre check" restart_fails
-sleep 20
-in_c systemctl show gatehouse -p ActiveState -p NRestarts | tr '\n' ' '
+restarts_before=$(in_c systemctl show gatehouse -p NRestarts --value)
+sleep 25 # two and a half RestartSec
+in_c systemctl show gatehouse -p ActiveState -p Result -p NRestarts | tr '\n' ' '
 echo
 check "no restart loop: the unit stays failed" test "$(in_c systemctl is-active gatehouse)" = failed
+check "... and systemd did not start it again (NRestarts still $restarts_before)" \
+    test "$(in_c systemctl show gatehouse -p NRestarts --value)" = "$restarts_before"
 journal -n 40 | grep -m1 "unknown section"
 in_c cp /root/good.toml /etc/gatehouse/gatehouse.toml
 in_c systemctl reset-failed gatehouse
