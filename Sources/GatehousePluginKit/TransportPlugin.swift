@@ -132,8 +132,9 @@ public struct PluginConfig: Sendable {
         return bytes
     }
 
-    /// "256 KiB", "1MiB", "100 kB", "4096" → bytes (the units of the host's own sizes).
-    static func bytes(_ text: String) -> Int? {
+    /// "256 KiB", "1MiB", "100 kB", "4096" → bytes: the one parser of sizes, so a plugin's
+    /// config and the host's (`Units.bytes` in gatehoused's configuration) read them alike.
+    public static func bytes(_ text: String) -> Int? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
         let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)

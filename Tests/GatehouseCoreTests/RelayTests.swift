@@ -17,7 +17,7 @@ import Testing
 /// hooks (`loopback_*`) let a test hold acknowledgements and flip links.
 @Suite("Relay: outbox to upstream", .serialized)
 struct RelayTests {
-    final class Harness {
+    final class Harness: LoopbackHooks {
         let dir = TempDir()
         let store: StateStore
         let relay: HostRouter
@@ -25,7 +25,7 @@ struct RelayTests {
         let logs = CapturedLogs()
         let outFile: String
         private let library: PluginLibrary
-        private let handle: UnsafeMutableRawPointer
+        let handle: UnsafeMutableRawPointer
 
         init(policy: OutboxPolicy = OutboxPolicy(), hold: Bool = false, dbPath: String? = nil) throws {
             let path = try CFixturePlugin.path("loopback_upstream")
@@ -57,21 +57,6 @@ struct RelayTests {
         }
 
         func payloads(of device: String) -> [String] { sent.filter { $0[0] == device }.map { $0[2] } }
-
-        var sentCount: UInt64 {
-            typealias Fn = @convention(c) () -> UInt64
-            return unsafeBitCast(dlsym(handle, "loopback_sent_count"), to: Fn.self)()
-        }
-
-        func ackAll(_ status: Int32 = 0) {
-            typealias Fn = @convention(c) (Int32) -> Void
-            unsafeBitCast(dlsym(handle, "loopback_ack_all"), to: Fn.self)(status)
-        }
-
-        func setLink(_ device: String, up: Bool) {
-            typealias Fn = @convention(c) (UnsafePointer<CChar>, Int32) -> Void
-            unsafeBitCast(dlsym(handle, "loopback_set_link"), to: Fn.self)(device, up ? 2 : 0)
-        }
 
         func stop() {
             relay.drain(timeout: .milliseconds(200))

@@ -20,7 +20,7 @@ import Testing
 extension RelayTests {
     @Suite("Relay: telemetry rules on ingest", .serialized)
     struct TelemetryRulesRelayTests {
-        final class Harness {
+        final class Harness: LoopbackHooks {
             let dir = TempDir()
             let store: StateStore
             let router: HostRouter
@@ -29,7 +29,7 @@ extension RelayTests {
             let outFile: String
             let rules: PolicyHandle?
             private let library: PluginLibrary
-            private let handle: UnsafeMutableRawPointer
+            let handle: UnsafeMutableRawPointer
 
             var relay: TelemetryRelay { router.telemetry }
 
@@ -85,21 +85,6 @@ extension RelayTests {
 
             var sentPayloads: [String] { sent.map { $0[2] } }
             func payloads(of device: String) -> [String] { sent.filter { $0[0] == device }.map { $0[2] } }
-
-            var sentCount: UInt64 {
-                typealias Fn = @convention(c) () -> UInt64
-                return unsafeBitCast(dlsym(handle, "loopback_sent_count"), to: Fn.self)()
-            }
-
-            func ackAll(_ status: Int32 = 0) {
-                typealias Fn = @convention(c) (Int32) -> Void
-                unsafeBitCast(dlsym(handle, "loopback_ack_all"), to: Fn.self)(status)
-            }
-
-            func setLink(_ device: String, up: Bool) {
-                typealias Fn = @convention(c) (UnsafePointer<CChar>, Int32) -> Void
-                unsafeBitCast(dlsym(handle, "loopback_set_link"), to: Fn.self)(device, up ? 2 : 0)
-            }
 
             /// Opens each device's identity (its first message goes out and is acknowledged), then
             /// takes its link down: the hub is unreachable from here on.

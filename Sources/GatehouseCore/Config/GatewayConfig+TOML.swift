@@ -1,4 +1,5 @@
 import Foundation
+import GatehousePluginKit
 import GatehouseStore
 import StrictJSON
 import TOMLKit
@@ -578,24 +579,7 @@ public enum Units {
         }
     }
 
-    /// "64 MiB", "1GiB", "512 KiB", "100 kB", "4096" → bytes.
-    public static func bytes(_ text: String) -> Int? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let digits = trimmed.prefix { $0.isNumber }
-        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
-        guard let value = Int(digits) else { return nil }
-        let factor: Int
-        switch unit {
-        case "", "B": factor = 1
-        case "KiB": factor = 1 << 10
-        case "MiB": factor = 1 << 20
-        case "GiB": factor = 1 << 30
-        case "kB", "KB": factor = 1000
-        case "MB": factor = 1_000_000
-        case "GB": factor = 1_000_000_000
-        default: return nil
-        }
-        let (result, overflow) = value.multipliedReportingOverflow(by: factor)
-        return overflow ? nil : result
-    }
+    /// "64 MiB", "1GiB", "512 KiB", "100 kB", "4096" → bytes; the plugin kit's parser, so the
+    /// daemon's sizes and its plugins' read alike.
+    public static func bytes(_ text: String) -> Int? { PluginConfig.bytes(text) }
 }
