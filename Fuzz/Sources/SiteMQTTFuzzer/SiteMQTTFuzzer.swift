@@ -20,13 +20,17 @@ let headLimits = [0, 16, 4096]
 /// `maxPacketSize`, whichever is larger) is what it may buffer between reads.
 let skipHeaderBound = 5 + 2 + 65_535 + 2
 
+/// Reads per input, the last one taking whatever is left.
+let maxReads = 64
+
 /// `[site] topics` by default, and the method responses the subscriber also takes.
 let deviceFilters = ["devices/+/messages/events/#", "site/+/up"]
 let methodResponseFilter = "devices/+/methods/res/#"
 
 /// One fuzz input, read as what the broker sends the site subscriber. Header (5 bytes):
 /// byte 0 picks `maxPacketSize` (bits 0–1) and the kept head (bits 2–3); bytes 1–4 are read
-/// sizes, used in turn (0: everything left in one read, n: max(1, n² / 8) bytes). The rest is the stream.
+/// sizes, used in turn (0: everything left in one read, n: max(1, n² / 8) bytes; the 64th read
+/// takes the rest). The rest is the stream.
 ///
 /// It is fed read by read to a decoder configured like the subscriber's
 /// (`.skip(keepingHead:)`), draining `nextEvent()` after every read, as the receive loop does;
@@ -63,7 +67,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         readNumber += 1
         // 1 byte up to 8 KiB: 1–8 → 1 byte, 9 → 10, 32 → 128, 255 → 8,128.
         let wanted = max(1, code * code / 8)
-        let end = code == 0 ? stream.endIndex : min(position + wanted, stream.endIndex)
+        // After `maxReads` reads the rest comes in one: read boundaries matter near packet
+        // boundaries, and thousands of 1-byte reads over a large payload only slow the search.
+        let end = code == 0 || readNumber >= maxReads ? stream.endIndex : min(position + wanted, stream.endIndex)
         let chunk = stream[position..<end]
         position = end
         if !connection.receive(chunk) {
