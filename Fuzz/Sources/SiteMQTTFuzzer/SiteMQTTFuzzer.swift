@@ -171,7 +171,9 @@ struct Connection {
         guard !appended.isEmpty else { return }
         whole.appendOnly(appended)
         guard whole.events == events, whole.error == error else {
-            fatalError("the events depend on how the reads split the stream: \(events.count) vs \(whole.events.count), \(String(describing: error)) vs \(String(describing: whole.error))")
+            fatalError(
+                "the events depend on how the reads split the stream: \(events.count) vs \(whole.events.count), \(String(describing: error)) vs \(String(describing: whole.error))"
+            )
         }
     }
 
@@ -197,7 +199,8 @@ struct Connection {
 
     func check(_ packet: MQTTPacket, at start: Int, size: Int) {
         guard size >= 2, size <= maxPacketSize, start + size <= appended.count else {
-            fatalError("a \(packet.name) of \(size) bytes at \(start) (limit \(maxPacketSize), \(appended.count) appended)")
+            fatalError(
+                "a \(packet.name) of \(size) bytes at \(start) (limit \(maxPacketSize), \(appended.count) appended)")
         }
         let encoded = packet.encoded
         // The Remaining Length may be non-minimal in the input (§2.2.3 allows it): up to 3 bytes.
@@ -220,7 +223,9 @@ struct Connection {
 
     func check(_ skipped: SkippedPublish, at start: Int) {
         guard skipped.packetSize > maxPacketSize, start + skipped.packetSize <= appended.count else {
-            fatalError("skipped a PUBLISH of \(skipped.packetSize) bytes at \(start) (limit \(maxPacketSize), \(appended.count) appended)")
+            fatalError(
+                "skipped a PUBLISH of \(skipped.packetSize) bytes at \(start) (limit \(maxPacketSize), \(appended.count) appended)"
+            )
         }
         checkTopic(skipped.topic, qos: skipped.qos, packetID: skipped.packetID)
         let headerBytes = skipped.packetSize - skipped.payloadSize
