@@ -7,6 +7,7 @@
 #
 #   Benchmarks/relay-bench.sh [MESSAGES] [DEVICES]
 #   RULES=rules/examples/site Benchmarks/relay-bench.sh   # the telemetry rules applied on ingest
+#   BIN=DIR Benchmarks/relay-bench.sh   # binaries built before: runs to compare use the same build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -15,12 +16,16 @@ MESSAGES=${1:-50000}
 DEVICES=${2:-10}
 RATE=5000
 
-echo "== building (release)"
-swift build -c release -q --product gatehoused
-swift build -c release -q --product gatehouse-mqtt
-swift build -c release -q --product relay-bench
-[ -n "${RULES:-}" ] && swift build -c release -q --product gatehouse
-BIN=$(swift build -c release --show-bin-path)
+if [ -n "${BIN:-}" ]; then  # BIN=DIR: binaries built before (gatehoused, gatehouse, relay-bench, the plugin)
+    echo "== using the binaries in $BIN"
+else
+    echo "== building (release)"
+    swift build -c release -q --product gatehoused
+    swift build -c release -q --product gatehouse-mqtt
+    swift build -c release -q --product relay-bench
+    [ -n "${RULES:-}" ] && swift build -c release -q --product gatehouse
+    BIN=$(swift build -c release --show-bin-path)
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000 identities need 1,000+ descriptors
 
 RULES_LINE=""

@@ -148,6 +148,14 @@ public final class Policy: Sendable {
         return engine.route(input.roots, budget: options.budget, trace: nil)
     }
 
+    /// Routes a telemetry message into `scratch`, as `route(_:)` decides, naming rules by their
+    /// position in `telemetryRules`: for a daemon routing every message, which reuses one
+    /// scratch and so allocates nothing for the decision.
+    public func route(_ input: TelemetryInput, into scratch: inout RouteScratch) {
+        var explained: [RuleExplanation] = []
+        engine.route(input.roots, budget: options.budget, trace: nil, into: &scratch, explained: &explained)
+    }
+
     /// The engine compiled with tracing, built on the first explanation and kept: explaining
     /// many inputs (`rules explain`, the fuzzer) compiles the sources once.
     private func tracedEngine() -> Engine? {
@@ -365,71 +373,89 @@ final class Engine: Sendable {
     }
 
     func route(_ roots: Roots, budget: Int, trace: Trace?) -> RouteDecision {
+        var scratch = RouteScratch()
+        var explained: [RuleExplanation] = []
+        route(roots, budget: budget, trace: trace, into: &scratch, explained: &explained)
+        let ref = { (position: Int) in self.table[Int(self.telemetryRules[position].index)] }
+        return RouteDecision(
+            routes: scratch.routes, origins: scratch.origins.map(ref), rules: scratch.deciding.map(ref),
+            faults: scratch.faults.map { RuleFault(rule: ref($0.rule), message: $0.message) },
+            undetermined: scratch.undetermined.map(ref), explanation: trace.map { _ in Explanation(rules: explained) })
+    }
+
+    /// The decision, into `scratch` (emptied first, its storage kept: routing many messages
+    /// through one scratch allocates nothing for it after the first). Rules are named by their
+    /// position among the telemetry rules (`Policy.telemetryRules`).
+    func route(
+        _ roots: Roots, budget: Int, trace: Trace?, into scratch: inout RouteScratch,
+        explained: inout [RuleExplanation]
+    ) {
+        scratch.reset()
         Frame.with(budget: budget, letCount: letCount, localCount: localCount, trace: trace) { frame in
-            var drops: [RuleRef] = []
-            var routing: [RuleRef] = []
-            var routes: [Route] = []
-            var origins: [RuleRef] = []
-            var faults: [RuleFault] = []
-            var undetermined: [RuleRef] = []
-            var explained: [RuleExplanation] = []
-            for rule in telemetryRules {
+            var dropping = false
+            for (position, rule) in telemetryRules.enumerated() {
                 let outcome = evaluate(rule.condition, roots, &frame)
-                let ref = table[Int(rule.index)]
                 if let trace {
                     explained.append(
                         RuleExplanation(
-                            rule: ref, kind: rule.action.rawValue,
+                            rule: table[Int(rule.index)], kind: rule.action.rawValue,
                             outcome: describe(
                                 outcome, conditional: rule.condition != nil, kind: rule.action.rawValue,
                                 applies: rule.action == .drop),
                             clauses: trace.take()))
                 }
-                if case .undetermined = outcome { undetermined.append(ref) }
+                if case .undetermined = outcome { scratch.undetermined.append(position) }
                 switch (outcome, rule.action) {
                 case (.matched, .drop), (.undetermined, .drop):
                     // A drop applies when its condition is undetermined, as a deny does: a
                     // message the rules cannot judge is not sent on.
-                    drops.append(ref)
+                    if !dropping { scratch.deciding.removeAll(keepingCapacity: true) }
+                    dropping = true
+                    scratch.deciding.append(position)
                 case (.matched, .route):
-                    routing.append(ref)
+                    guard !dropping else { break }
+                    scratch.deciding.append(position)
                     for route in rule.routes {
-                        if let existing = routes.firstIndex(where: { $0.destination == route.destination }) {
+                        if let existing = scratch.routes.firstIndex(where: { $0.destination == route.destination }) {
                             // The highest priority wins, and brings its time to live; between
                             // routes of one priority, the longer time to live (none is longest).
-                            if Self.supersedes(route, routes[existing]) {
-                                routes[existing] = route
-                                origins[existing] = ref
+                            if Self.supersedes(route, scratch.routes[existing]) {
+                                scratch.routes[existing] = route
+                                scratch.origins[existing] = position
                             }
                         } else {
-                            routes.append(route)
-                            origins.append(ref)
+                            scratch.routes.append(route)
+                            scratch.origins.append(position)
                         }
                     }
                 case (.failed(let fault), let action):
-                    faults.append(RuleFault(rule: ref, message: fault.message))
-                    if action == .drop { drops.append(ref) }  // a failing drop drops
+                    scratch.faults.append((position, fault.message))
+                    if action == .drop {  // a failing drop drops
+                        if !dropping { scratch.deciding.removeAll(keepingCapacity: true) }
+                        dropping = true
+                        scratch.deciding.append(position)
+                    }
                 case (.notMatched, _), (.undetermined, .route):
                     break
                 }
             }
-            let explanation = trace.map { _ in Explanation(rules: explained) }
-            if !drops.isEmpty {
-                return RouteDecision(
-                    routes: [], origins: [], rules: drops, faults: faults, undetermined: undetermined,
-                    explanation: explanation)
+            if dropping {
+                scratch.routes.removeAll(keepingCapacity: true)
+                scratch.origins.removeAll(keepingCapacity: true)
+                return
             }
-            // Highest priority first; ties keep policy order (the sort is stable).
-            if routes.count > 1 {
-                let order = routes.indices.sorted { a, b in
-                    routes[a].priority != routes[b].priority ? routes[a].priority > routes[b].priority : a < b
+            // Highest priority first; ties keep policy order (an insertion sort: stable, and
+            // the routes are few).
+            var i = 1
+            while i < scratch.routes.count {
+                var j = i
+                while j > 0, scratch.routes[j - 1].priority < scratch.routes[j].priority {
+                    scratch.routes.swapAt(j - 1, j)
+                    scratch.origins.swapAt(j - 1, j)
+                    j -= 1
                 }
-                routes = order.map { routes[$0] }
-                origins = order.map { origins[$0] }
+                i += 1
             }
-            return RouteDecision(
-                routes: routes, origins: origins, rules: routing, faults: faults, undetermined: undetermined,
-                explanation: explanation)
         }
     }
 

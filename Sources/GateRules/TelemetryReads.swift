@@ -30,6 +30,33 @@ public struct TelemetryReads: OptionSet, Sendable, Hashable {
     }
 }
 
+/// A telemetry decision in reusable storage (`Policy.route(_:into:)`), rules named by their
+/// position in `Policy.telemetryRules`.
+public struct RouteScratch: Sendable {
+    /// Where the message goes, highest priority first; empty when it is dropped.
+    public internal(set) var routes: [Route] = []
+    /// For each of `routes`, the rule that gave it its priority and time to live.
+    public internal(set) var origins: [Int] = []
+    /// The deciding rules: the matching (or failing) drops if any, else the matching routes.
+    public internal(set) var deciding: [Int] = []
+    /// Rules whose evaluation failed, and why.
+    public internal(set) var faults: [(rule: Int, message: String)] = []
+    /// Rules whose condition was undetermined.
+    public internal(set) var undetermined: [Int] = []
+
+    public init() {}
+
+    public var dropped: Bool { routes.isEmpty }
+
+    mutating func reset() {
+        routes.removeAll(keepingCapacity: true)
+        origins.removeAll(keepingCapacity: true)
+        deciding.removeAll(keepingCapacity: true)
+        faults.removeAll(keepingCapacity: true)
+        undetermined.removeAll(keepingCapacity: true)
+    }
+}
+
 /// What one telemetry rule does, as a daemon counts it.
 public struct TelemetryRuleInfo: Sendable {
     public let rule: RuleRef

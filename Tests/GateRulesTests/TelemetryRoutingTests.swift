@@ -36,6 +36,33 @@ struct TelemetryRoutingTests {
         #expect(dropped.dropped && dropped.origins.isEmpty)
     }
 
+    @Test("routing into a reused scratch decides as route(_:) does, for every telemetry case of the corpus")
+    func scratchAgreesWithDecision() throws {
+        var scratch = RouteScratch()
+        var compared = 0
+        for corpusCase in CorpusCase.all() {
+            let files = try corpusCase.files()
+            let expectations = Expectations(files.map(\.text).joined(separator: "\n"))
+            let options = CheckOptions(budget: expectations.budget ?? CheckOptions().budget)
+            guard let policy = Policy.compile(files: files, options: options).0 else { continue }
+            let names = policy.telemetryRules.map(\.rule)
+            for input in expectations.inputs {
+                guard (try? Value(json: input.json))?["message"] != nil,
+                    let telemetry = try? TelemetryInput(json: input.json)
+                else { continue }
+                let decision = policy.route(telemetry)
+                policy.route(telemetry, into: &scratch)  // the same scratch, case after case
+                #expect(scratch.routes == decision.routes, "\(corpusCase)")
+                #expect(scratch.origins.map { names[$0] } == decision.origins, "\(corpusCase)")
+                #expect(scratch.deciding.map { names[$0] } == decision.rules, "\(corpusCase)")
+                #expect(scratch.undetermined.map { names[$0] } == decision.undetermined, "\(corpusCase)")
+                #expect(scratch.faults.map { names[$0.rule] } == decision.faults.map(\.rule), "\(corpusCase)")
+                compared += 1
+            }
+        }
+        #expect(compared >= 20)
+    }
+
     @Test("the inputs a rule set reads, through lets too")
     func reads() {
         #expect(Self.policy("route telemetry to upstream").telemetryReads == [])

@@ -25,7 +25,6 @@ final class TelemetryRouting: Sendable {
     /// The rules in policy order; tallies are indexed like this, `rules.count` being the
     /// default (no rule routes the message: dropped).
     let rules: [TelemetryRuleInfo]
-    let index: [RuleRef: Int]
     let routesUpstream: [Bool]
     let routesArchive: [Bool]
     /// Whether a decision can differ between messages; if not, one decision serves a batch.
@@ -37,9 +36,6 @@ final class TelemetryRouting: Sendable {
         self.gateway = gateway
         let rules = policy.telemetryRules
         self.rules = rules
-        var index: [RuleRef: Int] = [:]
-        for (position, info) in rules.enumerated() { index[info.rule] = position }
-        self.index = index
         routesUpstream = rules.map { $0.routes.contains { $0.destination == TelemetryDestination.upstream } }
         routesArchive = rules.map { $0.routes.contains { $0.destination == TelemetryDestination.archive } }
         perMessage = !reads.isDisjoint(with: TelemetryReads.message.union([.device, .now]))
@@ -73,22 +69,24 @@ final class TelemetryRouting: Sendable {
         }
     }
 
-    /// Routes a batch. Decisions are made here, before the relay takes its `book` lock.
+    /// Routes a batch. Decisions are made here, before the relay takes its `book` lock, into one
+    /// scratch that the whole batch reuses (no allocation a decision).
     func route(_ messages: [PluginMessage], nowMS: Int64, facts: DeviceFacts) -> Batch {
         var batch = Batch(tally: Tally(rules: rules.count))
         batch.records.reserveCapacity(messages.count)
         let now: Value = reads.contains(.now) ? .now(unixSeconds: nowMS / 1000) : .null
-        let shared = perMessage ? nil : policy.route(TelemetryInput(message: .map([:]), gateway: gateway, now: now))
-        let sharedVerdict = shared.map { Verdict($0) }
-        if let shared { count(shared, times: messages.count, into: &batch.tally) }
+        var scratch = RouteScratch()
+        var verdict = Verdict()
+        if !perMessage {
+            policy.route(TelemetryInput(message: .map([:]), gateway: gateway, now: now), into: &scratch)
+            count(scratch, times: messages.count, into: &batch.tally)
+            verdict = Verdict(scratch, rules: rules)
+        }
         for message in messages {
-            let verdict: Verdict
-            if let sharedVerdict {
-                verdict = sharedVerdict
-            } else {
-                let decision = policy.route(input(for: message, now: now, facts: facts))
-                count(decision, times: 1, into: &batch.tally)
-                verdict = Verdict(decision)
+            if perMessage {
+                policy.route(input(for: message, now: now, facts: facts), into: &scratch)
+                count(scratch, times: 1, into: &batch.tally)
+                verdict = Verdict(scratch, rules: rules)
             }
             let createdMS = message.createdUnixMS == 0 ? nowMS : message.createdUnixMS
             var kept = false
@@ -124,17 +122,19 @@ final class TelemetryRouting: Sendable {
         var upstream: (priority: OutboxPriority, ttlMS: Int64, ttlRule: String?)?
         var archiveRule: String?
 
-        init(_ decision: RouteDecision) {
+        init() {}
+
+        init(_ decision: RouteScratch, rules: [TelemetryRuleInfo]) {
             for (route, origin) in zip(decision.routes, decision.origins) {
                 switch route.destination {
                 case TelemetryDestination.upstream:
-                    let ttlMS =
-                        route.ttl.map {
-                            Int64($0.components.seconds) * 1000 + $0.components.attoseconds / 1_000_000_000_000_000
-                        } ?? 0
-                    upstream = (OutboxPriority(route.priority), ttlMS, route.ttl == nil ? nil : origin.name)
+                    var ttlMS: Int64 = 0
+                    if let ttl = route.ttl {
+                        ttlMS = ttl.components.seconds * 1000 + ttl.components.attoseconds / 1_000_000_000_000_000
+                    }
+                    upstream = (OutboxPriority(route.priority), ttlMS, route.ttl == nil ? nil : rules[origin].rule.name)
                 case TelemetryDestination.archive:
-                    archiveRule = origin.name
+                    archiveRule = rules[origin].rule.name
                 default:
                     break  // the rule set was checked against the known destinations
                 }
@@ -142,20 +142,17 @@ final class TelemetryRouting: Sendable {
         }
     }
 
-    private func count(_ decision: RouteDecision, times: Int, into tally: inout Tally) {
-        for fault in decision.faults {
-            if let position = index[fault.rule] { tally.failed[position] += times }
-        }
+    private func count(_ decision: RouteScratch, times: Int, into tally: inout Tally) {
+        for fault in decision.faults { tally.failed[fault.rule] += times }
         if decision.dropped {
-            if decision.rules.isEmpty {
+            if decision.deciding.isEmpty {
                 tally.dropped[rules.count] += times
             } else {
-                for rule in decision.rules { if let position = index[rule] { tally.dropped[position] += times } }
+                for position in decision.deciding { tally.dropped[position] += times }
             }
             return
         }
-        for rule in decision.rules {
-            guard let position = index[rule] else { continue }
+        for position in decision.deciding {
             if routesUpstream[position] { tally.routed[position] += times }
             if routesArchive[position] { tally.archived[position] += times }
         }
