@@ -233,6 +233,37 @@ extension RelayTests {
             #expect(h.payloads(of: "s1").last == "fresh")
         }
 
+        @Test(
+            "a message that expires as the dispatcher meets it is counted once, whatever the expiry sweep does meanwhile"
+        )
+        func expiryCountedOnce() throws {
+            let h = try Harness(rules: "route telemetry as \"status\" to upstream ttl 1s", hold: true)
+            defer { h.stop() }
+            h.outage(["e1", "e2"])
+            for device in ["e1", "e2"] {
+                #expect(h.ingest((1...400).map { Harness.message(device, "s-\($0)") }) == .ok)
+            }
+            Thread.sleep(forTimeInterval: 1.2)
+            // The link returns while the expiry service runs: the dispatcher drops what it meets
+            // (its rows leave SQLite with the next commit) as the sweep looks for expired rows.
+            h.setLink("e1", up: true)
+            h.setLink("e2", up: true)
+            for _ in 0..<100 {
+                h.relay.requestExpiry()
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+            #expect(waitUntil(timeout: .seconds(10)) { h.relay.snapshot.expired >= 800 })
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(h.relay.snapshot.expired == 800)
+            #expect(h.relay.snapshot.dropped == 800)
+            #expect(h.stats("status")?.expired == 800)
+            #expect(waitUntil(timeout: .seconds(5)) { h.relay.snapshot.outboxMessages == 0 })
+            #expect(h.relay.snapshot.outboxMessages == 0)
+            #expect(h.relay.snapshot.outboxBytes == 0)
+            #expect(try h.store.outboxTotals().messages == 0)
+            #expect(h.payloads(of: "e1") == ["hello"])
+        }
+
         @Test("archive keeps messages on the gateway, drop sends nothing; each counted per rule")
         func archiveAndDrop() throws {
             let h = try Harness(

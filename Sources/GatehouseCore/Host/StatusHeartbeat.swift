@@ -6,7 +6,7 @@ import Synchronization
 /// The daemon's row in the state database, which `gatehouse status` reads: the counters of the
 /// relay and the command path, written every second ("status heartbeat" service) and once
 /// more, with the stop time, after the relay has drained. The telemetry rules' counters
-/// (`gatehouse rules stats`) are written beside it when they changed.
+/// (`gatehouse rules stats`) are written beside it when they changed, at most every 5 s.
 final class StatusHeartbeat: Sendable {
     let store: StateStore
     let telemetry: TelemetryRelay
@@ -35,20 +35,23 @@ final class StatusHeartbeat: Sendable {
         } catch {
             logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
         }
-        writeRuleStats()
+        writeRuleStats(force: stopped)
     }
 
-    /// The generation of the telemetry rules' counters last written; nil: none yet (the first
-    /// beat writes them even if empty, which clears the previous run's).
-    private let writtenGeneration = Mutex<Int?>(nil)
+    /// The generation of the telemetry rules' counters last written (nil: none yet — the first
+    /// beat writes them even if empty, which clears the previous run's), and when.
+    private let written = Mutex<(generation: Int?, at: ContinuousClock.Instant)>((nil, .now))
 
-    /// The telemetry rules' counters (`gatehouse rules stats`), when they changed.
-    private func writeRuleStats() {
+    /// The telemetry rules' counters (`gatehouse rules stats`), when they changed, at most every
+    /// 5 s (and at the stop): one more write transaction a second would only add to the
+    /// ingest's tail latency.
+    private func writeRuleStats(force: Bool) {
         let generation = telemetry.ruleStatsGeneration
-        guard writtenGeneration.withLock({ $0 }) != generation else { return }
+        let (last, at) = written.withLock { $0 }
+        guard last != generation, force || last == nil || ContinuousClock.now - at >= .seconds(5) else { return }
         do {
             try store.writeTelemetryRuleStats(telemetry.ruleStats)
-            writtenGeneration.withLock { $0 = generation }
+            written.withLock { $0 = (generation, .now) }
         } catch {
             logger.error("cannot write the telemetry rules' counters", metadata: ["error": "\(error)"])
         }

@@ -182,6 +182,16 @@ public final class TelemetryRelay: Sendable {
             memoryBytes -= record.payload.count
         }
 
+        /// Rows that leave SQLite with the next commit (acknowledged, or expired before they
+        /// were sent): already counted, so no sweep may drop and count them again.
+        var pendingDeletion: Set<Int64> { Set(acknowledged).union(doomed.map(\.seq)) }
+
+        /// What no limit, age or time-to-live sweep may take: what is in flight, and what is
+        /// already on its way out.
+        var inFlightOrPendingDeletion: Set<Int64> {
+            Set(inflightDevice.keys).union(acknowledged).union(doomed.map(\.seq))
+        }
+
         /// The device's lane, created on first use.
         mutating func lane(_ device: String) -> Lane {
             if let lane = byDevice[device] { return lane }
@@ -312,7 +322,7 @@ public final class TelemetryRelay: Sendable {
         var dropped = 0
         do {
             try book.withLock { (book: inout Book) throws(StoreError) in
-                let records = try store.dropOutbox(ofDevice: deviceID, keep: [])
+                let records = try store.dropOutbox(ofDevice: deviceID, keep: lanes.withLock { $0.pendingDeletion })
                 dropped = records.count
                 forget(records, in: &book, reason: "dropped the waiting telemetry of a removed device")
             }
@@ -497,7 +507,7 @@ public final class TelemetryRelay: Sendable {
                 metadata: ["dropped": "\(dropped)", "limit_bytes": "\(book.policy.maxBytes)"])
             return kept
         case .oldest:
-            let keep = lanes.withLock { Set($0.inflightDevice.keys) }
+            let keep = lanes.withLock { $0.inFlightOrPendingDeletion }
             let dropped = try store.dropOldest(freeing: excess, keep: keep)
             forget(dropped, in: &book, reason: "outbox full: dropped oldest messages (policy drop = \"oldest\")")
             return records
@@ -509,23 +519,29 @@ public final class TelemetryRelay: Sendable {
         _ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message, expired: Bool = false
     ) {
         guard !dropped.isEmpty else { return }
-        book.messages -= dropped.count
-        book.bytes -= dropped.reduce(0) { $0 + $1.size }
-        counters.dropped.add(dropped.count, ordering: .relaxed)
-        if expired {
-            counters.expired.add(dropped.count, ordering: .relaxed)
-            ruleCounters.expired(dropped.map(\.ttlRule))
-        }
-        let gone = Set(dropped.map(\.seq))
-        lanes.withLock { lanes in
-            for device in Set(dropped.map(\.deviceID)) {
+        // A row the dispatcher took meanwhile (sent, expired on its way out, refused) is its to
+        // account for: counted once, whichever way it leaves.
+        let forgotten: [DroppedRecord] = lanes.withLock { lanes in
+            let taken = lanes.inFlightOrPendingDeletion
+            let forgotten = taken.isEmpty ? dropped : dropped.filter { !taken.contains($0.seq) }
+            let gone = Set(forgotten.map(\.seq))
+            for device in Set(forgotten.map(\.deviceID)) {
                 guard let lane = lanes.byDevice[device] else { continue }
                 lanes.memoryBytes -= lane.remove(gone)
             }
+            return forgotten
         }
-        let devices = Set(dropped.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
+        guard !forgotten.isEmpty else { return }
+        book.messages -= forgotten.count
+        book.bytes -= forgotten.reduce(0) { $0 + $1.size }
+        counters.dropped.add(forgotten.count, ordering: .relaxed)
+        if expired {
+            counters.expired.add(forgotten.count, ordering: .relaxed)
+            ruleCounters.expired(forgotten.map(\.ttlRule))
+        }
+        let devices = Set(forgotten.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
         let level: Logger.Level = expired ? .info : .warning
-        logger.log(level: level, reason, metadata: ["dropped": "\(dropped.count)", "devices": "\(devices)"])
+        logger.log(level: level, reason, metadata: ["dropped": "\(forgotten.count)", "devices": "\(devices)"])
     }
 
     private static func enqueue(_ record: OutboxRecord, into lanes: inout Lanes) {
@@ -834,7 +850,7 @@ public final class TelemetryRelay: Sendable {
                 guard book.messages > 0 else { return }
                 let now = Self.nowMS()
                 let cutoff = now - Int64(book.policy.maxAge.components.seconds * 1000)
-                let keep = lanes.withLock { Set($0.inflightDevice.keys) }
+                let keep = lanes.withLock { $0.inFlightOrPendingDeletion }
                 let dropped = try store.dropOlderThan(cutoff, keep: keep)
                 forget(dropped, in: &book, reason: "dropped messages older than the outbox's max_age")
                 let expired = try store.dropExpired(nowMS: now, keep: keep)
