@@ -71,6 +71,13 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // AMQP 1.0 through qpid-proton's C library: the `amqp` transport and DevHub's AMQP endpoint.
+        .systemLibrary(
+            name: "CQpidProton",
+            path: "Sources/CQpidProton",
+            pkgConfig: "libqpid-proton",
+            providers: [.apt(["libqpid-proton11-dev"])]
+        ),
         // TPM 2.0 through tss2-esys: EK/SRK, ActivateCredential, import, HMAC inside the TPM.
         .systemLibrary(
             name: "CTSS2",
