@@ -1,29 +1,88 @@
 import Foundation
 import GatehousePluginKit
 
-/// The host settings beside the ruleset: sysctls (IPv6 off, ICMP and SYN-cookie hardening) and
-/// USB mass storage blocked (a modprobe blacklist and a udev rule that de-authorises new mass-
-/// storage interfaces, except the allow-listed vendor:product pairs). Each is optional; what the
-/// config does not name is left alone.
+/// The host settings beside the ruleset: sysctls (hardening, IPv6 off, SYN cookies, conntrack)
+/// and USB mass storage blocked (a modprobe blacklist and a udev rule that de-authorises new
+/// mass-storage interfaces, except the allow-listed vendor:product pairs).
+///
+/// Applied as one transaction, after the ruleset: every value is read before anything is
+/// written, and if one write fails, every setting already written is put back as it was, and
+/// the error names the setting (its config key). A setting that already has its value is not
+/// written (a read-only /proc/sys then costs nothing). An interface that does not exist is a
+/// warning, never a failure: the rest still applies.
 struct HostSettings {
-    let settings: FirewallSettings
+    /// One setting: a sysctl, or a file gatehouse owns.
+    struct Setting: Sendable, Equatable {
+        enum Target: Sendable, Equatable {
+            /// A sysctl, by its path below `sysctl_root` ("net/ipv4/conf/all/rp_filter").
+            case sysctl(String)
+            /// A file with gatehouse's marker; `nil` content: gatehouse's file removed.
+            case file(String)
+        }
+        var target: Target
+        /// The value (a sysctl's number, a file's content; nil: no file).
+        var value: String?
+        /// The config key that asks for it, named in errors.
+        var key: String
 
-    /// Applies them; returns what it did, one line each.
-    func apply() throws(PluginError) -> [String] {
-        var done: [String] = []
-        for interface in settings.disableIPv6 {
-            let names = interface == "all" ? ["all", "default"] : [interface]
-            for name in names {
-                let path = "\(settings.sysctlRoot)/net/ipv6/conf/\(name)/disable_ipv6"
-                if !FileManager.default.fileExists(atPath: "\(settings.sysctlRoot)/net/ipv6") {
-                    done.append("IPv6 is not available on this host: nothing to disable")
-                    break
-                }
-                try write(sysctl: path, "1", key: "disable_ipv6")
-                done.append("net.ipv6.conf.\(name).disable_ipv6 = 1")
+        /// "net.ipv4.conf.all.rp_filter" or the file's path.
+        var name: String {
+            switch target {
+            case .sysctl(let path): return path.replacingOccurrences(of: "/", with: ".")
+            case .file(let path): return path
             }
         }
-        for (key, value, sysctl) in [
+
+        /// One line for render, status and the log: "net.ipv4.conf.all.rp_filter = 1 (rp_filter)".
+        var line: String {
+            switch target {
+            case .sysctl: return "\(name) = \(value ?? "") (\(key))"
+            case .file(let path):
+                return value == nil ? "\(path): removed if gatehouse wrote it (\(key))" : "\(path): written (\(key))"
+            }
+        }
+    }
+
+    let settings: FirewallSettings
+    /// What the config asks for, in the order it is applied.
+    let planned: [Setting]
+    /// What cannot apply and is skipped (a missing interface), one sentence each.
+    let warnings: [String]
+
+    init(_ settings: FirewallSettings) {
+        self.settings = settings
+        var planned: [Setting] = []
+        var warnings: [String] = []
+        let root = settings.sysctlRoot
+        let fileManager = FileManager.default
+        func sysctl(_ path: String, _ value: String, _ key: String) {
+            planned.append(Setting(target: .sysctl(path), value: value, key: key))
+        }
+        /// The interfaces the kernel has now (conf/all and conf/default aside), loopback excepted.
+        func interfaces(_ family: String) -> [String] {
+            let names = (try? fileManager.contentsOfDirectory(atPath: "\(root)/net/\(family)/conf")) ?? []
+            return names.filter { !["all", "default", "lo"].contains($0) }.sorted()
+        }
+        let hasIPv6 = fileManager.fileExists(atPath: "\(root)/net/ipv6")
+
+        // IPv4 hardening. Which of all/default/each interface counts differs per setting
+        // (kernel ip-sysctl.rst): rp_filter takes the larger of all and the interface,
+        // log_martians either, accept_source_route both; redirects need every interface too.
+        let rpFilter = ["off": "0", "strict": "1", "loose": "2"][settings.rpFilter] ?? "1"
+        for scope in ["all", "default"] {
+            sysctl("net/ipv4/conf/\(scope)/rp_filter", rpFilter, "rp_filter")
+            sysctl("net/ipv4/conf/\(scope)/log_martians", settings.logMartians ? "1" : "0", "log_martians")
+            sysctl(
+                "net/ipv4/conf/\(scope)/accept_source_route", settings.acceptSourceRoute ? "1" : "0",
+                "accept_source_route")
+        }
+        for scope in ["all", "default"] + interfaces("ipv4") {
+            sysctl(
+                "net/ipv4/conf/\(scope)/accept_redirects", settings.acceptRedirects ? "1" : "0", "accept_redirects")
+            sysctl("net/ipv4/conf/\(scope)/secure_redirects", settings.acceptRedirects ? "1" : "0", "accept_redirects")
+            sysctl("net/ipv4/conf/\(scope)/send_redirects", settings.sendRedirects ? "1" : "0", "send_redirects")
+        }
+        for (key, value, path) in [
             (
                 "icmp_ignore_bogus_error_responses", settings.icmpIgnoreBogusErrorResponses,
                 "net/ipv4/icmp_ignore_bogus_error_responses"
@@ -32,30 +91,159 @@ struct HostSettings {
             ("icmp_echo_ignore_broadcasts", settings.icmpEchoIgnoreBroadcasts, "net/ipv4/icmp_echo_ignore_broadcasts"),
         ] {
             guard let value else { continue }
-            try write(sysctl: "\(settings.sysctlRoot)/\(sysctl)", value ? "1" : "0", key: key)
-            done.append("\(sysctl.replacingOccurrences(of: "/", with: ".")) = \(value ? 1 : 0)")
+            sysctl(path, value ? "1" : "0", key)
         }
+        // Conntrack (loaded by the ruleset, which is applied first): half-open inbound
+        // connections forgotten sooner, so a spoofed flood holds fewer entries; SYNPROXY needs
+        // strict tracking (a packet in the middle of an unknown connection is invalid).
+        if settings.conntrackSynTimeout > 0 {
+            sysctl(
+                "net/netfilter/nf_conntrack_tcp_timeout_syn_recv", "\(settings.conntrackSynTimeout)",
+                "conntrack_syn_timeout")
+        }
+        if settings.synFloodProtection == .synproxy {
+            sysctl("net/netfilter/nf_conntrack_tcp_loose", "0", "syn_flood_protection")
+        }
+
+        // IPv6: off where asked; router advertisements and redirects off unless the site uses them.
+        if hasIPv6 {
+            for interface in settings.disableIPv6 {
+                if interface == "all" {
+                    sysctl("net/ipv6/conf/all/disable_ipv6", "1", "disable_ipv6")
+                    sysctl("net/ipv6/conf/default/disable_ipv6", "1", "disable_ipv6")
+                } else if fileManager.fileExists(atPath: "\(root)/net/ipv6/conf/\(interface)") {
+                    sysctl("net/ipv6/conf/\(interface)/disable_ipv6", "1", "disable_ipv6")
+                } else {
+                    warnings.append(
+                        "disable_ipv6: interface \(interface) does not exist: its IPv6 is left as it is; the rest applies"
+                    )
+                }
+            }
+            for scope in ["all", "default"] + interfaces("ipv6") {
+                sysctl("net/ipv6/conf/\(scope)/accept_ra", settings.acceptRA ? "1" : "0", "accept_ra")
+                sysctl(
+                    "net/ipv6/conf/\(scope)/accept_redirects", settings.acceptRedirects ? "1" : "0",
+                    "accept_redirects")
+            }
+            for scope in ["all", "default"] {
+                sysctl(
+                    "net/ipv6/conf/\(scope)/accept_source_route", settings.acceptSourceRoute ? "0" : "-1",
+                    "accept_source_route")
+            }
+        } else if !settings.disableIPv6.isEmpty {
+            warnings.append("disable_ipv6: IPv6 is not available on this host: nothing to disable")
+        }
+
         switch settings.usbStorage {
         case "block":
-            if settings.usbAllow.isEmpty {
-                try install(Self.modprobeBlacklist, at: settings.modprobeFile, key: "modprobe_file")
-                done.append("usb-storage and uas blacklisted: \(settings.modprobeFile)")
-            } else {
-                // Allowed devices need the driver: only the udev rule then.
-                try removeOurs(settings.modprobeFile, key: "modprobe_file")
-            }
-            try install(udevRule(allow: settings.usbAllow), at: settings.udevRulesFile, key: "udev_rules_file")
-            done.append(
-                "new USB mass-storage interfaces de-authorised\(settings.usbAllow.isEmpty ? "" : " except \(settings.usbAllow.joined(separator: ", "))"): \(settings.udevRulesFile)"
-            )
+            // Allowed devices need the driver: only the udev rule then.
+            let blacklist = settings.usbAllow.isEmpty ? Self.modprobeBlacklist : nil
+            planned.append(Setting(target: .file(settings.modprobeFile), value: blacklist, key: "modprobe_file"))
+            planned.append(
+                Setting(
+                    target: .file(settings.udevRulesFile), value: Self.udevRule(allow: settings.usbAllow),
+                    key: "udev_rules_file"))
         case "allow":
-            try removeOurs(settings.modprobeFile, key: "modprobe_file")
-            try removeOurs(settings.udevRulesFile, key: "udev_rules_file")
-            done.append("USB mass storage allowed (gatehouse's blocking files removed)")
+            planned.append(Setting(target: .file(settings.modprobeFile), value: nil, key: "modprobe_file"))
+            planned.append(Setting(target: .file(settings.udevRulesFile), value: nil, key: "udev_rules_file"))
         default:
             break
         }
+        for allow in settings.unpinnedDerived {
+            warnings.append(
+                "\(allow.origin) (\(allow.comment), \(allow.proto) port \(allow.port)) is not opened: set [firewall] site_interface or site_source to say where leaf devices connect from"
+            )
+        }
+        self.planned = planned
+        self.warnings = warnings
+    }
+
+    /// What one setting is now: a sysctl's value, a file's content (nil: no file).
+    func current(_ setting: Setting) throws(PluginError) -> String? {
+        switch setting.target {
+        case .sysctl(let path):
+            guard let text = try? String(contentsOfFile: "\(settings.sysctlRoot)/\(path)", encoding: .utf8) else {
+                throw PluginError(
+                    "\(setting.key): cannot read \(setting.name) (\(String(cString: strerror(errno))))",
+                    configKey: setting.key)
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        case .file(let path):
+            return try? String(contentsOfFile: path, encoding: .utf8)
+        }
+    }
+
+    /// Applies every setting; on the first failure puts back what it changed and throws, naming
+    /// the setting. Returns what it changed, one line each.
+    func apply() throws(PluginError) -> [String] {
+        // Recorded before anything is written: a setting that cannot be read fails here.
+        var before: [String?] = []
+        for setting in planned { before.append(try current(setting)) }
+        var changed: [Int] = []
+        var done: [String] = []
+        for (index, setting) in planned.enumerated() where !isInPlace(setting, before[index]) {
+            do {
+                try write(setting.target, setting.value, key: setting.key)
+                changed.append(index)
+                done.append(setting.line)
+            } catch {
+                let restored = restore(changed.map { (planned[$0], before[$0]) })
+                throw PluginError(
+                    "\(error.message); \(restored) — the host settings are as they were", configKey: error.configKey)
+            }
+        }
         return done
+    }
+
+    /// Whether a setting already holds its value (then nothing is written).
+    private func isInPlace(_ setting: Setting, _ now: String?) -> Bool {
+        switch setting.target {
+        case .sysctl: return now == setting.value
+        case .file:
+            // An absent file is in place when none is wanted; someone else's file is never touched.
+            if setting.value == nil { return now.map { !$0.hasPrefix(Self.marker) } ?? true }
+            return now == setting.value
+        }
+    }
+
+    /// Puts the given settings back, last changed first; a sentence saying how it went.
+    private func restore(_ settings: [(Setting, String?)]) -> String {
+        var failed: [String] = []
+        for (setting, value) in settings.reversed() {
+            do {
+                try write(setting.target, value, key: setting.key)
+            } catch {
+                failed.append(error.message)
+            }
+        }
+        if settings.isEmpty { return "nothing had been changed" }
+        if failed.isEmpty { return "\(settings.count) setting(s) already changed were put back" }
+        return "putting back what was changed failed too: \(failed.joined(separator: "; "))"
+    }
+
+    private func write(_ target: Setting.Target, _ value: String?, key: String) throws(PluginError) {
+        switch target {
+        case .sysctl(let path):
+            let full = "\(settings.sysctlRoot)/\(path)"
+            guard let handle = FileHandle(forWritingAtPath: full) else {
+                throw PluginError(
+                    "\(key): cannot set \(path.replacingOccurrences(of: "/", with: ".")) (\(String(cString: strerror(errno))))",
+                    configKey: key)
+            }
+            defer { try? handle.close() }
+            do {
+                try handle.write(contentsOf: Data((value ?? "").utf8))
+            } catch {
+                throw PluginError(
+                    "\(key): cannot set \(path.replacingOccurrences(of: "/", with: ".")): \(error)", configKey: key)
+            }
+        case .file(let path):
+            if let value {
+                try install(value, at: path, key: key)
+            } else {
+                try remove(path, key: key)
+            }
+        }
     }
 
     static let marker = "# Written by gatehouse ([firewall] usb_storage)."
@@ -70,7 +258,7 @@ struct HostSettings {
 
         """
 
-    func udevRule(allow: [String]) -> String {
+    static func udevRule(allow: [String]) -> String {
         var lines = [
             "\(Self.marker) Do not edit: gatehouse rewrites it.",
             "# New USB interfaces of class 08 (mass storage) are de-authorised unless allow-listed.",
@@ -89,18 +277,6 @@ struct HostSettings {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    private func write(sysctl path: String, _ value: String, key: String) throws(PluginError) {
-        guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw PluginError("cannot set \(path) (\(String(cString: strerror(errno))))", configKey: key)
-        }
-        defer { try? handle.close() }
-        do {
-            try handle.write(contentsOf: Data(value.utf8))
-        } catch {
-            throw PluginError("cannot set \(path): \(error)", configKey: key)
-        }
-    }
-
     /// Writes a file atomically (a temporary file renamed over it), creating its folder.
     private func install(_ contents: String, at path: String, key: String) throws(PluginError) {
         let url = URL(fileURLWithPath: path)
@@ -109,18 +285,19 @@ struct HostSettings {
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(contents.utf8).write(to: url, options: .atomic)
         } catch {
-            throw PluginError("cannot write \(path): \(error)", configKey: key)
+            throw PluginError("\(key): cannot write \(path): \(error.localizedDescription)", configKey: key)
         }
     }
 
     /// Removes a file gatehouse wrote (and only such a file).
-    private func removeOurs(_ path: String, key: String) throws(PluginError) {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
-        guard text.hasPrefix(Self.marker) else { return }
+    private func remove(_ path: String, key: String) throws(PluginError) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), text.hasPrefix(Self.marker) else {
+            return
+        }
         do {
             try FileManager.default.removeItem(atPath: path)
         } catch {
-            throw PluginError("cannot remove \(path): \(error)", configKey: key)
+            throw PluginError("\(key): cannot remove \(path): \(error.localizedDescription)", configKey: key)
         }
     }
 }

@@ -49,7 +49,7 @@ final class NftablesFirewall: FirewallPlugin {
     func control(_ action: FirewallAction) throws(PluginError) -> String {
         try lock.withLock { _ throws(PluginError) -> String in
             switch action {
-            case .render: return Ruleset(settings).script
+            case .render: return render()
             case .check: return try check()
             case .apply: return try apply()
             case .status: return try status()
@@ -74,6 +74,7 @@ final class NftablesFirewall: FirewallPlugin {
         let ruleset = Ruleset(settings)
         let started = ContinuousClock.now
         try dryRun(ruleset, nft)
+        _ = try ownedTable(nft)
         let summary =
             "ruleset checks: \(ruleset.ruleCount) rules in table inet \(settings.table) (dry run \(Self.ms(.now - started)))"
         if let drift = try verify(nft) {
@@ -82,58 +83,132 @@ final class NftablesFirewall: FirewallPlugin {
         return summary
     }
 
+    /// Render → check → apply the ruleset → read it back → host settings. The ruleset goes
+    /// first, so it is never absent because of a host setting; if a host setting fails, the
+    /// host settings are put back (HostSettings) and so is the previous ruleset — on a host that
+    /// had none (a first start), the new one stays: failing closed, never open.
     private func apply() throws(PluginError) -> String {
         let nft = try nftables()
         let clock = ContinuousClock()
         let t0 = clock.now
         let ruleset = Ruleset(settings)
+        let host = HostSettings(settings)
         let t1 = clock.now
         try dryRun(ruleset, nft)
+        let previous = try ownedTable(nft)
+        let previousRecord = previous == nil ? nil : AppliedRecord.load(from: settings.stateFile)
+        let recorded = previousRecord?.table == settings.table ? previousRecord : nil
         let t2 = clock.now
-        let hostChanges = try HostSettings(settings: settings).apply()
         do {
             try nft.run(ruleset.script)
         } catch {
             throw PluginError(describe(error, ruleset, stage: "apply"))
         }
         let t3 = clock.now
-        guard let json = nft.listTable(settings.table, json: true, stateless: true),
-            let text = nft.listTable(settings.table, json: false, stateless: true)
-        else { throw PluginError("applied, but table inet \(settings.table) cannot be read back") }
-        let applied = try Fingerprint(json: json, text: text)
-        // Read back: the kernel holds the chain, the policy, every counter and every rule rendered.
-        guard applied.policy == "drop", applied.hook == "input" else {
-            throw PluginError("read back: chain input is not hooked on input with policy drop")
-        }
-        guard applied.rules.count == ruleset.ruleCount else {
-            throw PluginError("read back: \(applied.rules.count) rules in chain input, \(ruleset.ruleCount) rendered")
-        }
-        let missing = Set(Ruleset.counters.map(\.name)).subtracting(applied.counters)
-        guard missing.isEmpty else {
-            throw PluginError("read back: counters missing: \(missing.sorted().joined(separator: ", "))")
+        let applied: Fingerprint
+        do throws(PluginError) {
+            applied = try readBack(nft, ruleset)
+        } catch {
+            throw PluginError(
+                "\(error.message); \(restore(recorded, hadPrevious: previous != nil, nft))", configKey: error.configKey)
         }
         let t4 = clock.now
+        let hostChanges: [String]
+        do throws(PluginError) {
+            hostChanges = try host.apply()
+        } catch {
+            throw PluginError(
+                "a host setting does not apply: \(error.message); \(restore(recorded, hadPrevious: previous != nil, nft))",
+                configKey: error.configKey)
+        }
+        let t5 = clock.now
         let record = AppliedRecord(
             table: settings.table, appliedAtMS: Int64(Date().timeIntervalSince1970 * 1000), fingerprint: applied,
             timings: [
                 "render_ms": Self.milliseconds(t1 - t0), "check_ms": Self.milliseconds(t2 - t1),
                 "apply_ms": Self.milliseconds(t3 - t2), "read_back_ms": Self.milliseconds(t4 - t3),
-            ], hostSettings: hostChanges)
+                "host_settings_ms": Self.milliseconds(t5 - t4),
+            ], hostSettings: host.planned.map(\.line), script: ruleset.script)
         try record.save(to: settings.stateFile)
-        for change in hostChanges { host.log(.info, "host setting: \(change)") }
+        for warning in host.warnings { self.host.log(.warning, "firewall: \(warning)") }
+        for change in hostChanges { self.host.log(.info, "host setting: \(change)") }
         return
-            "firewall applied: \(ruleset.ruleCount) rules in table inet \(settings.table), read back and verified in \(Self.ms(t4 - t0)) (render \(Self.ms(t1 - t0)), check \(Self.ms(t2 - t1)), apply \(Self.ms(t3 - t2)), read back \(Self.ms(t4 - t3)))"
+            "firewall applied: \(ruleset.ruleCount) rules in table inet \(settings.table), read back and verified in \(Self.ms(t4 - t0)) (render \(Self.ms(t1 - t0)), check \(Self.ms(t2 - t1)), apply \(Self.ms(t3 - t2)), read back \(Self.ms(t4 - t3))); host settings: \(host.planned.count) as configured, \(hostChanges.count) changed (\(Self.ms(t5 - t4)))\(host.warnings.isEmpty ? "" : "; \(host.warnings.count) warning(s): \(host.warnings.joined(separator: "; "))")"
+    }
+
+    /// The kernel holds the chains, the policy, every counter and every rule rendered.
+    private func readBack(_ nft: Nftables, _ ruleset: Ruleset) throws(PluginError) -> Fingerprint {
+        guard let json = nft.listTable(settings.table, json: true, stateless: true),
+            let text = nft.listTable(settings.table, json: false, stateless: true)
+        else { throw PluginError("applied, but table inet \(settings.table) cannot be read back") }
+        let applied = try Fingerprint(json: json, text: text)
+        guard applied.policy == "drop", applied.hook == "input" else {
+            throw PluginError("read back: chain input is not hooked on input with policy drop")
+        }
+        guard applied.rules.count == ruleset.ruleCount else {
+            throw PluginError("read back: \(applied.rules.count) rules in the table, \(ruleset.ruleCount) rendered")
+        }
+        let missing = Set(Ruleset.counters.map(\.name)).subtracting(applied.counters)
+        guard missing.isEmpty else {
+            throw PluginError("read back: counters missing: \(missing.sorted().joined(separator: ", "))")
+        }
+        return applied
+    }
+
+    /// Puts the previously applied ruleset back after a failed apply; a sentence saying what
+    /// the host is left with.
+    private func restore(_ previous: AppliedRecord?, hadPrevious: Bool, _ nft: Nftables) -> String {
+        guard let previous else {
+            return hadPrevious
+                ? "the previous ruleset was not recorded (\(settings.stateFile)): the new one stays in place (fail closed)"
+                : "there was no previous ruleset: the new one stays in place (fail closed)"
+        }
+        do {
+            try nft.run(previous.script)
+            return "the previous ruleset is back in place"
+        } catch {
+            return "the previous ruleset could not be put back (\(error.message)): the new one stays in place"
+        }
+    }
+
+    /// The live table's text when it is gatehouse's (it carries `Ruleset.marker`); nil when
+    /// there is none. A table of that name that gatehouse did not create is refused, never
+    /// replaced or removed.
+    private func ownedTable(_ nft: Nftables) throws(PluginError) -> String? {
+        guard let text = nft.listTable(settings.table, json: false, stateless: true) else { return nil }
+        let head = text.split(separator: "\n").prefix(3).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard head.contains("comment \"\(Ruleset.marker)\"") else {
+            throw PluginError(
+                "table: table inet \(settings.table) exists and gatehouse did not create it (it lacks gatehouse's comment); it is left as it is — name another table in [firewall] table",
+                configKey: "table")
+        }
+        return text
     }
 
     private func remove() throws(PluginError) -> String {
         let nft = try nftables()
+        guard try ownedTable(nft) != nil else {
+            try? FileManager.default.removeItem(atPath: settings.stateFile)
+            return "firewall: table inet \(settings.table) is not there: nothing to remove"
+        }
         do {
-            try nft.run("table inet \(settings.table)\ndelete table inet \(settings.table)\n")
+            try nft.run("delete table inet \(settings.table)\n")
         } catch {
             throw PluginError("cannot remove table inet \(settings.table): \(error.message)")
         }
         try? FileManager.default.removeItem(atPath: settings.stateFile)
         return "firewall removed: table inet \(settings.table) deleted"
+    }
+
+    /// The ruleset, then the host settings it comes with, as comments.
+    private func render() -> String {
+        let host = HostSettings(settings)
+        var lines = [
+            "", "# Host settings, applied after the ruleset (all put back if one fails):",
+        ]
+        lines += host.planned.map { "#   \($0.line)" }
+        lines += host.warnings.map { "# warning: \($0)" }
+        return Ruleset(settings).script + lines.joined(separator: "\n") + "\n"
     }
 
     /// JSON: the counters by reason, and whether the table is still what was applied.
@@ -165,6 +240,26 @@ final class NftablesFirewall: FirewallPlugin {
             }
         }
         report["counters"] = counters
+        let hostSettings = HostSettings(settings)
+        report["host_settings"] = hostSettings.planned.map { setting -> [String: Any] in
+            let live = try? hostSettings.current(setting)
+            var entry: [String: Any] = ["setting": setting.name, "key": setting.key]
+            switch setting.target {
+            case .sysctl:
+                entry["wanted"] = setting.value ?? ""
+                entry["live"] = live ?? "unavailable"
+                entry["as_configured"] = live == setting.value
+            case .file:
+                entry["wanted"] = setting.value == nil ? "absent" : "written by gatehouse"
+                entry["live"] =
+                    live == nil ? "absent" : live == setting.value ? "written by gatehouse" : "other content"
+                entry["as_configured"] =
+                    live == setting.value
+                    || (setting.value == nil && live.map { !$0.hasPrefix(HostSettings.marker) } ?? true)
+            }
+            return entry
+        }
+        report["warnings"] = hostSettings.warnings
         guard
             let data = try? JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
         else { throw PluginError("cannot encode the status") }
@@ -187,10 +282,8 @@ final class NftablesFirewall: FirewallPlugin {
     private func describe(_ error: Nftables.Failure, _ ruleset: Ruleset, stage: String) -> String {
         var rule = ""
         if let nft = try? Nftables() {
-            for (line, origin, text) in ruleset.rules {
-                let probe =
-                    "table inet gatehouse_probe {\n\tcounter \(Ruleset.counters.map(\.name).joined(separator: " {}\n\tcounter ")) {}\n\tchain probe {\n\(text)\n\t}\n}\n"
-                if (try? nft.run(probe, dryRun: true)) == nil {
+            for (line, origin, _, text) in ruleset.rules {
+                if (try? nft.run(Ruleset.probe(text), dryRun: true)) == nil {
                     rule = " in rule `\(origin)` (line \(line): `\(text.trimmingCharacters(in: .whitespaces))`)"
                     break
                 }
@@ -225,10 +318,12 @@ struct Fingerprint: Codable, Equatable {
     var hook: String
     var policy: String
     var counters: [String]
-    /// Each rule's expression, canonical JSON.
+    /// Each rule's expression, canonical JSON (its chain included), every chain in order.
     var rules: [String]
     /// Each rule as `nft list` prints it, for messages.
     var ruleText: [String]
+    /// Each rule's chain, for messages.
+    var ruleChains: [String]
 
     init(json: String, text: String) throws(PluginError) {
         guard let data = json.data(using: .utf8),
@@ -245,7 +340,7 @@ struct Fingerprint: Codable, Equatable {
                 policy = chain["policy"] as? String ?? ""
             } else if let counter = entry["counter"] as? [String: Any], let name = counter["name"] as? String {
                 counters.append(name)
-            } else if let rule = entry["rule"] as? [String: Any], rule["chain"] as? String == "input" {
+            } else if let rule = entry["rule"] as? [String: Any] {
                 var normalized = rule
                 normalized["handle"] = nil
                 let data = (try? JSONSerialization.data(withJSONObject: normalized, options: [.sortedKeys])) ?? Data()
@@ -256,20 +351,23 @@ struct Fingerprint: Codable, Equatable {
         self.policy = policy
         self.counters = counters.sorted()
         self.rules = rules
-        // The rule lines of chain input, after its `type ... policy ...;` line.
-        var inChain = false
+        // The rule lines of each chain, after its `type ... policy ...;` line.
+        var chain: String?
         var lines: [String] = []
+        var chains: [String] = []
         for line in text.split(separator: "\n") {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.hasPrefix("chain input") {
-                inChain = true
-            } else if inChain, trimmed == "}" {
-                inChain = false
-            } else if inChain, !trimmed.hasPrefix("type "), !trimmed.isEmpty {
+            if trimmed.hasPrefix("chain "), trimmed.hasSuffix("{") {
+                chain = String(trimmed.dropFirst(6).dropLast().trimmingCharacters(in: .whitespaces))
+            } else if chain != nil, trimmed == "}" {
+                chain = nil
+            } else if let chain, !trimmed.hasPrefix("type "), !trimmed.isEmpty {
                 lines.append(trimmed)
+                chains.append(chain)
             }
         }
         ruleText = lines
+        ruleChains = chains
     }
 
     /// A sentence naming the first difference, or nil.
@@ -283,9 +381,13 @@ struct Fingerprint: Codable, Equatable {
             guard applied != now else { continue }
             let appliedText = index < ruleText.count ? ruleText[index] : "(none)"
             let nowText = index < live.ruleText.count ? live.ruleText[index] : "(none)"
-            if applied == nil { return "was changed: rule \(index + 1) of chain input was added: `\(nowText)`" }
-            if now == nil { return "was changed: rule \(index + 1) of chain input was removed: `\(appliedText)`" }
-            return "was changed: rule \(index + 1) of chain input is now `\(nowText)`, applied `\(appliedText)`"
+            // "rule 12 of chain input": counted within its chain.
+            let chains = now == nil ? ruleChains : live.ruleChains
+            let chain = index < chains.count ? chains[index] : "input"
+            let place = "rule \(chains.prefix(index).filter { $0 == chain }.count + 1) of chain \(chain)"
+            if applied == nil { return "was changed: \(place) was added: `\(nowText)`" }
+            if now == nil { return "was changed: \(place) was removed: `\(appliedText)`" }
+            return "was changed: \(place) is now `\(nowText)`, applied `\(appliedText)`"
         }
         return nil
     }
@@ -298,6 +400,8 @@ struct AppliedRecord: Codable {
     var fingerprint: Fingerprint
     var timings: [String: Double]
     var hostSettings: [String]
+    /// The script applied: what a failed apply puts back.
+    var script: String
 
     func save(to path: String) throws(PluginError) {
         do {

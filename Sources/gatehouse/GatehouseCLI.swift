@@ -55,6 +55,8 @@ struct Status: ParsableCommand {
         let gatewayIdentity = try store.gatewayIdentity()
         // Counted from the table: what is kept now, and what of it since the daemon's start.
         let deadLetters = try store.deadLetterTotals(sinceMS: status?.startedMS ?? 0)
+        // The firewall and its host settings, live (docs/firewall.md).
+        let firewall = FirewallStatus.read(config)
         if json {
             struct Report: Codable {
                 var daemon: DaemonStatus?
@@ -62,14 +64,28 @@ struct Status: ParsableCommand {
                 var gatewayIdentity: GatewayIdentityRecord?
                 var deadLetters: DeadLetterTotals
                 var devices: [DeviceRecord]
+                var firewall: FirewallStatus?
+                var firewallError: String?
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let report = Report(
+            var report = Report(
                 daemon: status, running: status.map(Self.isRunning) ?? false, gatewayIdentity: gatewayIdentity,
                 deadLetters: deadLetters, devices: devices)
+            switch firewall {
+            case .some(.success(let value)): report.firewall = value
+            case .some(.failure(let error)): report.firewallError = error.message
+            case nil: break
+            }
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
+        }
+        defer {
+            switch firewall {
+            case .some(.success(let value)): print(""); value.lines.forEach { print($0) }
+            case .some(.failure(let error)): print("\nfirewall: cannot read its status: \(error.message)")
+            case nil: break
+            }
         }
         guard let status else {
             print("gatehoused has not run with \(config.gateway.stateDB) yet")
