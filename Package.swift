@@ -59,8 +59,9 @@ let package = Package(
             providers: [.apt(["libmosquitto-dev"])]
         ),
         // One libmosquitto client, driven by poll(2) (any descriptor number), for the DPS client,
-        // the dynamic-security admin and the `mqtt` transport's hub side.
-        .target(name: "MosquittoClient", dependencies: ["CMosquitto"]),
+        // the dynamic-security admin and the `mqtt` transport's hub side (OpenSSL: its batched
+        // TLS writes).
+        .target(name: "MosquittoClient", dependencies: ["CMosquitto", "COpenSSL"]),
         // The rule language: lexer, parser, checker, compiler, evaluator, diagnostics, test runner.
         // No dependencies: integrators' tooling and the daemon both link it.
         .target(name: "GateRules"),
@@ -141,7 +142,11 @@ let package = Package(
         .target(
             name: "GatehouseStore",
             // IoTHubWire: the v8 migration reads the property bags older versions stored.
-            dependencies: ["IoTHubWire", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "IoTHubWire", .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, for the outbox's hot insert (StateStore+Outbox.swift).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ]
         ),
         .executableTarget(
             name: "gatehoused",

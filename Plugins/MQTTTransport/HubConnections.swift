@@ -197,6 +197,8 @@ final class HubConnections: Sendable {
                 var fds = [pollfd(fd: owner.wakePipe.read, events: Int16(POLLIN), revents: 0)]
                 var order: [HubLink] = []
                 for link in links.values {
+                    // What this pass queued leaves now, one write(2) a link (see `onConnect`).
+                    link.client.flushWrites()
                     guard let watched = link.client.pollDescriptor(writable: link.state == .connecting) else {
                         continue
                     }
@@ -265,6 +267,7 @@ final class HubConnections: Sendable {
                 var fds: [pollfd] = []
                 var order: [HubLink] = []
                 for link in links.values {
+                    link.client.flushWrites()
                     let socket = link.client.socket
                     guard socket >= 0 else { continue }
                     fds.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0))
@@ -322,6 +325,9 @@ final class HubLink {
     static let provenAfterMS: Int64 = 10_000
     /// After a refusal, the next one needs a PUBACK in between, or this long.
     static let refusalCooldownMS: Int64 = 300_000
+    /// libmosquitto's own lines reported while connecting (a TLS handshake refused for a bad
+    /// certificate, say, says more than the disconnect code that follows).
+    static let connectLogLevels: MosquittoLogLevel = [.error, .warning]
 
     let device: String
     let owner: HubConnections
@@ -376,9 +382,7 @@ final class HubLink {
             // The shared context, as is: libmosquitto applies no defaults of its own on top, but
             // still checks the server's host name (tls_insecure stays false).
             try client.setTLSContext(owner.tls.pointer)
-            // libmosquitto's own errors (a TLS handshake refused for a bad certificate, say) say
-            // more than the disconnect code that follows them.
-            client.logLevels = [.error, .warning]
+            client.logLevels = connectLogLevels
             return client
         } catch {
             owner.host.log(.error, "libmosquitto could not create a client for device \(device): \(error)")
@@ -554,6 +558,13 @@ final class HubLink {
             return
         }
         state = .connected
+        // From here on, the PUBLISHes and acknowledgements of each pass of the I/O loop leave in
+        // one TLS write, not one write(2) and TCP segment a message; and libmosquitto formats
+        // no log line per packet (it does whenever a log callback is set): a connection that
+        // fails now says why in its disconnect code (docs/benchmarks.md, "Where the relay's
+        // time goes").
+        client.batchTLSWrites()
+        client.logLevels = []
         connectedAtMS = HubConnections.nowMS()
         proven = false  // accepted is not proven: the backoff is reset only once it is
         retryAtMS = 1  // from now on reconnect, keeping the session
@@ -566,6 +577,7 @@ final class HubLink {
     }
 
     private func onDisconnect(_ rc: Int32) {
+        client.logLevels = Self.connectLogLevels
         owner.upDevicesRemove(device)
         let wasConnected = state == .connected
         let unanswered = publishOrder.compactMap { outstanding[$0] }

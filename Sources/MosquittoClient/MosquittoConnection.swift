@@ -1,4 +1,5 @@
 import CMosquitto
+import COpenSSL
 
 #if canImport(Glibc)
     import Glibc
@@ -268,6 +269,9 @@ public final class MosquittoConnection {
     /// Does nothing when not connected.
     public func disconnect() {
         guard let mosq else { return }
+        // The DISCONNECT goes straight to the socket, not into a write buffer closed with it.
+        if let ssl = mosquitto_ssl_get(mosq) { gh_tls_unbuffer_writes(ssl) }
+        writesPending = false
         _ = mosquitto_disconnect(mosq)
     }
 
@@ -307,16 +311,60 @@ public final class MosquittoConnection {
     public func pollDescriptor(writable: Bool = false) -> pollfd? {
         let socket = socket
         guard socket >= 0 else { return nil }
-        return pollfd(
-            fd: socket, events: Int16(POLLIN) | (writable || wantsWrite ? Int16(POLLOUT) : 0), revents: 0)
+        let write = writable || wantsWrite || writesPending
+        return pollfd(fd: socket, events: Int16(POLLIN) | (write ? Int16(POLLOUT) : 0), revents: 0)
     }
 
     /// Hands what poll(2) reported for `pollDescriptor()` to libmosquitto: a read on POLLIN,
     /// POLLERR or POLLHUP (reading is how it learns of errors and closes), then a write on
     /// POLLOUT if the socket is still open.
     public func handle(revents: Int16) {
-        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { loopRead() }
-        if revents & Int16(POLLOUT) != 0, socket >= 0 { loopWrite() }
+        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+            loopRead()
+            drainReadAhead()
+        }
+        if revents & Int16(POLLOUT) != 0, socket >= 0 {
+            flushWrites()
+            loopWrite()
+        }
+    }
+
+    /// Reads what TLS read ahead of libmosquitto (whole records already off the socket, which
+    /// poll(2) no longer reports), a few rounds at most: a partial record waits for its rest.
+    private func drainReadAhead() {
+        for _ in 0..<8 {
+            guard let mosq, let ssl = mosquitto_ssl_get(mosq), gh_tls_has_pending(ssl) == 1 else { return }
+            mosquitto_loop_read(mosq, 1)
+        }
+    }
+
+    // MARK: - Batched TLS writes (the hub side's many small PUBLISHes)
+
+    /// Whether the write buffer holds bytes the socket did not take at the last `flushWrites()`.
+    private var writesPending = false
+
+    /// Puts a write buffer under this connection's TLS: from now on every packet libmosquitto
+    /// writes (one TLS record each) collects there, and `flushWrites()` sends them all in one
+    /// write(2) — the owner's poll loop calls it before each poll. Call it once TLS is up (at
+    /// the CONNACK); a reconnect starts a new TLS session without the buffer. `disconnect()`
+    /// takes the buffer out first, so the DISCONNECT is written. False without TLS.
+    @discardableResult
+    public func batchTLSWrites(capacity: Int = 64 * 1024) -> Bool {
+        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return false }
+        return gh_tls_buffer_writes(ssl, capacity) == 1 || gh_tls_is_buffered(ssl) == 1
+    }
+
+    /// Sends what the write buffer holds. False when the socket was full: `pollDescriptor()` then
+    /// asks for POLLOUT, and `handle(revents:)` sends the rest. A failed connection reports
+    /// itself at the next read.
+    @discardableResult
+    public func flushWrites() -> Bool {
+        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else {
+            writesPending = false
+            return true
+        }
+        writesPending = gh_tls_flush(ssl) == 0
+        return !writesPending
     }
 
     /// Reads and handles what has arrived (`mosquitto_loop_read`); events come from here.
