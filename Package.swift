@@ -270,6 +270,8 @@ let package = Package(
                 "IoTHubWire",
                 // RSA-OAEP with a label and AES-CFB for DPS TPM attestation (swift-crypto has neither).
                 "COpenSSL",
+                // The AMQP endpoint: proton's connection driver and codec.
+                "CQpidProton",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

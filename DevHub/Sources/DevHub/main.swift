@@ -83,6 +83,12 @@ struct Serve: ParsableCommand {
         help: "DPS over HTTPS listen address host:port (needed for TPM attestation; same CA as MQTT).")
     var dpsHTTPS: String?
 
+    @Option(
+        help:
+            "IoT Hub over AMQP/TLS (amqps) listen address host:port, e.g. 127.0.0.1:5671 (default: no AMQP listener)."
+    )
+    var amqp: String?
+
     @Option(help: "The hub host name devices connect to (default: the MQTT listen host).")
     var hubName: String?
 
@@ -112,6 +118,11 @@ struct Serve: ParsableCommand {
             let (host, port) = try Self.split(dpsHTTPS, option: "--dps-https")
             configuration.dpsHTTPSHost = host
             configuration.dpsHTTPSPort = port
+        }
+        if let amqp {
+            let (host, port) = try Self.split(amqp, option: "--amqp")
+            configuration.amqpHost = host
+            configuration.amqpPort = port
         }
         configuration.hubName = hubName
         configuration.idScope = idScope

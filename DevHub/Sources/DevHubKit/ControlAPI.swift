@@ -236,6 +236,10 @@ final class ControlAPI: Sendable {
             return try routeDevice(
                 request, deviceID: rest[1], rest: Array(rest.dropFirst(2)), on: eventLoop)
 
+        // Network connections and the devices on each (several share one AMQP connection).
+        case (.GET, "connections", 1):
+            return eventLoop.makeSucceededFuture(ControlResponse(body: Self.connectionsJSON(hub.connections)))
+
         // Telemetry
         case (.GET, "telemetry", 1):
             let deviceID = request.query["device"]
@@ -444,6 +448,9 @@ final class ControlAPI: Sendable {
             json.set("lastActivity", .string(DevHubTime.iso8601(Date(timeIntervalSince1970: last))))
             json.set("remoteAddress", .string(connection.remoteAddress))
             json.set("messagesReceived", .int(connection.messagesReceived.load(ordering: .relaxed)))
+            json.set("transport", .string(connection.transport.rawValue))
+            json.set("connectionId", .int(Int(connection.connectionID)))
+            json.set("tokenExpiry", .int(Int(connection.tokenExpiry.load(ordering: .relaxed))))
         } else {
             json.set("connected", .bool(false))
         }
@@ -457,6 +464,23 @@ final class ControlAPI: Sendable {
                 ))
         }
         return json
+    }
+
+    /// One entry per network connection, oldest first: its transport, peer and devices.
+    static func connectionsJSON(_ devices: [DeviceConnection]) -> JSONValue {
+        let byConnection = Dictionary(grouping: devices, by: \.connectionID)
+        return .array(
+            byConnection.keys.sorted().map { id in
+                let members = byConnection[id]!.sorted { $0.deviceID < $1.deviceID }
+                let first = members[0]
+                return .object([
+                    "id": .int(Int(id)), "transport": .string(first.transport.rawValue),
+                    "remoteAddress": .string(first.remoteAddress),
+                    "authentication": first.connectionDetail.map(JSONValue.string) ?? .null,
+                    "deviceCount": .int(members.count),
+                    "devices": .array(members.map { .string($0.deviceID) }),
+                ])
+            })
     }
 
     static func telemetryJSON(_ record: TelemetryRecord) -> JSONValue {
@@ -478,6 +502,8 @@ final class ControlAPI: Sendable {
             "payload": String(validating: message.payload, as: UTF8.self).map(JSONValue.string) ?? .null,
             "state": .string(message.state), "createdAt": .string(DevHubTime.iso8601(message.createdAt)),
             "deliveredAt": message.deliveredAt.map { .string(DevHubTime.iso8601($0)) } ?? .null,
+            "outcome": message.outcome.map { .string($0.rawValue) } ?? .null,
+            "deliveryCount": .int(message.deliveryCount),
         ])
     }
 

@@ -18,6 +18,8 @@ import StrictJSON
 // - `MQTTSession.swift`: one MQTT connection's state machine, on MQTTCodec.
 // - `HubEndpoint.swift`: the IoT Hub device endpoint (auth, telemetry, C2D, methods, twins).
 // - `DPSEndpoint.swift`: the DPS registration endpoint (enrollments, assignment).
+// - `AMQPConnection.swift` (+`Device`): the IoT Hub endpoint over AMQP 1.0 (proton's connection
+//   driver; SASL in `AMQPSASL.swift`, messages in `AMQPMessage.swift` and `ProtonCodec.swift`).
 // - `SASVerifier.swift`: SAS token parsing and verification.
 // - `Registry.swift` + `DevHubStore.swift`: the records and their SQLite store (GRDB).
 // - `TelemetryWriter.swift`: batched, durable telemetry writes.
@@ -39,6 +41,10 @@ public struct DevHubConfiguration: Sendable {
     /// and server certificate as the MQTT listener. Nil: no HTTPS listener. Port 0 picks one.
     public var dpsHTTPSHost: String?
     public var dpsHTTPSPort = 443
+    /// IoT Hub over AMQP 1.0/TLS (`amqps`, docs/protocols.md §3), with the same CA and server
+    /// certificate. Nil: no AMQP listener. Port 0 picks one; Azure's SDKs use 5671.
+    public var amqpHost: String?
+    public var amqpPort = 5671
     /// The hub's host name: what DPS returns as `assignedHub` and devices put in their username
     /// and SAS resource. Defaults to the MQTT listen address, so clients need no DNS.
     public var hubName: String?
@@ -62,6 +68,8 @@ public final class DevHubServer: Sendable {
     public let httpPort: Int
     /// The bound DPS HTTPS port, when that listener is on.
     public let dpsHTTPSPort: Int?
+    /// The bound AMQP port, when that listener is on.
+    public let amqpPort: Int?
     public let caPath: String
 
     private let group: MultiThreadedEventLoopGroup
@@ -70,6 +78,7 @@ public final class DevHubServer: Sendable {
     private let mqttChannel: any Channel
     private let httpChannel: any Channel
     private let dpsHTTPSChannel: (any Channel)?
+    private let amqpChannel: (any Channel)?
     private let logger: Logger
 
     /// Opens the store, prepares certificates, binds both listeners and writes `devhub.json`.
@@ -84,7 +93,7 @@ public final class DevHubServer: Sendable {
         let certificates = try DevHubCertificates.prepare(
             in: configuration.dataDirectory,
             names: [hubName, configuration.mqttHost, "localhost", "127.0.0.1", "::1"]
-                + (configuration.dpsHTTPSHost.map { [$0] } ?? []))
+                + (configuration.dpsHTTPSHost.map { [$0] } ?? []) + (configuration.amqpHost.map { [$0] } ?? []))
         return try DevHubServer(
             configuration: configuration, store: store, certificates: certificates, logger: logger)
     }
@@ -170,6 +179,35 @@ public final class DevHubServer: Sendable {
             dpsHTTPSPort = nil
         }
 
+        if let host = configuration.amqpHost {
+            do {
+                let channel = try ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 4096)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                            try channel.pipeline.syncOperations.addHandler(
+                                AMQPConnection(services: services, id: hub.nextID()))
+                        }
+                    }
+                    .bind(host: host, port: configuration.amqpPort).wait()
+                amqpChannel = channel
+                amqpPort = channel.localAddress?.port ?? configuration.amqpPort
+            } catch {
+                mqttChannel.close(promise: nil)
+                dpsHTTPSChannel?.close(promise: nil)
+                try? group.syncShutdownGracefully()
+                try? threadPool.syncShutdownGracefully()
+                throw DevHubError(
+                    .unavailable, "cannot listen for AMQP on \(host):\(configuration.amqpPort): \(error)")
+            }
+        } else {
+            amqpChannel = nil
+            amqpPort = nil
+        }
+
         var info = JSONValue.object([
             "hubName": .string(hubName), "idScope": .string(configuration.idScope),
             "mqtt": .object(["host": .string(configuration.mqttHost), "port": .int(mqttPort)]),
@@ -177,6 +215,9 @@ public final class DevHubServer: Sendable {
         ])
         if let host = configuration.dpsHTTPSHost, let port = dpsHTTPSPort {
             info.set("dpsHttps", .object(["host": .string(host), "port": .int(port)]))
+        }
+        if let host = configuration.amqpHost, let port = amqpPort {
+            info.set("amqp", .object(["host": .string(host), "port": .int(port)]))
         }
         let api = ControlAPI(hub: hub, dps: dps, info: info)
         do {
@@ -193,6 +234,7 @@ public final class DevHubServer: Sendable {
         } catch {
             mqttChannel.close(promise: nil)
             dpsHTTPSChannel?.close(promise: nil)
+            amqpChannel?.close(promise: nil)
             try? group.syncShutdownGracefully()
             try? threadPool.syncShutdownGracefully()
             throw DevHubError(
@@ -212,8 +254,11 @@ public final class DevHubServer: Sendable {
         let https = dpsHTTPSPort.map { port in
             ", DPS over HTTPS on https://\(Self.hostForURL(configuration.dpsHTTPSHost ?? "")):\(port)"
         }
+        let amqps = amqpPort.map { port in
+            ", hub over AMQP on amqps://\(Self.hostForURL(configuration.amqpHost ?? "")):\(port)"
+        }
         logger.info(
-            "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort)\(https ?? ""), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
+            "DevHub ready: hub \(hubName) and DPS scope \(configuration.idScope) on mqtts://\(Self.hostForURL(configuration.mqttHost)):\(mqttPort)\(https ?? "")\(amqps ?? ""), control API on http://\(Self.hostForURL(configuration.httpHost)):\(httpPort), CA \(certificates.caPath)"
         )
     }
 
@@ -242,6 +287,7 @@ public final class DevHubServer: Sendable {
         try? mqttChannel.close().wait()
         try? httpChannel.close().wait()
         try? dpsHTTPSChannel?.close().wait()
+        try? amqpChannel?.close().wait()
         telemetry.drain()
         try? group.syncShutdownGracefully()
         try? threadPool.syncShutdownGracefully()

@@ -91,6 +91,13 @@ public final class DevHubStore: Sendable {
         migrator.registerMigration("v3: enrollment group provisioning status") { db in
             try db.execute(sql: "ALTER TABLE enrollment_group ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1")
         }
+        migrator.registerMigration("v4: C2D outcomes") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE c2d ADD COLUMN outcome TEXT;
+                    ALTER TABLE c2d ADD COLUMN delivery_count INTEGER NOT NULL DEFAULT 0;
+                    """)
+        }
         return migrator
     }
 
@@ -417,7 +424,8 @@ public final class DevHubStore: Sendable {
                 ])
             return C2DMessage(
                 sequence: db.lastInsertedRowID, deviceID: deviceID, messageID: messageID,
-                properties: properties, payload: payload, state: "queued", createdAt: now, deliveredAt: nil)
+                properties: properties, payload: payload, state: "queued", createdAt: now, deliveredAt: nil,
+                outcome: nil, deliveryCount: 0)
         }
     }
 
@@ -437,16 +445,44 @@ public final class DevHubStore: Sendable {
                     properties: Self.properties(fromJSON: row["properties"]),
                     payload: [UInt8](row["payload"] as Data), state: row["state"],
                     createdAt: Date(timeIntervalSince1970: row["created_at"]),
-                    deliveredAt: (row["delivered_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+                    deliveredAt: (row["delivered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                    outcome: (row["outcome"] as String?).flatMap(C2DOutcome.init(rawValue:)),
+                    deliveryCount: row["delivery_count"])
             }
         }
     }
 
+    /// The device completed the message (an MQTT PUBACK, an AMQP accepted).
     public func markC2DDelivered(sequence: Int64) throws {
+        try settleC2D(sequence: sequence, outcome: .completed)
+    }
+
+    /// Records how the device settled a message and moves it on (docs/protocols.md §3.2):
+    /// completed → `delivered`; rejected → `rejected`; abandoned → `queued` again, or
+    /// `deadlettered` after ``C2DOutcome/maxDeliveryCount`` deliveries, as IoT Hub does.
+    /// Returns the new state (nil if the message is gone).
+    @discardableResult
+    public func settleC2D(sequence: Int64, outcome: C2DOutcome) throws -> String? {
         try database.write { db in
+            guard
+                let count = try Int.fetchOne(
+                    db, sql: "SELECT delivery_count FROM c2d WHERE seq = ?", arguments: [sequence])
+            else { return nil }
+            let deliveries = count + 1
+            let state: String
+            switch outcome {
+            case .completed: state = "delivered"
+            case .rejected: state = "rejected"
+            case .abandoned: state = deliveries >= C2DOutcome.maxDeliveryCount ? "deadlettered" : "queued"
+            }
             try db.execute(
-                sql: "UPDATE c2d SET state = 'delivered', delivered_at = ? WHERE seq = ?",
-                arguments: [Date().timeIntervalSince1970, sequence])
+                sql: """
+                    UPDATE c2d SET state = ?, outcome = ?, delivery_count = ?,
+                      delivered_at = CASE WHEN ? = 'queued' THEN delivered_at ELSE ? END
+                    WHERE seq = ?
+                    """,
+                arguments: [state, outcome.rawValue, deliveries, state, Date().timeIntervalSince1970, sequence])
+            return state
         }
     }
 

@@ -42,31 +42,63 @@ struct HubUsername: Equatable {
     }
 }
 
-/// A live device connection, as the rest of DevHub sees it. Everything that touches the
-/// session runs on the connection's event loop through ``execute(_:)``.
+/// What the hub asks of the connection a device is on, whatever its transport (an MQTT
+/// session holds one device, an AMQP connection up to 999). Called on the connection's event
+/// loop only, through ``DeviceConnection/execute(_:)``.
+protocol DeviceTransport: AnyObject {
+    /// Sends the device's queued C2D messages that are not in flight, if it listens for them.
+    func deliverC2D(deviceID: String)
+    /// Sends a direct method request; false if the device does not listen for methods.
+    func sendMethodRequest(deviceID: String, name: String, requestID: String, payload: [UInt8]) -> Bool
+    /// Pushes a desired-properties patch (with its `$version`) if the device asked for them.
+    func pushDesired(deviceID: String, version: Int, patch: [UInt8])
+    /// Ends the device's presence on this connection: replaced by a newer connection, or deleted.
+    func dropDevice(deviceID: String, reason: String)
+}
+
+/// A live device on a connection, as the rest of DevHub sees it. Everything that touches the
+/// transport runs on the connection's event loop through ``execute(_:)``.
 final class DeviceConnection: Sendable {
+    /// `mqtt` or `amqp`.
+    enum Transport: String, Sendable {
+        case mqtt, amqp
+    }
+
     let deviceID: String
+    /// This device's presence (a new one each time it connects or authenticates).
     let id: UInt64
+    /// The network connection: devices that share an AMQP connection share this id.
+    let connectionID: UInt64
+    let transport: Transport
+    /// How the connection authenticated below the device: `SASL MSSBCBS`, `no SASL`, … (AMQP).
+    let connectionDetail: String?
     let channel: any Channel
-    let session: NIOLoopBound<MQTTSession>
+    let endpoint: NIOLoopBound<any DeviceTransport>
     let connectedAt: Date
     let remoteAddress: String
     let cleanSession: Bool
     /// Milliseconds since 1970 of the last packet, and the D2C messages received.
     let lastActivity = Atomic<Int64>(0)
     let messagesReceived = Atomic<Int>(0)
+    /// The expiry (seconds since 1970) of the SAS token the device last proved itself with.
+    let tokenExpiry = Atomic<Int64>(0)
 
     init(
-        deviceID: String, id: UInt64, channel: any Channel, session: NIOLoopBound<MQTTSession>,
-        remoteAddress: String, cleanSession: Bool
+        deviceID: String, id: UInt64, connectionID: UInt64? = nil, transport: Transport = .mqtt,
+        connectionDetail: String? = nil, channel: any Channel, endpoint: NIOLoopBound<any DeviceTransport>,
+        remoteAddress: String, cleanSession: Bool, tokenExpiry: Int64
     ) {
         self.deviceID = deviceID
         self.id = id
+        self.connectionID = connectionID ?? id
+        self.transport = transport
+        self.connectionDetail = connectionDetail
         self.channel = channel
-        self.session = session
+        self.endpoint = endpoint
         self.connectedAt = Date()
         self.remoteAddress = remoteAddress
         self.cleanSession = cleanSession
+        self.tokenExpiry.store(tokenExpiry, ordering: .relaxed)
         noteActivity()
     }
 
@@ -74,8 +106,8 @@ final class DeviceConnection: Sendable {
         lastActivity.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
     }
 
-    func execute(_ body: @escaping @Sendable (MQTTSession) -> Void) {
-        channel.eventLoop.execute { body(self.session.value) }
+    func execute(_ body: @escaping @Sendable (any DeviceTransport) -> Void) {
+        channel.eventLoop.execute { body(self.endpoint.value) }
     }
 }
 
@@ -180,7 +212,7 @@ final class Hub: Sendable {
                 return .refuse(.notAuthorized, "no device \"\(deviceID)\" in the registry")
             }
             switch SASVerifier.verify(token, expectedResource: expectedResource, keys: device.keys) {
-            case .valid: return .hubDevice(device)
+            case .valid: return .hubDevice(device, tokenExpiry: token.expiry)
             case let verdict: return .refuse(.notAuthorized, "SAS token refused: \(verdict)")
             }
         }
@@ -232,9 +264,8 @@ final class Hub: Sendable {
 
     /// Closes the device's connection, if any (the device was deleted).
     func disconnect(_ deviceID: String, reason: String) {
-        connection(deviceID)?.execute { session in
-            session.replaced = true
-            session.close(reason: reason)
+        connection(deviceID)?.execute { transport in
+            transport.dropDevice(deviceID: deviceID, reason: reason)
         }
     }
 
@@ -260,8 +291,8 @@ final class Hub: Sendable {
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         logger.info("invoking method \(name) on \(deviceID) ($rid \(rid))")
-        connection.execute { [self] session in
-            if !session.sendMethodRequest(name: name, requestID: rid, payload: payload) {
+        connection.execute { [self] transport in
+            if !transport.sendMethodRequest(deviceID: deviceID, name: name, requestID: rid, payload: payload) {
                 removePending(rid)?.promise.fail(
                     DevHubError(.deviceNotOnline, "device \(deviceID) has not subscribed to direct methods"))
             }
@@ -300,7 +331,7 @@ final class Hub: Sendable {
                 deviceID: deviceID, messageID: UUID().uuidString.lowercased(), properties: properties,
                 payload: payload)
         }.map { [self] message in
-            connection(deviceID)?.execute { $0.deliverC2D() }
+            connection(deviceID)?.execute { $0.deliverC2D(deviceID: deviceID) }
             return message
         }
     }
@@ -321,11 +352,8 @@ final class Hub: Sendable {
             var pushed = patch
             pushed.set("$version", .int(twin.desiredVersion))
             let bytes = pushed.utf8Bytes
-            connection(deviceID)?.execute { session in
-                session.sendPublish(
-                    topic: IoTHubTopic.twinDesired(version: twin.desiredVersion),
-                    payload: bytes,
-                    maxQoS: .atMostOnce)
+            connection(deviceID)?.execute { transport in
+                transport.pushDesired(deviceID: deviceID, version: twin.desiredVersion, patch: bytes)
             }
             return twin
         }
@@ -342,29 +370,57 @@ struct C2DDeliveryState {
 
 // MARK: - The device side of a session
 
+extension MQTTSession: DeviceTransport {
+    func deliverC2D(deviceID: String) { deliverC2D() }
+
+    func sendMethodRequest(deviceID: String, name: String, requestID: String, payload: [UInt8]) -> Bool {
+        sendMethodRequest(name: name, requestID: requestID, payload: payload)
+    }
+
+    func pushDesired(deviceID: String, version: Int, patch: [UInt8]) {
+        sendPublish(topic: IoTHubTopic.twinDesired(version: version), payload: patch, maxQoS: .atMostOnce)
+    }
+
+    func dropDevice(deviceID: String, reason: String) {
+        replaced = true
+        close(reason: reason)
+    }
+}
+
 extension MQTTSession {
-    func openHubSession(_ connect: Connect, device: DeviceIdentity) {
+    func openHubSession(_ connect: Connect, device: DeviceIdentity, tokenExpiry: Int64) {
         guard let context else { return }
         let connection = DeviceConnection(
             deviceID: device.deviceID, id: services.hub.nextID(), channel: context.channel,
-            session: NIOLoopBound(self, eventLoop: context.eventLoop), remoteAddress: remoteDescription,
-            cleanSession: connect.cleanSession)
+            endpoint: NIOLoopBound(self, eventLoop: context.eventLoop), remoteAddress: remoteDescription,
+            cleanSession: connect.cleanSession, tokenExpiry: tokenExpiry)
         self.connection = connection
         role = .hub(deviceID: device.deviceID)
         will = connect.will
         let (sessionPresent, restored, replaced) = services.hub.attach(connection)
         subscriptions = restored
         if let replaced {
-            replaced.execute { session in
-                session.replaced = true
-                session.close(reason: "a new connection for device \(device.deviceID) replaced this one")
+            replaced.execute { transport in
+                transport.dropDevice(
+                    deviceID: device.deviceID,
+                    reason: "a new connection for device \(device.deviceID) replaced this one")
             }
         }
         logger.info(
             "device \(device.deviceID) connected (clean session \(connect.cleanSession), session present \(sessionPresent))"
         )
         finishConnect(sessionPresent: sessionPresent)
+        scheduleTokenExpiry(tokenExpiry, deviceID: device.deviceID)
         if !subscriptions.isEmpty { deliverC2D() }
+    }
+
+    /// IoT Hub closes a connection whose SAS token expires (docs/protocols.md §3.4): over MQTT a
+    /// token cannot be renewed on the connection, so the device reconnects with a new one.
+    private func scheduleTokenExpiry(_ expiry: Int64, deviceID: String) {
+        guard let context, let delay = DevHubLimits.delay(untilEpochSeconds: expiry) else { return }
+        tokenExpiryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            close(reason: "the SAS token of device \(deviceID) expired at \(expiry)")
+        }
     }
 
     /// The connection closed: leave the hub, and publish the Will unless the device said goodbye.

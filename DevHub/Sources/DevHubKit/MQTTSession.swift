@@ -16,6 +16,14 @@ public enum DevHubLimits {
     static let maxSubscriptions = 8
     /// QoS 1 messages DevHub sends to one device without their PUBACK.
     static let maxInflight = 100
+
+    /// The time from now to `seconds` since 1970 (zero if past); nil beyond ten years, which
+    /// no timer needs to wait for.
+    static func delay(untilEpochSeconds seconds: Int64, now: Date = Date()) -> TimeAmount? {
+        let milliseconds = ((Double(seconds) - now.timeIntervalSince1970) * 1000).rounded(.up)
+        guard milliseconds < 10 * 365 * 86_400 * 1000 else { return nil }
+        return .milliseconds(max(0, Int64(milliseconds)))
+    }
 }
 
 /// What every session shares.
@@ -27,7 +35,8 @@ struct SessionServices: Sendable {
 
 /// The decision about a CONNECT, made by the hub or DPS endpoint.
 enum ConnectDecision: Sendable {
-    case hubDevice(DeviceIdentity)
+    /// `tokenExpiry`: the SAS token's `se`; the connection is closed then.
+    case hubDevice(DeviceIdentity, tokenExpiry: Int64)
     case dpsRegistration(DPSEnrollmentMatch)
     /// Refused with this CONNACK code; `reason` is for the log (it never holds a secret).
     case refuse(ConnAck.ReturnCode, String)
@@ -77,6 +86,7 @@ final class MQTTSession: ChannelInboundHandler {
     var lastRead = NIODeadline.now()
     var connectTimer: Scheduled<Void>?
     var keepAliveTimer: Scheduled<Void>?
+    var tokenExpiryTimer: Scheduled<Void>?
     /// Writes made while reading are flushed once, at `channelReadComplete`.
     var inRead = false
     var needsFlush = false
@@ -124,6 +134,7 @@ final class MQTTSession: ChannelInboundHandler {
         phase = .closed
         connectTimer?.cancel()
         keepAliveTimer?.cancel()
+        tokenExpiryTimer?.cancel()
         if wasOpen, case .hub = role { hubSessionEnded() }
         if wasOpen, case .dps(let registrationID, _) = role {
             logger.debug("DPS registration \(registrationID) disconnected")
@@ -221,8 +232,8 @@ final class MQTTSession: ChannelInboundHandler {
         decision.assumeIsolated().whenComplete { [self] result in
             guard phase == .authenticating else { return }
             switch result {
-            case .success(.hubDevice(let device)):
-                openHubSession(connect, device: device)
+            case .success(.hubDevice(let device, let tokenExpiry)):
+                openHubSession(connect, device: device, tokenExpiry: tokenExpiry)
             case .success(.dpsRegistration(let match)):
                 openDPSSession(connect, enrollment: match)
             case .success(.refuse(let code, let reason)):

@@ -174,10 +174,25 @@ public struct C2DMessage: Sendable, Equatable {
     public var messageID: String
     public var properties: [MessageProperty]
     public var payload: [UInt8]
-    /// `queued` or `delivered`.
+    /// `queued` (waiting, or sent and not settled), `delivered` (completed), `rejected`, or
+    /// `deadlettered` (abandoned too often).
     public var state: String
     public var createdAt: Date
+    /// When it was last settled, except by an abandon.
     public var deliveredAt: Date?
+    /// How the device last settled it; nil before it did.
+    public var outcome: C2DOutcome?
+    /// How many times the device settled it (each abandon counts).
+    public var deliveryCount: Int
+}
+
+/// How a device settles a cloud-to-device message (docs/protocols.md §3.2): over AMQP
+/// accepted, released and rejected; over MQTT a PUBACK completes.
+public enum C2DOutcome: String, Sendable {
+    case completed, abandoned, rejected
+
+    /// Deliveries after which an abandoned message is dead-lettered (IoT Hub's default).
+    public static let maxDeliveryCount = 10
 }
 
 /// A device twin: desired and reported properties, each with its own `$version`.
