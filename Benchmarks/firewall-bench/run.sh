@@ -34,7 +34,7 @@ site_source = "10.0.0.0/8"
 disable_ipv6 = ["all"]
 state_file = "$work/firewall.json"
 TOML
-echo "firewall-bench: $runs applies of a ruleset with $((extra + 2)) allow rules, in namespace $ns (release build)"
+echo "firewall-bench: $runs applies of a ruleset with $((extra + 2)) allow rules, in namespace $ns ($BIN)"
 for _ in $(seq "$runs"); do
     ip netns exec "$ns" "$BIN/gatehouse" firewall apply -c "$work/gatehouse.toml" 2>/dev/null
 done | python3 -c '

@@ -375,19 +375,32 @@ struct Fingerprint: Codable, Equatable {
         if live.policy != policy { return "was changed: chain input's policy is now \(live.policy), applied \(policy)" }
         if live.hook != hook { return "was changed: chain input is hooked on \(live.hook), applied \(hook)" }
         if live.counters != counters { return "was changed: its counters are not the ones applied" }
-        for index in 0..<max(rules.count, live.rules.count) {
-            let applied = index < rules.count ? rules[index] : nil
-            let now = index < live.rules.count ? live.rules[index] : nil
-            guard applied != now else { continue }
-            let appliedText = index < ruleText.count ? ruleText[index] : "(none)"
-            let nowText = index < live.ruleText.count ? live.ruleText[index] : "(none)"
-            // "rule 12 of chain input": counted within its chain.
-            let chains = now == nil ? ruleChains : live.ruleChains
-            let chain = index < chains.count ? chains[index] : "input"
-            let place = "rule \(chains.prefix(index).filter { $0 == chain }.count + 1) of chain \(chain)"
-            if applied == nil { return "was changed: \(place) was added: `\(nowText)`" }
-            if now == nil { return "was changed: \(place) was removed: `\(appliedText)`" }
-            return "was changed: \(place) is now `\(nowText)`, applied `\(appliedText)`"
+        // Chain by chain: a rule added to one chain does not shift the rules of the next.
+        func byChain(_ print: Fingerprint) -> [String: [(rule: String, text: String)]] {
+            var chains: [String: [(rule: String, text: String)]] = [:]
+            for (index, rule) in print.rules.enumerated() {
+                let chain = index < print.ruleChains.count ? print.ruleChains[index] : "input"
+                let text = index < print.ruleText.count ? print.ruleText[index] : "(none)"
+                chains[chain, default: []].append((rule, text))
+            }
+            return chains
+        }
+        let appliedChains = byChain(self)
+        let liveChains = byChain(live)
+        var order: [String] = []
+        for chain in ruleChains + live.ruleChains where !order.contains(chain) { order.append(chain) }
+        for chain in order {
+            let applied = appliedChains[chain] ?? []
+            let now = liveChains[chain] ?? []
+            for index in 0..<max(applied.count, now.count) {
+                let was = index < applied.count ? applied[index] : nil
+                let isNow = index < now.count ? now[index] : nil
+                guard was?.rule != isNow?.rule else { continue }
+                let place = "rule \(index + 1) of chain \(chain)"
+                guard let was else { return "was changed: \(place) was added: `\(isNow?.text ?? "")`" }
+                guard let isNow else { return "was changed: \(place) was removed: `\(was.text)`" }
+                return "was changed: \(place) is now `\(isNow.text)`, applied `\(was.text)`"
+            }
         }
         return nil
     }

@@ -99,16 +99,150 @@ struct FirewallTests {
         #expect(rendered.contains("table inet gatehouse {") && rendered.contains("policy drop;"))
     }
 
+    @Test("a lone ACK and an incomplete fragment get no answer; the derived broker port is closed where unpinned")
+    func silentToProbes() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        // The site broker's port (1883, derived from [site]) pinned to a LAN interface the
+        // attacker is not on; fragments given up after 2 s instead of 30 (inside the namespace).
+        let config = try lab.config(extra: #"site_interface = "ghv-lan""#)
+        try lab.gateway("/usr/sbin/sysctl", ["-q", "-w", "net.ipv4.ipfrag_time=2"])
+        let (code, applied) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", config])
+        try #require(code == 0, "\(applied)")
+        let (_, rendered) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "render", "-c", config])
+        #expect(rendered.contains(#"iifname "ghv-lan" tcp dport 1883 goto syn_guard"#), "\(rendered)")
+        let listener = try lab.listen(ports: [8883, 1883])
+        defer { listener.stop() }
+        #expect(try lab.connect(port: 8883) == "connected")
+        #expect(try lab.connect(port: 1883) == "timeout", "the derived broker port must be closed on the WAN side")
+
+        let gateway = NetnsLab.gatewayAddress
+        let replies = try lab.replies(seconds: 8) {
+            try lab.attacker("hping3", ["-q", "-c", "2", "-A", "-p", "8883", gateway])  // lone ACK
+            try lab.attacker("hping3", ["-q", "-c", "1", "-2", "-x", "-d", "100", "-p", "5000", gateway])  // fragment
+            try lab.attacker("hping3", ["-q", "-c", "1", "-S", "-x", "-d", "100", "-p", "8883", gateway])
+        }
+        #expect(replies.isEmpty, "the gateway answered: \(replies)")
+        let counters = try lab.counters(config)
+        #expect(counters["drop_new_not_syn"] ?? 0 >= 2, "\(counters)")
+        #expect(counters["drop_icmp_error_out"] ?? 0 >= 1, "\(counters)")
+
+        // Without a pin the derived port is not opened at all, and apply says so.
+        let unpinned = try lab.config(name: "unpinned.toml")
+        let (unpinnedCode, output) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", unpinned])
+        #expect(unpinnedCode == 0, "\(output)")
+        #expect(output.contains("derived_allow[0]") && output.contains("is not opened"), "\(output)")
+        #expect(try lab.connect(port: 1883) == "timeout")
+    }
+
+    @Test(
+        "a failed apply (bad port, bad prefix, unwritable USB file) leaves the ruleset and every host setting; a missing interface is a warning"
+    )
+    func transactionalApply() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        let config = try lab.config()
+        try #require(try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", config]).0 == 0)
+        // Host settings moved away from what gatehouse applied, so a new apply would write them.
+        for setting in [
+            "net.ipv4.conf.all.log_martians=0", "net.ipv4.conf.all.accept_redirects=1", "net.ipv4.tcp_syncookies=0",
+        ] {
+            try lab.gateway("/usr/sbin/sysctl", ["-q", "-w", setting])
+        }
+        let table = ["-s", "list", "table", "inet", "gatehouse"]
+        let (_, rulesBefore) = try lab.gateway(NetnsLab.nft, table)
+        let settingsBefore = try lab.hostSettings()
+        #expect(settingsBefore.contains("/proc/sys/net/ipv4/conf/all/log_martians:0"), "\(settingsBefore)")
+
+        // A file where the USB rule's folder should be: the udev file cannot be written.
+        _ = try lab.dir.write("not-a-folder", "")
+        let failures: [(name: String, extra: String, source: String, says: String)] = [
+            ("bad port", "", "10.231.0.0/24", "allow[0]"),  // port below, via the allow list
+            ("bad prefix", "", "10.231.0.0/33", "in rule `allow[0]`"),
+            (
+                "unwritable USB file", "udev_rules_file = \"\(lab.dir.file("not-a-folder/90-usb.rules"))\"",
+                "10.231.0.0/24", "udev_rules_file"
+            ),
+        ]
+        for failure in failures {
+            var text = try String(
+                contentsOfFile: try lab.config(source: failure.source, name: "variant.toml", extra: failure.extra),
+                encoding: .utf8)
+            if failure.name == "bad port" {
+                text = text.replacingOccurrences(of: "port = 8883,", with: "port = 70000,")
+            }
+            if failure.name == "unwritable USB file" {
+                // The config's own udev_rules_file line goes; the unwritable one (appended) stays.
+                text = text.split(separator: "\n").filter { !$0.hasPrefix("udev_rules_file = \"\(lab.dir.path)/udev") }
+                    .joined(separator: "\n")
+            }
+            let bad = try lab.dir.write("bad.toml", text)
+            let (code, output) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", bad])
+            #expect(code != 0, "\(failure.name): \(output)")
+            #expect(output.contains(failure.says), "\(failure.name): \(output)")
+            #expect(try lab.gateway(NetnsLab.nft, table).1 == rulesBefore, "\(failure.name): the ruleset changed")
+            #expect(try lab.hostSettings() == settingsBefore, "\(failure.name): a host setting changed")
+        }
+
+        // A missing interface: a warning naming disable_ipv6; the ruleset and the rest apply.
+        let missing = try lab.config(name: "missing.toml")
+        let text = try String(contentsOfFile: missing, encoding: .utf8).replacingOccurrences(
+            of: #"disable_ipv6 = ["all"]"#, with: #"disable_ipv6 = ["ghv-missing"]"#)
+        try text.write(toFile: missing, atomically: true, encoding: .utf8)
+        let (code, output) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", missing])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("disable_ipv6: interface ghv-missing does not exist"), "\(output)")
+        let (_, martians) = try lab.gateway("/bin/cat", ["/proc/sys/net/ipv4/conf/all/log_martians"])
+        #expect(martians.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        let (_, rendered) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "render", "-c", missing])
+        for line in [
+            "net.ipv4.conf.all.rp_filter = 1 (rp_filter)", "net.ipv4.conf.all.accept_redirects = 0 (accept_redirects)",
+            "net.ipv4.conf.all.send_redirects = 0 (send_redirects)",
+            "net.ipv4.conf.all.accept_source_route = 0 (accept_source_route)",
+            "net.ipv4.conf.all.log_martians = 1 (log_martians)", "net.ipv6.conf.all.accept_ra = 0 (accept_ra)",
+        ] {
+            #expect(rendered.contains(line), "render must show \(line)")
+        }
+    }
+
+    @Test("a table of the same name that gatehouse did not create is refused and left intact")
+    func foreignTable() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        try lab.gateway(NetnsLab.nft, ["add", "table", "inet", "hostfw"])
+        try lab.gateway(
+            NetnsLab.nft, ["add", "chain", "inet", "hostfw", "input", "{ type filter hook input priority 0; }"])
+        try lab.gateway(NetnsLab.nft, ["add", "rule", "inet", "hostfw", "input", "tcp", "dport", "22", "accept"])
+        let (_, before) = try lab.gateway(NetnsLab.nft, ["-s", "list", "table", "inet", "hostfw"])
+        let config = try lab.config(extra: #"table = "hostfw""#)
+        for action in ["check", "apply", "remove"] {
+            let (code, output) = try lab.gateway(Paths.gatehouseCLI, ["firewall", action, "-c", config])
+            #expect(code != 0, "\(action) must refuse: \(output)")
+            #expect(output.contains("gatehouse did not create it"), "\(action): \(output)")
+        }
+        #expect(try lab.gateway(NetnsLab.nft, ["-s", "list", "table", "inet", "hostfw"]).1 == before)
+    }
+
     @Test("gatehoused applies the ruleset at start and leaves it in place when it stops (fail closed)")
     func daemonAppliesAtStart() throws {
         let lab = try NetnsLab()
         defer { lab.tearDown() }
+        // An interface that is missing at start is a warning: the ruleset still applies.
         let config = try lab.config()
+        try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
+            of: #"disable_ipv6 = ["all"]"#, with: #"disable_ipv6 = ["all", "ghv-missing"]"#
+        ).write(toFile: config, atomically: true, encoding: .utf8)
         let daemon = try Subprocess(
             NetnsLab.ip, ["netns", "exec", lab.gatewayNamespace, Paths.gatehoused, "-c", config], in: lab.dir,
             name: "gatehoused")
         #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
         #expect(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
+        #expect(daemon.stderr.contains("interface ghv-missing does not exist"), "\(daemon.stderr)")
+        // gatehouse status shows the firewall and each host setting, live.
+        let (_, status) = try lab.gateway(Paths.gatehouseCLI, ["status", "-c", config])
+        #expect(status.contains("firewall: table inet gatehouse in place, as applied"), "\(status)")
+        #expect(status.contains("net.ipv4.conf.all.rp_filter = 1 (rp_filter: 1)"), "\(status)")
+        #expect(status.contains("net.ipv6.conf.all.disable_ipv6 = 1 (disable_ipv6: 1)"), "\(status)")
 
         // SIGHUP with another allowed port: applied. Then a config nftables refuses: the running
         // ruleset stays, the error is logged.
@@ -241,7 +375,9 @@ final class NetnsLab: @unchecked Sendable {
     }
 
     /// A gatehouse config with a [firewall] section whose every path is inside the test folder.
-    func config(source: String = "10.231.0.0/24", name: String = "gatehouse.toml") throws -> String {
+    func config(source: String = "10.231.0.0/24", name: String = "gatehouse.toml", extra: String = "") throws
+        -> String
+    {
         try dir.write(
             name,
             """
@@ -269,7 +405,58 @@ final class NetnsLab: @unchecked Sendable {
             modprobe_file = "\(dir.file("modprobe/gatehouse-usb-storage.conf"))"
             udev_rules_file = "\(dir.file("udev/90-gatehouse-usb-storage.rules"))"
             state_file = "\(dir.file("firewall.json"))"
+            \(extra)
             """)
+    }
+
+    /// Every host setting the plugin may touch, as the gateway namespace has them now
+    /// ("path:value" lines): compared before and after a failed apply.
+    func hostSettings() throws -> String {
+        let paths = [
+            "/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf", "/proc/sys/net/ipv4/tcp_syncookies",
+            "/proc/sys/net/ipv4/icmp_ignore_bogus_error_responses", "/proc/sys/net/ipv4/icmp_echo_ignore_broadcasts",
+            "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_syn_recv",
+            "/proc/sys/net/netfilter/nf_conntrack_tcp_loose",
+        ]
+        let (_, output) = try gateway("/bin/sh", ["-c", "grep -r . \(paths.joined(separator: " ")) 2>/dev/null"])
+        let files = [
+            dir.file("modprobe/gatehouse-usb-storage.conf"), dir.file("udev/90-gatehouse-usb-storage.rules"),
+        ].map { "\($0): \((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "(absent)")" }
+        return output + files.joined(separator: "\n")
+    }
+
+    /// What the attacker namespace receives from the gateway while `probe` runs, one line a
+    /// packet ("icmp type=11 code=1", "tcp 8883->1234 flags=0x14"), for `seconds` in all.
+    func replies(seconds: Double, during probe: () throws -> Void) throws -> [String] {
+        let script = """
+            import socket, struct, time
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+            s.bind(("ghv-atk", 0)); s.settimeout(0.2)
+            print("sniffing", flush=True)
+            end = time.time() + \(seconds)
+            while time.time() < end:
+                try: frame, addr = s.recvfrom(65535)
+                except socket.timeout: continue
+                if addr[2] == socket.PACKET_OUTGOING: continue
+                ip = frame[14:]
+                if socket.inet_ntoa(ip[12:16]) != "\(Self.gatewayAddress)": continue
+                header = (ip[0] & 15) * 4
+                if ip[9] == 1: print(f"icmp type={ip[header]} code={ip[header + 1]}", flush=True)
+                elif ip[9] == 6:
+                    sport, dport = struct.unpack("!HH", ip[header:header + 4])
+                    print(f"tcp {sport}->{dport} flags=0x{ip[header + 13]:02x}", flush=True)
+                else: print(f"proto {ip[9]}", flush=True)
+            print("done", flush=True)
+            """
+        let sniffer = try Subprocess(
+            Self.ip, ["netns", "exec", attackerNamespace, "/usr/bin/env", "python3", "-c", script], in: dir,
+            name: "sniffer")
+        guard waitUntil(timeout: .seconds(10), { sniffer.stdout.contains("sniffing") }) else {
+            throw FixtureError("sniffer did not start: \(sniffer.stderr)")
+        }
+        try probe()
+        _ = sniffer.wait(timeout: .seconds(Int(seconds) + 10))
+        return sniffer.stdout.split(separator: "\n").map(String.init).filter { $0 != "sniffing" && $0 != "done" }
     }
 
     /// Runs a command in the gateway namespace; (status, stdout + stderr).
