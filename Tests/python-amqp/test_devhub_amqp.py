@@ -694,3 +694,48 @@ def test_999_identities_on_one_connection(devhub):
     finally:
         connection.close()
     assert wait_for(lambda: devhub.api("GET", "/api/devices/many-000")[1]["connected"] is False)
+
+
+# ── Hostile input ────────────────────────────────────────────────────────────────────────────
+
+
+def test_hostile_input_neither_crashes_devhub_nor_blocks_other_connections(devhub):
+    key = devhub.create_device("steady-dev")
+    steady = devhub.connect()
+    try:
+        cbs = CBS(steady)
+        cbs.authorize("steady-dev", key)
+        sender = steady.create_sender(address("steady-dev", "messages/events"))
+        context = ssl.create_default_context(cafile=devhub.ca_path)
+        attacks = [
+            b"GET / HTTP/1.1\r\n\r\n",  # not AMQP
+            b"AMQP\x02\x01\x00\x00",  # the TLS layer header, inside TLS
+            b"AMQP\x03\x01\x00\x00" + struct.pack(">IBBH", 0x7FFFFFFF, 2, 1, 0),  # a 2 GiB SASL frame
+            b"AMQP\x03\x01\x00\x00" + sasl_frame(b"\x00\x53\x41\xc0\xff\xff"),  # a truncated sasl-init
+            b"AMQP\x00\x01\x00\x00" + struct.pack(">IBBH", 0x7FFFFFFF, 2, 0, 0),  # a 2 GiB AMQP frame
+            b"AMQP\x00\x01\x00\x00" + os.urandom(4096),  # noise after the header
+            b"AMQP\x00\x01\x00\x00" + struct.pack(">IBBH", 12, 2, 0, 0) + b"\x00\x53\x10\x45",  # open, empty list
+            # Deep nesting: a transfer-sized body of lists inside lists.
+            b"AMQP\x00\x01\x00\x00" + struct.pack(">IBBH", 8 + 3 * 20000, 2, 0, 0) + b"\xc0\x01\x01" * 20000,
+        ]
+        for attack in attacks:
+            with socket.create_connection(("127.0.0.1", devhub.amqp_port), timeout=20) as raw:
+                with context.wrap_socket(raw, server_hostname=HUB) as tls:
+                    tls.sendall(attack)
+                    tls.settimeout(3)  # DevHub may keep waiting for more (it closes at its timeouts)
+                    try:
+                        while tls.recv(65536):
+                            pass  # DevHub answers what it answers, then closes
+                    except (ConnectionResetError, ssl.SSLError, socket.timeout):
+                        pass
+            assert devhub.process.poll() is None, devhub.log_text()[-3000:]
+            sender.send(Message(body="still flowing"))
+        # A flood of link attaches for devices without a token: each refused, nothing else hurt.
+        for n in range(50):
+            with pytest.raises(LinkDetached):
+                steady.create_sender(address(f"stranger-{n}", "messages/events"))
+        sender.send(Message(body="after the flood"))
+        payloads = [m["payload"] for m in telemetry(devhub, "steady-dev")]
+        assert payloads == ["still flowing"] * len(attacks) + ["after the flood"]
+    finally:
+        steady.close()

@@ -88,10 +88,10 @@ extension AMQPConnection {
     }
 
     private func sendCBSResponse(to request: AMQPMessage, status: Int32, description: String) {
-        let senders = links.values.filter { $0.role == .cbsResponses && $0.open }
+        cbsResponseLinks.removeAll { !$0.open }
         guard
-            let link = senders.first(where: { $0.remoteAddress != nil && $0.remoteAddress == request.replyTo })
-                ?? senders.min(by: { $0.nextTag < $1.nextTag })
+            let link = cbsResponseLinks.first(where: { $0.remoteAddress != nil && $0.remoteAddress == request.replyTo })
+                ?? cbsResponseLinks.first
         else {
             logger.notice("no $cbs receiver link to answer a put-token on")
             return

@@ -31,7 +31,7 @@ enum AMQPLimits {
     static let receiverCredit: Int32 = 100
     /// Messages queued for a sending link that has no credit.
     static let maxOutbox = 1000
-    /// A connection that has not sent its protocol header (and SASL) by then is closed.
+    /// A connection that has not sent its protocol header, SASL and `open` by then is closed.
     static let handshakeTimeout: TimeAmount = .seconds(10)
     /// A connection with no valid CBS token by then is closed.
     static let authenticationTimeout: TimeAmount = .seconds(60)
@@ -133,6 +133,10 @@ final class AMQPConnection: ChannelInboundHandler {
     /// Put-tokens for devices not yet on this connection whose check is running.
     var pendingNewIdentities = 0
     var everAuthenticated = false
+    /// The client's `open` arrived.
+    var remoteOpened = false
+    /// DevHub's `$cbs` senders, oldest first: put-token responses go out on them.
+    var cbsResponseLinks: [LinkState] = []
     /// Method calls by correlation id (its text form).
     var methodCalls: [String: MethodCall] = [:]
     var handshakeTimer: Scheduled<Void>?
@@ -168,8 +172,8 @@ final class AMQPConnection: ChannelInboundHandler {
         logger[metadataKey: "peer"] = "\(remoteDescription)"
         handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: AMQPLimits.handshakeTimeout) {
             [self] in
-            if driver == nil {
-                close(reason: "no AMQP header within \(AMQPLimits.handshakeTimeout.nanoseconds / 1_000_000_000) s")
+            if !remoteOpened {
+                close(reason: "no AMQP open within \(AMQPLimits.handshakeTimeout.nanoseconds / 1_000_000_000) s")
             }
         }
     }
@@ -202,7 +206,6 @@ final class AMQPConnection: ChannelInboundHandler {
             write(reply)
         case .startAMQP(let reply, let remaining):
             write(reply)
-            handshakeTimer?.cancel()
             startProton()
             feed(remaining)
         case .fail(let reply, let reason):
@@ -265,6 +268,9 @@ final class AMQPConnection: ChannelInboundHandler {
             let buffer = pn_connection_driver_read_buffer(driver)
             guard buffer.size > 0, let start = buffer.start else {
                 // Proton has stopped reading (the transport is closing): the rest is dropped.
+                logger.debug(
+                    "proton takes no more input: \(bytes.count - offset) bytes dropped (read closed: \(pn_connection_driver_read_closed(driver)))"
+                )
                 break
             }
             let count = min(buffer.size, bytes.count - offset)
@@ -347,6 +353,7 @@ final class AMQPConnection: ChannelInboundHandler {
         identities = [:]
         for state in links.values { state.open = false }
         links = [:]
+        cbsResponseLinks = []
         methodCalls = [:]
         if !processing { destroyDriver() }
     }
@@ -364,6 +371,8 @@ final class AMQPConnection: ChannelInboundHandler {
         switch pn_event_type(event) {
         case PN_CONNECTION_REMOTE_OPEN:
             let connection = pn_event_connection(event)
+            remoteOpened = true
+            handshakeTimer?.cancel()
             pn_connection_set_container(connection, "DevHub")
             pn_connection_open(connection)
         case PN_CONNECTION_REMOTE_CLOSE:
@@ -473,6 +482,7 @@ final class AMQPConnection: ChannelInboundHandler {
             pn_link_open(link)
             pn_link_flow(link, AMQPLimits.receiverCredit)
         }
+        if role == .cbsResponses { cbsResponseLinks.append(state) }
         guard let deviceID, let identity = identities[deviceID] else { return }
         identity.links.insert(link)
         switch role {
