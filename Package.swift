@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "gatehouse-devhub", targets: ["DevHub"]),
         // Plugins are shared objects loaded with dlopen; SwiftPM names the file lib<name>.so.
         .library(name: "gatehouse-mqtt", type: .dynamic, targets: ["MQTTTransport"]),
+        .library(name: "gatehouse-amqp", type: .dynamic, targets: ["AMQPTransport"]),
         .library(name: "gatehouse-nftables", type: .dynamic, targets: ["NftablesFirewall"]),
         // For the benchmark and fuzzing packages under Benchmarks/ and Fuzz/.
         .library(name: "GateRules", targets: ["GateRules"]),
@@ -177,6 +178,14 @@ let package = Package(
             dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],
             path: "Plugins/MQTTTransport"
         ),
+        // The `amqp` upstream transport: many device identities on each AMQP connection to IoT
+        // Hub, authorised by CBS put-tokens (docs/protocols.md §3), on qpid-proton's engine and
+        // OpenSSL, driven by the plugin's own poll(2) thread.
+        .target(
+            name: "AMQPTransport",
+            dependencies: ["GatehousePluginKit", "IoTHubWire", "CQpidProton", "COpenSSL"],
+            path: "Plugins/AMQPTransport"
+        ),
         // libnftables, the C API of nft, for the firewall plugin.
         .systemLibrary(
             name: "CNftables",
@@ -223,6 +232,8 @@ let package = Package(
             name: "GatehouseStoreTests",
             dependencies: ["GatehouseStore", "GatehouseTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "GatehousePluginKitTests", dependencies: ["GatehousePluginKit"]),
+        // The `amqp` transport's pure parts: addresses, CBS requests, SASL frames, the pool.
+        .testTarget(name: "AMQPTransportTests", dependencies: ["AMQPTransport", "CQpidProton"]),
         // Compiles the C fixture plugins and loads them.
         .testTarget(
             name: "GatehousePluginHostTests",

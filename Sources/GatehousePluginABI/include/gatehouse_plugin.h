@@ -325,8 +325,11 @@ typedef struct gh_plugin_ops {
 
     /* UPSTREAM, REQUIRED for that role. The host's answer to gh_host_api.command: `status` is
      * the method status (200 allow-and-done, 403 denied, 404, 500, 504) and `body` a JSON
-     * response (borrowed). For a C2D message over MQTT the transport can only log a refusal.
-     * THREADS: any. */
+     * response (borrowed). For a C2D message the status family says how a transport whose
+     * protocol settles C2D messages (AMQP) settles it: 2xx (delivered) → accepted; 4xx (the gate
+     * refused it, and would again) → rejected, with the body's reason; anything else (5xx: the
+     * site could not take it now) → released, so the hub offers it again. Over MQTT the PUBACK
+     * already completed it and the transport can only log a refusal. THREADS: any. */
     void (*command_result)(void *instance, uint64_t command_token, int32_t status, gh_bytes body);
 
     /* DOWNSTREAM, OPTIONAL. Delivers a command the gate allowed to its leaf device on the site

@@ -1,0 +1,191 @@
+import COpenSSL
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A non-blocking TCP connection with TLS on top (OpenSSL), for the I/O thread's poll(2) loop.
+/// The peer is verified by the shared context (`gh_tls_client_context`, as the `mqtt` transport
+/// does): TLS 1.2 or later, the CA file or the system's CAs, and the hub's host name or IP
+/// address. SNI carries the hub's name. Confined to the I/O thread.
+final class TLSSocket {
+    enum Phase { case connecting, handshaking, open, closed }
+
+    enum IO: Equatable {
+        case bytes(Int)
+        case wouldBlock
+        case closed
+        case failed(String)
+    }
+
+    private(set) var fd: Int32 = -1
+    private(set) var phase = Phase.closed
+    private var ssl: OpaquePointer?
+    /// What the handshake or a read/write waits for.
+    private var wantsWrite = false
+
+    /// Starts a non-blocking connect to `address:port`; the handshake follows in `advance()`.
+    /// `serverName` is the TLS name (SNI; omitted for an IP address).
+    init(address: String, port: Int, context: OpaquePointer, serverName: String) throws(TransportFailure) {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var results: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(address, String(port), &hints, &results)
+        guard status == 0, let first = results else {
+            throw TransportFailure("cannot resolve \(address): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(results) }
+        fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TransportFailure("cannot create a socket: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        if connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0, errno != EINPROGRESS {
+            let reason = String(cString: strerror(errno))
+            Glibc.close(fd)
+            fd = -1
+            throw TransportFailure("cannot connect to \(address):\(port): \(reason)")
+        }
+        guard let ssl = SSL_new(context) else {
+            Glibc.close(fd)
+            fd = -1
+            throw TransportFailure("cannot create a TLS session: \(Self.openSSLError())")
+        }
+        self.ssl = ssl
+        SSL_set_fd(ssl, fd)
+        // Proton's write buffer may move between a blocked write and its retry.
+        _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
+        if !Self.isIPAddress(serverName) {
+            serverName.withCString { name in
+                _ = SSL_ctrl(
+                    ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name),
+                    UnsafeMutableRawPointer(mutating: name))
+            }
+        }
+        SSL_set_connect_state(ssl)
+        phase = .connecting
+    }
+
+    deinit { close() }
+
+    /// The poll(2) events this socket waits for.
+    var pollEvents: Int16 {
+        switch phase {
+        case .connecting: Int16(POLLOUT)
+        case .handshaking: wantsWrite ? Int16(POLLOUT) : Int16(POLLIN)
+        case .open, .closed: Int16(POLLIN)
+        }
+    }
+
+    /// Whether OpenSSL holds received bytes poll(2) cannot see (read ahead, or decrypted).
+    var hasPending: Bool { ssl.map { SSL_has_pending($0) == 1 } ?? false }
+
+    /// Moves the connect and the handshake on; returns whether the stream is open, or throws
+    /// why it failed (a refused connection, a certificate that does not verify).
+    func advance() throws(TransportFailure) -> Bool {
+        if phase == .connecting {
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error == EINPROGRESS { return false }
+            guard error == 0 else { throw TransportFailure(String(cString: strerror(error))) }
+            phase = .handshaking
+        }
+        guard phase == .handshaking, let ssl else { return phase == .open }
+        ERR_clear_error()
+        let result = SSL_do_handshake(ssl)
+        if result == 1 {
+            phase = .open
+            wantsWrite = false
+            return true
+        }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ:
+            wantsWrite = false
+            return false
+        case SSL_ERROR_WANT_WRITE:
+            wantsWrite = true
+            return false
+        default:
+            let verify = SSL_get_verify_result(ssl)
+            if verify != X509_V_OK {
+                throw TransportFailure(
+                    "TLS: the hub's certificate does not verify: \(String(cString: X509_verify_cert_error_string(verify)))"
+                )
+            }
+            throw TransportFailure("TLS handshake failed: \(Self.openSSLError())")
+        }
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> IO {
+        guard phase == .open, let ssl, let base = buffer.baseAddress, buffer.count > 0 else { return .wouldBlock }
+        ERR_clear_error()
+        let count = SSL_read(ssl, base, Int32(min(buffer.count, Int(Int32.max))))
+        if count > 0 { return .bytes(Int(count)) }
+        return outcome(SSL_get_error(ssl, count))
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) -> IO {
+        guard phase == .open, let ssl, let base = bytes.baseAddress, bytes.count > 0 else { return .wouldBlock }
+        ERR_clear_error()
+        let count = SSL_write(ssl, base, Int32(min(bytes.count, 1 << 20)))
+        if count > 0 { return .bytes(Int(count)) }
+        return outcome(SSL_get_error(ssl, count))
+    }
+
+    private func outcome(_ error: Int32) -> IO {
+        switch error {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return .wouldBlock
+        case SSL_ERROR_ZERO_RETURN: return .closed
+        case SSL_ERROR_SYSCALL:
+            let code = errno
+            if code == EPIPE { Self.discardPendingSIGPIPE() }
+            return code == 0 ? .closed : .failed(String(cString: strerror(code)))
+        default: return .failed("TLS: \(Self.openSSLError())")
+        }
+    }
+
+    /// Sends TLS close_notify (best effort) and closes the socket.
+    func close() {
+        if let ssl {
+            if phase == .open { _ = SSL_shutdown(ssl) }
+            SSL_free(ssl)
+            self.ssl = nil
+        }
+        if fd >= 0 {
+            Glibc.close(fd)
+            fd = -1
+        }
+        phase = .closed
+    }
+
+    /// The I/O thread blocks SIGPIPE (`AMQPHub.start`); the one a failed write raised is taken
+    /// off the thread here, so it never reaches the process.
+    static func discardPendingSIGPIPE() {
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        var zero = timespec(tv_sec: 0, tv_nsec: 0)
+        while sigtimedwait(&pipeSignal, nil, &zero) == SIGPIPE {}
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET, host, &buffer) == 1 || inet_pton(AF_INET6, host, &buffer) == 1
+    }
+
+    static func openSSLError() -> String {
+        var text = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(ERR_get_error(), &text, text.count)
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Why a connection failed, for a log line and a link's reason (never a secret).
+struct TransportFailure: Error, Sendable, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
