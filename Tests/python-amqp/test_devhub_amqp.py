@@ -660,6 +660,11 @@ def test_no_sasl_layer_as_the_csharp_sdk(devhub):
         connections = devhub.api("GET", "/api/connections")[1]
         mine = [c for c in connections if "nosasl-dev" in c["devices"]]
         assert mine and mine[0]["authentication"] == "no SASL" and mine[0]["transport"] == "amqp"
+        listing = subprocess.run(
+            [str(find_binary()), "connections", "--url", f"http://127.0.0.1:{devhub.http_port}"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout
+        assert any("amqp, no SASL" in line and "nosasl-dev" in line for line in listing.splitlines()), listing
     finally:
         connection.close()
 

@@ -15,7 +15,8 @@ struct DevHubCommand: ParsableCommand {
         commandName: "gatehouse-devhub",
         abstract: "An offline Azure IoT Hub + DPS emulator that Azure's device SDKs accept.",
         subcommands: [
-            Serve.self, Group.self, Enrollment.self, Device.self, Devices.self, Telemetry.self, C2D.self,
+            Serve.self, Group.self, Enrollment.self, Device.self, Devices.self, Connections.self, Telemetry.self,
+            C2D.self,
             Method.self, Twin.self,
         ])
 }
@@ -306,9 +307,30 @@ struct Devices: ParsableCommand {
             let id = device["deviceId"]?.stringValue ?? "?"
             let state =
                 device["connected"] == .bool(true)
-                ? "connected since \(device["connectedSince"]?.stringValue ?? "?") from \(device["remoteAddress"]?.stringValue ?? "?")"
+                ? "connected over \(device["transport"]?.stringValue ?? "?") (connection \(device["connectionId"]?.intValue.map(String.init) ?? "?")) since \(device["connectedSince"]?.stringValue ?? "?") from \(device["remoteAddress"]?.stringValue ?? "?")"
                 : "disconnected"
             print("\(id)\t\(state)\t(\(device["source"]?.stringValue ?? ""))")
+        }
+    }
+}
+
+struct Connections: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List network connections and the devices on each (many share one AMQP connection).")
+    @OptionGroup var control: ControlOptions
+    @Flag(help: "Print the JSON answer.") var json = false
+
+    func run() throws {
+        let body = try control.call(.get, "/api/connections", print: json)
+        guard !json, case .array(let connections) = body else { return }
+        for connection in connections {
+            let id = connection["id"]?.intValue.map(String.init) ?? "?"
+            let transport = connection["transport"]?.stringValue ?? "?"
+            let authentication = connection["authentication"]?.stringValue.map { ", \($0)" } ?? ""
+            let devices = connection["devices"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            print(
+                "\(id)\t\(transport)\(authentication)\tfrom \(connection["remoteAddress"]?.stringValue ?? "?")\t\(devices.count) device(s): \(devices.prefix(10).joined(separator: " "))\(devices.count > 10 ? " …" : "")"
+            )
         }
     }
 }

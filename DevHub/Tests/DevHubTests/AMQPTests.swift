@@ -279,3 +279,57 @@ import Testing
                 == .badSignature)
     }
 }
+
+/// Hostile bytes never trap: mutated and truncated messages through proton's codec, random
+/// bytes through the SASL negotiator. A fixed seed, so a failure repeats.
+@Suite struct AMQPHostileInputTests {
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test func mutatedMessagesDecodeOrFail() {
+        var random = SplitMix(state: 17)
+        var message = AMQPMessage()
+        message.messageID = .uuid(UUID())
+        message.applicationProperties = [("a", .string("b")), ("n", .int32(5)), ("m", .binary([1, 2, 3]))]
+        message.messageAnnotations = [("x-opt-lock-token", .uuid(UUID()))]
+        message.body = .data(Array(repeating: 0x41, count: 64))
+        let seed = ProtonCodec.encode(message)
+        var decoded = 0
+        for _ in 0..<20_000 {
+            var bytes = seed
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let index = Int.random(in: 0..<bytes.count, using: &random)
+                bytes[index] = UInt8.random(in: 0...255, using: &random)
+            }
+            if Bool.random(using: &random) { bytes.removeLast(Int.random(in: 0..<bytes.count, using: &random)) }
+            if ProtonCodec.decode(bytes) != nil { decoded += 1 }
+            _ = ProtonCodec.batch(bytes)
+        }
+        #expect(decoded > 0)
+    }
+
+    @Test func randomBytesThroughTheNegotiator() {
+        var random = SplitMix(state: 42)
+        for _ in 0..<20_000 {
+            var negotiator = AMQPSASLNegotiator()
+            var input = Bool.random(using: &random) ? AMQPSASLNegotiator.saslHeader : []
+            input += (0..<Int.random(in: 0...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            var offset = 0
+            while offset < input.count {
+                let size = Int.random(in: 1...16, using: &random)
+                let step = negotiator.feed(Array(input[offset..<min(input.count, offset + size)]))
+                offset += size
+                if case .fail = step { break }
+                if case .startAMQP = step { break }
+            }
+        }
+    }
+}
