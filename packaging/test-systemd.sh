@@ -5,7 +5,9 @@
 # subscription on the container's own mosquitto), reloads its rules, upgrades to the new .deb
 # (postinst restarts it), is restarted after every crash (five kill -9 within a minute), has the
 # container's mosquitto, configured by the package, queue 3,000 messages for it while it is
-# stopped, refuses a bad configuration without looping, and is stopped and removed by purge.
+# stopped, refuses a bad configuration without looping, starts with a [firewall] section (the
+# ruleset applied, the sysctls it may not write under the unit a warning each), and is stopped and
+# removed by purge.
 # Prints PASS/FAIL and "N passed, N failed". Runs as root.
 #
 #   sudo packaging/test-systemd.sh [OLD.deb NEW.deb]   # default: the two newest builds in out/deb
@@ -184,6 +186,26 @@ in_c cp /root/good.toml /etc/gatehouse/gatehouse.toml
 in_c systemctl reset-failed gatehouse
 starts() { in_c systemctl start gatehouse && wait_active; }
 check "fixed, it starts again" starts
+
+step "gatehoused with [firewall] starts under the packaged unit (ProcSubset=pid, ProtectKernelTunables=yes)"
+# The container's own network namespace: the ruleset goes there. Its sysctls are the kernel's
+# defaults (rp_filter 0, accept_ra 1, ...), which gatehoused cannot write under the unit: each
+# is a warning, the ruleset applies, the daemon runs.
+in_c cp /etc/gatehouse/gatehouse.toml /root/good.toml
+in_c sh -c 'printf "\n[firewall]\nplugin = \"nftables\"\nallow = [{ port = 22, comment = \"ssh\" }]\nsite_interface = \"lo\"\n" >> /etc/gatehouse/gatehouse.toml'
+firewall_starts() { in_c systemctl restart gatehouse && wait_active && sleep 2 && logged 'firewall applied:'; }
+check "systemctl restart with [firewall]: active, the ruleset applied" firewall_starts
+journal | grep -m2 -E "firewall applied:|not applied:" | cut -c1-220
+check "each sysctl it could not write is a warning naming it" logged 'host setting net.ipv4.conf.all.rp_filter = 1 (rp_filter) not applied'
+check "the daemon is still running (pid $(main_pid))" test "$(in_c systemctl is-active gatehouse)" = active
+table_present() { in_c gatehouse firewall status -c /etc/gatehouse/gatehouse.toml | grep -q '"present" : true'; }
+check "table inet gatehouse is in place" table_present
+shown_not_applied() { in_c gatehouse status -c /etc/gatehouse/gatehouse.toml | grep -q 'not applied at the last apply'; }
+check "gatehouse status shows the settings not applied" shown_not_applied
+in_c gatehouse firewall remove -c /etc/gatehouse/gatehouse.toml >/dev/null
+in_c cp /root/good.toml /etc/gatehouse/gatehouse.toml
+in_c systemctl restart gatehouse
+wait_active
 
 step "purge while it runs"
 check "apt-get purge gatehouse" in_c sh -c "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gatehouse >/root/purge.log 2>&1"

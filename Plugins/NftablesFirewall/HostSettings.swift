@@ -1,6 +1,10 @@
 import Foundation
 import GatehousePluginKit
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The host settings beside the ruleset: sysctls (hardening, IPv6 off, SYN cookies, conntrack)
 /// and USB mass storage blocked (a modprobe blacklist and a udev rule that de-authorises new
 /// mass-storage interfaces, except the allow-listed vendor:product pairs).
@@ -8,8 +12,10 @@ import GatehousePluginKit
 /// Applied as one transaction, after the ruleset: every value is read before anything is
 /// written, and if one write fails, every setting already written is put back as it was, and
 /// the error names the setting (its config key). A setting that already has its value is not
-/// written (a read-only /proc/sys then costs nothing). An interface that does not exist is a
-/// warning, never a failure: the rest still applies.
+/// written. A sysctl this process may not write — `/proc/sys` read-only (EROFS, EACCES: the
+/// packaged unit's ProtectKernelTunables=yes) or not visible at all (ProcSubset=pid) — is not
+/// applied and is a warning naming it, never a failure: the ruleset stands, the rest applies.
+/// An interface that does not exist is a warning too.
 struct HostSettings {
     /// One setting: a sysctl, or a file gatehouse owns.
     struct Setting: Sendable, Equatable {
@@ -43,11 +49,36 @@ struct HostSettings {
         }
     }
 
+    /// A sysctl this process may not write (or see): not applied, and a warning names it.
+    struct NotApplied: Sendable {
+        var setting: Setting
+        /// Its value now, when it can be read.
+        var live: String?
+        /// Why: "/proc/sys is read-only here (Read-only file system)".
+        var reason: String
+
+        /// The warning: the setting, why, and how to allow it.
+        var warning: String {
+            let now = live.map { "it stays \($0)" } ?? "its value cannot be read here"
+            return
+                "\(setting.line) not applied: \(reason); \(now). The ruleset is applied. To apply it: allow /proc/sys/net in a drop-in (gatehouse.service shows it), install the sysctl.d file (docs/firewall.md), or run `sudo gatehouse firewall apply` once (until the next boot)"
+        }
+    }
+
+    /// What an apply did: settings written, and sysctls it could not write.
+    struct Outcome: Sendable {
+        var changed: [String] = []
+        var notApplied: [NotApplied] = []
+    }
+
     let settings: FirewallSettings
     /// What the config asks for, in the order it is applied.
     let planned: [Setting]
     /// What cannot apply and is skipped (a missing interface), one sentence each.
     let warnings: [String]
+    /// Whether `sysctl_root` is visible at all (the packaged unit's ProcSubset=pid hides
+    /// /proc/sys): when not, the sysctls are planned for all/default only, and none applies.
+    let sysctlVisible: Bool
 
     init(_ settings: FirewallSettings) {
         self.settings = settings
@@ -63,7 +94,10 @@ struct HostSettings {
             let names = (try? fileManager.contentsOfDirectory(atPath: "\(root)/net/\(family)/conf")) ?? []
             return names.filter { !["all", "default", "lo"].contains($0) }.sorted()
         }
-        let hasIPv6 = fileManager.fileExists(atPath: "\(root)/net/ipv6")
+        let visible = fileManager.fileExists(atPath: "\(root)/net")
+        sysctlVisible = visible
+        // Unseen, IPv6 is taken to be there: the settings are then listed, as not applied.
+        let hasIPv6 = !visible || fileManager.fileExists(atPath: "\(root)/net/ipv6")
 
         // IPv4 hardening. Which of all/default/each interface counts differs per setting
         // (kernel ip-sysctl.rst): rp_filter takes the larger of all and the interface,
@@ -111,7 +145,7 @@ struct HostSettings {
                 if interface == "all" {
                     sysctl("net/ipv6/conf/all/disable_ipv6", "1", "disable_ipv6")
                     sysctl("net/ipv6/conf/default/disable_ipv6", "1", "disable_ipv6")
-                } else if fileManager.fileExists(atPath: "\(root)/net/ipv6/conf/\(interface)") {
+                } else if !visible || fileManager.fileExists(atPath: "\(root)/net/ipv6/conf/\(interface)") {
                     sysctl("net/ipv6/conf/\(interface)/disable_ipv6", "1", "disable_ipv6")
                 } else {
                     warnings.append(
@@ -174,25 +208,50 @@ struct HostSettings {
     }
 
     /// Applies every setting; on the first failure puts back what it changed and throws, naming
-    /// the setting. Returns what it changed, one line each.
-    func apply() throws(PluginError) -> [String] {
-        // Recorded before anything is written: a setting that cannot be read fails here.
+    /// the setting. A sysctl this process may not write (or see) is not applied and the rest
+    /// goes on: the outcome lists it.
+    func apply() throws(PluginError) -> Outcome {
+        var outcome = Outcome()
+        // Recorded before anything is written: a setting that cannot be read fails here
+        // (unless /proc/sys is not visible at all: then no sysctl applies).
         var before: [String?] = []
-        for setting in planned { before.append(try current(setting)) }
+        for setting in planned {
+            if case .sysctl = setting.target, !sysctlVisible {
+                before.append(nil)
+            } else {
+                before.append(try current(setting))
+            }
+        }
         var changed: [Int] = []
-        var done: [String] = []
         for (index, setting) in planned.enumerated() where !isInPlace(setting, before[index]) {
+            if case .sysctl = setting.target, !sysctlVisible {
+                outcome.notApplied.append(
+                    NotApplied(
+                        setting: setting, live: nil,
+                        reason: "\(settings.sysctlRoot) is not visible to this process (ProcSubset=pid)"))
+                continue
+            }
             do {
                 try write(setting.target, setting.value, key: setting.key)
                 changed.append(index)
-                done.append(setting.line)
+                outcome.changed.append(setting.line)
+            } catch let failure as ReadOnly {
+                outcome.notApplied.append(NotApplied(setting: setting, live: before[index], reason: failure.reason))
             } catch {
+                // Any other failure: what was changed is put back (the transaction).
+                let failure = error as? PluginError ?? PluginError("\(setting.key): \(error)", configKey: setting.key)
                 let restored = restore(changed.map { (planned[$0], before[$0]) })
                 throw PluginError(
-                    "\(error.message); \(restored) — the host settings are as they were", configKey: error.configKey)
+                    "\(failure.message); \(restored) — the host settings are as they were", configKey: failure.configKey
+                )
             }
         }
-        return done
+        return outcome
+    }
+
+    /// A sysctl write refused because /proc/sys is read-only or not writable by this process.
+    struct ReadOnly: Error {
+        var reason: String
     }
 
     /// Whether a setting already holds its value (then nothing is written).
@@ -212,8 +271,10 @@ struct HostSettings {
         for (setting, value) in settings.reversed() {
             do {
                 try write(setting.target, value, key: setting.key)
-            } catch {
+            } catch let error as PluginError {
                 failed.append(error.message)
+            } catch {
+                failed.append("\(setting.key): cannot put \(setting.name) back: \(error)")
             }
         }
         if settings.isEmpty { return "nothing had been changed" }
@@ -221,21 +282,34 @@ struct HostSettings {
         return "putting back what was changed failed too: \(failed.joined(separator: "; "))"
     }
 
-    private func write(_ target: Setting.Target, _ value: String?, key: String) throws(PluginError) {
+    /// Writes one setting. A sysctl write refused by a read-only /proc/sys (EROFS) or by its
+    /// permissions (EACCES) throws `ReadOnly`; any other failure a `PluginError`.
+    private func write(_ target: Setting.Target, _ value: String?, key: String) throws {
         switch target {
         case .sysctl(let path):
             let full = "\(settings.sysctlRoot)/\(path)"
-            guard let handle = FileHandle(forWritingAtPath: full) else {
-                throw PluginError(
-                    "\(key): cannot set \(path.replacingOccurrences(of: "/", with: ".")) (\(String(cString: strerror(errno))))",
-                    configKey: key)
+            let name = path.replacingOccurrences(of: "/", with: ".")
+            let fd = open(full, O_WRONLY | O_CLOEXEC)
+            if fd < 0 {
+                let code = errno
+                if code == EROFS || code == EACCES {
+                    throw ReadOnly(
+                        reason:
+                            "\(settings.sysctlRoot) is \(code == EROFS ? "read-only" : "not writable") here (\(String(cString: strerror(code))))"
+                    )
+                }
+                throw PluginError("\(key): cannot set \(name) (\(String(cString: strerror(code))))", configKey: key)
             }
-            defer { try? handle.close() }
-            do {
-                try handle.write(contentsOf: Data((value ?? "").utf8))
-            } catch {
-                throw PluginError(
-                    "\(key): cannot set \(path.replacingOccurrences(of: "/", with: ".")): \(error)", configKey: key)
+            defer { close(fd) }
+            let bytes = Array((value ?? "").utf8)
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written != bytes.count {
+                let code = written < 0 ? errno : EIO
+                if code == EROFS || code == EACCES {
+                    throw ReadOnly(
+                        reason: "\(settings.sysctlRoot) is not writable here (\(String(cString: strerror(code))))")
+                }
+                throw PluginError("\(key): cannot set \(name) (\(String(cString: strerror(code))))", configKey: key)
             }
         case .file(let path):
             if let value {

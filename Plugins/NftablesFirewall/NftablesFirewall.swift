@@ -113,9 +113,9 @@ final class NftablesFirewall: FirewallPlugin {
                 "\(error.message); \(restore(recorded, hadPrevious: previous != nil, nft))", configKey: error.configKey)
         }
         let t4 = clock.now
-        let hostChanges: [String]
+        let outcome: HostSettings.Outcome
         do throws(PluginError) {
-            hostChanges = try host.apply()
+            outcome = try host.apply()
         } catch {
             throw PluginError(
                 "a host setting does not apply: \(error.message); \(restore(recorded, hadPrevious: previous != nil, nft))",
@@ -128,12 +128,19 @@ final class NftablesFirewall: FirewallPlugin {
                 "render_ms": Self.milliseconds(t1 - t0), "check_ms": Self.milliseconds(t2 - t1),
                 "apply_ms": Self.milliseconds(t3 - t2), "read_back_ms": Self.milliseconds(t4 - t3),
                 "host_settings_ms": Self.milliseconds(t5 - t4),
-            ], hostSettings: host.planned.map(\.line), script: ruleset.script)
+            ], hostSettings: host.planned.map(\.line), script: ruleset.script,
+            notApplied: Dictionary(outcome.notApplied.map { ($0.setting.name, $0.reason) }) { first, _ in first })
         try record.save(to: settings.stateFile)
         for warning in host.warnings { self.host.log(.warning, "firewall: \(warning)") }
-        for change in hostChanges { self.host.log(.info, "host setting: \(change)") }
+        for skipped in outcome.notApplied { self.host.log(.warning, "firewall: host setting \(skipped.warning)") }
+        for change in outcome.changed { self.host.log(.info, "host setting: \(change)") }
+        let inPlace = host.planned.count - outcome.notApplied.count
+        let notApplied =
+            outcome.notApplied.isEmpty
+            ? ""
+            : ", \(outcome.notApplied.count) NOT applied (\(outcome.notApplied[0].reason): one warning each)"
         return
-            "firewall applied: \(ruleset.ruleCount) rules in table inet \(settings.table), read back and verified in \(Self.ms(t4 - t0)) (render \(Self.ms(t1 - t0)), check \(Self.ms(t2 - t1)), apply \(Self.ms(t3 - t2)), read back \(Self.ms(t4 - t3))); host settings: \(host.planned.count) as configured, \(hostChanges.count) changed (\(Self.ms(t5 - t4)))\(host.warnings.isEmpty ? "" : "; \(host.warnings.count) warning(s): \(host.warnings.joined(separator: "; "))")"
+            "firewall applied: \(ruleset.ruleCount) rules in table inet \(settings.table), read back and verified in \(Self.ms(t4 - t0)) (render \(Self.ms(t1 - t0)), check \(Self.ms(t2 - t1)), apply \(Self.ms(t3 - t2)), read back \(Self.ms(t4 - t3))); host settings: \(inPlace) of \(host.planned.count) as configured, \(outcome.changed.count) changed\(notApplied) (\(Self.ms(t5 - t4)))\(host.warnings.isEmpty ? "" : "; \(host.warnings.count) warning(s): \(host.warnings.joined(separator: "; "))")"
     }
 
     /// The kernel holds the chains, the policy, every counter and every rule rendered.
@@ -200,13 +207,23 @@ final class NftablesFirewall: FirewallPlugin {
         return "firewall removed: table inet \(settings.table) deleted"
     }
 
-    /// The ruleset, then the host settings it comes with, as comments.
+    /// The ruleset, then the host settings it comes with, as comments; those the last apply
+    /// could not write (a read-only /proc/sys) marked.
     private func render() -> String {
         let host = HostSettings(settings)
+        let notApplied = AppliedRecord.load(from: settings.stateFile)?.notApplied ?? [:]
         var lines = [
             "", "# Host settings, applied after the ruleset (all put back if one fails):",
         ]
-        lines += host.planned.map { "#   \($0.line)" }
+        lines += host.planned.map { setting in
+            guard let reason = notApplied[setting.name] else { return "#   \(setting.line)" }
+            return "#   \(setting.line) -- NOT APPLIED at the last apply: \(reason)"
+        }
+        if !notApplied.isEmpty {
+            lines.append(
+                "# \(notApplied.count) host setting(s) not applied at the last apply: allow /proc/sys/net in a drop-in (gatehouse.service shows it), install the sysctl.d file (docs/firewall.md), or run `sudo gatehouse firewall apply` once"
+            )
+        }
         lines += host.warnings.map { "# warning: \($0)" }
         return Ruleset(settings).script + lines.joined(separator: "\n") + "\n"
     }
@@ -217,10 +234,13 @@ final class NftablesFirewall: FirewallPlugin {
         var report: [String: Any] = ["table": "inet \(settings.table)"]
         let live = nft.listTable(settings.table, json: true, stateless: false)
         report["present"] = live != nil
-        if let record = AppliedRecord.load(from: settings.stateFile) {
+        let record = AppliedRecord.load(from: settings.stateFile)
+        if let record {
             report["applied_at_ms"] = record.appliedAtMS
             report["timings_ms"] = record.timings
         }
+        let notApplied = record?.notApplied ?? [:]
+        report["not_applied"] = notApplied
         let drift = try verify(nft)
         report["matches_applied"] = drift == nil
         if let drift { report["drift"] = drift }
@@ -244,6 +264,7 @@ final class NftablesFirewall: FirewallPlugin {
         report["host_settings"] = hostSettings.planned.map { setting -> [String: Any] in
             let live = try? hostSettings.current(setting)
             var entry: [String: Any] = ["setting": setting.name, "key": setting.key]
+            if let reason = notApplied[setting.name] { entry["not_applied"] = reason }
             switch setting.target {
             case .sysctl:
                 entry["wanted"] = setting.value ?? ""
@@ -261,7 +282,8 @@ final class NftablesFirewall: FirewallPlugin {
         }
         report["warnings"] = hostSettings.warnings
         guard
-            let data = try? JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
+            let data = try? JSONSerialization.data(
+                withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         else { throw PluginError("cannot encode the status") }
         return String(decoding: data, as: UTF8.self)
     }
@@ -415,6 +437,8 @@ struct AppliedRecord: Codable {
     var hostSettings: [String]
     /// The script applied: what a failed apply puts back.
     var script: String
+    /// The sysctls the apply could not write (a read-only /proc/sys), by name, with the reason.
+    var notApplied: [String: String]? = nil
 
     func save(to path: String) throws(PluginError) {
         do {

@@ -12,6 +12,8 @@ struct FirewallStatus: Codable {
         var wanted: String
         var live: String
         var asConfigured: Bool
+        /// Why the last apply did not write it (a read-only /proc/sys), if it did not.
+        var notApplied: String?
     }
     var table: String
     var present: Bool
@@ -45,12 +47,20 @@ struct FirewallStatus: Codable {
         let state =
             !present ? "absent" : matchesApplied ? "in place, as applied" : "in place, changed: \(drift ?? "")"
         let off = hostSettings.filter { !$0.asConfigured }
+        let skipped = hostSettings.filter { $0.notApplied != nil }.count
         var lines = [
             "firewall: table \(table) \(state); host settings: \(hostSettings.count - off.count) of \(hostSettings.count) as configured"
+                + (skipped == 0 ? "" : ", \(skipped) not applied at the last apply")
         ]
         for setting in hostSettings {
             let mark = setting.asConfigured ? " " : "!"
-            lines.append("  \(mark) \(setting.setting) = \(setting.live) (\(setting.key): \(setting.wanted))")
+            let why = setting.notApplied.map { " — not applied: \($0)" } ?? ""
+            lines.append("  \(mark) \(setting.setting) = \(setting.live) (\(setting.key): \(setting.wanted))\(why)")
+        }
+        if skipped > 0 {
+            lines.append(
+                "  to apply them: allow /proc/sys/net in a drop-in (gatehouse.service shows it), install the sysctl.d file (docs/firewall.md), or run `sudo gatehouse firewall apply` once"
+            )
         }
         lines += warnings.map { "  warning: \($0)" }
         return lines

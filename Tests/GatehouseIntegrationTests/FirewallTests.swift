@@ -268,6 +268,103 @@ struct FirewallTests {
         #expect(code == 0, "the ruleset must outlive the daemon")
     }
 
+    @Test(
+        "under a read-only /proc/sys (the packaged unit's ProtectKernelTunables=yes) gatehoused starts: the ruleset applies, each host setting it cannot write is a warning naming it, shown as not applied"
+    )
+    func readOnlySysctls() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        let config = try lab.config()
+        // Settings away from their targets (they must be written) and one already at it.
+        for setting in [
+            "net.ipv4.conf.all.log_martians=0", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.tcp_syncookies=1",
+        ] {
+            try lab.gateway("/usr/sbin/sysctl", ["-q", "-w", setting])
+        }
+        let before = try lab.sysctls()
+        // What systemd does for ProtectKernelTunables=yes: /proc/sys bound read-only in a mount
+        // namespace of gatehoused's own (writes fail with EROFS).
+        let daemon = try Subprocess(
+            NetnsLab.ip,
+            [
+                "netns", "exec", lab.gatewayNamespace, "/usr/bin/unshare", "-m", "--propagation", "private", "sh", "-c",
+                "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$0\" \"$@\"",
+                Paths.gatehoused, "-c", config,
+            ], in: lab.dir, name: "gatehoused")
+        defer { daemon.signal(SIGKILL) }
+        #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
+        try #require(daemon.isRunning, "gatehoused must start: \(daemon.stderr.suffix(3000))")
+        #expect(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
+        #expect(daemon.stderr.contains("NOT applied (/proc/sys is read-only here"), "\(daemon.stderr)")
+        let warning =
+            "host setting net.ipv4.conf.all.log_martians = 1 (log_martians) not applied: /proc/sys is read-only here (Read-only file system); it stays 0."
+        #expect(daemon.stderr.contains(warning), "\(daemon.stderr)")
+        #expect(daemon.stderr.contains("sudo gatehouse firewall apply"), "the warning must say how to allow it")
+        // A setting already at its value needs no write: no warning for it.
+        #expect(!daemon.stderr.contains("net.ipv4.tcp_syncookies = 1 (tcp_syncookies) not applied"))
+        // The ruleset is in place; not one sysctl changed.
+        let (tableCode, table) = try lab.gateway(NetnsLab.nft, ["list", "table", "inet", "gatehouse"])
+        #expect(tableCode == 0 && table.contains("dport 8883"), "\(table)")
+        #expect(try lab.sysctls() == before, "a sysctl changed under a read-only /proc/sys")
+
+        // render, the plugin's status and gatehouse status show what was not applied.
+        let (_, rendered) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "render", "-c", config])
+        #expect(
+            rendered.contains(
+                "net.ipv4.conf.all.log_martians = 1 (log_martians) -- NOT APPLIED at the last apply: /proc/sys is read-only here"
+            ), "\(rendered)")
+        let (_, pluginStatus) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "status", "-c", config])
+        #expect(pluginStatus.contains(#""not_applied" : "/proc/sys is read-only here"#), "\(pluginStatus)")
+        let (_, status) = try lab.gateway(Paths.gatehouseCLI, ["status", "-c", config])
+        #expect(status.contains("not applied at the last apply"), "\(status)")
+        #expect(
+            status.contains(
+                "! net.ipv4.conf.all.log_martians = 0 (log_martians: 1) — not applied: /proc/sys is read-only here"),
+            "\(status)")
+        #expect(status.contains("  net.ipv4.tcp_syncookies = 1 (tcp_syncookies: 1)\n"), "\(status)")
+        daemon.signal(SIGTERM)
+        #expect(daemon.wait(timeout: .seconds(15)) == 0, "\(daemon.stderr.suffix(1500))")
+
+        // The same, once as root without the read-only mount: everything applies, nothing is marked.
+        let (applyCode, applied) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "apply", "-c", config])
+        #expect(applyCode == 0 && !applied.contains("NOT applied"), "\(applied)")
+        let (_, after) = try lab.gateway(Paths.gatehouseCLI, ["status", "-c", config])
+        #expect(after.contains("net.ipv4.conf.all.log_martians = 1 (log_martians: 1)\n"), "\(after)")
+        #expect(!after.contains("not applied"), "\(after)")
+    }
+
+    @Test(
+        "with /proc/sys not visible at all (the packaged unit's ProcSubset=pid) the ruleset applies and every sysctl is a warning"
+    )
+    func hiddenSysctls() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        let config = try lab.config()
+        // What systemd does for ProcSubset=pid: a procfs of the process's own with subset=pid.
+        let (code, output) = try lab.gateway(
+            "/usr/bin/unshare",
+            [
+                "-m", "--propagation", "private", "sh", "-c",
+                "mount -t proc -o subset=pid proc /proc && test ! -e /proc/sys && exec \"$0\" \"$@\"",
+                Paths.gatehouseCLI, "firewall", "apply", "-c", config,
+            ])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("firewall applied:"), "\(output)")
+        #expect(
+            output.contains(
+                "net.ipv4.conf.all.rp_filter = 1 (rp_filter) not applied: /proc/sys is not visible to this process (ProcSubset=pid); its value cannot be read here."
+            ), "\(output)")
+        #expect(try lab.gateway(NetnsLab.nft, ["list", "table", "inet", "gatehouse"]).0 == 0)
+        let (_, rendered) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "render", "-c", config])
+        #expect(
+            rendered.contains(
+                "net.ipv4.conf.all.rp_filter = 1 (rp_filter) -- NOT APPLIED at the last apply: /proc/sys is not visible"
+            ),
+            "\(rendered)")
+        let (_, status) = try lab.gateway(Paths.gatehouseCLI, ["firewall", "status", "-c", config])
+        #expect(status.contains(#""not_applied" : "/proc/sys is not visible to this process"#), "\(status)")
+    }
+
     @Test("with on_stop = \"remove\", a reload (SIGHUP) keeps the ruleset; only SIGTERM removes it")
     func reloadKeepsRulesetWithOnStopRemove() throws {
         let lab = try NetnsLab()
@@ -423,6 +520,17 @@ final class NetnsLab: @unchecked Sendable {
             dir.file("modprobe/gatehouse-usb-storage.conf"), dir.file("udev/90-gatehouse-usb-storage.rules"),
         ].map { "\($0): \((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "(absent)")" }
         return output + files.joined(separator: "\n")
+    }
+
+    /// Every sysctl below net/ the plugin may touch ("path:value" lines), in the gateway namespace.
+    func sysctls() throws -> String {
+        let (_, output) = try gateway(
+            "/bin/sh",
+            [
+                "-c",
+                "grep -r . /proc/sys/net/ipv4/conf /proc/sys/net/ipv6/conf /proc/sys/net/ipv4/tcp_syncookies 2>/dev/null",
+            ])
+        return output
     }
 
     /// What the attacker namespace receives from the gateway while `probe` runs, one line a
