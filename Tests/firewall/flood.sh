@@ -134,6 +134,14 @@ for mode in "${modes[@]}"; do
             scan) flood=(-S -p 9999) ;;
             *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
+        # Each scenario starts from an almost empty conntrack table (what the one before left,
+        # half-open entries kept conntrack_syn_timeout, is gone first; 30 s at most), so the peak
+        # printed is this flood's own.
+        for _ in $(seq 1 60); do
+            count=$(ip netns exec "$GW" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo 0)
+            ((count < 1000)) && break
+            sleep 0.5
+        done
         # A fresh apply: counters and meters start at zero.
         ip netns exec "$GW" "$BIN/gatehouse" firewall apply -c "$work/gatehouse.toml" >"$work/apply.log" 2>&1 || {
             cat "$work/apply.log"
