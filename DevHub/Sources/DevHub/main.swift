@@ -307,7 +307,7 @@ struct Devices: ParsableCommand {
             let id = device["deviceId"]?.stringValue ?? "?"
             let state =
                 device["connected"] == .bool(true)
-                ? "connected over \(device["transport"]?.stringValue ?? "?") (connection \(device["connectionId"]?.intValue.map(String.init) ?? "?")) since \(device["connectedSince"]?.stringValue ?? "?") from \(device["remoteAddress"]?.stringValue ?? "?")"
+                ? "connected since \(device["connectedSince"]?.stringValue ?? "?") from \(device["remoteAddress"]?.stringValue ?? "?") over \(device["transport"]?.stringValue ?? "?") (connection \(device["connectionId"]?.intValue.map(String.init) ?? "?"))"
                 : "disconnected"
             print("\(id)\t\(state)\t(\(device["source"]?.stringValue ?? ""))")
         }

@@ -83,7 +83,7 @@ extension AMQPConnection {
                 logger.error("cannot check a token of \(deviceID): \(error)")
                 reply(500, "internal error")
             }
-            process()
+            processSoon()
         }
     }
 
@@ -150,7 +150,7 @@ extension AMQPConnection {
             drop(
                 deviceID, condition: "amqp:unauthorized-access",
                 reason: "the CBS token of device \(deviceID) expired at \(identity.expiry)")
-            process()
+            processSoon()
         }
     }
 
@@ -214,7 +214,7 @@ extension AMQPConnection {
                 logger.error("telemetry of \(deviceID) could not be stored")
                 settle(delivery, on: state, ProtonOutcome.released)
             }
-            process()
+            processSoon()
         }
     }
 
@@ -253,7 +253,7 @@ extension AMQPConnection {
                 identity.c2d.fetchAgain = false
                 deliverC2D(identity)
             }
-            process()
+            processSoon()
         }
     }
 
@@ -280,7 +280,7 @@ extension AMQPConnection {
                 logger.error("cannot record the C2D outcome of \(deviceID): \(error)")
             }
             deliverC2D(identity)
-            process()
+            processSoon()
         }
     }
 
@@ -341,7 +341,7 @@ extension AMQPConnection {
                         logger.error("cannot read the twin of \(deviceID): \(error)")
                         respond(500)
                     }
-                    process()
+                    processSoon()
                 }
         case ("PATCH", "/properties/reported"):
             guard let patch = try? JSONValue(parsing: request.bodyBytes), patch.isObject else {
@@ -357,7 +357,7 @@ extension AMQPConnection {
                     logger.error("cannot patch the twin of \(deviceID): \(error)")
                     respond(500)
                 }
-                process()
+                processSoon()
             }
         case ("PUT", "/notifications/twin/properties/desired"):
             identity.desiredSubscribed = true
@@ -377,7 +377,7 @@ extension AMQPConnection: DeviceTransport {
     func deliverC2D(deviceID: String) {
         guard let identity = identities[deviceID] else { return }
         deliverC2D(identity)
-        process()
+        processSoon()
     }
 
     /// Sends the request on the device's methods sender: correlation-id a uuid (the C SDK needs
@@ -399,7 +399,7 @@ extension AMQPConnection: DeviceTransport {
         request.applicationProperties = [("IoThub-methodname", .string(name))]
         request.body = .data(payload)
         enqueue(ProtonCodec.encode(request), on: link)
-        process()
+        processSoon()
         return true
     }
 
@@ -412,11 +412,11 @@ extension AMQPConnection: DeviceTransport {
         message.messageAnnotations = [("version", .int(Int64(version)))]
         message.body = .data(patch)
         enqueue(ProtonCodec.encode(message), on: link)
-        process()
+        processSoon()
     }
 
     func dropDevice(deviceID: String, reason: String) {
         drop(deviceID, condition: "amqp:unauthorized-access", reason: reason)
-        process()
+        processSoon()
     }
 }

@@ -146,6 +146,7 @@ final class AMQPConnection: ChannelInboundHandler {
     /// Set while proton's events are handled: re-entrant calls of ``process()`` return, and the
     /// driver is not destroyed under the loop.
     var processing = false
+    var processScheduled = false
     var torn = false
 
     init(services: SessionServices, id: UInt64) {
@@ -298,6 +299,17 @@ final class AMQPConnection: ChannelInboundHandler {
         }
         writeOutput()
         scheduleTick()
+    }
+
+    /// ``process()`` once the event loop has run what is already queued: completions that come
+    /// together (a committed telemetry batch, token checks) share one pass and one flush.
+    func processSoon() {
+        guard !processScheduled, let context else { return }
+        processScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            processScheduled = false
+            process()
+        }
     }
 
     private func writeOutput() {
