@@ -3,7 +3,8 @@
 #   Fuzz/DevHubFuzz/run.sh              # 10 minutes
 #   Fuzz/DevHubFuzz/run.sh -runs=20000  # any libFuzzer flags
 # The fuzzer feeds each input to the MQTT decoder (round-trip and split checks) and to a real
-# DevHub session (raw CONNECT, hub device, or DPS registration; see DevHubFuzzer.swift).
+# DevHub session (raw CONNECT, hub device, DPS registration, or a whole connection to the AMQP
+# endpoint; see DevHubFuzzer.swift).
 # Seeds come from seeds.py; the growing corpus and any crash files go to .work/ (not committed).
 # Needs the root package to vend DevHubKit as a library product.
 set -euo pipefail

@@ -9,9 +9,10 @@ import Synchronization
     import Glibc
 #endif
 
-/// Drives one real ``MQTTSession`` with arbitrary bytes, over a socketpair and without TLS:
-/// for the fuzz target (`Fuzz/DevHubFuzz`) and for tests that look at the exact bytes DevHub
-/// answers. It has its own in-memory store with one device and one enrollment group.
+/// Drives one real ``MQTTSession`` (or, with the `amqp` prelude, one ``AMQPConnection``) with
+/// arbitrary bytes, over a socketpair and without TLS: for the fuzz target (`Fuzz/DevHubFuzz`)
+/// and for tests that look at the exact bytes DevHub answers. It has its own in-memory store
+/// with one device and one enrollment group.
 ///
 /// A run optionally first sends a valid CONNECT (so the input reaches an open hub or DPS
 /// session), waits for the CONNACK, sends the input, waits `linger`, half-closes, and returns
@@ -25,6 +26,9 @@ public final class SessionHarness: Sendable {
         case hubDevice
         /// A CONNECT of DPS registration ``registrationID`` with a valid SAS token.
         case dpsRegistration
+        /// Nothing, to DevHub's AMQP endpoint (``AMQPConnection``, without TLS): the input is a
+        /// whole AMQP connection, from its protocol header (docs/protocols.md §3).
+        case amqp
     }
 
     public static let hubName = "devhub.harness"
@@ -76,7 +80,7 @@ public final class SessionHarness: Sendable {
         let expiry: Int64 = 4_102_444_800
         let connect: Connect
         switch prelude {
-        case .none:
+        case .none, .amqp:
             return []
         case .hubDevice:
             let token = SASVerifier.makeToken(
@@ -109,6 +113,12 @@ public final class SessionHarness: Sendable {
 
     /// Runs one session; see the type's documentation.
     public func run(prelude: Prelude, input: [UInt8], linger: Duration = .zero) throws -> Outcome {
+        try run(prelude: prelude, inputs: [input], linger: linger)
+    }
+
+    /// Runs one session fed `inputs` one after another, waiting `linger` after each (a client
+    /// that waits for answers, as AMQP clients wait for credit).
+    public func run(prelude: Prelude, inputs: [[UInt8]], linger: Duration) throws -> Outcome {
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
             throw DevHubError(.internalError, "socketpair failed: errno \(errno)")
@@ -119,7 +129,12 @@ public final class SessionHarness: Sendable {
         let channel = try NIOPipeBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MQTTSession(services: services))
+                    if prelude == .amqp {
+                        try channel.pipeline.syncOperations.addHandler(
+                            AMQPConnection(services: services, id: services.hub.nextID()))
+                    } else {
+                        try channel.pipeline.syncOperations.addHandler(MQTTSession(services: services))
+                    }
                 }
             }
             .takingOwnershipOfDescriptor(inputOutput: fds[0]).wait()
@@ -131,11 +146,13 @@ public final class SessionHarness: Sendable {
             // Wait for the CONNACK (4 bytes) so the input meets an open session.
             _ = Self.read(peer, into: &output, until: { $0.count >= 4 }, timeoutMilliseconds: 5000)
         }
-        Self.sendAll(peer, input)
-        if linger > .zero {
-            let milliseconds = Int32(
-                linger.components.seconds * 1000 + linger.components.attoseconds / 1_000_000_000_000_000)
-            _ = Self.read(peer, into: &output, until: { _ in false }, timeoutMilliseconds: milliseconds)
+        for input in inputs {
+            Self.sendAll(peer, input)
+            if linger > .zero {
+                let milliseconds = Int32(
+                    linger.components.seconds * 1000 + linger.components.attoseconds / 1_000_000_000_000_000)
+                _ = Self.read(peer, into: &output, until: { _ in false }, timeoutMilliseconds: milliseconds)
+            }
         }
         shutdown(peer, Int32(SHUT_WR))
         let closed = Self.read(peer, into: &output, until: { _ in false }, timeoutMilliseconds: 10_000)

@@ -333,3 +333,80 @@ import Testing
         }
     }
 }
+
+/// A real ``AMQPConnection`` (no TLS) through the session harness: a whole client transcript,
+/// then the same transcript mutated. Nothing traps or hangs; the connection always closes.
+@Suite struct AMQPConnectionHarnessTests {
+    /// What a proton client sends: AMQP header (no SASL), open, begin, the `$cbs` links, a
+    /// put-token for the harness device, a telemetry link with one message, a C2D link.
+    /// Made with python3-qpid-proton's engine against an in-memory proton peer.
+    static let transcript: [UInt8] = Array(
+        Data(
+            base64Encoded: [
+                "QU1RUAABAAAAAAA4AgAAAABTEMArCqEOaGFybmVzcy1jbGllbnShDmRldmh1Yi5oYXJuZXNzQGB//0BAQEBAQAAAABoCAAAA",
+                "AFMRwA0EQENwf////3B/////AAAAUAIAAAAAUxLAQw6hCyRjYnMtc2VuZGVyQ0JQAlAAAFMowBELoQQkY2JzQ0BDQkBAQEBA",
+                "QABTKcANB6EEJGNic0NAQ0JAQEBAQ0RAQEAAAABTAgAAAABTEsBGDqENJGNicy1yZWNlaXZlclIBQVACUAAAUyjAEQuhBCRj",
+                "YnNDQENCQEBAQEBAAFMpwA0HoQQkY2JzQ0BDQkBAQEBDREBAQAAAACECAAAAAFMTwBQJQHB/////Q3B/////UgFDUmRAQgAA",
+                "ARsCAAAAAFMUwAcEQ0OgATBDAFNwRQBTc8ACAUQAU3TRAAAAbgAAAAahCW9wZXJhdGlvbqEJcHV0LXRva2VuoQR0eXBloR9z",
+                "ZXJ2aWNlYnVzLndpbmRvd3MubmV0OnNhc3Rva2VuoQRuYW1loSVkZXZodWIuaGFybmVzcy9kZXZpY2VzL2hhcm5lc3MtZGV2",
+                "aWNlAFN3oYFTaGFyZWRBY2Nlc3NTaWduYXR1cmUgc3I9ZGV2aHViLmhhcm5lc3MvZGV2aWNlcy9oYXJuZXNzLWRldmljZSZz",
+                "aWc9TkxLTTZKJTJCUndLQWNYd2pacUt3Y0pTOWVpTEowaWVGSzRkeEVYWEQ1Y0p3JTNEJnNlPTQxMDI0NDQ4MDAAAACAAgAA",
+                "AABTEsBzDqEGZXZlbnRzUgJCUAJQAABTKMAMC0BDQENCQEBAQEBAAFMpwEYHoT1hbXFwczovL2Rldmh1Yi5oYXJuZXNzL2Rl",
+                "dmljZXMvaGFybmVzcy1kZXZpY2UvbWVzc2FnZXMvZXZlbnRzQ0BDQkBAQEBDREBAQAAAAEECAAAAAFMUwAkEUgJSAaABMUMA",
+                "U3BFAFNzwAYBoQNtLTEAU3TRAAAACgAAAAKhAWuhAXYAU3WgBWhlbGxvAAAAggIAAAAAUxLAdQ6hA2MyZFIDQVACUAAAUyjA",
+                "TwuhQmFtcXBzOi8vZGV2aHViLmhhcm5lc3MvZGV2aWNlcy9oYXJuZXNzLWRldmljZS9tZXNzYWdlcy9kZXZpY2Vib3VuZENA",
+                "Q0JAQEBAQEAAUynACAdAQ0BDQkBAQEBDREBAQAAAACICAAAAAFMTwBUJQ3B/////UgJwf////1IDQ1IKQEI=",
+            ].joined())!)
+
+    /// Where the client waited for DevHub in the transcript: after the links' setup, the
+    /// put-token, the telemetry link's attach, the message.
+    static let pauses = [286, 569, 697, 762]
+
+    @Test func transcriptAuthenticatesTheDeviceAndStoresItsTelemetry() throws {
+        let harness = try SessionHarness()
+        let bounds = [0] + Self.pauses + [Self.transcript.count]
+        let parts = zip(bounds, bounds.dropFirst()).map { Array(Self.transcript[$0..<$1]) }
+        let outcome = try harness.run(prelude: .amqp, inputs: parts, linger: .milliseconds(300))
+        #expect(outcome.closed)
+        #expect(Array(outcome.output.prefix(8)) == AMQPSASLNegotiator.amqpHeader)
+        let log = harness.takeLogLines().joined(separator: "\n")
+        #expect(log.contains("device harness-device connected over AMQP"), "\(log)")
+        let stored = try harness.store.telemetry(deviceID: SessionHarness.deviceID)
+        #expect(stored.map(\.payload) == [Array("hello".utf8)])
+        #expect(stored.first?.properties == [MessageProperty("$.mid", "m-1"), MessageProperty("k", "v")])
+    }
+
+    /// Mutations past the setup, fed with the client's pauses, so they meet an authenticated device.
+    @Test func mutatedAfterAuthenticationNeverTrapOrHang() throws {
+        let harness = try SessionHarness()
+        var random = AMQPHostileInputTests.SplitMix(state: 11)
+        for _ in 0..<40 {
+            var bytes = Self.transcript
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let index = Int.random(in: Self.pauses[1]..<bytes.count, using: &random)
+                bytes[index] = UInt8.random(in: 0...255, using: &random)
+            }
+            let bounds = [0] + Self.pauses + [bytes.count]
+            let parts = zip(bounds, bounds.dropFirst()).map { Array(bytes[$0..<$1]) }
+            let outcome = try harness.run(prelude: .amqp, inputs: parts, linger: .milliseconds(20))
+            #expect(outcome.closed)
+            _ = harness.takeLogLines()
+        }
+    }
+
+    @Test func mutatedTranscriptsNeverTrapOrHang() throws {
+        let harness = try SessionHarness()
+        var random = AMQPHostileInputTests.SplitMix(state: 7)
+        for _ in 0..<150 {
+            var bytes = Self.transcript
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                let index = Int.random(in: 8..<bytes.count, using: &random)
+                bytes[index] = UInt8.random(in: 0...255, using: &random)
+            }
+            if Bool.random(using: &random) { bytes.removeLast(Int.random(in: 0..<(bytes.count - 8), using: &random)) }
+            let outcome = try harness.run(prelude: .amqp, input: bytes)
+            #expect(outcome.closed)
+            _ = harness.takeLogLines()
+        }
+    }
+}
