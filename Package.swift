@@ -74,10 +74,11 @@ let package = Package(
         ),
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // AMQP 1.0 through qpid-proton's C library: the `amqp` transport and DevHub's AMQP endpoint.
+        // No pkgConfig: Debian's libqpid-proton.pc opens with a C comment SwiftPM warns about, and
+        // it only names the default paths (the modulemap links qpid-proton).
         .systemLibrary(
             name: "CQpidProton",
             path: "Sources/CQpidProton",
-            pkgConfig: "libqpid-proton",
             providers: [.apt(["libqpid-proton11-dev"])]
         ),
         // TPM 2.0 through tss2-esys: EK/SRK, ActivateCredential, import, HMAC inside the TPM.
