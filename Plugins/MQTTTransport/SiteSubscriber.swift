@@ -617,38 +617,3 @@ final class SiteSubscriber: Sendable {
         }
     }
 }
-
-/// A subscription filter whose `+` level names the device, e.g. `devices/+/messages/events/#`.
-/// The levels matched by a trailing `#` are read as an IoT Hub property bag.
-struct DeviceTopicFilter: Sendable {
-    let filter: String
-    let levels: [Substring]
-    let deviceLevel: Int
-
-    init?(_ filter: String) {
-        guard TopicFilter.validateFilter(filter) else { return nil }
-        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
-        guard let deviceLevel = levels.firstIndex(of: "+") else { return nil }
-        self.filter = filter
-        self.levels = levels
-        self.deviceLevel = deviceLevel
-    }
-
-    static func route(_ topic: String, filters: [DeviceTopicFilter]) -> (
-        deviceID: String, properties: [PluginMessage.Property]
-    )? {
-        for candidate in filters where TopicFilter.matches(filter: candidate.filter, topic: topic) {
-            let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-            guard candidate.deviceLevel < levels.count else { continue }
-            let device = String(levels[candidate.deviceLevel])
-            guard !device.isEmpty else { continue }
-            var properties: [PluginMessage.Property] = []
-            if candidate.levels.last == "#", levels.count >= candidate.levels.count {
-                let rest = levels[(candidate.levels.count - 1)...].joined(separator: "/")
-                properties = .init(propertyBag: rest)
-            }
-            return (device, properties)
-        }
-        return nil
-    }
-}

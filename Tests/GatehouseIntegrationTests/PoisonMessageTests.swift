@@ -208,8 +208,15 @@ struct PoisonMessageTests {
         // Two messages this hub drops, back to back, and a good one behind them; each sent as the
         // relay sends, again while the link is not up.
         let poison = PluginMessage(deviceID: "pz-2", payload: [UInt8](repeating: 0x50, count: 200_000))
-        for (token, message) in [(UInt64(1), poison), (2, poison), (3, Self.message("pz-2", "behind"))] {
+        for (token, message) in [(UInt64(1), poison), (2, poison)] {
             #expect(waitUntil(timeout: .seconds(30)) { plugin.send(message, token: token) == .ok })
+        }
+        // The good one is taken only while the link is up; once the hub drops the second poison
+        // at each reconnect, the link is up for milliseconds between growing delays, and a test
+        // thread descheduled on a loaded machine can miss every one. Either way it must never
+        // be sent nor refused.
+        let behindTaken = waitUntil(timeout: .seconds(10)) {
+            plugin.send(Self.message("pz-2", "behind"), token: 3) == .ok
         }
         #expect(waitUntil(timeout: .seconds(60)) { host.status(of: 1) != nil }, "\(host.logs.suffix(10))")
         #expect(host.status(of: 1) == .refused)
@@ -222,7 +229,7 @@ struct PoisonMessageTests {
         #expect(plugin.closeIdentity("pz-2") == .ok)
         #expect(
             waitUntil(timeout: .seconds(10)) {
-                host.status(of: 2) == .unavailable && host.status(of: 3) == .unavailable
+                host.status(of: 2) == .unavailable && host.status(of: 3) == (behindTaken ? .unavailable : nil)
             })
         #expect(host.refusedCount == 1)
     }
