@@ -84,11 +84,17 @@ final class DeviceSession {
         waiting.insert(contentsOf: unanswered, at: 0)
     }
 
-    /// Forgets a settled message.
+    /// Forgets a settled message. Once nothing is outstanding the storage goes too (a dictionary
+    /// keeps its capacity after removals: a thousand idle devices would each hold room for the
+    /// most messages they ever had in flight).
     @discardableResult
     func settle(_ token: UInt64) -> Pending? {
         guard let pending = outstanding.removeValue(forKey: token) else { return nil }
         if let index = sendOrder.firstIndex(of: token) { sendOrder.remove(at: index) }
+        if outstanding.isEmpty {
+            outstanding = [:]
+            sendOrder = []
+        }
         return pending
     }
 

@@ -522,27 +522,29 @@ final class HubConnection {
         pn_link_open(c2d)
         pn_link_flow(c2d, Int32(Self.receiverCredit))
 
-        let requests = pn_receiver(session, address.methodRequestsLinkName)!
-        pn_terminus_set_address(pn_link_source(requests), address.methods)
-        pn_terminus_set_address(pn_link_target(requests), "requests")
-        methodLinkProperties(requests, address: address)
-        pn_link_open(requests)
-        pn_link_flow(requests, Int32(Self.receiverCredit))
+        if settings.methods {
+            let requests = pn_receiver(session, address.methodRequestsLinkName)!
+            pn_terminus_set_address(pn_link_source(requests), address.methods)
+            pn_terminus_set_address(pn_link_target(requests), "requests")
+            methodLinkProperties(requests, address: address)
+            pn_link_open(requests)
+            pn_link_flow(requests, Int32(Self.receiverCredit))
 
-        let responses = pn_sender(session, address.methodResponsesLinkName)!
-        pn_terminus_set_address(pn_link_source(responses), "responses")
-        pn_terminus_set_address(pn_link_target(responses), address.methods)
-        methodLinkProperties(responses, address: address)
-        pn_link_open(responses)
+            let responses = pn_sender(session, address.methodResponsesLinkName)!
+            pn_terminus_set_address(pn_link_source(responses), "responses")
+            pn_terminus_set_address(pn_link_target(responses), address.methods)
+            methodLinkProperties(responses, address: address)
+            pn_link_open(responses)
+            device.methodRequests = requests
+            device.methodResponses = responses
+            linkRoles[requests] = .methodRequests(device.deviceID)
+            linkRoles[responses] = .methodResponses(device.deviceID)
+        }
 
         device.telemetry = telemetry
         device.cloudToDevice = c2d
-        device.methodRequests = requests
-        device.methodResponses = responses
         linkRoles[telemetry] = .telemetry(device.deviceID)
         linkRoles[c2d] = .cloudToDevice(device.deviceID)
-        linkRoles[requests] = .methodRequests(device.deviceID)
-        linkRoles[responses] = .methodResponses(device.deviceID)
         device.state = .attaching
         device.requestSentMS = nowMS
     }
@@ -600,8 +602,10 @@ final class HubConnection {
     /// credit does not yet allow; the host bounds what a device has in flight).
     func transmit(_ device: DeviceSession) {
         guard device.state == .up, let link = device.telemetry, hub.isRunning else { return }
-        while !device.waiting.isEmpty {
-            let next = device.waiting.removeFirst()
+        guard !device.waiting.isEmpty else { return }
+        let batch = device.waiting
+        device.waiting = []
+        for next in batch {
             send(next.bytes, tag: next.token, on: link)
             device.outstanding[next.token] = next
             device.sendOrder.append(next.token)

@@ -117,6 +117,7 @@ struct SASLAndPoolTests {
         #expect(defaults.address == "h.example")
         #expect(defaults.sasl == .mssbcbs)
         #expect(defaults.devicesPerConnection == 995)
+        #expect(defaults.methods)
         let none = try AMQPTransport.settings(
             try PluginConfig(json: Array(#"{"hostname":"h","sasl":"none","devices_per_connection":10}"#.utf8)))
         #expect(none.sasl == .none && none.devicesPerConnection == 10)
