@@ -746,12 +746,7 @@ final class HubConnection {
         switch command {
         case .cloudToDevice(let deviceID, let delivery):
             let link = pn_delivery_link(delivery)
-            let outcome: UInt64
-            switch status {
-            case 200..<300: outcome = UInt64(PN_ACCEPTED)
-            case 400..<500: outcome = UInt64(PN_REJECTED)
-            default: outcome = UInt64(PN_RELEASED)
-            }
+            let outcome = Self.cloudToDeviceOutcome(status: status)
             if outcome == UInt64(PN_REJECTED) {
                 let condition = pn_disposition_condition(pn_delivery_local(delivery))
                 pn_condition_set_name(condition, "amqp:not-allowed")
@@ -768,6 +763,16 @@ final class HubConnection {
             guard let device = devices[deviceID], let link = device.methodResponses else { return }
             let response = codec.encodeMethodResponse(correlationID: correlationID, status: status, body: body)
             send(response, tag: token, on: link)
+        }
+    }
+
+    /// How a C2D message is settled for the gate's status (gatehouse_plugin.h, `command_result`):
+    /// 2xx accepted, 4xx rejected (the gate refused it and would again), anything else released.
+    static func cloudToDeviceOutcome(status: Int32) -> UInt64 {
+        switch status {
+        case 200..<300: UInt64(PN_ACCEPTED)
+        case 400..<500: UInt64(PN_REJECTED)
+        default: UInt64(PN_RELEASED)
         }
     }
 

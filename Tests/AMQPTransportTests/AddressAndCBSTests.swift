@@ -105,6 +105,16 @@ struct AddressAndCBSTests {
         #expect(AMQPScalar.uuid(uuid).text == "00010203-0405-0607-0809-0a0b0c0d0e0f")
     }
 
+    @Test(
+        "a C2D message is settled by the gate's status: 2xx accepted, 4xx rejected, anything else released",
+        arguments: [
+            (Int32(200), PN_ACCEPTED), (204, PN_ACCEPTED), (403, PN_REJECTED), (404, PN_REJECTED),
+            (501, PN_RELEASED), (503, PN_RELEASED), (504, PN_RELEASED),
+        ] as [(Int32, Int32)])
+    func cloudToDeviceOutcomes(status: Int32, outcome: Int32) {
+        #expect(HubConnection.cloudToDeviceOutcome(status: status) == UInt64(outcome))
+    }
+
     @Test("the reason a refused C2D message carries upstream comes from the gate's answer")
     func refusalText() {
         let body = Array(#"{"reason":"no rule allows reboot","status":403}"#.utf8)
