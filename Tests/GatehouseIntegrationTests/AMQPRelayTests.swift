@@ -74,19 +74,18 @@ struct AMQPRelayTests {
         #expect(waitUntil(timeout: .seconds(60)) { ((try? devhub.telemetry()) ?? []).count >= 500 })
         gateway.signal(SIGKILL)
         _ = gateway.wait(timeout: .seconds(5))
-        // DevHub (5e89e80) dies when an AMQP client vanishes with deliveries in flight: a DevHub
-        // bug, reported; it is started again so that gatehouse's own guarantee is still checked.
-        if waitUntil(timeout: .seconds(1), { !devhub.isRunning }) {
-            withKnownIssue("DevHub crashes when an AMQP client is killed mid-stream") { #expect(devhub.isRunning) }
-            try devhub.restart()
-        }
         try rig.startGateway()
-        #expect(waitUntil(timeout: .seconds(60)) { ((try? devhub.telemetry()) ?? []).count >= 2500 })
+        #expect(
+            waitUntil(timeout: .seconds(60)) {
+                devhub.restartIfCrashed()
+                return ((try? devhub.telemetry()) ?? []).count >= 2500
+            })
         try devhub.restart()
         #expect(publisher.wait(timeout: .seconds(120)) == 0)
         #expect(
             waitUntil(timeout: .seconds(90)) {
-                Set(((try? devhub.telemetry()) ?? []).map { "\($0.device) \($0.payload)" }).count == 6000
+                devhub.restartIfCrashed()
+                return Set(((try? devhub.telemetry()) ?? []).map { "\($0.device) \($0.payload)" }).count == 6000
             },
             "\(rig.gatewayLogs.suffix(3000))")
         // At least once: a message in flight at the kill may arrive twice; first arrivals keep the order.
@@ -184,6 +183,16 @@ final class AMQPDevHub: @unchecked Sendable {
     var caFile: String { dir.file("devhub/ca.pem") }
 
     var isRunning: Bool { child.isRunning }
+
+    /// DevHub (up to 380f5b1) sometimes crashes (SIGSEGV in libqpid-proton on an event loop
+    /// thread) when an AMQP client vanishes with deliveries in flight: a DevHub bug, reported.
+    /// Until it is fixed the test records it as a known issue and starts DevHub again, so that
+    /// gatehouse's own guarantee (nothing acknowledged is lost) is still checked.
+    func restartIfCrashed() {
+        guard !child.isRunning else { return }
+        withKnownIssue("DevHub crashed after an AMQP client was killed mid-stream") { #expect(child.isRunning) }
+        try? restart()
+    }
 
     /// The `[hub]` keys of the amqp transport for this DevHub: its name, its address, its CA.
     var hubSection: String {
