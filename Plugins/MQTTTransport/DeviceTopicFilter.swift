@@ -15,9 +15,7 @@ struct DeviceTopicFilter: Sendable {
 
     /// nil unless `filter` is a valid topic filter with a `+` level.
     init?(_ filter: String) {
-        guard filter.split(separator: "/", omittingEmptySubsequences: false).contains("+"),
-            let compiled = CompiledTopicFilter(filter)
-        else { return nil }
+        guard let compiled = CompiledTopicFilter(filter), compiled.hasPlus else { return nil }
         self.compiled = compiled
     }
 

@@ -360,6 +360,10 @@ final class HubLink {
     var renewAtMS: Int64 = .max
     var renewing = false
     var connectStartedMS: Int64 = 0
+    /// When `flush` last had telemetry to send (ms since 1970).
+    var lastPublishMS: Int64 = 0
+    /// A link with nothing to send for this long gives its TLS write buffer back.
+    static let idleAfterMS: Int64 = 5_000
 
     init?(device: String, owner: HubConnections) {
         self.device = device
@@ -475,6 +479,9 @@ final class HubLink {
             proven = true
             backoff.reset()
         }
+        if state == .connected, nowMS - lastPublishMS >= Self.idleAfterMS, client.batchesTLSWrites {
+            client.unbatchTLSWrites()
+        }
     }
 
     /// Queues a telemetry message (`token`) or sends a method response (QoS 0, no token).
@@ -492,6 +499,13 @@ final class HubLink {
     /// suspects.
     private func flush() {
         guard state == .connected, owner.isRunning else { return }
+        if !waiting.isEmpty {
+            // While the link has telemetry to send, the PUBLISHes of each pass of the I/O loop
+            // leave in one TLS write, not one write(2) and TCP segment a message; `tick` gives
+            // the buffer back once the link is idle, so 1,000 quiet identities hold none.
+            lastPublishMS = HubConnections.nowMS()
+            if !client.batchesTLSWrites { client.batchTLSWrites() }
+        }
         while !waiting.isEmpty {
             if !suspects.isEmpty, !outstanding.isEmpty { return }
             var next = waiting.removeFirst()
@@ -558,12 +572,9 @@ final class HubLink {
             return
         }
         state = .connected
-        // From here on, the PUBLISHes and acknowledgements of each pass of the I/O loop leave in
-        // one TLS write, not one write(2) and TCP segment a message; and libmosquitto formats
-        // no log line per packet (it does whenever a log callback is set): a connection that
-        // fails now says why in its disconnect code (docs/benchmarks.md, "Where the relay's
-        // time goes").
-        client.batchTLSWrites()
+        // From here on libmosquitto formats no log line per packet (it does whenever a log
+        // callback is set): a connection that fails now says why in its disconnect code
+        // (docs/benchmarks.md, "Where the relay's time goes"). See `flush` for the writes.
         client.logLevels = []
         connectedAtMS = HubConnections.nowMS()
         proven = false  // accepted is not proven: the backoff is reset only once it is

@@ -335,7 +335,7 @@ final class SiteSubscriber: Sendable {
     /// A device's answer to a direct method, `devices/{id}/methods/res/{status}/?$rid={rid}`.
     /// Answers for another device's request, or for none outstanding, are dropped (and logged).
     private func methodResponse(_ publish: Publish) {
-        let levels = publish.topic.split(separator: "/", omittingEmptySubsequences: false)
+        let levels = CompiledTopicFilter.levels(of: publish.topic)
         guard levels.count == 6, levels[2] == "methods", levels[3] == "res", let status = Int32(levels[4]),
             (100...599).contains(status), levels[5].hasPrefix("?")
         else {
@@ -565,7 +565,7 @@ final class SiteSubscriber: Sendable {
     /// the telemetry filters that names a device.
     private static func deviceLevel(of topic: String) -> String? {
         guard isMethodResponse(topic) else { return nil }
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        let levels = CompiledTopicFilter.levels(of: topic)
         return levels.count > 1 && !levels[1].isEmpty ? String(levels[1]) : nil
     }
 

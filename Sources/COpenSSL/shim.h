@@ -83,15 +83,18 @@ static inline int gh_tls_flush(void *ssl_ptr) {
     if (BIO_flush(w) > 0) return 1;
     return BIO_should_retry(w) ? 0 : -1;
 }
-/* Takes the buffer out again, after sending what it holds (as far as the socket takes it), so
- * that a closing library's last packet (a DISCONNECT) is written directly. */
-static inline void gh_tls_unbuffer_writes(void *ssl_ptr) {
+/* Takes the buffer out again (and frees it) once it has sent what it holds: an idle connection
+ * keeps no buffer, and a closing library's last packet (a DISCONNECT) is written directly.
+ * Returns 1 when the buffer is gone (or there was none); 0 when the socket would not take what
+ * it holds, unless `force`: then that is dropped (the connection is closing). */
+static inline int gh_tls_unbuffer_writes(void *ssl_ptr, int force) {
     SSL *ssl = (SSL *)ssl_ptr;
     BIO *buffer = ssl ? SSL_get_wbio(ssl) : NULL;
-    if (!buffer || BIO_method_type(buffer) != BIO_TYPE_BUFFER) return;
-    (void)BIO_flush(buffer);
+    if (!buffer || BIO_method_type(buffer) != BIO_TYPE_BUFFER) return 1;
+    if (BIO_wpending(buffer) > 0 && BIO_flush(buffer) <= 0 && !force) return 0;
     BIO *socket_bio = BIO_pop(buffer); /* the chain's reference, now ours */
     SSL_set0_wbio(ssl, socket_bio);    /* hands it to the SSL and frees the buffer */
+    return 1;
 }
 /* Whether the SSL holds received bytes (decrypted, or records read ahead) that poll(2) on the
  * socket cannot see. */

@@ -25,13 +25,25 @@ public struct CompiledTopicFilter: Sendable {
     public init?(_ filter: String) {
         guard TopicFilter.validateFilter(filter) else { return nil }
         self.filter = filter
-        levels = filter.split(separator: "/", omittingEmptySubsequences: false).map { level in
-            switch level {
-            case "+": .plus
-            case "#": .hash
-            default: .literal(Array(level.utf8))
+        // Split on the byte `/`, not on Characters: "/" followed by a combining mark is one
+        // Character in Swift, but two levels to MQTT.
+        levels = filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { level in
+            switch Array(level) {
+            case [UInt8(ascii: "+")]: .plus
+            case [UInt8(ascii: "#")]: .hash
+            case let bytes: .literal(bytes)
             }
         }
+    }
+
+    /// Whether the filter has a `+` level.
+    public var hasPlus: Bool { levels.contains(.plus) }
+
+    /// The `/`-separated levels of a topic, split on the byte `/` as MQTT does (§4.7.1.1) — not
+    /// on Characters: in Swift "/" followed by a combining mark is one Character, so
+    /// `String.split(separator: "/")` would see one level where MQTT sees two.
+    public static func levels(of topic: String) -> [Substring] {
+        topic.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { Substring($0) }
     }
 
     /// Matches the topic name whose UTF-8 is `topic`; nil when the filter does not match it or

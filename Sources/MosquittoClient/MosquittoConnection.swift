@@ -270,7 +270,7 @@ public final class MosquittoConnection {
     public func disconnect() {
         guard let mosq else { return }
         // The DISCONNECT goes straight to the socket, not into a write buffer closed with it.
-        if let ssl = mosquitto_ssl_get(mosq) { gh_tls_unbuffer_writes(ssl) }
+        if let ssl = mosquitto_ssl_get(mosq) { _ = gh_tls_unbuffer_writes(ssl, 1) }
         writesPending = false
         _ = mosquitto_disconnect(mosq)
     }
@@ -345,15 +345,31 @@ public final class MosquittoConnection {
 
     /// Puts a write buffer under this connection's TLS: from now on every packet libmosquitto
     /// writes (one TLS record each) collects there, and `flushWrites()` sends them all in one
-    /// write(2) — the owner's poll loop calls it before each poll. Call it once TLS is up (at
+    /// write(2) — the owner's poll loop calls it before each poll. Call it once TLS is up (after
     /// the CONNACK); a reconnect starts a new TLS session without the buffer. `disconnect()`
     /// takes the buffer out first, so the DISCONNECT is written. False without TLS.
-    /// `capacity` is held per connection for its life: 16 KiB takes about 70 telemetry PUBLISHes
-    /// (a full buffer is written out at once, so nothing waits), at 16 MB for 1,000 identities.
+    /// 16 KiB takes about 70 telemetry PUBLISHes (a full buffer is written out at once, so
+    /// nothing waits); `unbatchTLSWrites()` gives it back while the connection is idle.
     @discardableResult
     public func batchTLSWrites(capacity: Int = 16 * 1024) -> Bool {
         guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return false }
         return gh_tls_buffer_writes(ssl, capacity) == 1 || gh_tls_is_buffered(ssl) == 1
+    }
+
+    /// Whether `batchTLSWrites()` is in effect on the current TLS session.
+    public var batchesTLSWrites: Bool {
+        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return false }
+        return gh_tls_is_buffered(ssl) == 1
+    }
+
+    /// Takes the write buffer out and frees it, once it has sent what it holds: false (nothing
+    /// changed) while the socket would not take that yet.
+    @discardableResult
+    public func unbatchTLSWrites() -> Bool {
+        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return true }
+        guard gh_tls_unbuffer_writes(ssl, 0) == 1 else { return false }
+        writesPending = false
+        return true
     }
 
     /// Sends what the write buffer holds. False when the socket was full: `pollDescriptor()` then

@@ -25,6 +25,7 @@ let maxReads = 64
 
 /// `[site] topics` by default, and the method responses the subscriber also takes.
 let deviceFilters = ["devices/+/messages/events/#", "site/+/up"]
+let compiledFilters = deviceFilters.map { CompiledTopicFilter($0)! }
 let methodResponseFilter = "devices/+/methods/res/#"
 
 /// One fuzz input, read as what the broker sends the site subscriber. Header (5 bytes):
@@ -262,23 +263,39 @@ func checkTopic(_ topic: String, qos: QoS, packetID: UInt16?) {
     }
 }
 
-/// The site subscriber's routing (`DeviceTopicFilter.route` and the method-response parse in
-/// Plugins/MQTTTransport/SiteSubscriber.swift, internal to the plugin, so copied here without
-/// the property-bag parse, which lives in GatehousePluginKit): a matching topic must yield a
-/// non-empty device id from the filter's `+` level, and the property bag the rest.
+/// The site subscriber's routing: `CompiledTopicFilter` (what `DeviceTopicFilter.route` in
+/// Plugins/MQTTTransport uses) must agree with `TopicFilter.matches`, and a matching topic must
+/// yield the filter's `+` level and the property bag the rest; then the method-response parse
+/// (SiteSubscriber.swift, internal to the plugin, so restated here). Levels are split on the
+/// byte `/` (`CompiledTopicFilter.levels`): this fuzzer found that splitting a String on the
+/// Character "/" merges "/" with a following combining mark (run 5 in Fuzz/README.md).
 func route(_ topic: String) {
-    let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-    for filter in deviceFilters where TopicFilter.matches(filter: filter, topic: topic) {
-        let filterLevels = filter.split(separator: "/", omittingEmptySubsequences: false)
+    let levels = CompiledTopicFilter.levels(of: topic)
+    var bytes = topic
+    for (filter, compiled) in zip(deviceFilters, compiledFilters) {
+        let match = bytes.withUTF8 { compiled.match($0) }
+        guard (match != nil) == TopicFilter.matches(filter: filter, topic: topic) else {
+            fatalError("CompiledTopicFilter and TopicFilter disagree on \(filter) and \(topic)")
+        }
+        guard let match else { continue }
+        let utf8 = Array(topic.utf8)
+        let filterLevels = CompiledTopicFilter.levels(of: filter)
+        guard let plus = match.firstPlus else { fatalError("\(filter) matched \(topic) without its + level") }
         guard let deviceLevel = filterLevels.firstIndex(of: "+") else { fatalError("bad filter") }
         guard deviceLevel < levels.count else { fatalError("\(filter) matched \(topic) without its + level") }
         for (index, level) in filterLevels.enumerated() where level != "+" && level != "#" {
             guard levels[index] == level else { fatalError("\(filter) matched \(topic) at a different level") }
         }
         let device = levels[deviceLevel]
-        guard !device.contains("/") else { fatalError("a device id with a /") }
+        guard !device.utf8.contains(UInt8(ascii: "/")) else { fatalError("a device id with a /") }
+        guard String(decoding: utf8[plus], as: UTF8.self) == device else {
+            fatalError("CompiledTopicFilter found the device \(utf8[plus]) in \(topic), not \(device)")
+        }
         if filterLevels.last == "#", levels.count >= filterLevels.count {
-            _ = levels[(filterLevels.count - 1)...].joined(separator: "/")
+            let rest = levels[(filterLevels.count - 1)...].joined(separator: "/")
+            guard match.rest.map({ String(decoding: utf8[$0], as: UTF8.self) }) == rest else {
+                fatalError("CompiledTopicFilter found another property bag in \(topic)")
+            }
         } else if filterLevels.last != "#", levels.count != filterLevels.count {
             fatalError("\(filter) matched \(topic) with another number of levels")
         }
