@@ -744,3 +744,34 @@ def test_hostile_input_neither_crashes_devhub_nor_blocks_other_connections(devhu
         assert payloads == ["still flowing"] * len(attacks) + ["after the flood"]
     finally:
         steady.close()
+
+
+def test_a_peer_that_vanishes_while_devhub_answers_does_not_crash_it(devhub):
+    """A peer reset (what the kernel sends for a client killed with SIGKILL) that DevHub first
+    meets as a failed write: NIO closes the channel inside the flush, which tore the proton
+    driver down under the code still using it (a use after free, 2 crashes in 10 kill -9 runs
+    of the relay test). Each peer here sends the AMQP header and an open, then resets at once.
+    Whether DevHub meets the reset on its write or on its next read is a race, so this does not
+    reproduce that crash every time (it did not in three runs against the unfixed code); it
+    holds DevHub to surviving peers that vanish mid-handshake, and AMQPRelayTests' kill -9 test
+    is the one that met the crash."""
+    context = ssl.create_default_context(cafile=devhub.ca_path)
+    open_frame = b"\x00\x53\x10\xc0\x05\x01\xa1\x02gh"  # open(container-id "gh")
+    frame = struct.pack(">IBBH", 8 + len(open_frame), 2, 0, 0) + open_frame
+    for _ in range(40):
+        raw = socket.create_connection(("127.0.0.1", devhub.amqp_port), timeout=20)
+        tls = context.wrap_socket(raw, server_hostname=HUB)
+        tls.sendall(b"AMQP\x00\x01\x00\x00" + frame)
+        # Close with a reset (linger 0), without reading DevHub's answer or a TLS goodbye.
+        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()
+        assert devhub.process.poll() is None, devhub.log_text()[-3000:]
+    time.sleep(0.5)
+    assert devhub.process.poll() is None, devhub.log_text()[-3000:]
+    # And it still serves.
+    key = devhub.create_device("after-resets")
+    connection = devhub.connect()
+    try:
+        CBS(connection).authorize("after-resets", key)
+    finally:
+        connection.close()

@@ -325,6 +325,10 @@ final class AMQPConnection: ChannelInboundHandler {
             wrote = true
         }
         if wrote { context.flush() }
+        // A failed write closes the channel inside `flush()`: channelInactive → tearDown may
+        // already have destroyed the driver (a peer killed mid-stream made DevHub read freed
+        // memory here). Only the driver still installed may be used.
+        guard let driver = self.driver, !torn else { return }
         if pn_connection_driver_write_closed(driver) {
             context.close(promise: nil)
         }
