@@ -21,6 +21,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,37 +36,12 @@ from proton import Collector, Connection, Data, Message, SSLDomain, Transport, i
 from proton.reactor import LinkOption
 from proton.utils import BlockingConnection, LinkDetached, SendException
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from devhub_binary import find_binary, free_port  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 HUB = "devhub.local"  # Azure's C SDK needs a dotted hub name (docs/protocols.md §3.4)
 TOKEN_TYPE = "servicebus.windows.net:sastoken"
-
-
-def find_binary() -> Path:
-    configured = os.environ.get("GATEHOUSE_BIN")
-    candidates = []
-    if configured:
-        path = Path(configured)
-        candidates.append(path if path.is_file() else path / "gatehouse-devhub")
-    else:
-        try:
-            bin_path = subprocess.run(
-                ["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True, timeout=120
-            ).stdout.strip()
-            if bin_path:
-                candidates.append(Path(bin_path) / "gatehouse-devhub")
-        except (OSError, subprocess.TimeoutExpired) as error:
-            print(f"cannot ask swift for the bin path: {error}")
-        candidates.append(REPO / ".build" / "debug" / "gatehouse-devhub")
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(f"gatehouse-devhub not found (looked at {', '.join(map(str, candidates))}); set GATEHOUSE_BIN")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def sas_token(device_id: str, key: str, lifetime: float = 3600, resource=None) -> str:

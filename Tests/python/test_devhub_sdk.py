@@ -32,6 +32,8 @@ from azure.iot.device import (
     exceptions,
 )
 
+from devhub_binary import find_binary, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 ID_SCOPE = "0ne00PYTEST"
 GROUP_KEY = base64.b64encode(hashlib.sha256(b"gatehouse devhub pytest group").digest()).decode()
@@ -41,31 +43,6 @@ def derive_key(group_key: str, registration_id: str) -> str:
     """The per-device key of an enrollment group (docs/protocols.md §1.a)."""
     mac = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode()
-
-
-def find_binary() -> Path:
-    configured = os.environ.get("GATEHOUSE_BIN")
-    candidates = []
-    if configured:
-        path = Path(configured)
-        candidates.append(path if path.is_file() else path / "gatehouse-devhub")
-    else:
-        try:
-            bin_path = subprocess.run(
-                ["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True, timeout=120
-            ).stdout.strip()
-            if bin_path:
-                candidates.append(Path(bin_path) / "gatehouse-devhub")
-        except (OSError, subprocess.TimeoutExpired) as error:
-            print(f"cannot ask swift for the bin path: {error}")
-        candidates.append(REPO / ".build" / "debug" / "gatehouse-devhub")
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(
-        f"gatehouse-devhub not found (looked at {', '.join(map(str, candidates))}); "
-        "build it with `swift build --product gatehouse-devhub` or set GATEHOUSE_BIN"
-    )
 
 
 def free_loopback_for_8883() -> str:
@@ -81,12 +58,6 @@ def free_loopback_for_8883() -> str:
             except OSError:
                 continue
     pytest.fail("no 127.0.0.x address with port 8883 free")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class DevHub:
