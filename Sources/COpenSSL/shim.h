@@ -13,8 +13,9 @@
  * build one per connection, loading the CA store each time): TLS 1.2 or later, the peer
  * verified against `cafile` (or the system's CAs when NULL) AND against `host` (a DNS name or an
  * IP address; every connection of the context goes to that one host), and
- * SSL_MODE_RELEASE_BUFFERS so an idle connection does not keep its ~34 KB of record buffers, and
- * read-ahead (so a reader must drain SSL_has_pending before it waits on the socket again).
+ * SSL_MODE_RELEASE_BUFFERS so an idle connection does not keep its ~34 KB of record buffers.
+ * No read-ahead: records read ahead are invisible to poll(2) and to SSL_pending, which is all
+ * libmosquitto's read loop checks, so a burst of small records could wait for the next byte.
  * libmosquitto checks no host name on a context it did not build, so the check lives here.
  * Written in C because SSL_CTX_set_mode and SSL_CTX_set_min_proto_version are macros.
  * Returns NULL and a message in `error` on failure. */
@@ -23,9 +24,6 @@ static inline SSL_CTX *gh_tls_client_context(const char *cafile, const char *hos
     if (!ctx) goto fail;
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) goto fail;
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    /* Read every record the socket holds in one read(2), not two reads a record: the hub
-     * answers each PUBLISH with its own small record. */
-    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
     unsigned char address[16];
@@ -96,9 +94,6 @@ static inline int gh_tls_unbuffer_writes(void *ssl_ptr, int force) {
     SSL_set0_wbio(ssl, socket_bio);    /* hands it to the SSL and frees the buffer */
     return 1;
 }
-/* Whether the SSL holds received bytes (decrypted, or records read ahead) that poll(2) on the
- * socket cannot see. */
-static inline int gh_tls_has_pending(void *ssl_ptr) { return ssl_ptr ? SSL_has_pending((SSL *)ssl_ptr) : 0; }
 /* RSA-OAEP encryption with SHA-256 for both the OAEP digest and MGF1, and a label: how a TPM
  * expects a seed encrypted to one of its RSA keys ("IDENTITY" for MakeCredential, "DUPLICATE"
  * for Import; TPM 2.0 Part 1, B.10.3). The key is the TPM public area's modulus and exponent.

@@ -319,22 +319,10 @@ public final class MosquittoConnection {
     /// POLLERR or POLLHUP (reading is how it learns of errors and closes), then a write on
     /// POLLOUT if the socket is still open.
     public func handle(revents: Int16) {
-        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
-            loopRead()
-            drainReadAhead()
-        }
+        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { loopRead() }
         if revents & Int16(POLLOUT) != 0, socket >= 0 {
             flushWrites()
             loopWrite()
-        }
-    }
-
-    /// Reads what TLS read ahead of libmosquitto (whole records already off the socket, which
-    /// poll(2) no longer reports), a few rounds at most: a partial record waits for its rest.
-    private func drainReadAhead() {
-        for _ in 0..<8 {
-            guard let mosq, let ssl = mosquitto_ssl_get(mosq), gh_tls_has_pending(ssl) == 1 else { return }
-            mosquitto_loop_read(mosq, 1)
         }
     }
 

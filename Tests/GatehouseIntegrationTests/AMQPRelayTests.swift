@@ -123,10 +123,9 @@ struct AMQPRelayTests {
         let rig = try rig(devhub, dir: dir, hubExtra: "sas_ttl = 10")
         try devhub.createDevices(2, prefix: "renew-", groupKey: rig.groupKey)
         try rig.startGateway()
-        for round in 0..<16 {
+        for _ in 0..<16 {
             try leafLoad(["publish", "\(rig.site.port)", "2", "1", "renew-"], in: dir)
             Thread.sleep(forTimeInterval: 1)
-            _ = round
         }
         #expect(waitUntil(timeout: .seconds(10)) { ((try? devhub.telemetry()) ?? []).count == 32 })
         #expect(!rig.gatewayLogs.contains("detached"), "\(rig.gatewayLogs.suffix(2000))")
@@ -280,7 +279,9 @@ struct AMQPIndependentHubTests {
         }
         #expect(telemetry.first?["content_type"] as? String == "text/plain")
         #expect((telemetry.first?["properties"] as? [String: Any])?["zone"] as? String == "A")
-        #expect(hub.events("token").allSatisfy { $0["status"] as? Int == 200 })
+        // A put-token for each of the two devices at least, every one accepted.
+        let tokens = hub.events("token")
+        #expect(tokens.count >= 2 && tokens.allSatisfy { $0["status"] as? Int == 200 }, "\(tokens)")
     }
 }
 
