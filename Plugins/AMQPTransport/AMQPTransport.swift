@@ -23,9 +23,26 @@ final class AMQPTransport: TransportPlugin {
         var maxDeliveryAttempts: Int = 3
         var apiVersion: String = "2020-09-30"
         var idleTimeoutMS: Int = 240_000
-        /// Whether each device attaches the two direct-method links (about 4.7 KB of proton's
-        /// memory a device): without them the hub cannot call the devices' methods.
-        var methods: Bool = true
+        /// Which devices attach the two direct-method links (about 5 KB of proton's memory a
+        /// device, docs/benchmarks.md "Upstream transports"): without them the hub cannot call
+        /// the device's methods (C2D commands still work).
+        var methods: MethodLinks = .all
+    }
+
+    /// `methods`: true, false, or the device IDs (shell-style patterns: `*`, `?`, `[…]`) that
+    /// take direct methods — the actuators of a site whose sensors only report.
+    enum MethodLinks: Sendable, Equatable {
+        case all
+        case none
+        case matching([String])
+
+        func attaches(_ deviceID: String) -> Bool {
+            switch self {
+            case .all: true
+            case .none: false
+            case .matching(let patterns): patterns.contains { fnmatch($0, deviceID, 0) == 0 }
+            }
+        }
     }
 
     private let hub: AMQPHub
@@ -65,7 +82,19 @@ final class AMQPTransport: TransportPlugin {
             maxDeliveryAttempts: try config.integer("max_delivery_attempts", default: 3, range: 2...100),
             apiVersion: try config.string("api_version", default: "2020-09-30"),
             idleTimeoutMS: try config.integer("idle_timeout", default: 240, range: 10...3600) * 1000,
-            methods: try config.bool("methods", default: true))
+            methods: try methodLinks(config))
+    }
+
+    private static func methodLinks(_ config: PluginConfig) throws(PluginError) -> MethodLinks {
+        if let flag = try? config.bool("methods", default: true) { return flag ? .all : .none }
+        guard let patterns = try? config.strings("methods", default: []), !patterns.isEmpty,
+            !patterns.contains(where: \.isEmpty)
+        else {
+            throw PluginError(
+                "`methods` must be true, false, or a list of device-ID patterns such as [\"pump-*\", \"valve-?\"]",
+                configKey: "methods")
+        }
+        return .matching(patterns)
     }
 
     func start() throws(PluginError) { hub.start() }

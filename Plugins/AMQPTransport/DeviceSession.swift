@@ -42,6 +42,8 @@ final class DeviceSession {
     var methodResponses: OpaquePointer?
 
     var waiting: [Pending] = []
+    /// Whether the device waits in its connection's queue for room among the messages in flight.
+    var throttled = false
     var outstanding: [UInt64: Pending] = [:]
     var sendOrder: [UInt64] = []
     /// How many times in a row the hub rejected each message (see `HubConnection.settled`).

@@ -52,6 +52,18 @@ final class HubConnection {
     static let receiverCredit: UInt32 = 16
     /// CBS responses in flight at once (the C SDK's figure).
     static let cbsCredit: UInt32 = 10_000
+    /// Put-tokens in flight at once on one connection. proton keeps every delivery it ever had
+    /// at once in a pool for the connection's life, with its buffer, and the attach frames of
+    /// the devices whose tokens were answered together sit in the transport's output buffer,
+    /// which does not shrink: 995 put-tokens sent together left about 1.6 KB a device behind
+    /// (measured with heaptrack, docs/benchmarks.md "Upstream transports"). Sixty-four at a time
+    /// still pipeline the hub's round trips.
+    static let putTokensInFlight = 64
+    /// Telemetry messages in flight at once on one connection (the host bounds each device's
+    /// own share, `[outbox] inflight_per_device`), for the same reason: proton's delivery pool
+    /// keeps the connection's high-water mark. 512 at once cover a hub round trip of 100 ms at
+    /// 5,000 msg/s.
+    static let telemetryInFlight = 512
     /// How long a put-token or an attach may go unanswered.
     static let requestTimeoutMS: Int64 = 30_000
     /// A link up this long, with nothing rejected, has proved itself.
@@ -76,6 +88,12 @@ final class HubConnection {
     private var cbsReceiver: OpaquePointer?
     private var linkRoles: [OpaquePointer: LinkRole] = [:]
     private var putTokens: [UInt64: String] = [:]
+    /// Telemetry messages sent on this connection and not yet settled.
+    private var telemetryUnsettled = 0
+    /// Devices with messages waiting for room among `telemetryInFlight`, in the order they
+    /// waited (`throttledHead` is the first not yet woken).
+    private var throttled: [DeviceSession] = []
+    private var throttledHead = 0
     private var nextMessageID: UInt64 = 0
     private(set) var commands: [UInt64: PendingCommand] = [:]
     /// SASL bytes to write before the AMQP stream starts.
@@ -187,9 +205,18 @@ final class HubConnection {
         linkRoles[sender!] = .cbsSender
         linkRoles[receiver!] = .cbsReceiver
         if !leftover.isEmpty { feed(leftover) }
-        // Put-tokens go out at once: proton holds them until the hub gives the CBS link credit.
-        let now = AMQPHub.nowMS()
-        for device in devices.values where device.state == .waiting { authorize(device, nowMS: now) }
+        // Put-tokens go out at once, `putTokensInFlight` at a time: proton holds them until the
+        // hub gives the CBS link credit.
+        authorizeWaiting(nowMS: AMQPHub.nowMS())
+    }
+
+    /// Sends the put-tokens of devices that wait for their first one, as far as
+    /// `putTokensInFlight` allows (each answer calls it again).
+    private func authorizeWaiting(nowMS: Int64) {
+        for device in devices.values where device.state == .waiting {
+            guard putTokens.count < Self.putTokensInFlight else { return }
+            authorize(device, nowMS: nowMS)
+        }
     }
 
     /// The connection failed: free everything of it, put every device back to waiting (their
@@ -229,6 +256,10 @@ final class HubConnection {
         cbsReceiver = nil
         linkRoles.removeAll()
         putTokens.removeAll()
+        telemetryUnsettled = 0
+        for device in throttled { device.throttled = false }
+        throttled = []
+        throttledHead = 0
         commands.removeAll()
         nextMessageID = 0
         blockedOnWrite = false
@@ -429,6 +460,8 @@ final class HubConnection {
     /// Closes a device's links and forgets it; returns it with its unsettled messages.
     func remove(_ deviceID: String) -> DeviceSession? {
         guard let device = devices.removeValue(forKey: deviceID) else { return nil }
+        telemetryUnsettled -= device.outstanding.count
+        device.throttled = false  // its place in `throttled` is skipped: it is no longer ours
         closeLinks(of: device)
         if let renewal = device.renewal { putTokens[renewal] = nil }
         if case .authorizing(let request) = device.state { putTokens[request] = nil }
@@ -447,9 +480,11 @@ final class HubConnection {
         releaseTransport()
     }
 
-    /// Sends a put-token for `device`: its first (then its links follow) or a renewal.
+    /// Sends a put-token for `device`: its first (then its links follow) or a renewal. With
+    /// `putTokensInFlight` already out it sends nothing: the device keeps its state and the next
+    /// answer (`authorizeWaiting`) or tick tries again.
     func authorize(_ device: DeviceSession, nowMS: Int64) {
-        guard phase == .amqp, let sender = cbsSender else { return }
+        guard phase == .amqp, let sender = cbsSender, putTokens.count < Self.putTokensInFlight else { return }
         let renewing = device.state == .up
         let expiry = nowMS / 1000 + settings.sasTTL
         let token: String
@@ -480,9 +515,9 @@ final class HubConnection {
 
     /// The hub's answer to a put-token.
     private func tokenAnswered(_ response: PutTokenResponse, nowMS: Int64) {
-        guard let deviceID = putTokens.removeValue(forKey: response.correlationID),
-            let device = devices[deviceID]
-        else { return }
+        guard let deviceID = putTokens.removeValue(forKey: response.correlationID) else { return }
+        defer { authorizeWaiting(nowMS: nowMS) }
+        guard let device = devices[deviceID] else { return }
         let renewal = device.renewal == response.correlationID
         guard response.succeeded else {
             let reason =
@@ -522,7 +557,7 @@ final class HubConnection {
         pn_link_open(c2d)
         pn_link_flow(c2d, Int32(Self.receiverCredit))
 
-        if settings.methods {
+        if settings.methods.attaches(address.deviceID) {
             let requests = pn_receiver(session, address.methodRequestsLinkName)!
             pn_terminus_set_address(pn_link_source(requests), address.methods)
             pn_terminus_set_address(pn_link_target(requests), "requests")
@@ -565,7 +600,11 @@ final class HubConnection {
     /// The device's token or links were refused (or timed out): its links close, its messages
     /// wait, it tries again after its own backoff. The connection and its other devices go on.
     func refuse(_ device: DeviceSession, reason: String, nowMS: Int64) {
+        // A put-token that timed out frees its place among those in flight.
+        if case .authorizing(let request) = device.state { putTokens[request] = nil }
+        if let renewal = device.renewal { putTokens[renewal] = nil }
         closeLinks(of: device)
+        telemetryUnsettled -= device.outstanding.count
         device.requeueOutstanding()
         device.renewal = nil
         device.state = .refused
@@ -598,17 +637,45 @@ final class HubConnection {
         if device.state == .up, AMQPHub.nowMS() >= device.pausedUntilMS { transmit(device) }
     }
 
-    /// Hands the device's waiting messages to proton, in order (proton holds what the link's
-    /// credit does not yet allow; the host bounds what a device has in flight).
+    /// Hands the device's waiting messages to proton, in order, as far as `telemetryInFlight`
+    /// allows (proton holds what the link's credit does not yet allow; the host bounds what a
+    /// device has in flight). A device that has to wait is woken, in turn, by `settled`.
     func transmit(_ device: DeviceSession) {
         guard device.state == .up, let link = device.telemetry, hub.isRunning else { return }
         guard !device.waiting.isEmpty else { return }
-        let batch = device.waiting
-        device.waiting = []
-        for next in batch {
+        let room = Self.telemetryInFlight - telemetryUnsettled
+        let count = min(room, device.waiting.count)
+        for next in device.waiting.prefix(count) {
             send(next.bytes, tag: next.token, on: link)
             device.outstanding[next.token] = next
             device.sendOrder.append(next.token)
+        }
+        telemetryUnsettled += max(count, 0)
+        if count == device.waiting.count {
+            device.waiting = []
+        } else {
+            if count > 0 { device.waiting.removeFirst(count) }
+            if !device.throttled {
+                device.throttled = true
+                throttled.append(device)
+            }
+        }
+    }
+
+    /// Gives the room a settlement freed to the devices that waited for it, in turn.
+    private func wakeThrottled() {
+        while throttledHead < throttled.count, telemetryUnsettled < Self.telemetryInFlight {
+            let device = throttled[throttledHead]
+            throttledHead += 1
+            device.throttled = false
+            if devices[device.deviceID] === device, device.state == .up { transmit(device) }
+        }
+        if throttledHead == throttled.count {
+            throttled.removeAll(keepingCapacity: true)
+            throttledHead = 0
+        } else if throttledHead > 256, throttledHead * 2 > throttled.count {
+            throttled.removeFirst(throttledHead)
+            throttledHead = 0
         }
     }
 
@@ -651,6 +718,8 @@ final class HubConnection {
         let undeliverableHere = pn_disposition_is_undeliverable(remote)
         pn_delivery_settle(delivery)
         guard let pending = device.settle(token) else { return }
+        telemetryUnsettled -= 1
+        defer { wakeThrottled() }
         switch Int(state) {
         case Int(PN_ACCEPTED):
             device.rejections[token] = nil

@@ -117,7 +117,15 @@ struct SASLAndPoolTests {
         #expect(defaults.address == "h.example")
         #expect(defaults.sasl == .mssbcbs)
         #expect(defaults.devicesPerConnection == 995)
-        #expect(defaults.methods)
+        #expect(defaults.methods == .all && defaults.methods.attaches("any-device"))
+        let methods = try AMQPTransport.settings(
+            try PluginConfig(json: Array(#"{"hostname":"h","methods":["pump-*","valve-?"]}"#.utf8))
+        ).methods
+        #expect(methods == .matching(["pump-*", "valve-?"]))
+        #expect(methods.attaches("pump-7") && methods.attaches("valve-3"))
+        #expect(!methods.attaches("sensor-1") && !methods.attaches("valve-12") && !methods.attaches("xpump-7"))
+        let off = try AMQPTransport.settings(try PluginConfig(json: Array(#"{"hostname":"h","methods":false}"#.utf8)))
+        #expect(off.methods == .none && !off.methods.attaches("pump-7"))
         let none = try AMQPTransport.settings(
             try PluginConfig(json: Array(#"{"hostname":"h","sasl":"none","devices_per_connection":10}"#.utf8)))
         #expect(none.sasl == .none && none.devicesPerConnection == 10)
@@ -127,6 +135,8 @@ struct SASLAndPoolTests {
                 #"{"hostname":"h","devices_per_connection":1000}"#,
                 "devices_per_connection"
             ), (#"{"hostname":"h","portt":1}"#, "portt"), (#"{}"#, "hostname"),
+            (#"{"hostname":"h","methods":5}"#, "methods"), (#"{"hostname":"h","methods":[]}"#, "methods"),
+            (#"{"hostname":"h","methods":["pump-*",""]}"#, "methods"),
         ] {
             #expect {
                 _ = try AMQPTransport.settings(try PluginConfig(json: Array(json.utf8)))

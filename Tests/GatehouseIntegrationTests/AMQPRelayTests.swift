@@ -116,6 +116,39 @@ struct AMQPRelayTests {
         #expect(answer?["status"] as? Int == 403)
     }
 
+    @Test("`methods` as device-ID patterns: only matching devices attach method links; C2D reaches every device")
+    func methodLinksByPattern() throws {
+        let dir = TempDir("gatehouse-amqp-it")
+        let devhub = try AMQPDevHub(in: dir)
+        let rig = try rig(devhub, dir: dir, hubExtra: #"methods = ["pump-*"]"#)
+        try devhub.createDevices(1, prefix: "pump-", groupKey: rig.groupKey)
+        try devhub.createDevices(1, prefix: "sensor-", groupKey: rig.groupKey)
+        try rig.startGateway()
+        for device in ["pump-0", "sensor-0"] {
+            #expect(
+                try publishLines(["hi"], topic: "devices/\(device)/messages/events/", broker: rig.site, in: rig.dir)
+                    == 0)
+        }
+        #expect(waitUntil(timeout: .seconds(20)) { ((try? devhub.telemetry()) ?? []).count == 2 })
+        // The pump's method reaches the gate (which refuses it: no token); the sensor has no
+        // method link, so the hub answers 404 itself.
+        let output = try devhub.run(["method", "pump-0", "reboot", "{}", "--timeout", "10"])
+        let answer = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+        #expect(answer?["status"] as? Int == 403)
+        #expect {
+            try devhub.run(["method", "sensor-0", "reboot", "{}", "--timeout", "10"])
+        } throws: { error in
+            "\(error)".contains("has not subscribed to direct methods")
+        }
+        // C2D needs no method link: the sensor's command reaches the gate and is refused upstream.
+        try devhub.run(["c2d", "sensor-0", "reboot now", "--property", "command=reboot"])
+        #expect(
+            waitUntil(timeout: .seconds(20)) {
+                (try? devhub.c2d("sensor-0").first?["outcome"] as? String) == "rejected"
+            },
+            "\(rig.gatewayLogs.suffix(2000))")
+    }
+
     @Test("tokens are renewed on a short lifetime while traffic flows; DevHub never closes the links")
     func renewal() throws {
         let dir = TempDir("gatehouse-amqp-it")
