@@ -149,9 +149,12 @@ final class AMQPHub: Sendable {
         _ = write(wakePipe.write, &byte, 1)
     }
 
+    /// The I/O thread's clock for timers, timeouts and proton's ticks: monotonic, so a wall
+    /// clock stepped by NTP (a gateway that booted without a clock) neither fires every timer
+    /// at once nor stalls them. SAS expiries are wall-clock times and read `time(nil)`.
     static func nowMS() -> Int64 {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_MONOTONIC, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 

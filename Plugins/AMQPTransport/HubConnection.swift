@@ -486,7 +486,7 @@ final class HubConnection {
     func authorize(_ device: DeviceSession, nowMS: Int64) {
         guard phase == .amqp, let sender = cbsSender, putTokens.count < Self.putTokensInFlight else { return }
         let renewing = device.state == .up
-        let expiry = nowMS / 1000 + settings.sasTTL
+        let expiry = Int64(time(nil)) + settings.sasTTL  // seconds since the epoch (the SAS `se`)
         let token: String
         switch host.signSAS(deviceID: device.deviceID, resource: device.address.audience, expiry: expiry) {
         case .failure(let error):
