@@ -29,13 +29,9 @@ final class AMQPHub: Sendable {
 
     let settings: AMQPTransport.Settings
     let host: PluginHost
-    private let inbox = Mutex<[Op]>([])
+    /// The I/O thread and its inbox (GatehousePluginKit, shared with the `mqtt` transport).
+    private let io: PluginIOThread<Op>
     private let upDevices = Mutex<Set<String>>([])
-    private let running = Atomic<Bool>(false)
-    private let wakePending = Atomic<Bool>(false)
-    private let drainDeadlineMS = Atomic<Int64>(0)
-    private let done = DispatchSemaphore(value: 0)
-    private let wakePipe: (read: Int32, write: Int32)
     /// Command tokens, unique across the pool.
     private let nextCommandToken = Atomic<UInt64>(1)
     let tls: SendableContext
@@ -56,46 +52,27 @@ final class AMQPHub: Sendable {
                 configKey: settings.caFile == nil ? nil : "ca_file")
         }
         tls = SendableContext(pointer: context)
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
+        do {
+            io = try PluginIOThread()
+        } catch {
             SSL_CTX_free(context)
-            throw PluginError("cannot create the I/O thread's wake-up pipe: \(String(cString: strerror(errno)))")
+            throw error
         }
-        wakePipe = (fds[0], fds[1])
     }
 
     deinit {
         SSL_CTX_free(tls.pointer)
-        Glibc.close(wakePipe.read)
-        Glibc.close(wakePipe.write)
     }
 
     func start() {
-        running.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in
-            // A write to a connection the hub dropped must fail with EPIPE, not kill gatehoused:
-            // SIGPIPE stays blocked on this thread (the one that writes to the sockets).
-            var pipeSignal = sigset_t()
-            sigemptyset(&pipeSignal)
-            sigaddset(&pipeSignal, SIGPIPE)
-            pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
-            let loop = IOLoop(hub: self)
-            loop.run()
-            done.signal()
-        }
-        thread.name = "gatehouse.amqp.hub"
-        thread.start()
+        io.start(name: "gatehouse.amqp.hub") { [self] in IOLoop(hub: self).run() }
     }
 
     func stop(drainMilliseconds: UInt32) {
-        guard running.load(ordering: .sequentiallyConsistent) else { return }
-        drainDeadlineMS.store(Self.nowMS() + Int64(drainMilliseconds), ordering: .sequentiallyConsistent)
-        running.store(false, ordering: .sequentiallyConsistent)
-        wake()
-        done.wait()
+        io.stop(drainDeadlineMS: Self.nowMS() + Int64(drainMilliseconds))
     }
 
-    var isRunning: Bool { running.load(ordering: .sequentiallyConsistent) }
+    var isRunning: Bool { io.isRunning }
 
     // MARK: - Calls from the host's threads (non-blocking)
 
@@ -137,17 +114,7 @@ final class AMQPHub: Sendable {
             + "\(IoTHubLimits.maxDeviceToCloudMessageBytes)"
     }
 
-    private func enqueue(_ op: Op) {
-        inbox.withLock { $0.append(op) }
-        wake()
-    }
-
-    /// Wakes the I/O thread unless a wake-up is already pending.
-    private func wake() {
-        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var byte: UInt8 = 1
-        _ = write(wakePipe.write, &byte, 1)
-    }
+    private func enqueue(_ op: Op) { io.enqueue(op) }
 
     /// The I/O thread's clock for timers, timeouts and proton's ticks: monotonic, so a wall
     /// clock stepped by NTP (a gateway that booted without a clock) neither fires every timer
@@ -186,21 +153,10 @@ final class AMQPHub: Sendable {
         host.linkState(deviceID: device.deviceID, .down, reason: reason)
     }
 
-    fileprivate func takeInbox() -> [Op] {
-        wakePending.store(false, ordering: .sequentiallyConsistent)
-        return inbox.withLock { ops in
-            defer { ops.removeAll(keepingCapacity: true) }
-            return ops
-        }
-    }
-
-    fileprivate func drainWakePipe() {
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while read(wakePipe.read, &buffer, buffer.count) > 0 {}
-    }
-
-    fileprivate var wakeDescriptor: Int32 { wakePipe.read }
-    fileprivate var drainDeadline: Int64 { drainDeadlineMS.load(ordering: .sequentiallyConsistent) }
+    fileprivate func takeInbox() -> [Op] { io.take() }
+    fileprivate func drainWakePipe() { io.drainWake() }
+    fileprivate var wakeDescriptor: Int32 { io.wakeDescriptor }
+    fileprivate var drainDeadline: Int64 { io.drainDeadlineMS }
 
     // MARK: - The I/O thread
 

@@ -56,15 +56,11 @@ final class HubConnections: Sendable {
 
     let settings: Settings
     let host: PluginHost
-    private let inbox = Mutex<[Op]>([])
+    /// The I/O thread and its inbox (GatehousePluginKit, shared with the `amqp` transport).
+    private let io: PluginIOThread<Op>
     private let upDevices = Mutex<Set<String>>([])
     private let pendingMethods = Mutex<[UInt64: PendingMethod]>([:])
     private let nextCommandToken = Atomic<UInt64>(1)
-    private let running = Atomic<Bool>(false)
-    private let wakePending = Atomic<Bool>(false)
-    private let drainDeadlineMS = Atomic<Int64>(0)
-    private let done = DispatchSemaphore(value: 0)
-    private let wakePipe: (read: Int32, write: Int32)
 
     /// The TLS context all links share (see gh_tls_client_context); freed after the last link.
     let tls: SendableContext
@@ -85,38 +81,29 @@ final class HubConnections: Sendable {
                 configKey: settings.caFile == nil ? nil : "ca_file")
         }
         tls = SendableContext(pointer: context)
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
-            throw PluginError("cannot create the I/O thread's wake-up pipe: \(String(cString: strerror(errno)))")
+        do {
+            io = try PluginIOThread()
+        } catch {
+            SSL_CTX_free(context)
+            throw error
         }
-        wakePipe = (fds[0], fds[1])
         // libmosquitto's process-wide init here, on the loading thread, not first on the I/O thread.
         Mosquitto.initialize()
     }
 
     deinit {
         SSL_CTX_free(tls.pointer)
-        Glibc.close(wakePipe.read)
-        Glibc.close(wakePipe.write)
     }
 
     func start() {
-        running.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in
+        io.start(name: "gatehouse.mqtt.hub") { [self] in
             var loop = IOLoop(owner: self)
             loop.run()
-            done.signal()
         }
-        thread.name = "gatehouse.mqtt.hub"
-        thread.start()
     }
 
     func stop(drainMilliseconds: UInt32) {
-        guard running.load(ordering: .sequentiallyConsistent) else { return }
-        drainDeadlineMS.store(Self.nowMS() + Int64(drainMilliseconds), ordering: .sequentiallyConsistent)
-        running.store(false, ordering: .sequentiallyConsistent)
-        wake()
-        done.wait()
+        io.stop(drainDeadlineMS: Self.nowMS() + Int64(drainMilliseconds))
     }
 
     // MARK: Calls from other threads
@@ -167,16 +154,7 @@ final class HubConnections: Sendable {
     }
 
     private func enqueue(_ op: Op) {
-        inbox.withLock { $0.append(op) }
-        wake()
-    }
-
-    /// Wakes the I/O thread unless a wake-up is already pending: one pipe write covers every
-    /// operation queued before the thread drains the inbox.
-    private func wake() {
-        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var byte: UInt8 = 1
-        _ = write(wakePipe.write, &byte, 1)
+        io.enqueue(op)
     }
 
     static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -192,9 +170,8 @@ final class HubConnections: Sendable {
 
         mutating func run() {
             var lastMisc = ContinuousClock.now
-            var drainBuffer = [UInt8](repeating: 0, count: 256)
-            while owner.running.load(ordering: .sequentiallyConsistent) {
-                var fds = [pollfd(fd: owner.wakePipe.read, events: Int16(POLLIN), revents: 0)]
+            while owner.io.isRunning {
+                var fds = [pollfd(fd: owner.io.wakeDescriptor, events: Int16(POLLIN), revents: 0)]
                 var order: [HubLink] = []
                 for link in links.values {
                     // What this pass queued leaves now, one write(2) a link (see `onConnect`).
@@ -206,9 +183,7 @@ final class HubConnections: Sendable {
                     order.append(link)
                 }
                 _ = poll(&fds, nfds_t(fds.count), 100)
-                if fds[0].revents != 0 {
-                    while read(owner.wakePipe.read, &drainBuffer, drainBuffer.count) > 0 {}
-                }
+                if fds[0].revents != 0 { owner.io.drainWake() }
                 processInbox()
                 for (index, link) in order.enumerated() where !link.closed {
                     let revents = fds[index + 1].revents
@@ -233,12 +208,7 @@ final class HubConnections: Sendable {
         }
 
         mutating func processInbox() {
-            owner.wakePending.store(false, ordering: .sequentiallyConsistent)
-            let ops = owner.inbox.withLock { ops in
-                defer { ops.removeAll(keepingCapacity: true) }
-                return ops
-            }
-            for op in ops {
+            for op in owner.io.take() {
                 switch op {
                 case .open(let device):
                     if links[device] == nil {
@@ -262,7 +232,7 @@ final class HubConnections: Sendable {
 
         /// Waits (bounded) for outstanding acknowledgements, then closes every link.
         mutating func shutdown() {
-            let deadline = owner.drainDeadlineMS.load(ordering: .sequentiallyConsistent)
+            let deadline = owner.io.drainDeadlineMS
             while HubConnections.nowMS() < deadline, links.values.contains(where: \.hasOutstanding) {
                 var fds: [pollfd] = []
                 var order: [HubLink] = []
@@ -674,7 +644,7 @@ final class HubLink {
 
 extension HubConnections {
     /// False once `stop` began: links then hand nothing new to libmosquitto.
-    fileprivate var isRunning: Bool { running.load(ordering: .sequentiallyConsistent) }
+    fileprivate var isRunning: Bool { io.isRunning }
     fileprivate func upDevicesInsert(_ device: String) { _ = upDevices.withLock { $0.insert(device) } }
     fileprivate func upDevicesRemove(_ device: String) { _ = upDevices.withLock { $0.remove(device) } }
 
