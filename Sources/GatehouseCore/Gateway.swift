@@ -47,6 +47,8 @@ public final class Gateway: Sendable {
     let heartbeat: StatusHeartbeat
     /// `[dead_letters]`: what "dead-letter pruning" keeps; SIGHUP applies a changed one.
     let deadLetterRetention: Mutex<DeadLetterRetention>
+    /// The gateway's Prometheus metrics (docs/operations.md), served when `[metrics]` is set.
+    public let metrics = GatewayMetrics()
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
@@ -68,7 +70,7 @@ public final class Gateway: Sendable {
         do {
             router = try HostRouter(
                 store: store, policy: config.outbox, signer: signers.signer, logger: logger,
-                provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil })
+                provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil }, metrics: metrics)
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
@@ -82,6 +84,35 @@ public final class Gateway: Sendable {
             firewall = Mutex(try Self.instantiate(section, role: nil, config: config, delegate: router))
         } else {
             firewall = Mutex(nil)
+        }
+        let rules = rules
+        let firewall = firewall
+        metrics.configure(
+            siteTransport: config.site.plugin, hubTransport: config.hub.plugin,
+            sources: GatewayMetrics.Sources(
+                telemetry: router.telemetry, store: store,
+                rules: rules.map { handle in { RuleSetIdentity(handle).summary } },
+                firewall: config.firewall == nil ? nil : { Self.firewallCounters(firewall) }))
+    }
+
+    /// The firewall plugin's counters by reason (its `status` action), read under the lock that
+    /// guards the instance, so a reload's swap and discard never meet a status call.
+    static func firewallCounters(_ firewall: Mutex<PluginInstance?>) -> GatewayMetrics.FirewallCounters? {
+        firewall.withLock { instance -> GatewayMetrics.FirewallCounters? in
+            guard let instance, case .success(let text) = instance.control(.status),
+                let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+            else { return nil }
+            var drops: [String: (packets: Int, bytes: Int)] = [:]
+            for case let counter as [String: Any] in (root["counters"] as? [String: Any] ?? [:]).values {
+                let reason = counter["reason"] as? String ?? ""
+                guard !reason.isEmpty else { continue }
+                let previous = drops[reason] ?? (0, 0)
+                drops[reason] = (
+                    previous.packets + (counter["packets"] as? Int ?? 0), previous.bytes + (counter["bytes"] as? Int ?? 0)
+                )
+            }
+            let applied = (root["present"] as? Bool ?? false) && (root["matches_applied"] as? Bool ?? false)
+            return GatewayMetrics.FirewallCounters(dropsByReason: drops, applied: applied)
         }
     }
 
@@ -273,6 +304,15 @@ public final class Gateway: Sendable {
             },
             SignalService(hangups) { [self] in await reload() },
         ]
+        if let settings = config.metrics {
+            services.append(MetricsEndpoint(metrics: metrics, settings: settings, logger: logger))
+        }
+        // Last in the list, so the first to stop: systemd hears STOPPING=1 before anything else.
+        // The outbox is open and the command gate configured before `services` is called.
+        services.append(
+            SystemdService(
+                notifier: SystemdNotifier(), liveness: metrics.liveness, siteLinkUp: { [metrics] in metrics.isSiteLinkUp },
+                logger: logger))
         if let setup = verification.withLock({ $0 }) {
             let first = Mutex(setup.refreshFirst)
             services.append(
@@ -363,6 +403,7 @@ public final class Gateway: Sendable {
     func reloadRules() {
         guard let rules, let directory = config.gateway.rulesDir else { return }
         let result = rules.reload(directory: directory)
+        metrics.rulesReload(accepted: result.accepted)
         if result.accepted {
             logger.info(
                 "rules reloaded",

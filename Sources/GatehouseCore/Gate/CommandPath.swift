@@ -34,8 +34,12 @@ public final class CommandPath: Sendable {
 
     let auditLog: AuditWriter
 
-    public init(store: StateStore, logger: Logger) {
+    /// Decisions by effect and deciding rule, tokens refused by reason (docs/operations.md).
+    let metrics: GatewayMetrics
+
+    public init(store: StateStore, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
         self.store = store
+        self.metrics = metrics
         self.logger = logger
         auditLog = AuditWriter(store: store, logger: logger)
     }
@@ -129,6 +133,8 @@ public final class CommandPath: Sendable {
     }
 
     private func log(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {
+        metrics.decision(effect: outcome.effect.rawValue, rule: outcome.decidingRule ?? "none")
+        if let reason = outcome.tokenFailure { metrics.jwtFailure(reason: reason) }
         logger.log(
             level: outcome.effect == .allow ? .info : .notice,
             "command \(outcome.effect == .allow ? "allowed" : "denied")",

@@ -32,6 +32,7 @@ final class StatusHeartbeat: Sendable {
             droppedTotal: snapshot.dropped, commandsRefusedTotal: commands.refused.load(ordering: .relaxed))
         do {
             try store.writeStatus(status)
+            telemetry.metrics.liveness.beat(.heartbeat)
         } catch {
             logger.error("cannot write the daemon status", metadata: ["error": "\(error)"])
         }

@@ -238,7 +238,9 @@ typedef struct gh_host_api {
     /* Reports that the upstream identity of `device_id` changed link state (GH_LINK_*).
      * `reason` is a short human text or empty (never a secret). While a link is down the host
      * sends nothing more to that identity; outstanding sends stay outstanding until delivered()
-     * reports them. THREADS: any; non-blocking. */
+     * reports them. A downstream plugin reports its own connection to the site broker with an
+     * empty `device_id` (the host's readiness and metrics read it; a downstream plugin that
+     * never reports it is never "site link up"). THREADS: any; non-blocking. */
     void (*link_state)(void *host_ctx, gh_bytes device_id, int32_t state, gh_bytes reason);
 
     /* Signs an IoT Hub / DPS SAS token for `device_id`: the host computes
