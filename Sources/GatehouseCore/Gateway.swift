@@ -85,19 +85,27 @@ public final class Gateway: Sendable {
         } else {
             firewall = Mutex(nil)
         }
-        let rules = rules
-        let firewall = firewall
         metrics.configure(
             siteTransport: config.site.plugin, hubTransport: config.hub.plugin,
             sources: GatewayMetrics.Sources(
-                telemetry: router.telemetry, store: store,
-                rules: rules.map { handle in { RuleSetIdentity(handle).summary } },
-                firewall: config.firewall == nil ? nil : { Self.firewallCounters(firewall) }))
+                telemetry: router.telemetry, store: store, rules: rulesSummary, firewall: firewallReader))
+    }
+
+    /// What the metrics and the twin report of the live rule set; nil without rules.
+    var rulesSummary: (@Sendable () -> GatewayMetrics.RulesSummary?)? {
+        guard let handle = rules else { return nil }
+        return { RuleSetIdentity(handle).summary }
+    }
+
+    /// What the metrics and the twin report of the firewall; nil without `[firewall]`.
+    var firewallReader: (@Sendable () -> GatewayMetrics.FirewallCounters?)? {
+        guard config.firewall != nil else { return nil }
+        return { [weak self] in self?.firewallCounters() }
     }
 
     /// The firewall plugin's counters by reason (its `status` action), read under the lock that
     /// guards the instance, so a reload's swap and discard never meet a status call.
-    static func firewallCounters(_ firewall: Mutex<PluginInstance?>) -> GatewayMetrics.FirewallCounters? {
+    func firewallCounters() -> GatewayMetrics.FirewallCounters? {
         firewall.withLock { instance -> GatewayMetrics.FirewallCounters? in
             guard let instance, case .success(let text) = instance.control(.status),
                 let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
@@ -196,6 +204,7 @@ public final class Gateway: Sendable {
     /// is stopped again.
     public func start() async throws(StartupError) {
         if !router.commands.isConfigured { try await prepareCommandGate() }
+        if config.metrics != nil { metrics.bootstrapMetricsSystem() }
         // The host's firewall first: render, check, apply, read back (the plugin logs the figures).
         if let firewall = firewall.withLock({ $0 }) {
             do {
@@ -306,6 +315,13 @@ public final class Gateway: Sendable {
         ]
         if let settings = config.metrics {
             services.append(MetricsEndpoint(metrics: metrics, settings: settings, logger: logger))
+        }
+        if config.twin.report, let ownID = gatewayIdentitySigner?.deviceID {
+            let twin = GatewayTwin(
+                deviceID: ownID, hub: hub, store: store, telemetry: router.telemetry, metrics: metrics,
+                rules: rulesSummary, firewall: firewallReader, firewallConfigured: config.firewall != nil,
+                minInterval: config.twin.minInterval, logger: logger)
+            services.append(PeriodicService("gateway twin", every: .seconds(1), clock: clock) { twin.tick() })
         }
         // Last in the list, so the first to stop: systemd hears STOPPING=1 before anything else.
         // The outbox is open and the command gate configured before `services` is called.

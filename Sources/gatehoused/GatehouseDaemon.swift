@@ -52,7 +52,6 @@ struct GatehouseDaemon: AsyncParsableCommand {
             print("gatehoused: \(config) checks; plugins load")
             return
         }
-        gateway.metrics.bootstrapMetricsSystem()
         do {
             try await gateway.provisionOwnIdentity()
         } catch {

@@ -122,6 +122,18 @@ struct PrometheusScrapeTests {
             try fixture.method("pump-1", "reboot", ["authorization": "Bearer \(otherAudience)", "command_id": "m-4"]).0
                 == 403)
 
+        // Each decision's id joins its log line to its audit row.
+        let audit = try fixture.audit()
+        #expect(audit.count == 4)
+        for row in audit {
+            let id = row["decisionID"] as? String ?? ""
+            #expect(id.count == 16 && id.allSatisfy(\.isHexDigit), "\(row)")
+            #expect(fixture.rig.gatewayLogs.contains("decision=\(id)"), "no log line carries decision \(id)")
+            let one = try fixture.auditOutput(["--json", "--decision", id])
+            let rows = try JSONSerialization.jsonObject(with: Data(one.utf8)) as? [[String: Any]]
+            #expect(rows?.count == 1 && rows?.first?["id"] as? Int == row["id"] as? Int)
+        }
+
         // What Prometheus stored, through its HTTP API, once the counts settle.
         let expected: [(String, Double)] = [
             (#"gatehouse_messages_received_total{transport="mqtt"}"#, 1 + 40 + 7),

@@ -48,7 +48,7 @@ private struct ConfigReader {
     mutating func read() throws(ConfigError) -> GatewayConfig {
         let known: Set<String> = [
             "gateway", "outbox", "archive", "dead_letters", "identity", "provisioning", "auth", "site_broker", "site",
-            "hub", "firewall", "metrics",
+            "hub", "firewall", "metrics", "twin",
         ]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
@@ -82,6 +82,7 @@ private struct ConfigReader {
             sourcePath: path)
         config.archive = try archive()
         config.metrics = try metrics()
+        config.twin = try twin()
         return config
     }
 
@@ -200,6 +201,22 @@ private struct ConfigReader {
                     "must be an IP address and a port, such as \"127.0.0.1:9600\" or \"[::1]:9600\", not \"\(value)\"")
             }
             (result.host, result.port) = address
+        }
+        return result
+    }
+
+    /// `[twin]`: the gateway's own reported properties (docs/operations.md).
+    func twin() throws(ConfigError) -> GatewayConfig.Twin {
+        var result = GatewayConfig.Twin()
+        guard let table = try table("twin") else { return result }
+        try checkKeys(table, "twin", ["report", "min_interval"])
+        if let value = table["report"] {
+            guard let report = value.bool else { throw error("twin", "report", "must be true or false") }
+            result.report = report
+        }
+        if let value = try duration(table, "twin", "min_interval") {
+            guard value >= .seconds(1) else { throw error("twin", "min_interval", "must be at least 1s") }
+            result.minInterval = value
         }
         return result
     }

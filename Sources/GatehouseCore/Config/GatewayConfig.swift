@@ -32,6 +32,17 @@ public struct GatewayConfig: Sendable {
     public var sourcePath: String
     /// The Prometheus endpoint (section `[metrics]`); nil: none is served.
     public var metrics: Metrics? = nil
+    /// The gateway's own reported properties (section `[twin]`).
+    public var twin = Twin()
+
+    /// Whether and how often the gateway reports its state in its own twin (docs/operations.md);
+    /// it does only when it has its own identity (`[provisioning] gateway_registration_id`).
+    public struct Twin: Sendable, Equatable {
+        public var report = true
+        /// At most one reported-properties patch this often.
+        public var minInterval: Duration = .seconds(30)
+        public init() {}
+    }
 
     /// Where `/metrics` is served (docs/operations.md). Loopback by default: the endpoint has no
     /// authentication, so exposing it beyond the host is the operator's explicit choice.

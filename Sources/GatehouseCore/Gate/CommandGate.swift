@@ -42,6 +42,9 @@ public final class CommandGate: Sendable {
         /// caller's token was refused (`AuthError.Code`; nil: it was not): the metrics' labels.
         public var decidingRule: String?
         public var tokenFailure: String?
+        /// The decision's id: in every log line about it and in its audit row, which it joins
+        /// (`gatehouse audit --decision ID`). Given by the command path.
+        public var decisionID = ""
 
         /// The JSON a refused method gets with status 403 (members sorted by name).
         public var refusalBody: [UInt8] {

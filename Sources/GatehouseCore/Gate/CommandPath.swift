@@ -28,6 +28,7 @@ public final class CommandPath: Sendable {
     struct Pending: Sendable {
         var device: String
         var name: String
+        var decisionID: String
         var started: ContinuousClock.Instant
         var respond: @Sendable (Int32, [UInt8]) -> Void
     }
@@ -69,7 +70,8 @@ public final class CommandPath: Sendable {
             let token = nextToken.add(1, ordering: .relaxed).newValue
             pending.withLock {
                 $0[token] = Pending(
-                    device: command.deviceID, name: outcome.commandName, started: started, respond: respond)
+                    device: command.deviceID, name: outcome.commandName, decisionID: outcome.decisionID,
+                    started: started, respond: respond)
             }
             let status = wiring.site.deliver(deliverable, token: token)
             guard status == .ok else {
@@ -82,6 +84,7 @@ public final class CommandPath: Sendable {
                     "allowed command not delivered",
                     metadata: [
                         "device": "\(command.deviceID)", "command": "\(outcome.commandName)", "reason": "\(reason)",
+                        "decision": "\(outcome.decisionID)",
                     ])
                 respond(code, Self.body(status: code, reason: reason))
                 return
@@ -93,7 +96,8 @@ public final class CommandPath: Sendable {
     /// arrival and its delivery. The audit row is written before anything reaches the device; a
     /// decision that cannot be audited is not carried out (nil: fail closed).
     public func decideAndAudit(_ command: PluginCommand, gate: CommandGate) async -> CommandGate.Outcome? {
-        let outcome = await gate.decide(command)
+        var outcome = await gate.decide(command)
+        outcome.decisionID = Self.newDecisionID()
         guard await audit(command, outcome) else {
             refused.add(1, ordering: .relaxed)
             return nil
@@ -110,6 +114,7 @@ public final class CommandPath: Sendable {
             "command delivered",
             metadata: [
                 "device": "\(entry.device)", "command": "\(entry.name)", "status": "\(status)",
+                "decision": "\(entry.decisionID)",
                 "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
             ])
         entry.respond(status, body)
@@ -118,9 +123,11 @@ public final class CommandPath: Sendable {
     /// Refuses without a decision (no gate): still audited.
     func refuse(_ command: PluginCommand, reason: String, respond: @escaping @Sendable (Int32, [UInt8]) -> Void) {
         refused.add(1, ordering: .relaxed)
-        let outcome = CommandGate.Outcome(
+        var refusal = CommandGate.Outcome(
             effect: .deny, commandName: command.name, reason: reason, rules: [], caller: "", tenant: "",
             deliverable: nil)
+        refusal.decisionID = Self.newDecisionID()
+        let outcome = refusal
         // No task: the answer must not wait for a free thread of the cooperative pool.
         log(command, outcome)
         auditLog.append(record(command, outcome)) { _ in respond(403, outcome.refusalBody) }
@@ -142,6 +149,7 @@ public final class CommandPath: Sendable {
                 "device": "\(command.deviceID)", "kind": "\(Self.kind(command))", "command": "\(outcome.commandName)",
                 "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)",
                 "rules": "\(outcome.rules.joined(separator: "; "))", "reason": "\(outcome.reason)",
+                "decision": "\(outcome.decisionID)",
             ])
     }
 
@@ -150,7 +158,15 @@ public final class CommandPath: Sendable {
             timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID,
             commandKind: Self.kind(command), commandName: outcome.commandName, caller: outcome.caller,
             tenant: outcome.tenant, effect: outcome.effect.rawValue, rules: outcome.rules.joined(separator: "; "),
-            reason: outcome.reason)
+            reason: outcome.reason, decisionID: outcome.decisionID)
+    }
+
+    /// 16 hex digits, random: unique enough to join one decision's log lines and audit row
+    /// across restarts, and it says nothing about the command.
+    static func newDecisionID() -> String {
+        let value = UInt64.random(in: 0...UInt64.max)
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     static func kind(_ command: PluginCommand) -> String {

@@ -60,21 +60,23 @@ public final class GatewayMetrics: Sendable {
 
     public init() {
         registry = PrometheusCollectorRegistry()
-        registry.makeGauge(descriptor: Self.buildInfo, labels: [("version", GatehouseVersion.current)]).set(1)
+        registry.makeGauge(descriptor: Self.buildInfo, labels: [("version", GatehouseVersion.current)]).set(Double(1))
         for state in ["up", "connecting", "down"] {
-            registry.makeGauge(descriptor: Self.hubLinks, labels: [("state", state)]).set(0)
+            registry.makeGauge(descriptor: Self.hubLinks, labels: [("state", state)]).set(Double(0))
         }
-        registry.makeGauge(descriptor: Self.siteLink).set(0)
+        registry.makeGauge(descriptor: Self.siteLink).set(Double(0))
         _ = registry.makeCounter(descriptor: Self.hubReconnects)
         registry.makeGauge(descriptor: Self.processStart).set(startedUnixS)
     }
 
     /// Makes this registry the process's swift-metrics backend, so that what any library records
-    /// through swift-metrics is served beside gatehouse's own metrics. Once a process (the
-    /// daemon calls it; swift-metrics allows one bootstrap).
+    /// through swift-metrics is served beside gatehouse's own metrics. swift-metrics allows one
+    /// bootstrap a process: the first gateway started wins, later calls do nothing.
     public func bootstrapMetricsSystem() {
+        guard !Self.bootstrapped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     }
+    private static let bootstrapped = Atomic<Bool>(false)
 
     func configure(siteTransport: String, hubTransport: String, sources: Sources) {
         transports.withLock { $0 = (siteTransport, hubTransport) }
@@ -98,63 +100,127 @@ public final class GatewayMetrics: Sendable {
         MetricNameDescriptor(namespace: "gatehouse", metricName: name, unitName: unit, helpText: help)
     }
 
-    static let buildInfo = descriptor("build", "info", "The running gatehoused version (value 1).")
-    static let received = descriptor(
-        "messages_received", "total", "Site messages the site transport handed over and gatehoused took (durably).")
-    static let sent = descriptor("messages_sent", "total", "Messages the hub acknowledged.")
-    static let dropped = descriptor(
-        "messages_dropped", "total",
-        "Messages that left without delivery, by reason: outbox_full, max_age, ttl, removed_device, rule.")
+    static var buildInfo: MetricNameDescriptor {
+        descriptor("build", "info", "The running gatehoused version (value 1).")
+    }
+    static var received: MetricNameDescriptor {
+        descriptor(
+            "messages_received", "total", "Site messages the site transport handed over and gatehoused took (durably).")
+    }
+    static var sent: MetricNameDescriptor {
+        descriptor("messages_sent", "total", "Messages the hub acknowledged.")
+    }
+    static var dropped: MetricNameDescriptor {
+        descriptor(
+            "messages_dropped", "total",
+            "Messages that left without delivery, by reason: outbox_full, max_age, ttl, removed_device, rule.")
+    }
     static let dropReasons = ["outbox_full", "max_age", "ttl", "removed_device", "rule"]
-    static let archived = descriptor("messages_archived", "total", "Messages the telemetry rules kept in the archive.")
-    static let deadLetters = descriptor(
-        "dead_letters", "total", "Messages kept as dead letters (never deliverable), by source and reason.")
-    static let outboxMessages = descriptor(
-        "outbox_messages", "", "Messages waiting in the outbox, by priority lane.")
-    static let outboxOldest = descriptor(
-        "outbox_oldest_message_age", "seconds", "Age of the oldest message waiting in each priority lane (0: empty).")
-    static let outboxBytes = descriptor(
-        "outbox_bytes", "", "Bytes waiting in the outbox (all lanes), as counted against [outbox] max_bytes.")
-    static let outboxMemory = descriptor("outbox_memory", "bytes", "Outbox payload bytes held in memory.")
-    static let outboxInflight = descriptor(
-        "outbox_inflight_messages", "", "Messages sent to the hub and not yet acknowledged.")
-    static let hubLinks = descriptor("hub_links", "", "Upstream device links by state.")
-    static let hubReconnects = descriptor(
-        "hub_link_reconnects", "total", "Upstream links that came up again after having been up.")
-    static let siteLink = descriptor("site_link_up", "", "1 while the site transport is connected to the site broker.")
-    static let sasSigned = descriptor(
-        "sas_tokens_signed", "total",
-        "SAS tokens signed for the hub transport (mqtt: connect and renewal; amqp: CBS put-tokens), by outcome.")
-    static let signing = descriptor(
-        "signing_duration", "seconds", "Time to sign one SAS token, by signer (tpm: an HMAC inside the TPM).")
-    static let decisions = descriptor(
-        "command_decisions", "total", "Command decisions by effect and deciding rule (none: refused before the rules).")
-    static let jwtFailures = descriptor("jwt_failures", "total", "Caller tokens refused, by reason.")
-    static let provisioning = descriptor(
-        "provisioning_registrations", "total", "DPS registrations on leaf devices' behalf, by outcome.")
-    static let provisioningDuration = descriptor(
-        "provisioning_duration", "seconds", "Time of one DPS registration attempt, by outcome.")
-    static let rulesReloads = descriptor("rules_reloads", "total", "Rule-set reloads by outcome (accepted, refused).")
-    static let rulesGeneration = descriptor(
-        "rules_generation", "", "How many times a new rule set went live since the start (the rule-set version).")
-    static let rulesInfo = descriptor("rules", "info", "The live rule set's SHA-256 (value 1).")
-    static let rulesCount = descriptor("rules", "", "Rules in the live rule set, by kind.")
-    static let firewallDrops = descriptor("firewall_dropped_packets", "total", "Packets the firewall dropped, by reason.")
-    static let firewallDropBytes = descriptor("firewall_dropped", "bytes_total", "Bytes the firewall dropped, by reason.")
-    static let firewallApplied = descriptor(
-        "firewall_applied", "", "1 while the firewall's applied ruleset is in place and unchanged.")
+    static var archived: MetricNameDescriptor {
+        descriptor("messages_archived", "total", "Messages the telemetry rules kept in the archive.")
+    }
+    static var deadLetters: MetricNameDescriptor {
+        descriptor(
+            "dead_letters", "total", "Messages kept as dead letters (never deliverable), by source and reason.")
+    }
+    static var outboxMessages: MetricNameDescriptor {
+        descriptor(
+            "outbox_messages", "", "Messages waiting in the outbox, by priority lane.")
+    }
+    static var outboxOldest: MetricNameDescriptor {
+        descriptor(
+            "outbox_oldest_message_age", "seconds", "Age of the oldest message waiting in each priority lane (0: empty).")
+    }
+    static var outboxBytes: MetricNameDescriptor {
+        descriptor(
+            "outbox_bytes", "", "Bytes waiting in the outbox (all lanes), as counted against [outbox] max_bytes.")
+    }
+    static var outboxMemory: MetricNameDescriptor {
+        descriptor("outbox_memory", "bytes", "Outbox payload bytes held in memory.")
+    }
+    static var outboxInflight: MetricNameDescriptor {
+        descriptor(
+            "outbox_inflight_messages", "", "Messages sent to the hub and not yet acknowledged.")
+    }
+    static var hubLinks: MetricNameDescriptor {
+        descriptor("hub_links", "", "Upstream device links by state.")
+    }
+    static var hubReconnects: MetricNameDescriptor {
+        descriptor(
+            "hub_link_reconnects", "total", "Upstream links that came up again after having been up.")
+    }
+    static var siteLink: MetricNameDescriptor {
+        descriptor("site_link_up", "", "1 while the site transport is connected to the site broker.")
+    }
+    static var sasSigned: MetricNameDescriptor {
+        descriptor(
+            "sas_tokens_signed", "total",
+            "SAS tokens signed for the hub transport (mqtt: connect and renewal; amqp: CBS put-tokens), by outcome.")
+    }
+    static var signing: MetricNameDescriptor {
+        descriptor(
+            "signing_duration", "seconds", "Time to sign one SAS token, by signer (tpm: an HMAC inside the TPM).")
+    }
+    static var decisions: MetricNameDescriptor {
+        descriptor(
+            "command_decisions", "total", "Command decisions by effect and deciding rule (none: refused before the rules).")
+    }
+    static var jwtFailures: MetricNameDescriptor {
+        descriptor("jwt_failures", "total", "Caller tokens refused, by reason.")
+    }
+    static var provisioning: MetricNameDescriptor {
+        descriptor(
+            "provisioning_registrations", "total", "DPS registrations on leaf devices' behalf, by outcome.")
+    }
+    static var provisioningDuration: MetricNameDescriptor {
+        descriptor(
+            "provisioning_duration", "seconds", "Time of one DPS registration attempt, by outcome.")
+    }
+    static var rulesReloads: MetricNameDescriptor {
+        descriptor("rules_reloads", "total", "Rule-set reloads by outcome (accepted, refused).")
+    }
+    static var rulesGeneration: MetricNameDescriptor {
+        descriptor(
+            "rules_generation", "", "How many times a new rule set went live since the start (the rule-set version).")
+    }
+    static var rulesInfo: MetricNameDescriptor {
+        descriptor("rules", "info", "The live rule set's SHA-256 (value 1).")
+    }
+    static var rulesCount: MetricNameDescriptor {
+        descriptor("rules", "", "Rules in the live rule set, by kind.")
+    }
+    static var firewallDrops: MetricNameDescriptor {
+        descriptor("firewall_dropped_packets", "total", "Packets the firewall dropped, by reason.")
+    }
+    static var firewallDropBytes: MetricNameDescriptor {
+        descriptor("firewall_dropped", "bytes_total", "Bytes the firewall dropped, by reason.")
+    }
+    static var firewallApplied: MetricNameDescriptor {
+        descriptor(
+            "firewall_applied", "", "1 while the firewall's applied ruleset is in place and unchanged.")
+    }
 
-    static let processResident = MetricNameDescriptor(
-        namespace: "process", metricName: "resident_memory", unitName: "bytes", helpText: "Resident memory size.")
-    static let processVirtual = MetricNameDescriptor(
-        namespace: "process", metricName: "virtual_memory", unitName: "bytes", helpText: "Virtual memory size.")
-    static let processCPU = MetricNameDescriptor(
-        namespace: "process", metricName: "cpu", unitName: "seconds_total", helpText: "User and system CPU time.")
-    static let processFDs = MetricNameDescriptor(
-        namespace: "process", metricName: "open", unitName: "fds", helpText: "Open file descriptors.")
-    static let processStart = MetricNameDescriptor(
-        namespace: "process", metricName: "start_time", unitName: "seconds",
-        helpText: "Start time of the process since the Unix epoch.")
+    static var processResident: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "process", metricName: "resident_memory", unitName: "bytes", helpText: "Resident memory size.")
+    }
+    static var processVirtual: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "process", metricName: "virtual_memory", unitName: "bytes", helpText: "Virtual memory size.")
+    }
+    static var processCPU: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "process", metricName: "cpu", unitName: "seconds_total", helpText: "User and system CPU time.")
+    }
+    static var processFDs: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "process", metricName: "open", unitName: "fds", helpText: "Open file descriptors.")
+    }
+    static var processStart: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "process", metricName: "start_time", unitName: "seconds",
+            helpText: "Start time of the process since the Unix epoch.")
+    }
 
     /// Buckets for TPM and key signing: a software key signs in microseconds, a TPM in
     /// milliseconds to a second (docs/benchmarks.md, tpm-bench).
@@ -184,6 +250,9 @@ public final class GatewayMetrics: Sendable {
         }
         if reconnect { registry.makeCounter(descriptor: Self.hubReconnects).increment() }
     }
+
+    /// The last link state the hub transport reported for the device (nil: none yet).
+    func hubLinkState(_ deviceID: String) -> String? { links.withLock { $0.states[deviceID] } }
 
     /// A removed device's link is not counted any more.
     func forgetHubLink(_ deviceID: String) {
@@ -266,7 +335,7 @@ public final class GatewayMetrics: Sendable {
                 setRulesInfo(rules.sha256)
             }
             if let firewall = sources.firewall?() {
-                registry.makeGauge(descriptor: Self.firewallApplied).set(firewall.applied ? 1 : 0)
+                registry.makeGauge(descriptor: Self.firewallApplied).set(Double(firewall.applied ? 1 : 0))
                 for (reason, counts) in firewall.dropsByReason {
                     sync(Self.firewallDrops, [("reason", reason)], Double(counts.packets))
                     sync(Self.firewallDropBytes, [("reason", reason)], Double(counts.bytes))
@@ -297,9 +366,9 @@ public final class GatewayMetrics: Sendable {
             return hash
         }
         if let previous, previous != sha256 {
-            registry.makeGauge(descriptor: Self.rulesInfo, labels: [("sha256", previous)]).set(0)
+            registry.makeGauge(descriptor: Self.rulesInfo, labels: [("sha256", previous)]).set(Double(0))
         }
-        registry.makeGauge(descriptor: Self.rulesInfo, labels: [("sha256", sha256)]).set(1)
+        registry.makeGauge(descriptor: Self.rulesInfo, labels: [("sha256", sha256)]).set(Double(1))
     }
 
     /// Raises a Prometheus counter to `total` (a counter kept elsewhere): by the difference since

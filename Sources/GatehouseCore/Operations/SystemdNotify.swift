@@ -83,20 +83,34 @@ public final class Liveness: Sendable {
         }
     }
 
-    private let beats: [Atomic<Int64>]
+    private let relay: Atomic<Int64>
+    private let heartbeat: Atomic<Int64>
 
     public init() {
         let now = Self.nowNS()
-        beats = Loop.allCases.map { _ in Atomic(now) }
+        relay = Atomic(now)
+        heartbeat = Atomic(now)
     }
 
-    public func beat(_ loop: Loop) { beats[loop.rawValue].store(Self.nowNS(), ordering: .relaxed) }
+    public func beat(_ loop: Loop) {
+        switch loop {
+        case .relay: relay.store(Self.nowNS(), ordering: .relaxed)
+        case .heartbeat: heartbeat.store(Self.nowNS(), ordering: .relaxed)
+        }
+    }
+
+    func lastBeatNS(_ loop: Loop) -> Int64 {
+        switch loop {
+        case .relay: relay.load(ordering: .relaxed)
+        case .heartbeat: heartbeat.load(ordering: .relaxed)
+        }
+    }
 
     /// The loops that have not beaten within `within`.
     public func stalled(within: Duration) -> [Loop] {
-        let limit = Self.nowNS() - Int64(within.components.seconds) * 1_000_000_000
-            - within.components.attoseconds / 1_000_000_000
-        return Loop.allCases.filter { beats[$0.rawValue].load(ordering: .relaxed) < limit }
+        let limit =
+            Self.nowNS() - within.components.seconds * 1_000_000_000 - within.components.attoseconds / 1_000_000_000
+        return Loop.allCases.filter { lastBeatNS($0) < limit }
     }
 
     static func nowNS() -> Int64 {
@@ -133,12 +147,18 @@ public struct SystemdService: Service {
             try? await gracefulShutdown()
             return
         }
+        await cancelWhenGracefulShutdown { await notifyLoop() }
+        notifier.notify("STOPPING=1")
+    }
+
+    /// READY once, then the watchdog pings, until cancelled.
+    private func notifyLoop() async {
         let interval = notifier.watchdogInterval
-        let tick: Duration = interval.map { max(.milliseconds(100), min($0 / 2, .seconds(1))) } ?? .milliseconds(200)
+        let tick: Duration = interval.map { max(.milliseconds(100), min($0 / 4, .seconds(1))) } ?? .milliseconds(200)
         var ready = false
         var lastPing = ContinuousClock.now - .seconds(3600)
         var lastStalled: [Liveness.Loop] = []
-        await cancelWhenGracefulShutdown {
+        do {
             while !Task.isCancelled {
                 if !ready, siteLinkUp() {
                     ready = true
@@ -160,9 +180,10 @@ public struct SystemdService: Service {
                     }
                     lastStalled = stalled
                 }
-                try? await Task.sleep(for: tick)
+                try await Task.sleep(for: tick)
             }
+        } catch {
+            // Cancelled: the graceful shutdown.
         }
-        notifier.notify("STOPPING=1")
     }
 }
