@@ -116,7 +116,8 @@ public final class Gateway: Sendable {
                 guard !reason.isEmpty else { continue }
                 let previous = drops[reason] ?? (0, 0)
                 drops[reason] = (
-                    previous.packets + (counter["packets"] as? Int ?? 0), previous.bytes + (counter["bytes"] as? Int ?? 0)
+                    previous.packets + (counter["packets"] as? Int ?? 0),
+                    previous.bytes + (counter["bytes"] as? Int ?? 0)
                 )
             }
             let applied = (root["present"] as? Bool ?? false) && (root["matches_applied"] as? Bool ?? false)
@@ -327,7 +328,8 @@ public final class Gateway: Sendable {
         // The outbox is open and the command gate configured before `services` is called.
         services.append(
             SystemdService(
-                notifier: SystemdNotifier(), liveness: metrics.liveness, siteLinkUp: { [metrics] in metrics.isSiteLinkUp },
+                notifier: SystemdNotifier(), liveness: metrics.liveness,
+                siteLinkUp: { [metrics] in metrics.isSiteLinkUp },
                 logger: logger))
         if let setup = verification.withLock({ $0 }) {
             let first = Mutex(setup.refreshFirst)

@@ -290,7 +290,8 @@ extension StateStore {
             var lanes: [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)] = [:]
             for priority in OutboxPriority.allCases {
                 let count =
-                    try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox WHERE priority = ?", arguments: [priority.rawValue])
+                    try Int.fetchOne(
+                        db, sql: "SELECT count(*) FROM outbox WHERE priority = ?", arguments: [priority.rawValue])
                     ?? 0
                 let oldest = try Int64.fetchOne(
                     db, sql: "SELECT enqueued_ms FROM outbox WHERE priority = ? ORDER BY seq LIMIT 1",

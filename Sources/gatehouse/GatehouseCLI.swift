@@ -43,7 +43,8 @@ struct ConfigOption: ParsableArguments {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "One screen: a verdict and a summary first, then the devices that need attention (docs/operations.md).")
+        abstract:
+            "One screen: a verdict and a summary first, then the devices that need attention (docs/operations.md).")
 
     @OptionGroup var options: ConfigOption
     @Flag(help: "Print JSON instead of text (every device, and the summary).") var json = false
@@ -78,7 +79,8 @@ struct Status: ParsableCommand {
     }
 
     static func summarize(
-        status: DaemonStatus?, devices: [DeviceRecord], lanes: [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)],
+        status: DaemonStatus?, devices: [DeviceRecord],
+        lanes: [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)],
         deadLetters: DeadLetterTotals, firewall: Result<FirewallStatus, PluginError>?, ownDevice: String?, nowMS: Int64
     ) -> Summary {
         var attention: [String] = []
@@ -126,7 +128,8 @@ struct Status: ParsableCommand {
 
     static func formatAge(_ seconds: Int64) -> String {
         seconds >= 3600
-            ? "\(seconds / 3600)h\(seconds % 3600 / 60)m" : seconds >= 60 ? "\(seconds / 60)m\(seconds % 60)s" : "\(seconds)s"
+            ? "\(seconds / 3600)h\(seconds % 3600 / 60)m"
+            : seconds >= 60 ? "\(seconds / 60)m\(seconds % 60)s" : "\(seconds)s"
     }
 
     func run() throws {

@@ -53,7 +53,8 @@ struct PrometheusScrapeTests {
         /// An instant query through the HTTP API: each series' labels and value.
         func query(_ promQL: String) throws -> [(labels: [String: String], value: Double)] {
             let (code, output) = try Subprocess.run(
-                "/usr/bin/curl", ["-s", "--get", "--data-urlencode", "query=\(promQL)", "http://127.0.0.1:\(port)/api/v1/query"])
+                "/usr/bin/curl",
+                ["-s", "--get", "--data-urlencode", "query=\(promQL)", "http://127.0.0.1:\(port)/api/v1/query"])
             guard code == 0, let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
                 json["status"] as? String == "success", let data = json["data"] as? [String: Any],
                 let result = data["result"] as? [[String: Any]]
@@ -102,7 +103,8 @@ struct PrometheusScrapeTests {
                 in: fixture.dir) == 0)
         let big = try fixture.dir.write("big.bin", String(repeating: "x", count: 300_000))
         let pub = try Subprocess(
-            which("mosquitto_pub")!, site.clientArguments + ["-q", "1", "-t", "devices/pump-1/messages/events/", "-f", big],
+            which("mosquitto_pub")!,
+            site.clientArguments + ["-q", "1", "-t", "devices/pump-1/messages/events/", "-f", big],
             in: fixture.dir, name: "pub-big")
         #expect(pub.wait(timeout: .seconds(30)) == 0)
 

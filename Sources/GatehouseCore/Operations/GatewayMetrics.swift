@@ -1,6 +1,6 @@
-import Metrics
 import Foundation
 import GatehouseStore
+import Metrics
 import Prometheus
 import Synchronization
 
@@ -87,7 +87,9 @@ public final class GatewayMetrics: Sendable {
         ] {
             _ = registry.makeCounter(descriptor: descriptor, labels: labels)
         }
-        for reason in Self.dropReasons { _ = registry.makeCounter(descriptor: Self.dropped, labels: [("reason", reason)]) }
+        for reason in Self.dropReasons {
+            _ = registry.makeCounter(descriptor: Self.dropped, labels: [("reason", reason)])
+        }
         for outcome in ["ok", "refused"] {
             _ = registry.makeCounter(
                 descriptor: Self.sasSigned, labels: [("transport", hubTransport), ("outcome", outcome)])
@@ -129,7 +131,8 @@ public final class GatewayMetrics: Sendable {
     }
     static var outboxOldest: MetricNameDescriptor {
         descriptor(
-            "outbox_oldest_message_age", "seconds", "Age of the oldest message waiting in each priority lane (0: empty).")
+            "outbox_oldest_message_age", "seconds",
+            "Age of the oldest message waiting in each priority lane (0: empty).")
     }
     static var outboxBytes: MetricNameDescriptor {
         descriptor(
@@ -163,7 +166,8 @@ public final class GatewayMetrics: Sendable {
     }
     static var decisions: MetricNameDescriptor {
         descriptor(
-            "command_decisions", "total", "Command decisions by effect and deciding rule (none: refused before the rules).")
+            "command_decisions", "total",
+            "Command decisions by effect and deciding rule (none: refused before the rules).")
     }
     static var jwtFailures: MetricNameDescriptor {
         descriptor("jwt_failures", "total", "Caller tokens refused, by reason.")
@@ -264,10 +268,14 @@ public final class GatewayMetrics: Sendable {
 
     func signed(ok: Bool, signer: String, duration: Duration) {
         let hub = transports.withLock { $0.hub }
-        registry.makeCounter(descriptor: Self.sasSigned, labels: [("transport", hub), ("outcome", ok ? "ok" : "refused")])
-            .increment()
-        registry.makeDurationHistogram(descriptor: Self.signing, labels: [("signer", signer)], buckets: Self.signingBuckets)
-            .record(duration)
+        registry.makeCounter(
+            descriptor: Self.sasSigned, labels: [("transport", hub), ("outcome", ok ? "ok" : "refused")]
+        )
+        .increment()
+        registry.makeDurationHistogram(
+            descriptor: Self.signing, labels: [("signer", signer)], buckets: Self.signingBuckets
+        )
+        .record(duration)
     }
 
     func decision(effect: String, rule: String) {
@@ -383,7 +391,8 @@ public final class GatewayMetrics: Sendable {
         }
         let counter =
             labels.isEmpty
-            ? registry.makeCounter(descriptor: descriptor) : registry.makeCounter(descriptor: descriptor, labels: labels)
+            ? registry.makeCounter(descriptor: descriptor)
+            : registry.makeCounter(descriptor: descriptor, labels: labels)
         if delta == delta.rounded() {
             counter.increment(by: Int64(delta))
         } else {

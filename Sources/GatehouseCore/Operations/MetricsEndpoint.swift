@@ -39,7 +39,8 @@ public final class MetricsEndpoint: Service, Sendable {
             return
         }
         logger.info(
-            "serving metrics", metadata: ["url": "http://\(Self.hostForURL(settings.host)):\(channel.localAddress?.port ?? 0)/metrics"])
+            "serving metrics",
+            metadata: ["url": "http://\(Self.hostForURL(settings.host)):\(channel.localAddress?.port ?? 0)/metrics"])
         try? await gracefulShutdown()
         try? await channel.close()
     }
@@ -123,7 +124,8 @@ public final class MetricsEndpoint: Service, Sendable {
                 wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))),
                 promise: nil)
             if !body.isEmpty {
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
             }
             let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             if !keepAlive {
