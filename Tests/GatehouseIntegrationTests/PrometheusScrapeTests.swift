@@ -165,6 +165,16 @@ struct PrometheusScrapeTests {
         // Nothing per device: no series carries a device id.
         #expect(try prometheus.query(#"{__name__=~"gatehouse_.+", device!=""}"#).isEmpty)
 
+        // `gatehouse status`: the verdict first, and the same summary in --json.
+        let summary = try #require(fixture.rig.status()["summary"] as? [String: Any])
+        #expect(summary["health"] as? String == "attention")
+        #expect(summary["attention"] as? [String] == ["1 dead letter(s) since the start"])
+        #expect((summary["devicesByLink"] as? [String: Int])?["up"] == 1)
+        let (code, screen) = try Subprocess.run(Paths.gatehouseCLI, ["status", "-c", fixture.rig.configPath])
+        #expect(code == 0)
+        #expect(screen.hasPrefix("gatehouse: ATTENTION — 1 dead letter(s) since the start\n"), "\(screen)")
+        #expect(screen.contains("devices: 1 up, 0 connecting, 0 down"))
+
         // The exposition itself passes promtool's lint.
         let exposition = try fixture.dir.write("metrics.txt", try Self.curl("http://\(target)/metrics"))
         let check = try Subprocess(
