@@ -69,6 +69,8 @@ $1
 TOML
 }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, clock ticks
+
 round() {  # off|on N
     local mode=$1 n=$2
     rm -f "$WORK"/state.db*
@@ -84,8 +86,12 @@ listen = \"127.0.0.1:$METRICS_PORT\""; else config ""; fi
     fi
     "$BIN/relay-bench" --label "warmup-$mode" --pub-port "$SITE_PORT" --sub-port "$HUB_PORT" --sub-ca "$WORK/ca.crt" \
         --devices "$DEVICES" --messages 2000 --rate 0 >/dev/null
+    local cpu_before cpu_after
+    cpu_before=$(cpu_ticks "$GH_PID")
     "$BIN/relay-bench" --label "$mode-$n" --pub-port "$SITE_PORT" --sub-port "$HUB_PORT" --sub-ca "$WORK/ca.crt" \
         --devices "$DEVICES" --messages "$MESSAGES" --rate 0 | tee -a "$WORK/results.jsonl"
+    cpu_after=$(cpu_ticks "$GH_PID")
+    echo "{\"label\": \"cpu-$mode-$n\", \"ticks\": $((cpu_after - cpu_before))}" >>"$WORK/results.jsonl"
     if [ "$mode" = on ]; then
         curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^gatehouse_messages_sent_total' || true
         kill "$SCRAPER_PID" 2>/dev/null || true; wait "$SCRAPER_PID" 2>/dev/null || true; SCRAPER_PID=""
@@ -108,5 +114,14 @@ print("metrics off msg/s:", " ".join(f"{x:.0f}" for x in off))
 print("metrics on  msg/s:", " ".join(f"{x:.0f}" for x in on))
 m_off, m_on = statistics.median(off), statistics.median(on)
 print(f"median off {m_off:.0f}, on {m_on:.0f}: on / off = {m_on / m_off:.3f} (goal >= 0.97)")
+import os
+tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+messages = next(r["sent"] for r in rows if r["label"].startswith("off-"))
+cpu = lambda mode: [r["ticks"] * tick_us / messages for r in rows if r["label"].startswith(f"cpu-{mode}-")]
+c_off, c_on = cpu("off"), cpu("on")
+print("gatehoused CPU per message, off (µs):", " ".join(f"{x:.1f}" for x in c_off))
+print("gatehoused CPU per message, on  (µs):", " ".join(f"{x:.1f}" for x in c_on))
+print(f"median CPU per message off {statistics.median(c_off):.1f} µs, on {statistics.median(c_on):.1f} µs: "
+      f"on / off = {statistics.median(c_on) / statistics.median(c_off):.3f}")
 PY
 echo "(raw results: $WORK/results.jsonl)"

@@ -2,6 +2,10 @@ import Foundation
 import GatehouseTestSupport
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// gatehoused's `/metrics` scraped by a real Prometheus server (Debian's `prometheus`) while
 /// telemetry and commands flow through DevHub: queried through Prometheus's HTTP API, the
 /// counters equal what the test sent, refused and dropped; `promtool check metrics` reports
@@ -164,6 +168,21 @@ struct PrometheusScrapeTests {
         #expect(prometheus.value(#"count(gatehouse_rules_info == 1)"#) == 1)
         // Nothing per device: no series carries a device id.
         #expect(try prometheus.query(#"{__name__=~"gatehouse_.+", device!=""}"#).isEmpty)
+
+        // A rule reload (SIGHUP): counted, and the rule set's generation and hash move on.
+        let hashBefore = try prometheus.query("gatehouse_rules_info == 1").first?.labels["sha256"]
+        try fixture.dir.write(
+            "rules/10-commands.rules", Self.rules + "\nallow command \"config.read\" when \"Gateway.Operator\" in token.roles\n")
+        fixture.rig.gateway?.signal(SIGHUP)
+        #expect(
+            waitUntil(timeout: .seconds(20)) {
+                prometheus.value(#"gatehouse_rules_reloads_total{outcome="accepted"}"#) == 1
+                    && prometheus.value("gatehouse_rules_generation") == 1
+                    && prometheus.value(#"gatehouse_rules{kind="command"}"#) == 4
+            })
+        let hashAfter = try prometheus.query("gatehouse_rules_info == 1").first?.labels["sha256"]
+        #expect(hashBefore != nil && hashAfter != nil && hashBefore != hashAfter)
+        #expect(prometheus.value(#"gatehouse_provisioning_devices{state="none"}"#) == 1)
 
         // `gatehouse status`: the verdict first, and the same summary in --json.
         let summary = try #require(fixture.rig.status()["summary"] as? [String: Any])

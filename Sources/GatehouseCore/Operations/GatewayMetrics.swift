@@ -180,6 +180,11 @@ public final class GatewayMetrics: Sendable {
         descriptor(
             "provisioning_duration", "seconds", "Time of one DPS registration attempt, by outcome.")
     }
+    static var provisioningDevices: MetricNameDescriptor {
+        descriptor(
+            "provisioning_devices", "",
+            "Devices in the registry (not removed) by DPS state: none (no provisioning), assigning, assigned, failed.")
+    }
     static var rulesReloads: MetricNameDescriptor {
         descriptor("rules_reloads", "total", "Rule-set reloads by outcome (accepted, refused).")
     }
@@ -332,6 +337,19 @@ public final class GatewayMetrics: Sendable {
                     registry.makeGauge(descriptor: Self.outboxMessages, labels: labels).set(Double(lane.messages))
                     let age = lane.oldestEnqueuedMS.map { max(0, Double(nowMS - $0) / 1000) } ?? 0
                     registry.makeGauge(descriptor: Self.outboxOldest, labels: labels).set(age)
+                }
+            }
+            if let devices = try? sources.store.devices() {
+                var states = ["none": 0, "assigning": 0, "assigned": 0, "failed": 0]
+                for device in devices where !device.isRemoved {
+                    let state =
+                        device.provisioning.isEmpty
+                        ? "none" : device.provisioning.hasPrefix("failed") ? "failed" : device.provisioning
+                    if states[state] != nil { states[state]! += 1 }
+                }
+                for (state, count) in states {
+                    registry.makeGauge(descriptor: Self.provisioningDevices, labels: [("state", state)])
+                        .set(Double(count))
                 }
             }
             if let rules = sources.rules?() {
