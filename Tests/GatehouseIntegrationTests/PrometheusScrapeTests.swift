@@ -171,8 +171,8 @@ struct PrometheusScrapeTests {
 
         // A rule reload (SIGHUP): counted, and the rule set's generation and hash move on.
         let hashBefore = try prometheus.query("gatehouse_rules_info == 1").first?.labels["sha256"]
-        try fixture.dir.write(
-            "rules/10-commands.rules", Self.rules + "\nallow command \"config.read\" when \"Gateway.Operator\" in token.roles\n")
+        let added = "allow command \"config.read\" when \"Gateway.Operator\" in token.roles\n"
+        try fixture.dir.write("rules/10-commands.rules", Self.rules + "\n" + added)
         fixture.rig.gateway?.signal(SIGHUP)
         #expect(
             waitUntil(timeout: .seconds(20)) {
