@@ -89,6 +89,9 @@ final class AMQPHub: Sendable {
     /// Queues a telemetry message: `.invalid` at once for one IoT Hub can never take (over its
     /// size limit with its properties), `.unavailable` while the device's link is not up.
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
+        // No twin links over AMQP (docs/protocols.md §3.4): the gateway's reported properties
+        // need `[hub] plugin = "mqtt"`.
+        guard !message.isTwinReported else { return .invalid }
         if let problem = Self.telemetryProblem(message) {
             host.log(
                 .warning,

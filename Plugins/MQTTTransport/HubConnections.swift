@@ -122,6 +122,15 @@ final class HubConnections: Sendable {
     /// never take (checked before the link's state: a message's size does not depend on it),
     /// `.unavailable` while the link is not up.
     func send(_ message: PluginMessage, token: UInt64) -> PluginStatus {
+        if message.isTwinReported {
+            // The device's own reported properties (docs/protocols.md §2, twin); IoT Hub takes a
+            // reported-properties document of at most 32 KiB.
+            guard message.payload.count <= 32 * 1024 else { return .invalid }
+            guard upDevices.withLock({ $0.contains(message.deviceID) }) else { return .unavailable }
+            let topic = IoTHubTopic.twinReportedPrefix + "?$rid=\(token)"
+            enqueue(.publish(device: message.deviceID, topic: topic, payload: message.payload, token: token))
+            return .ok
+        }
         let topic = IoTHubTopic.telemetry(deviceID: message.deviceID, propertyBag: message.properties.propertyBag)
         if let problem = IoTHubLimits.telemetryProblem(
             payloadBytes: message.payload.count, properties: message.properties.map(\.wire), topic: topic)
@@ -325,6 +334,8 @@ final class HubLink {
     /// The libmosquitto client holds copies of messages from a dropped connection: the next
     /// connect uses a fresh one.
     var needsFreshClient = false
+    /// Whether this connection subscribed to twin responses (at its first reported patch).
+    var twinSubscribed = false
     var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(60))
     var retryAtMS: Int64 = 0
     var renewAtMS: Int64 = .max
@@ -456,6 +467,12 @@ final class HubLink {
 
     /// Queues a telemetry message (`token`) or sends a method response (QoS 0, no token).
     func publish(topic: String, payload: [UInt8], token: UInt64?) {
+        if topic.hasPrefix(IoTHubTopic.twinReportedPrefix), !twinSubscribed {
+            // Twin responses, subscribed to only by an identity that reports (the gateway's own):
+            // a thousand leaf links subscribe to nothing more.
+            _ = try? client.subscribe(IoTHubTopic.twinResponsePrefix + "#", qos: 0)
+            twinSubscribed = true
+        }
         guard let token else {
             // Method responses go at QoS 0, as the SDKs send them; lost with the connection.
             _ = try? client.publish(topic: topic, payload: payload, qos: 0)
@@ -559,6 +576,7 @@ final class HubLink {
 
     private func onDisconnect(_ rc: Int32) {
         client.logLevels = Self.connectLogLevels
+        twinSubscribed = false
         owner.upDevicesRemove(device)
         let wasConnected = state == .connected
         let unanswered = publishOrder.compactMap { outstanding[$0] }
@@ -665,6 +683,12 @@ extension HubConnections {
             pendingMethods.withLock { $0[token] = PendingMethod(device: device, requestID: requestID) }
             host.command(
                 PluginCommand(kind: .directMethod, deviceID: device, name: name, payload: payload), token: token)
+        } else if topic.hasPrefix(IoTHubTopic.twinResponsePrefix) {
+            // $iothub/twin/res/{status}/?$rid=…: only a refusal is worth a line.
+            let status = topic.dropFirst(IoTHubTopic.twinResponsePrefix.count).prefix { $0 != "/" }
+            if !status.hasPrefix("2") {
+                host.log(.warning, "device \(device): the hub refused a reported-properties patch (status \(status))")
+            }
         } else {
             host.log(.debug, "ignoring a hub message on \(topic)")
         }

@@ -182,6 +182,8 @@ final class SiteSubscriber: Sendable {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(30))
         while running.load(ordering: .sequentiallyConsistent) {
             let reason = runOneConnection(resetBackoff: { backoff.reset() })
+            // The site link, reported with no device id (gatehouse_plugin.h, link_state).
+            host.linkState(deviceID: "", .down, reason: reason)
             guard running.load(ordering: .sequentiallyConsistent) else { break }
             let delay = backoff.next()
             host.log(
@@ -262,6 +264,7 @@ final class SiteSubscriber: Sendable {
             .info,
             "connected to site broker \(settings.host):\(settings.port), subscribed to \(settings.filters.map(\.filter).joined(separator: ", "))"
         )
+        host.linkState(deviceID: "", .up)
         // From here on every write goes through `write`, under the lock `deliver` takes too.
         outgoing.withLock { $0.fd = fd }
         if !pending.isEmpty || !pendingSkipped.isEmpty, let problem = commit(pending, skipped: pendingSkipped) {

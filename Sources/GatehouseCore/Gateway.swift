@@ -47,6 +47,8 @@ public final class Gateway: Sendable {
     let heartbeat: StatusHeartbeat
     /// `[dead_letters]`: what "dead-letter pruning" keeps; SIGHUP applies a changed one.
     let deadLetterRetention: Mutex<DeadLetterRetention>
+    /// The gateway's Prometheus metrics (docs/operations.md), served when `[metrics]` is set.
+    public let metrics = GatewayMetrics()
 
     /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
     /// also the configuration check (`gatehoused --check`).
@@ -68,7 +70,7 @@ public final class Gateway: Sendable {
         do {
             router = try HostRouter(
                 store: store, policy: config.outbox, signer: signers.signer, logger: logger,
-                provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil })
+                provisioning: config.provisioning.flatMap { $0.registersLeaves ? $0 : nil }, metrics: metrics)
         } catch {
             throw StartupError("\(error)", exitCode: StartupError.cantCreateExit)
         }
@@ -82,6 +84,44 @@ public final class Gateway: Sendable {
             firewall = Mutex(try Self.instantiate(section, role: nil, config: config, delegate: router))
         } else {
             firewall = Mutex(nil)
+        }
+        metrics.configure(
+            siteTransport: config.site.plugin, hubTransport: config.hub.plugin,
+            sources: GatewayMetrics.Sources(
+                telemetry: router.telemetry, store: store, rules: rulesSummary, firewall: firewallReader))
+    }
+
+    /// What the metrics and the twin report of the live rule set; nil without rules.
+    var rulesSummary: (@Sendable () -> GatewayMetrics.RulesSummary?)? {
+        guard let handle = rules else { return nil }
+        return { RuleSetIdentity(handle).summary }
+    }
+
+    /// What the metrics and the twin report of the firewall; nil without `[firewall]`.
+    var firewallReader: (@Sendable () -> GatewayMetrics.FirewallCounters?)? {
+        guard config.firewall != nil else { return nil }
+        return { [weak self] in self?.firewallCounters() }
+    }
+
+    /// The firewall plugin's counters by reason (its `status` action), read under the lock that
+    /// guards the instance, so a reload's swap and discard never meet a status call.
+    func firewallCounters() -> GatewayMetrics.FirewallCounters? {
+        firewall.withLock { instance -> GatewayMetrics.FirewallCounters? in
+            guard let instance, case .success(let text) = instance.control(.status),
+                let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+            else { return nil }
+            var drops: [String: (packets: Int, bytes: Int)] = [:]
+            for case let counter as [String: Any] in (root["counters"] as? [String: Any] ?? [:]).values {
+                let reason = counter["reason"] as? String ?? ""
+                guard !reason.isEmpty else { continue }
+                let previous = drops[reason] ?? (0, 0)
+                drops[reason] = (
+                    previous.packets + (counter["packets"] as? Int ?? 0),
+                    previous.bytes + (counter["bytes"] as? Int ?? 0)
+                )
+            }
+            let applied = (root["present"] as? Bool ?? false) && (root["matches_applied"] as? Bool ?? false)
+            return GatewayMetrics.FirewallCounters(dropsByReason: drops, applied: applied)
         }
     }
 
@@ -165,6 +205,7 @@ public final class Gateway: Sendable {
     /// is stopped again.
     public func start() async throws(StartupError) {
         if !router.commands.isConfigured { try await prepareCommandGate() }
+        if config.metrics != nil { metrics.bootstrapMetricsSystem() }
         // The host's firewall first: render, check, apply, read back (the plugin logs the figures).
         if let firewall = firewall.withLock({ $0 }) {
             do {
@@ -273,6 +314,23 @@ public final class Gateway: Sendable {
             },
             SignalService(hangups) { [self] in await reload() },
         ]
+        if let settings = config.metrics {
+            services.append(MetricsEndpoint(metrics: metrics, settings: settings, logger: logger))
+        }
+        if config.twin.report, let ownID = gatewayIdentitySigner?.deviceID {
+            let twin = GatewayTwin(
+                deviceID: ownID, hub: hub, store: store, telemetry: router.telemetry, metrics: metrics,
+                rules: rulesSummary, firewall: firewallReader, firewallConfigured: config.firewall != nil,
+                minInterval: config.twin.minInterval, logger: logger)
+            services.append(PeriodicService("gateway twin", every: .seconds(1), clock: clock) { twin.tick() })
+        }
+        // Last in the list, so the first to stop: systemd hears STOPPING=1 before anything else.
+        // The outbox is open and the command gate configured before `services` is called.
+        services.append(
+            SystemdService(
+                notifier: SystemdNotifier(), liveness: metrics.liveness,
+                siteLinkUp: { [metrics] in metrics.isSiteLinkUp },
+                logger: logger))
         if let setup = verification.withLock({ $0 }) {
             let first = Mutex(setup.refreshFirst)
             services.append(
@@ -363,6 +421,7 @@ public final class Gateway: Sendable {
     func reloadRules() {
         guard let rules, let directory = config.gateway.rulesDir else { return }
         let result = rules.reload(directory: directory)
+        metrics.rulesReload(accepted: result.accepted)
         if result.accepted {
             logger.info(
                 "rules reloaded",

@@ -14,6 +14,9 @@ public struct PluginMessage: Sendable, Equatable {
     /// Where a downstream transport received it (the site broker's topic, property bag
     /// included); empty if unknown, and in `send` (the upstream transport makes its own).
     public var topic: String
+    /// The payload is a patch of the device's own reported properties, not telemetry
+    /// (`GH_MESSAGE_TWIN_REPORTED`): only the host sets it, and only in `send`.
+    public var isTwinReported = false
 
     public struct Property: Sendable, Equatable {
         public var key: String
@@ -50,6 +53,7 @@ public struct PluginMessage: Sendable, Equatable {
         // Every ABI 1 writer has room for `topic` (it took reserved space); one that predates it
         // left it zero, which reads as empty.
         self.topic = String(ghBytes: c.topic)
+        self.isTwinReported = c.flags & UInt64(GH_MESSAGE_TWIN_REPORTED) != 0
     }
 }
 
@@ -151,6 +155,7 @@ extension PluginMessage {
             c.properties = message.properties.isEmpty ? nil : UnsafePointer(properties.baseAddress! + firstProperty)
             c.created_unix_ms = message.createdUnixMS
             c.topic = scratch.bytes(message.topic.utf8)
+            c.flags = message.isTwinReported ? UInt64(GH_MESSAGE_TWIN_REPORTED) : 0
             cMessages.append(c)
         }
         return try cMessages.withUnsafeBufferPointer { try body($0) }

@@ -17,12 +17,15 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     /// The deciding rules, "name (file:line)" joined by "; ", or "" when none decided.
     public var rules: String
     public var reason: String
+    /// The decision's id, also in the daemon's log lines about it ("" for rows from before).
+    public var decisionID: String
 
     public init(
         id: Int64 = 0, timeMS: Int64, deviceID: String, commandKind: String, commandName: String, caller: String,
-        tenant: String, effect: String, rules: String, reason: String
+        tenant: String, effect: String, rules: String, reason: String, decisionID: String = ""
     ) {
         self.id = id
+        self.decisionID = decisionID
         self.timeMS = timeMS
         self.deviceID = deviceID
         self.commandKind = commandKind
@@ -70,13 +73,14 @@ extension StateStore {
         try write("write an audit record") { db in
             try db.execute(
                 sql: """
-                    INSERT INTO audit (time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO audit (time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason,
+                        decision_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     record.timeMS, record.deviceID, record.commandKind, record.commandName, record.caller,
                     record.tenant,
-                    record.effect, record.rules, record.reason,
+                    record.effect, record.rules, record.reason, record.decisionID,
                 ])
             return db.lastInsertedRowID
         }
@@ -89,13 +93,14 @@ extension StateStore {
         try write("write \(records.count) audit record(s)") { db in
             let statement = try db.cachedStatement(
                 sql: """
-                    INSERT INTO audit (time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO audit (time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason,
+                        decision_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             for record in records {
                 try statement.execute(arguments: [
                     record.timeMS, record.deviceID, record.commandKind, record.commandName, record.caller,
-                    record.tenant, record.effect, record.rules, record.reason,
+                    record.tenant, record.effect, record.rules, record.reason, record.decisionID,
                 ])
             }
             if commandIDs.isEmpty { return }
@@ -122,13 +127,16 @@ extension StateStore {
         }
     }
 
-    /// Decisions, newest first, optionally for one device and from a time on.
-    public func auditRecords(deviceID: String? = nil, sinceMS: Int64 = 0, limit: Int = 100) throws(StoreError)
+    /// Decisions, newest first, optionally for one device (or one decision id) and from a time on.
+    public func auditRecords(
+        deviceID: String? = nil, decisionID: String? = nil, sinceMS: Int64 = 0, limit: Int = 100
+    ) throws(StoreError)
         -> [AuditRecord]
     {
         try read("read the audit log") { db in
             var sql = """
-                SELECT id, time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason
+                SELECT id, time_ms, device_id, command_kind, command_name, caller, tenant, effect, rules, reason,
+                    decision_id
                 FROM audit WHERE time_ms >= ?
                 """
             var arguments: StatementArguments = [sinceMS]
@@ -136,13 +144,17 @@ extension StateStore {
                 sql += " AND device_id = ?"
                 arguments += [deviceID]
             }
+            if let decisionID {
+                sql += " AND decision_id = ?"
+                arguments += [decisionID]
+            }
             sql += " ORDER BY id DESC LIMIT ?"
             arguments += [limit]
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
                 AuditRecord(
                     id: row[0], timeMS: row[1], deviceID: row[2], commandKind: row[3], commandName: row[4],
                     caller: row[5],
-                    tenant: row[6], effect: row[7], rules: row[8], reason: row[9])
+                    tenant: row[6], effect: row[7], rules: row[8], reason: row[9], decisionID: row[10])
             }
         }
     }

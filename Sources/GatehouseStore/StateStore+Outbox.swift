@@ -282,6 +282,26 @@ extension StateStore {
         }
     }
 
+    /// Per priority lane: how many messages wait and when the oldest was enqueued (nil: none).
+    /// Both come from the `(priority, seq)` index, without reading a payload: cheap enough for a
+    /// metrics scrape whatever the outbox holds.
+    public func outboxLanes() throws(StoreError) -> [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)] {
+        try read("count the outbox's lanes") { db in
+            var lanes: [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)] = [:]
+            for priority in OutboxPriority.allCases {
+                let count =
+                    try Int.fetchOne(
+                        db, sql: "SELECT count(*) FROM outbox WHERE priority = ?", arguments: [priority.rawValue])
+                    ?? 0
+                let oldest = try Int64.fetchOne(
+                    db, sql: "SELECT enqueued_ms FROM outbox WHERE priority = ? ORDER BY seq LIMIT 1",
+                    arguments: [priority.rawValue])
+                lanes[priority] = (count, oldest)
+            }
+            return lanes
+        }
+    }
+
     /// Drops the oldest records of the lowest priority first (never those in `keep`, which are
     /// in flight) until at least `bytes` are freed or nothing is left to drop.
     public func dropOldest(freeing bytes: Int, keep: Set<Int64>) throws(StoreError) -> [DroppedRecord] {

@@ -282,6 +282,15 @@ public final class StateStore: Sendable {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v11-audit-decision-id") { db in
+            // Each decision's id, also in its log lines, to join a log line to its audit row
+            // (docs/operations.md); rows from before have none ('').
+            try db.execute(
+                sql: """
+                    ALTER TABLE audit ADD COLUMN decision_id TEXT NOT NULL DEFAULT '';
+                    CREATE INDEX audit_decision ON audit (decision_id) WHERE decision_id != '';
+                    """)
+        }
         return migrator
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatehouseCore
+import GatehousePluginKit
 import GatehouseStore
 import GatehouseTPM
 
@@ -42,10 +43,94 @@ struct ConfigOption: ParsableArguments {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the daemon, the outbox and every device's upstream link, from the state database.")
+        abstract:
+            "One screen: a verdict and a summary first, then the devices that need attention (docs/operations.md).")
 
     @OptionGroup var options: ConfigOption
-    @Flag(help: "Print JSON instead of a table.") var json = false
+    @Flag(help: "Print JSON instead of text (every device, and the summary).") var json = false
+    @Flag(help: "List every device (by default, past 20 devices, only those that need attention).") var all = false
+
+    /// What `gatehouse status` concludes, first on its screen and in `--json` as `summary`.
+    struct Summary: Codable {
+        /// "ok", "attention" or "stopped".
+        var health: String
+        /// Why not "ok", most important first.
+        var attention: [String]
+        var devicesByLink: [String: Int]
+        var devicesProvisioningFailed: Int
+        var devicesRemoved: Int
+        /// Per priority lane: messages waiting and the oldest one's age in seconds.
+        var outboxLanes: [String: Lane]
+
+        struct Lane: Codable {
+            var messages: Int
+            var oldestAgeSeconds: Int?
+        }
+    }
+
+    /// Up to this many devices, the screen lists them all; past it, those needing attention.
+    static let screenDevices = 20
+
+    /// The outbox's oldest message may be this old before it needs attention.
+    static let outboxAgeAttention: Int64 = 300
+
+    static func needsAttention(_ device: DeviceRecord) -> Bool {
+        !device.isRemoved && (device.linkState != "up" || device.provisioning.hasPrefix("failed"))
+    }
+
+    static func summarize(
+        status: DaemonStatus?, devices: [DeviceRecord],
+        lanes: [OutboxPriority: (messages: Int, oldestEnqueuedMS: Int64?)],
+        deadLetters: DeadLetterTotals, firewall: Result<FirewallStatus, PluginError>?, ownDevice: String?, nowMS: Int64
+    ) -> Summary {
+        var attention: [String] = []
+        let running = status.map(isRunning) ?? false
+        var byLink: [String: Int] = ["up": 0, "connecting": 0, "down": 0]
+        var failed = 0
+        var removed = 0
+        for device in devices where device.id != ownDevice {
+            if device.isRemoved {
+                removed += 1
+                continue
+            }
+            byLink[device.linkState, default: 0] += 1
+            if device.provisioning.hasPrefix("failed") { failed += 1 }
+        }
+        var outbox: [String: Summary.Lane] = [:]
+        var oldest: Int64 = 0
+        for priority in OutboxPriority.descending {
+            let lane = lanes[priority] ?? (0, nil)
+            let age = lane.oldestEnqueuedMS.map { max(0, (nowMS - $0) / 1000) }
+            outbox["\(priority)"] = Summary.Lane(messages: lane.messages, oldestAgeSeconds: age.map(Int.init))
+            oldest = max(oldest, age ?? 0)
+        }
+        if !running { attention.append("gatehoused is not running") }
+        if let own = ownDevice, let link = devices.first(where: { $0.id == own })?.linkState, link != "up" {
+            attention.append("the gateway's own identity is \(link)")
+        }
+        let notUp = byLink.filter { $0.key != "up" }.values.reduce(0, +)
+        if notUp > 0 { attention.append("\(notUp) device(s) not connected upstream") }
+        if failed > 0 { attention.append("\(failed) device(s) failed DPS registration") }
+        if oldest >= outboxAgeAttention {
+            attention.append("outbox backing up: oldest message waiting \(formatAge(oldest))")
+        }
+        if deadLetters.sinceCount > 0 { attention.append("\(deadLetters.sinceCount) dead letter(s) since the start") }
+        switch firewall {
+        case .some(.success(let value)) where !value.present || !value.matchesApplied:
+            attention.append("firewall not as applied")
+        case .some(.failure): attention.append("firewall status unreadable")
+        default: break
+        }
+        return Summary(
+            health: !running ? "stopped" : attention.isEmpty ? "ok" : "attention", attention: attention,
+            devicesByLink: byLink, devicesProvisioningFailed: failed, devicesRemoved: removed, outboxLanes: outbox)
+    }
+
+    static func formatAge(_ seconds: Int64) -> String {
+        seconds >= 3600
+            ? "\(seconds / 3600)h\(seconds % 3600 / 60)m"
+            : seconds >= 60 ? "\(seconds / 60)m\(seconds % 60)s" : "\(seconds)s"
+    }
 
     func run() throws {
         let config = try options.loadConfig()
@@ -53,12 +138,17 @@ struct Status: ParsableCommand {
         let status = try store.readStatus()
         let devices = try store.devices()
         let gatewayIdentity = try store.gatewayIdentity()
+        let lanes = try store.outboxLanes()
         // Counted from the table: what is kept now, and what of it since the daemon's start.
         let deadLetters = try store.deadLetterTotals(sinceMS: status?.startedMS ?? 0)
         // The firewall and its host settings, live (docs/firewall.md).
         let firewall = FirewallStatus.read(config)
+        let summary = Self.summarize(
+            status: status, devices: devices, lanes: lanes, deadLetters: deadLetters, firewall: firewall,
+            ownDevice: gatewayIdentity?.deviceID, nowMS: Int64(Date().timeIntervalSince1970 * 1000))
         if json {
             struct Report: Codable {
+                var summary: Summary
                 var daemon: DaemonStatus?
                 var running: Bool
                 var gatewayIdentity: GatewayIdentityRecord?
@@ -70,8 +160,8 @@ struct Status: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             var report = Report(
-                daemon: status, running: status.map(Self.isRunning) ?? false, gatewayIdentity: gatewayIdentity,
-                deadLetters: deadLetters, devices: devices)
+                summary: summary, daemon: status, running: status.map(Self.isRunning) ?? false,
+                gatewayIdentity: gatewayIdentity, deadLetters: deadLetters, devices: devices)
             switch firewall {
             case .some(.success(let value)): report.firewall = value
             case .some(.failure(let error)): report.firewallError = error.message
@@ -80,13 +170,9 @@ struct Status: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
-        defer {
-            switch firewall {
-            case .some(.success(let value)): print(""); value.lines.forEach { print($0) }
-            case .some(.failure(let error)): print("\nfirewall: cannot read its status: \(error.message)")
-            case nil: break
-            }
-        }
+        print(
+            "gatehouse: \(summary.health.uppercased())"
+                + (summary.attention.isEmpty ? "" : " — " + summary.attention.joined(separator: "; ")))
         guard let status else {
             print("gatehoused has not run with \(config.gateway.stateDB) yet")
             return
@@ -95,7 +181,15 @@ struct Status: ParsableCommand {
         print(
             "gatehoused \(status.version): \(state), started \(Self.format(status.startedMS)), last heartbeat \(Self.format(status.heartbeatMS))"
         )
-        print("outbox: \(status.outboxMessages) message(s), \(status.outboxBytes) bytes waiting")
+        let laneText = OutboxPriority.descending.map { priority -> String in
+            let lane = summary.outboxLanes["\(priority)"]
+            let age = lane?.oldestAgeSeconds.map { ", oldest \(Self.formatAge(Int64($0)))" } ?? ""
+            return "\(priority) \(lane?.messages ?? 0)\(age)"
+        }.joined(separator: "; ")
+        print("outbox: \(status.outboxMessages) message(s), \(status.outboxBytes) bytes waiting (\(laneText))")
+        print(
+            "devices: \(summary.devicesByLink["up"] ?? 0) up, \(summary.devicesByLink["connecting"] ?? 0) connecting, \(summary.devicesByLink["down"] ?? 0) down; \(summary.devicesProvisioningFailed) DPS failed, \(summary.devicesRemoved) removed"
+        )
         print(
             "since start: \(status.ingestedTotal) ingested, \(status.deliveredTotal) delivered, \(status.droppedTotal) dropped, \(deadLetters.sinceCount) dead-lettered, \(status.commandsRefusedTotal) command(s) refused"
         )
@@ -112,10 +206,29 @@ struct Status: ParsableCommand {
                 "gateway identity: device \(identity.deviceID) on \(identity.assignedHub) (DPS registration \(identity.registrationID), \(identity.attestation.uppercased()) attestation, since \(Self.format(identity.registeredMS))), link \(link)"
             )
         }
+        switch firewall {
+        case .some(.success(let value)): value.lines.forEach { print($0) }
+        case .some(.failure(let error)): print("firewall: cannot read its status: \(error.message)")
+        case nil: break
+        }
+        // A screen holds every device of a small site; past that, only those needing attention.
+        let every = all || devices.count <= Self.screenDevices
+        let listed = every ? devices : devices.filter(Self.needsAttention)
         print("")
+        if devices.isEmpty {
+            print("(no devices seen yet)")
+            return
+        }
+        print(
+            every
+                ? "devices (\(devices.count)):"
+                : listed.isEmpty
+                    ? "no device needs attention (\(devices.count) in all; --all lists them)"
+                    : "devices that need attention (\(listed.count) of \(devices.count); --all lists every one):")
+        guard !listed.isEmpty else { return }
         let header = ["DEVICE", "DPS", "LINK", "SINCE", "IN", "OUT", "REASON"]
         var rows = [header]
-        for device in devices {
+        for device in listed {
             rows.append([
                 device.id, device.provisioning.isEmpty ? "-" : device.provisioning, device.linkState,
                 Self.format(device.linkChangedMS), "\(device.messagesIn)", "\(device.messagesOut)", device.linkReason,
@@ -126,7 +239,6 @@ struct Status: ParsableCommand {
             print(
                 zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
-        if devices.isEmpty { print("(no devices seen yet)") }
     }
 
     /// The daemon is running if its pid is alive and its heartbeat is recent.
@@ -166,6 +278,8 @@ struct Audit: ParsableCommand {
     @OptionGroup var options: ConfigOption
     @Option(help: "Only decisions about this device.") var device: String?
     @Option(help: "Only decisions of the last DURATION (e.g. 1h, 7d).") var since: String?
+    @Option(help: "Only the decision with this id (the `decision` field of gatehoused's log lines).")
+    var decision: String?
     @Option(help: "At most this many decisions.") var limit = 50
     @Flag(help: "Print JSON instead of a table.") var json = false
 
@@ -179,7 +293,8 @@ struct Audit: ParsableCommand {
             sinceMS = Int64(Date().timeIntervalSince1970 * 1000) - window.components.seconds * 1000
         }
         let store = try ConfigOption.openState(config)
-        let records = try store.auditRecords(deviceID: device, sinceMS: sinceMS, limit: limit)
+        let records = try store.auditRecords(
+            deviceID: device, decisionID: decision, sinceMS: sinceMS, limit: limit)
         // What callers chose (command names, reasons quoting them, …) is never printed raw:
         // control and format characters are escaped (`ControlEscaping`), in the JSON as JSON
         // escapes (parsers read back the original), in the table as visible `\u{1B}`.
@@ -203,10 +318,11 @@ struct Audit: ParsableCommand {
         }
         let rules = record.rules.isEmpty ? "" : " by \(shown(record.rules))"
         let reason = record.reason.isEmpty ? "" : " — \(shown(record.reason))"
+        let decision = record.decisionID.isEmpty ? "" : " decision=\(shown(record.decisionID))"
         return
             "\(Status.format(record.timeMS))  \(shown(record.effect.uppercased()))  \(shown(record.commandKind)) "
             + "\(shown(record.commandName, empty: "-")) → \(shown(record.deviceID))  "
-            + "caller=\(shown(record.caller, empty: "?")) tenant=\(shown(record.tenant, empty: "?"))\(rules)\(reason)"
+            + "caller=\(shown(record.caller, empty: "?")) tenant=\(shown(record.tenant, empty: "?"))\(decision)\(rules)\(reason)"
     }
 }
 

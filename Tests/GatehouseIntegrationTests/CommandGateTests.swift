@@ -44,8 +44,11 @@ struct CommandGateTests {
         let keysDir: String
         var leaf: Subprocess?
 
-        /// `rulesText`: the rule set; `authExtra`: more `[auth]` keys.
-        init(device: String = "pump-1", rulesText: String = CommandGateTests.rules, authExtra: String = "") throws {
+        /// `rulesText`: the rule set; `authExtra`: more `[auth]` keys; `moreConfig`: more sections.
+        init(
+            device: String = "pump-1", rulesText: String = CommandGateTests.rules, authExtra: String = "",
+            moreConfig: String = ""
+        ) throws {
             devhub = try DevHubRelayTests.DevHub(in: dir)
             keysDir = dir.file("idp")
             let (code, output) = try Subprocess.run(CommandGateTests.script("mint-token"), ["keys", keysDir])
@@ -61,6 +64,8 @@ struct CommandGateTests {
                     jwks_file = "\(keysDir)/jwks.json"
                     jwks_cache = "\(dir.file("jwks-cache.json"))"
                     \(authExtra)
+
+                    \(moreConfig)
                     """,
                 hubSection:
                     "hostname = \"localhost\"\nport = \(devhub.mqttPort)\nca_file = \"\(devhub.caFile)\"",

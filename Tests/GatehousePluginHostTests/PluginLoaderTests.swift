@@ -85,6 +85,7 @@ struct PluginLoaderTests {
         #expect(MemoryLayout<gh_property>.size == 32)
         #expect(MemoryLayout<gh_message>.size == 88)
         #expect(MemoryLayout<gh_message>.offset(of: \.topic) == 56)
+        #expect(MemoryLayout<gh_message>.offset(of: \.flags) == 72)
         #expect(MemoryLayout<gh_command>.size == 104)
         #expect(MemoryLayout<gh_error>.size == 640)
         #expect(MemoryLayout<gh_dead_letter>.size == 136)

@@ -19,6 +19,17 @@ struct PluginMessageTests {
         #expect(back[1].topic == "")
     }
 
+    @Test("the twin flag crosses as GH_MESSAGE_TWIN_REPORTED; telemetry leaves flags zero")
+    func twinFlag() {
+        var twin = PluginMessage(deviceID: "gw-1", payload: Array(#"{"gatehouse":{}}"#.utf8))
+        twin.isTwinReported = true
+        let telemetry = PluginMessage(deviceID: "pump-7", payload: [1])
+        let flags = PluginMessage.withCMessages([twin, telemetry]) { batch in batch.map(\.flags) }
+        #expect(flags == [UInt64(GH_MESSAGE_TWIN_REPORTED), 0])
+        let back = PluginMessage.withCMessages([twin, telemetry]) { batch in batch.map(PluginMessage.init) }
+        #expect(back.map(\.isTwinReported) == [true, false])
+    }
+
     @Test("a writer that predates the topic leaves it zero: no topic")
     func zeroedTopic() {
         var c = gh_message()

@@ -48,7 +48,7 @@ private struct ConfigReader {
     mutating func read() throws(ConfigError) -> GatewayConfig {
         let known: Set<String> = [
             "gateway", "outbox", "archive", "dead_letters", "identity", "provisioning", "auth", "site_broker", "site",
-            "hub", "firewall",
+            "hub", "firewall", "metrics", "twin",
         ]
         for key in root.keys where !known.contains(key) {
             throw error(nil, key, "unknown section\(hint(key, known))")
@@ -81,6 +81,8 @@ private struct ConfigReader {
             auth: try auth(), siteBroker: siteBroker, site: site, hub: try transport("hub"), firewall: firewall,
             sourcePath: path)
         config.archive = try archive()
+        config.metrics = try metrics()
+        config.twin = try twin()
         return config
     }
 
@@ -179,6 +181,42 @@ private struct ConfigReader {
                 throw error("outbox", "inflight_per_device", "must be a whole number from 1 to 1000")
             }
             result.inflightPerDevice = number
+        }
+        return result
+    }
+
+    /// `[metrics]`: the Prometheus endpoint (docs/operations.md). Without the section, none.
+    func metrics() throws(ConfigError) -> GatewayConfig.Metrics? {
+        guard let table = try table("metrics") else { return nil }
+        try checkKeys(table, "metrics", ["enabled", "listen"])
+        var result = GatewayConfig.Metrics()
+        if let value = table["enabled"] {
+            guard let enabled = value.bool else { throw error("metrics", "enabled", "must be true or false") }
+            guard enabled else { return nil }
+        }
+        if let value = try string(table, "metrics", "listen") {
+            guard let address = GatewayConfig.Metrics.parse(listen: value) else {
+                throw error(
+                    "metrics", "listen",
+                    "must be an IP address and a port, such as \"127.0.0.1:9600\" or \"[::1]:9600\", not \"\(value)\"")
+            }
+            (result.host, result.port) = address
+        }
+        return result
+    }
+
+    /// `[twin]`: the gateway's own reported properties (docs/operations.md).
+    func twin() throws(ConfigError) -> GatewayConfig.Twin {
+        var result = GatewayConfig.Twin()
+        guard let table = try table("twin") else { return result }
+        try checkKeys(table, "twin", ["report", "min_interval"])
+        if let value = table["report"] {
+            guard let report = value.bool else { throw error("twin", "report", "must be true or false") }
+            result.report = report
+        }
+        if let value = try duration(table, "twin", "min_interval") {
+            guard value >= .seconds(1) else { throw error("twin", "min_interval", "must be at least 1s") }
+            result.minInterval = value
         }
         return result
     }

@@ -1,3 +1,4 @@
+import Foundation
 import GatehouseStore
 
 /// The daemon's configuration, read from `/etc/gatehouse/gatehouse.toml` and validated as a whole
@@ -29,6 +30,45 @@ public struct GatewayConfig: Sendable {
     public var firewall: TransportSection?
     /// The file it came from, for messages.
     public var sourcePath: String
+    /// The Prometheus endpoint (section `[metrics]`); nil: none is served.
+    public var metrics: Metrics? = nil
+    /// The gateway's own reported properties (section `[twin]`).
+    public var twin = Twin()
+
+    /// Whether and how often the gateway reports its state in its own twin (docs/operations.md);
+    /// it does only when it has its own identity (`[provisioning] gateway_registration_id`).
+    public struct Twin: Sendable, Equatable {
+        public var report = true
+        /// At most one reported-properties patch this often.
+        public var minInterval: Duration = .seconds(30)
+        public init() {}
+    }
+
+    /// Where `/metrics` is served (docs/operations.md). Loopback by default: the endpoint has no
+    /// authentication, so exposing it beyond the host is the operator's explicit choice.
+    public struct Metrics: Sendable, Equatable {
+        public var host: String = "127.0.0.1"
+        public var port: Int = 9600
+
+        public init() {}
+
+        /// "127.0.0.1:9600" or "[::1]:9600": an IP address literal (no name to resolve) and a port.
+        public static func parse(listen text: String) -> (host: String, port: Int)? {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                (1...65535).contains(port)
+            else { return nil }
+            var host = String(text[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") {
+                host = String(host.dropFirst().dropLast())
+                var address = in6_addr()
+                guard inet_pton(AF_INET6, host, &address) == 1 else { return nil }
+            } else {
+                var address = in_addr()
+                guard inet_pton(AF_INET, host, &address) == 1 else { return nil }
+            }
+            return (host, port)
+        }
+    }
 
     public struct Gateway: Sendable {
         public var stateDB: String = "/var/lib/gatehouse/state.db"

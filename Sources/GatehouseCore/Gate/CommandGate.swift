@@ -38,6 +38,13 @@ public final class CommandGate: Sendable {
         /// The command id this decision accepted (allowed or denied by the rules): the audit
         /// writer persists it with the decision's row, so it is durable before any delivery.
         public var commandID: CommandIDRecord?
+        /// The name of the first deciding rule (nil: refused before the rules ran), and why the
+        /// caller's token was refused (`AuthError.Code`; nil: it was not): the metrics' labels.
+        public var decidingRule: String?
+        public var tokenFailure: String?
+        /// The decision's id: in every log line about it and in its audit row, which it joins
+        /// (`gatehouse audit --decision ID`). Given by the command path.
+        public var decisionID = ""
 
         /// The JSON a refused method gets with status 403 (members sorted by name).
         public var refusalBody: [UInt8] {
@@ -124,7 +131,9 @@ public final class CommandGate: Sendable {
         }
         let verified: VerifiedToken
         switch await verifier.verify(token) {
-        case .failure(let error): return deny("token refused: \(error)")
+        case .failure(let error):
+            outcome.tokenFailure = error.code.rawValue
+            return deny("token refused: \(error)")
         case .success(let value): verified = value
         }
         outcome.caller = verified.objectID ?? verified.subject
@@ -185,6 +194,7 @@ public final class CommandGate: Sendable {
             logger.warning("a rule failed while deciding (it could not allow)", metadata: ["fault": "\(fault)"])
         }
         outcome.rules = decision.rules.map { "\($0.name) (\($0.file):\($0.line))" }
+        outcome.decidingRule = decision.rules.first?.name
         if decision.effect == .allow {
             outcome.effect = .allow
             outcome.reason = decision.reason ?? "allowed by the rules"

@@ -28,14 +28,19 @@ public final class CommandPath: Sendable {
     struct Pending: Sendable {
         var device: String
         var name: String
+        var decisionID: String
         var started: ContinuousClock.Instant
         var respond: @Sendable (Int32, [UInt8]) -> Void
     }
 
     let auditLog: AuditWriter
 
-    public init(store: StateStore, logger: Logger) {
+    /// Decisions by effect and deciding rule, tokens refused by reason (docs/operations.md).
+    let metrics: GatewayMetrics
+
+    public init(store: StateStore, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
         self.store = store
+        self.metrics = metrics
         self.logger = logger
         auditLog = AuditWriter(store: store, logger: logger)
     }
@@ -65,7 +70,8 @@ public final class CommandPath: Sendable {
             let token = nextToken.add(1, ordering: .relaxed).newValue
             pending.withLock {
                 $0[token] = Pending(
-                    device: command.deviceID, name: outcome.commandName, started: started, respond: respond)
+                    device: command.deviceID, name: outcome.commandName, decisionID: outcome.decisionID,
+                    started: started, respond: respond)
             }
             let status = wiring.site.deliver(deliverable, token: token)
             guard status == .ok else {
@@ -78,6 +84,7 @@ public final class CommandPath: Sendable {
                     "allowed command not delivered",
                     metadata: [
                         "device": "\(command.deviceID)", "command": "\(outcome.commandName)", "reason": "\(reason)",
+                        "decision": "\(outcome.decisionID)",
                     ])
                 respond(code, Self.body(status: code, reason: reason))
                 return
@@ -89,7 +96,8 @@ public final class CommandPath: Sendable {
     /// arrival and its delivery. The audit row is written before anything reaches the device; a
     /// decision that cannot be audited is not carried out (nil: fail closed).
     public func decideAndAudit(_ command: PluginCommand, gate: CommandGate) async -> CommandGate.Outcome? {
-        let outcome = await gate.decide(command)
+        var outcome = await gate.decide(command)
+        outcome.decisionID = Self.newDecisionID()
         guard await audit(command, outcome) else {
             refused.add(1, ordering: .relaxed)
             return nil
@@ -106,6 +114,7 @@ public final class CommandPath: Sendable {
             "command delivered",
             metadata: [
                 "device": "\(entry.device)", "command": "\(entry.name)", "status": "\(status)",
+                "decision": "\(entry.decisionID)",
                 "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
             ])
         entry.respond(status, body)
@@ -114,9 +123,11 @@ public final class CommandPath: Sendable {
     /// Refuses without a decision (no gate): still audited.
     func refuse(_ command: PluginCommand, reason: String, respond: @escaping @Sendable (Int32, [UInt8]) -> Void) {
         refused.add(1, ordering: .relaxed)
-        let outcome = CommandGate.Outcome(
+        var refusal = CommandGate.Outcome(
             effect: .deny, commandName: command.name, reason: reason, rules: [], caller: "", tenant: "",
             deliverable: nil)
+        refusal.decisionID = Self.newDecisionID()
+        let outcome = refusal
         // No task: the answer must not wait for a free thread of the cooperative pool.
         log(command, outcome)
         auditLog.append(record(command, outcome)) { _ in respond(403, outcome.refusalBody) }
@@ -129,6 +140,8 @@ public final class CommandPath: Sendable {
     }
 
     private func log(_ command: PluginCommand, _ outcome: CommandGate.Outcome) {
+        metrics.decision(effect: outcome.effect.rawValue, rule: outcome.decidingRule ?? "none")
+        if let reason = outcome.tokenFailure { metrics.jwtFailure(reason: reason) }
         logger.log(
             level: outcome.effect == .allow ? .info : .notice,
             "command \(outcome.effect == .allow ? "allowed" : "denied")",
@@ -136,6 +149,7 @@ public final class CommandPath: Sendable {
                 "device": "\(command.deviceID)", "kind": "\(Self.kind(command))", "command": "\(outcome.commandName)",
                 "caller": "\(outcome.caller)", "tenant": "\(outcome.tenant)",
                 "rules": "\(outcome.rules.joined(separator: "; "))", "reason": "\(outcome.reason)",
+                "decision": "\(outcome.decisionID)",
             ])
     }
 
@@ -144,7 +158,15 @@ public final class CommandPath: Sendable {
             timeMS: Int64(Date().timeIntervalSince1970 * 1000), deviceID: command.deviceID,
             commandKind: Self.kind(command), commandName: outcome.commandName, caller: outcome.caller,
             tenant: outcome.tenant, effect: outcome.effect.rawValue, rules: outcome.rules.joined(separator: "; "),
-            reason: outcome.reason)
+            reason: outcome.reason, decisionID: outcome.decisionID)
+    }
+
+    /// 16 hex digits, random: unique enough to join one decision's log lines and audit row
+    /// across restarts, and it says nothing about the command.
+    static func newDecisionID() -> String {
+        let value = UInt64.random(in: 0...UInt64.max)
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     static func kind(_ command: PluginCommand) -> String {

@@ -29,15 +29,17 @@ public final class HostRouter: PluginHostDelegate {
     /// The three owners over one state store, as the daemon builds them.
     public convenience init(
         store: StateStore, policy: OutboxPolicy, signer: any DeviceSigner, logger: Logger,
-        provisioning: GatewayConfig.Provisioning? = nil, memoryCap: Int = 16 << 20
+        provisioning: GatewayConfig.Provisioning? = nil, memoryCap: Int = 16 << 20,
+        metrics: GatewayMetrics = GatewayMetrics()
     ) throws(StoreError) {
         let identities = try DeviceIdentities(
-            store: store, signer: signer, logger: logger, provisioning: provisioning)
+            store: store, signer: signer, logger: logger, provisioning: provisioning, metrics: metrics)
         let telemetry = try TelemetryRelay(
-            store: store, policy: policy, revoked: identities.revoked, logger: logger, memoryCap: memoryCap)
+            store: store, policy: policy, revoked: identities.revoked, logger: logger, memoryCap: memoryCap,
+            metrics: metrics)
         self.init(
-            telemetry: telemetry, identities: identities, commands: CommandPath(store: store, logger: logger),
-            logger: logger)
+            telemetry: telemetry, identities: identities,
+            commands: CommandPath(store: store, logger: logger, metrics: metrics), logger: logger)
     }
 
     // MARK: - Starting and stopping the two paths of telemetry
@@ -77,6 +79,15 @@ public final class HostRouter: PluginHostDelegate {
     }
 
     public func linkStateChanged(deviceID: String, state: LinkState, reason: String, plugin: String) {
+        // The site transport reports its own connection to the site broker with no device id
+        // (gatehouse_plugin.h, link_state): for the metrics and systemd's readiness.
+        if deviceID.isEmpty {
+            identities.metrics.siteLink(up: state == .up)
+            logger.log(
+                level: state == .up ? .info : .warning, "site link changed",
+                metadata: ["state": "\(state)", "plugin": "\(plugin)", "reason": "\(reason)"])
+            return
+        }
         guard identities.recordLink(deviceID: deviceID, state: state, reason: reason, plugin: plugin) else { return }
         telemetry.setLink(deviceID, up: state == .up)
     }
@@ -112,6 +123,7 @@ public final class HostRouter: PluginHostDelegate {
                 metadata: ["device": "\(letter.deviceID)", "plugin": "\(plugin)", "error": "\(error)"])
             return .unavailable
         }
+        identities.metrics.deadLetter(source: "site", reason: letter.reason.rawValue)
         logger.warning(
             "dead letter kept: a site message that can never be relayed",
             metadata: [

@@ -30,6 +30,10 @@ final class StatusHeartbeat: Sendable {
             stoppedMS: stopped ? now : nil, outboxMessages: snapshot.outboxMessages,
             outboxBytes: snapshot.outboxBytes, ingestedTotal: snapshot.ingested, deliveredTotal: snapshot.delivered,
             droppedTotal: snapshot.dropped, commandsRefusedTotal: commands.refused.load(ordering: .relaxed))
+        // The watchdog's proof that this loop turns (docs/operations.md, "systemd"): beaten
+        // whether or not the write succeeded — a full disk is logged, not a reason to restart;
+        // a write that never returns is.
+        defer { telemetry.metrics.liveness.beat(.heartbeat) }
         do {
             try store.writeStatus(status)
         } catch {

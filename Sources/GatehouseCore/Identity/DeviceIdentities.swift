@@ -25,6 +25,10 @@ public final class DeviceIdentities: Sendable {
     let provisioner: Provisioner?
     /// Devices removed in the registry: never relayed, no hub identity, no signature.
     public let revoked: Revocations
+    /// Link states, reconnects, signatures (docs/operations.md).
+    let metrics: GatewayMetrics
+    /// "tpm" when the device keys live in the TPM, else "key": the signing histogram's label.
+    let signerKind: String
     /// Devices whose upstream identity was asked to open.
     private let opened = Mutex<Set<String>>([])
     private let upstreamSlot = Mutex<PluginInstance?>(nil)
@@ -34,15 +38,19 @@ public final class DeviceIdentities: Sendable {
     private let writer = LinkStateWriter()
 
     public init(
-        store: StateStore, signer: any DeviceSigner, logger: Logger, provisioning: GatewayConfig.Provisioning? = nil
+        store: StateStore, signer: any DeviceSigner, logger: Logger, provisioning: GatewayConfig.Provisioning? = nil,
+        metrics: GatewayMetrics = GatewayMetrics()
     ) throws(StoreError) {
         self.store = store
         self.signer = signer
+        self.metrics = metrics
+        signerKind = signer is TPMDeviceSigner || signer is GatewayIdentitySigner ? "tpm" : "key"
         self.logger = logger
         let revoked = Revocations(try store.removedDeviceIDs())
         self.revoked = revoked
         provisioner = try provisioning.map { settings throws(StoreError) in
-            try Provisioner(settings: settings, signer: signer, store: store, logger: logger, revoked: revoked)
+            try Provisioner(
+                settings: settings, signer: signer, store: store, logger: logger, revoked: revoked, metrics: metrics)
         }
     }
 
@@ -129,6 +137,7 @@ public final class DeviceIdentities: Sendable {
 
     private func remove(_ deviceID: String, drop: (String) -> Int) {
         opened.withLock { _ = $0.remove(deviceID) }
+        metrics.forgetHubLink(deviceID)
         provisioner?.forget(deviceID)
         signer.forget(deviceID: deviceID)
         if let upstream = upstreamSlot.withLock({ $0 }) { _ = upstream.closeIdentity(deviceID) }
@@ -146,9 +155,13 @@ public final class DeviceIdentities: Sendable {
             logger.warning("refused to sign for a removed device", metadata: ["device": "\(deviceID)"])
             return .failure(PluginStatusError(.refused))
         }
+        let started = ContinuousClock.now
         do {
-            return .success(try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry))
+            let token = try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry)
+            metrics.signed(ok: true, signer: signerKind, duration: ContinuousClock.now - started)
+            return .success(token)
         } catch {
+            metrics.signed(ok: false, signer: signerKind, duration: ContinuousClock.now - started)
             logger.error("refused to sign a SAS token", metadata: ["device": "\(deviceID)", "reason": "\(error)"])
             return .failure(PluginStatusError(.refused))
         }
@@ -169,6 +182,7 @@ public final class DeviceIdentities: Sendable {
         let change = LinkStateChange(
             deviceID: deviceID, state: "\(state)", reason: reason, atMS: TelemetryRelay.nowMS())
         linkChanges.withLock { $0[deviceID] = change }
+        metrics.hubLink(deviceID, state: "\(state)")
         writer.wake()
         return true
     }

@@ -9,6 +9,8 @@ public struct LogfmtLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     private let label: String
     private static let output = Mutex<Void>(())
+    /// Set when standard error is systemd's journal stream (`JournalWriter.forStandardError`).
+    private static let journal = JournalWriter.forStandardError()
     /// One level for the whole process, so that a reload (SIGHUP) changes every logger at once.
     private static let level = Atomic<UInt8>(2)  // index into Logger.Level.allCases: info
 
@@ -40,6 +42,17 @@ public struct LogfmtLogHandler: LogHandler {
             line += " \(ControlEscaping.escape(key))=\(Self.quote(merged[key]!.description))"
         }
         line += "\n"
+        if event.level >= .error {
+            RecentErrors.shared.add(event.message.description, error: merged["error"]?.description)
+        }
+        if let journal = Self.journal {
+            // Under systemd: the same entry with structured fields (JournalWriter); the plain line
+            // only if the journal did not take it.
+            let datagram = JournalWriter.entry(
+                level: event.level, message: event.message.description, label: label,
+                metadata: merged.keys.sorted().map { ($0, merged[$0]!.description) })
+            if journal.send(datagram) { return }
+        }
         Self.output.withLock { _ in
             FileHandle.standardError.write(Data(line.utf8))
         }
@@ -77,4 +90,30 @@ public struct LogfmtLogHandler: LogHandler {
             format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
             parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
     }
+}
+
+/// The last few errors the daemon logged, newest last, for the gateway's twin
+/// (docs/operations.md): the message and its `error` field, never other metadata. Log lines
+/// carry no secret (docs/architecture.md, "Failure model"), so neither does this.
+public final class RecentErrors: Sendable {
+    public static let shared = RecentErrors()
+    public static let capacity = 5
+
+    public struct Entry: Sendable, Equatable {
+        public var timeMS: Int64
+        public var message: String
+    }
+
+    private let entries = Mutex<[Entry]>([])
+
+    func add(_ message: String, error: String?) {
+        let text = error.map { "\(message): \($0)" } ?? message
+        let entry = Entry(timeMS: Int64(Date().timeIntervalSince1970 * 1000), message: String(text.prefix(300)))
+        entries.withLock { entries in
+            entries.append(entry)
+            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        }
+    }
+
+    public var all: [Entry] { entries.withLock { $0 } }
 }

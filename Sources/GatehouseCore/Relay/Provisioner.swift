@@ -29,6 +29,8 @@ final class Provisioner: Sendable {
     let signer: any DeviceSigner
     let store: StateStore
     let logger: Logger
+    /// Registrations by outcome and their durations (docs/operations.md).
+    let metrics: GatewayMetrics
     /// How many registrations run, and those waiting for a slot, first come first served.
     private struct Slots {
         var running = 0
@@ -49,12 +51,13 @@ final class Provisioner: Sendable {
 
     init(
         settings: GatewayConfig.Provisioning, signer: any DeviceSigner, store: StateStore, logger: Logger,
-        revoked: Revocations = Revocations([]),
+        revoked: Revocations = Revocations([]), metrics: GatewayMetrics = GatewayMetrics(),
         register: @escaping Register = { id, dps, sign throws(ProvisioningError) in
             try DPSClient.register(registrationID: id, settings: dps, sign: sign)
         }
     ) throws(StoreError) {
         self.register = register
+        self.metrics = metrics
         self.revoked = revoked
         self.settings = settings
         self.signer = signer
@@ -128,12 +131,14 @@ final class Provisioner: Sendable {
         // A device removed meanwhile is not registered (and its retries end here).
         guard !revoked.contains(deviceID) else { return }
         record(deviceID, "assigning")
+        let started = ContinuousClock.now
         let dps = DPSSettings(
             host: settings.endpoint, port: settings.port, idScope: settings.idScope, caFile: settings.caFile)
         do throws(ProvisioningError) {
             let assignment = try register(deviceID, dps) { resource, expiry in
                 try signer.sign(deviceID: deviceID, resource: resource, expiry: expiry, policyName: "registration")
             }
+            metrics.provisioned(ok: true, duration: ContinuousClock.now - started)
             guard !revoked.contains(deviceID) else { return }
             assigned.withLock { _ = $0.insert(deviceID) }
             record(deviceID, "assigned", hub: assignment.assignedHub)
@@ -142,6 +147,7 @@ final class Provisioner: Sendable {
                 metadata: ["device": "\(deviceID)", "assigned_hub": "\(assignment.assignedHub)"])
             ready()
         } catch {
+            metrics.provisioned(ok: false, duration: ContinuousClock.now - started)
             guard !revoked.contains(deviceID) else { return }
             let next = min(Duration.seconds(30) * (1 << min(attempt, 5)), .seconds(900))
             record(deviceID, "failed: \(error.message)")

@@ -68,6 +68,9 @@ public final class TelemetryRelay: Sendable {
     let deviceFacts = DeviceFacts()
     let ruleCounters = TelemetryRuleCounters()
     let archive: ArchiveKeeper
+    /// Only the rare events are recorded here (the hub side's dead letters); the metrics read
+    /// the relay's own counters when scraped (`GatewayMetrics.collect`).
+    let metrics: GatewayMetrics
 
     struct RulesSetup: Sendable {
         let handle: PolicyHandle
@@ -214,6 +217,18 @@ public final class TelemetryRelay: Sendable {
         let archived = Atomic<Int>(0)
         /// Messages moved to the dead letters by the hub side.
         let deadLettered = Atomic<Int>(0)
+        /// Every message of a batch `ingest` took (whatever became of it), for the metrics.
+        let received = Atomic<Int>(0)
+        /// Of `dropped`, by cause (the metrics' `reason` label): the outbox's byte limit, its
+        /// `max_age`, and removed devices.
+        let droppedFull = Atomic<Int>(0)
+        let droppedAge = Atomic<Int>(0)
+        let droppedRemoved = Atomic<Int>(0)
+    }
+
+    /// Why rows left the outbox undelivered (`forget`).
+    enum DropCause {
+        case full, maxAge, removed, ttl
     }
 
     /// What `ingest` did: the status for the transport, and the devices of the stored messages
@@ -224,9 +239,11 @@ public final class TelemetryRelay: Sendable {
     }
 
     public init(
-        store: StateStore, policy: OutboxPolicy, revoked: Revocations, logger: Logger, memoryCap: Int = 16 << 20
+        store: StateStore, policy: OutboxPolicy, revoked: Revocations, logger: Logger, memoryCap: Int = 16 << 20,
+        metrics: GatewayMetrics = GatewayMetrics()
     ) throws(StoreError) {
         self.store = store
+        self.metrics = metrics
         self.revoked = revoked
         self.logger = logger
         self.memoryCap = memoryCap
@@ -324,7 +341,7 @@ public final class TelemetryRelay: Sendable {
             try book.withLock { (book: inout Book) throws(StoreError) in
                 let records = try store.dropOutbox(ofDevice: deviceID, keep: lanes.withLock { $0.pendingDeletion })
                 dropped = records.count
-                forget(records, in: &book, reason: "dropped the waiting telemetry of a removed device")
+                forget(records, in: &book, reason: "dropped the waiting telemetry of a removed device", cause: .removed)
             }
         } catch {
             logger.error("cannot drop a removed device's outbox messages", metadata: ["error": "\(error)"])
@@ -468,8 +485,10 @@ public final class TelemetryRelay: Sendable {
             counters.archived.add(archived.count, ordering: .relaxed)
             archive.added(messages: archived.count, bytes: archivedBytes)
         }
+        counters.received.add(messages.count, ordering: .relaxed)
         if !refused.isEmpty {
             counters.dropped.add(refused.count, ordering: .relaxed)
+            counters.droppedRemoved.add(refused.count, ordering: .relaxed)
             logger.warning(
                 "dropped telemetry of a removed device",
                 metadata: [
@@ -502,6 +521,7 @@ public final class TelemetryRelay: Sendable {
             }
             let dropped = records.count - kept.count
             counters.dropped.add(dropped, ordering: .relaxed)
+            counters.droppedFull.add(dropped, ordering: .relaxed)
             logger.warning(
                 "outbox full: dropped newest messages (policy drop = \"newest\")",
                 metadata: ["dropped": "\(dropped)", "limit_bytes": "\(book.policy.maxBytes)"])
@@ -509,15 +529,18 @@ public final class TelemetryRelay: Sendable {
         case .oldest:
             let keep = lanes.withLock { $0.inFlightOrPendingDeletion }
             let dropped = try store.dropOldest(freeing: excess, keep: keep)
-            forget(dropped, in: &book, reason: "outbox full: dropped oldest messages (policy drop = \"oldest\")")
+            forget(
+                dropped, in: &book, reason: "outbox full: dropped oldest messages (policy drop = \"oldest\")",
+                cause: .full)
             return records
         }
     }
 
     /// Accounts for rows deleted without delivery: counters, the log, and memory.
     private func forget(
-        _ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message, expired: Bool = false
+        _ dropped: [DroppedRecord], in book: inout Book, reason: Logger.Message, cause: DropCause
     ) {
+        let expired = cause == .ttl
         guard !dropped.isEmpty else { return }
         // A row the dispatcher took meanwhile (sent, expired on its way out, refused) is its to
         // account for: counted once, whichever way it leaves.
@@ -535,6 +558,12 @@ public final class TelemetryRelay: Sendable {
         book.messages -= forgotten.count
         book.bytes -= forgotten.reduce(0) { $0 + $1.size }
         counters.dropped.add(forgotten.count, ordering: .relaxed)
+        switch cause {
+        case .full: counters.droppedFull.add(forgotten.count, ordering: .relaxed)
+        case .maxAge: counters.droppedAge.add(forgotten.count, ordering: .relaxed)
+        case .removed: counters.droppedRemoved.add(forgotten.count, ordering: .relaxed)
+        case .ttl: break  // counted in `expired` below
+        }
         if expired {
             counters.expired.add(forgotten.count, ordering: .relaxed)
             ruleCounters.expired(forgotten.map(\.ttlRule))
@@ -605,7 +634,19 @@ public final class TelemetryRelay: Sendable {
     }
 
     private func dispatcherLoop() {
+        #if DEBUG
+            // The watchdog test's wedge (debug builds only): the loop stops beating after N s.
+            let wedgeAfter = ProcessInfo.processInfo.environment["GATEHOUSE_DEBUG_WEDGE_RELAY_AFTER"].flatMap(Int.init)
+            let started = ContinuousClock.now
+        #endif
         while true {
+            metrics.liveness.beat(.relay)
+            #if DEBUG
+                if let wedgeAfter, ContinuousClock.now - started > .seconds(wedgeAfter) {
+                    logger.critical("GATEHOUSE_DEBUG_WEDGE_RELAY_AFTER: the relay's dispatcher wedges on purpose")
+                    while true { Thread.sleep(forTimeInterval: 3600) }
+                }
+            #endif
             _ = wake.wait(timeout: .now() + .milliseconds(20))
             wakeRequested.store(false, ordering: .sequentiallyConsistent)
             let stopping = !running.load(ordering: .sequentiallyConsistent)
@@ -683,6 +724,7 @@ public final class TelemetryRelay: Sendable {
                     book.messages -= moved.count
                     book.bytes -= moved.reduce(0) { $0 + $1.outboxSize }
                     counters.deadLettered.add(moved.count, ordering: .relaxed)
+                    metrics.deadLetter(source: "hub", reason: reason, count: moved.count)
                     counters.dropped.add(moved.count, ordering: .relaxed)
                     let devices = Set(moved.map(\.deviceID)).sorted().prefix(10).joined(separator: ",")
                     logger.warning(
@@ -852,10 +894,10 @@ public final class TelemetryRelay: Sendable {
                 let cutoff = now - Int64(book.policy.maxAge.components.seconds * 1000)
                 let keep = lanes.withLock { $0.inFlightOrPendingDeletion }
                 let dropped = try store.dropOlderThan(cutoff, keep: keep)
-                forget(dropped, in: &book, reason: "dropped messages older than the outbox's max_age")
+                forget(dropped, in: &book, reason: "dropped messages older than the outbox's max_age", cause: .maxAge)
                 let expired = try store.dropExpired(nowMS: now, keep: keep)
                 forget(
-                    expired, in: &book, reason: "dropped messages past their route's time to live (ttl)", expired: true)
+                    expired, in: &book, reason: "dropped messages past their route's time to live (ttl)", cause: .ttl)
             }
         } catch {
             logger.error("cannot expire old outbox messages", metadata: ["error": "\(error)"])
@@ -877,6 +919,14 @@ public final class TelemetryRelay: Sendable {
         /// Sent nowhere by the telemetry rules.
         public var ruleDropped: Int = 0
         public var archived: Int = 0
+        /// Every message a successful `ingest` took.
+        public var received: Int = 0
+        /// Of `dropped`, by cause: the byte limit, `max_age`, removed devices, the hub side's
+        /// dead letters (the rest of `dropped` is `expired`).
+        public var droppedFull: Int = 0
+        public var droppedAge: Int = 0
+        public var droppedRemoved: Int = 0
+        public var deadLettered: Int = 0
     }
 
     public var snapshot: Snapshot {
@@ -888,7 +938,11 @@ public final class TelemetryRelay: Sendable {
             delivered: counters.delivered.load(ordering: .relaxed),
             dropped: counters.dropped.load(ordering: .relaxed), expired: counters.expired.load(ordering: .relaxed),
             ruleDropped: counters.ruleDropped.load(ordering: .relaxed),
-            archived: counters.archived.load(ordering: .relaxed))
+            archived: counters.archived.load(ordering: .relaxed), received: counters.received.load(ordering: .relaxed),
+            droppedFull: counters.droppedFull.load(ordering: .relaxed),
+            droppedAge: counters.droppedAge.load(ordering: .relaxed),
+            droppedRemoved: counters.droppedRemoved.load(ordering: .relaxed),
+            deadLettered: counters.deadLettered.load(ordering: .relaxed))
     }
 
     static func nowMS() -> Int64 {

@@ -165,8 +165,18 @@ typedef struct gh_message {
     gh_bytes topic;                 /* UTF-8, where a downstream transport received it (the site
                                        broker's topic, property bag included); empty if unknown.
                                        The host does not pass it to send. */
-    uint64_t reserved[2];           /* zero */
+    uint64_t flags;                 /* GH_MESSAGE_*; zero for telemetry. Only the host sets it, in
+                                       send; it ignores it in ingest. */
+    uint64_t reserved[1];           /* zero */
 } gh_message;
+
+/* gh_message.flags (taken from reserved space in ABI 1, like `topic`: a plugin that predates it
+ * never sees it set, because the host sends flagged messages only to the gateway's own identity
+ * and only through the plugins it ships).
+ * GH_MESSAGE_TWIN_REPORTED: the payload is a JSON patch of `device_id`'s own reported properties
+ * (IoT Hub: $iothub/twin/PATCH/properties/reported/), not telemetry; `delivered` reports the
+ * hub's acknowledgement as for telemetry. A transport that cannot send it returns GH_ERR_INVALID. */
+#define GH_MESSAGE_TWIN_REPORTED 1u
 
 /* A cloud-to-device command as an upstream transport received it.
  * OWNERSHIP: borrowed, for the duration of gh_host_api.command. */
@@ -238,7 +248,9 @@ typedef struct gh_host_api {
     /* Reports that the upstream identity of `device_id` changed link state (GH_LINK_*).
      * `reason` is a short human text or empty (never a secret). While a link is down the host
      * sends nothing more to that identity; outstanding sends stay outstanding until delivered()
-     * reports them. THREADS: any; non-blocking. */
+     * reports them. A downstream plugin reports its own connection to the site broker with an
+     * empty `device_id` (the host's readiness and metrics read it; a downstream plugin that
+     * never reports it is never "site link up"). THREADS: any; non-blocking. */
     void (*link_state)(void *host_ctx, gh_bytes device_id, int32_t state, gh_bytes reason);
 
     /* Signs an IoT Hub / DPS SAS token for `device_id`: the host computes
@@ -405,7 +417,8 @@ GH_ABI_OFFSET(gh_message, payload, 24);
 GH_ABI_OFFSET(gh_message, properties, 40);
 GH_ABI_OFFSET(gh_message, created_unix_ms, 48);
 GH_ABI_OFFSET(gh_message, topic, 56);
-GH_ABI_OFFSET(gh_message, reserved, 72);
+GH_ABI_OFFSET(gh_message, flags, 72);
+GH_ABI_OFFSET(gh_message, reserved, 80);
 
 GH_ABI_SIZE(gh_command, 104);
 GH_ABI_OFFSET(gh_command, struct_size, 0);

@@ -1,0 +1,147 @@
+import Foundation
+import GatehousePluginHost
+import GatehousePluginKit
+import GatehouseStore
+import Logging
+import StrictJSON
+import Synchronization
+
+/// The gateway in its own twin (docs/operations.md, "The gateway's twin"): gatehoused reports,
+/// as reported properties of its own hub identity (the one DPS assigned it by TPM attestation),
+/// its version, the rule set's generation and hash, the firewall's state, the outbox's depth,
+/// its devices by state and its last errors — under one property, `gatehouse`.
+///
+/// Updated on change at a bounded rate: a document is built at most every `checkEvery` and only
+/// once `minInterval` has passed since the last one sent; it is sent if it differs from that one
+/// (or an hour has passed). A change is therefore seen in the twin within `minInterval` plus
+/// `checkEvery`, and a busy outbox costs one patch a `minInterval`, not one a message.
+///
+/// The patch goes straight to the hub transport (`GH_MESSAGE_TWIN_REPORTED`), never through the
+/// outbox: it is state, not telemetry — the latest one is all that matters, and one lost with
+/// the link is replaced by the next. Its token has the high bit set, which the relay never
+/// hands out (outbox seqs are positive), so the relay ignores its acknowledgement.
+public final class GatewayTwin: Sendable {
+    let deviceID: String
+    let hub: PluginInstance
+    let store: StateStore
+    let telemetry: TelemetryRelay
+    let metrics: GatewayMetrics
+    let rules: (@Sendable () -> GatewayMetrics.RulesSummary?)?
+    let firewall: (@Sendable () -> GatewayMetrics.FirewallCounters?)?
+    let firewallConfigured: Bool
+    let minInterval: Duration
+    let checkEvery: Duration
+    let logger: Logger
+
+    private struct State {
+        var lastSent: JSONValue?
+        var sentAt: ContinuousClock.Instant?
+        var checkedAt: ContinuousClock.Instant?
+        var patches = 0
+    }
+    private let state = Mutex(State())
+    private let nextToken = Atomic<UInt64>(0)
+
+    init(
+        deviceID: String, hub: PluginInstance, store: StateStore, telemetry: TelemetryRelay, metrics: GatewayMetrics,
+        rules: (@Sendable () -> GatewayMetrics.RulesSummary?)?,
+        firewall: (@Sendable () -> GatewayMetrics.FirewallCounters?)?, firewallConfigured: Bool,
+        minInterval: Duration, logger: Logger
+    ) {
+        self.deviceID = deviceID
+        self.hub = hub
+        self.store = store
+        self.telemetry = telemetry
+        self.metrics = metrics
+        self.rules = rules
+        self.firewall = firewall
+        self.firewallConfigured = firewallConfigured
+        self.minInterval = minInterval
+        checkEvery = min(minInterval, .seconds(5))
+        self.logger = logger
+    }
+
+    /// How many patches were handed to the hub transport (tests, status).
+    public var patchesSent: Int { state.withLock { $0.patches } }
+
+    /// Called every second by the "gateway twin" service.
+    func tick() {
+        let now = ContinuousClock.now
+        let due = state.withLock { state -> Bool in
+            if let sentAt = state.sentAt, now - sentAt < minInterval { return false }
+            if let checkedAt = state.checkedAt, now - checkedAt < checkEvery { return false }
+            state.checkedAt = now
+            return true
+        }
+        guard due, metrics.hubLinkState(deviceID) == "up" else { return }
+        let document = self.document()
+        let (changed, stale) = state.withLock { state in
+            (state.lastSent != document, state.sentAt.map { now - $0 >= .seconds(3600) } ?? true)
+        }
+        guard changed || stale else { return }
+        var message = PluginMessage(
+            deviceID: deviceID, payload: Array(document.formatted(JSONFormat(sortsKeys: true)).utf8))
+        message.isTwinReported = true
+        let token = (UInt64(1) << 63) | nextToken.add(1, ordering: .relaxed).newValue
+        let status = hub.send(message, token: token)
+        guard status == .ok else {
+            logger.warning(
+                "cannot report the gateway's state to its twin now; tries again",
+                metadata: ["device": "\(deviceID)", "status": "\(status)"])
+            return
+        }
+        state.withLock { state in
+            state.lastSent = document
+            state.sentAt = now
+            state.patches += 1
+        }
+        logger.debug("gateway state reported to its twin", metadata: ["device": "\(deviceID)"])
+    }
+
+    /// The reported-properties patch: everything under `gatehouse`.
+    func document() -> JSONValue {
+        let snapshot = telemetry.snapshot
+        var gatehouse: JSONObject = [
+            "version": .string(GatehouseVersion.current),
+            "outbox": ["messages": .int(snapshot.outboxMessages), "bytes": .int(snapshot.outboxBytes)],
+        ]
+        if let rules = rules?() {
+            gatehouse["rules"] = [
+                "generation": .int(rules.generation), "sha256": .string(rules.sha256),
+                "commandRules": .int(rules.commandRules), "telemetryRules": .int(rules.telemetryRules),
+            ]
+        } else {
+            gatehouse["rules"] = .null
+        }
+        if firewallConfigured {
+            if let counters = firewall?() {
+                gatehouse["firewall"] = [
+                    "configured": true, "applied": .bool(counters.applied),
+                    "droppedPackets": .int(counters.dropsByReason.values.reduce(0) { $0 + $1.packets }),
+                ]
+            } else {
+                gatehouse["firewall"] = ["configured": true, "applied": false]
+            }
+        } else {
+            gatehouse["firewall"] = ["configured": false]
+        }
+        var devices: JSONObject = ["up": 0, "connecting": 0, "down": 0, "removed": 0, "provisioningFailed": 0]
+        if let records = try? store.devices() {
+            var counts: [String: Int] = [:]
+            for record in records where record.id != deviceID {
+                if record.isRemoved {
+                    counts["removed", default: 0] += 1
+                    continue
+                }
+                let link = ["up", "connecting"].contains(record.linkState) ? record.linkState : "down"
+                counts[link, default: 0] += 1
+                if record.provisioning.hasPrefix("failed") { counts["provisioningFailed", default: 0] += 1 }
+            }
+            for (key, count) in counts { devices[key] = .int(count) }
+        }
+        gatehouse["devices"] = .object(devices)
+        gatehouse["lastErrors"] = .array(
+            RecentErrors.shared.all.map { ["timeMs": .int($0.timeMS), "message": .string($0.message)] })
+        return ["gatehouse": .object(gatehouse)]
+    }
+}
