@@ -73,6 +73,8 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // capset(2): gatehoused gives up CAP_NET_ADMIN when it runs no firewall plugin.
+        .systemLibrary(name: "CProcess", path: "Sources/CProcess"),
         // AMQP 1.0 through qpid-proton's C library: the `amqp` transport and DevHub's AMQP endpoint.
         // No pkgConfig: Debian's libqpid-proton.pc opens with a C comment SwiftPM warns about, and
         // it only names the default paths (the modulemap links qpid-proton).
@@ -154,8 +156,10 @@ let package = Package(
             name: "gatehoused",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseStore",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "CMalloc",
+                "CProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

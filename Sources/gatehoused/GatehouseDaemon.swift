@@ -1,7 +1,9 @@
 import ArgumentParser
 import CMalloc
+import CProcess
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -38,18 +40,42 @@ struct GatehouseDaemon: AsyncParsableCommand {
         }
         if let level = Logger.Level(rawValue: loaded.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
         logger[metadataKey: "pid"] = "\(getpid())"
+        // Capabilities follow the configuration: the unit grants CAP_NET_ADMIN for the firewall
+        // plugin only; without [firewall] it is given up before anything else runs
+        // (docs/packaging.md, "Capabilities"). Adding [firewall] then needs a restart.
+        if loaded.firewall == nil, gh_has_capabilities() != 0 {
+            guard gh_drop_all_capabilities() == 0 else {
+                let reason = String(cString: strerror(errno))
+                logger.critical("cannot give up capabilities", metadata: ["error": "\(reason)"])
+                printError("gatehoused: no [firewall], but the capabilities it does not need cannot be given up: \(reason)")
+                throw ExitCode(StartupError.softwareExit)
+            }
+            logger.info("no [firewall]: capabilities given up")
+        }
 
         let gateway: Gateway
         do {
-            gateway = try Gateway(config: loaded, logger: logger)
-            try await gateway.prepareCommandGate()
+            gateway = try Gateway(config: loaded, logger: logger, checkOnly: check)
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             printError("gatehoused: \(error)")
             throw ExitCode(error.exitCode)
         }
+        do {
+            try await gateway.prepareCommandGate()
+        } catch {
+            gateway.discardCheckState()
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            printError("gatehoused: \(error)")
+            throw ExitCode(error.exitCode)
+        }
         if check {
-            print("gatehoused: \(config) checks; plugins load")
+            gateway.discardCheckState()
+            let files = loaded.origins.files.joined(separator: ", ")
+            print("gatehoused: the configuration checks (\(files)); plugins load")
+            if let schema = gateway.schema {
+                print("gatehoused: \(Self.describe(schema, path: loaded.gateway.stateDB))")
+            }
             return
         }
         do {
@@ -101,6 +127,18 @@ struct GatehouseDaemon: AsyncParsableCommand {
             limit.rlim_cur = limit.rlim_max
             _ = setrlimit(resource, &limit)
         }
+    }
+
+    /// What the check found the state database to need, in one line.
+    static func describe(_ schema: StateStore.SchemaReport, path: String) -> String {
+        if !schema.exists {
+            return "state database \(path): none yet; the first start creates it"
+        }
+        if schema.pending.isEmpty {
+            return "state database \(path): up to date (\(schema.applied) migrations); nothing to migrate"
+        }
+        return "state database \(path): the next start migrates it: \(schema.pending.joined(separator: ", ")) "
+            + "(not applied by --check)"
     }
 
     private func printError(_ text: String) {
