@@ -152,8 +152,10 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
-        .executableTarget(
-            name: "gatehoused",
+        // The daemon's and the CLI's commands, as libraries: the executables below are one line each,
+        // and `gatehouse` is both when the package installs it as gatehoused too.
+        .target(
+            name: "GatehousedCommand",
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
@@ -165,8 +167,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(
-            name: "gatehouse",
+        .target(
+            name: "GatehouseCLICommands",
             dependencies: [
                 "GatehouseCore",
                 "GatehousePluginHost",
@@ -178,6 +180,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "gatehoused", dependencies: ["GatehousedCommand"]),
+        .executableTarget(name: "gatehouse", dependencies: ["GatehouseCLICommands", "GatehousedCommand"]),
         .target(
             name: "MQTTTransport",
             dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],

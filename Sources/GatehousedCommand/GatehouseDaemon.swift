@@ -12,10 +12,11 @@ import UnixSignals
     import Glibc
 #endif
 
-/// gatehoused — the gateway daemon. Wiring only: the logic lives in GatehouseCore.
-@main
-struct GatehouseDaemon: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// gatehoused — the gateway daemon. Wiring only: the logic lives in GatehouseCore. Run by the
+/// `gatehoused` executable, and by the package's one binary when it is called `gatehoused`
+/// (Sources/gatehouse/main.swift).
+public struct GatehouseDaemon: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "gatehoused",
         abstract: "The gatehouse edge gateway daemon.",
         version: GatehouseVersion.current)
@@ -26,7 +27,9 @@ struct GatehouseDaemon: AsyncParsableCommand {
     @Flag(help: "Check the configuration and the plugins it names, then exit (0 = good, 78 = bad).")
     var check = false
 
-    func run() async throws {
+    public init() {}
+
+    public func run() async throws {
         Self.tuneProcess()
         LoggingSystem.bootstrap { LogfmtLogHandler(label: $0) }
         var logger = Logger(label: "gatehoused")
