@@ -50,7 +50,8 @@ public struct GatehouseDaemon: AsyncParsableCommand {
             guard gh_drop_all_capabilities() == 0 else {
                 let reason = String(cString: strerror(errno))
                 logger.critical("cannot give up capabilities", metadata: ["error": "\(reason)"])
-                printError("gatehoused: no [firewall], but the capabilities it does not need cannot be given up: \(reason)")
+                printError(
+                    "gatehoused: no [firewall], but the capabilities it does not need cannot be given up: \(reason)")
                 throw ExitCode(StartupError.softwareExit)
             }
             logger.info("no [firewall]: capabilities given up")

@@ -30,7 +30,8 @@ struct ConfigDropInTests {
         let dir = TempDir()
         let main = try dir.write("gatehouse.toml", Self.defaults)
         try FileManager.default.createDirectory(atPath: dir.file("gatehouse.d"), withIntermediateDirectories: false)
-        try dir.write("gatehouse.d/50-site.toml", "[hub]\nhostname = \"plant.azure-devices.net\"\n\n[site]\nport = 1884\n")
+        try dir.write(
+            "gatehouse.d/50-site.toml", "[hub]\nhostname = \"plant.azure-devices.net\"\n\n[site]\nport = 1884\n")
         try dir.write("gatehouse.d/90-late.toml", "[site]\nport = 1885\n")
         try dir.write("gatehouse.d/10-early.toml", "[outbox]\ndrop = \"newest\"\n[site]\nport = 1999\n")
         // Not drop-ins: another suffix (dpkg's leftovers), a hidden file.
@@ -70,7 +71,10 @@ struct ConfigDropInTests {
         try dir.write("gatehouse.d/60-typo.toml", "[outbox]\nmax_bytse = 1\n")
         try dir.write("gatehouse.d/50-site.toml", "[outbox]\ndrop = \"oldest\"\n")
         let typo = #expect(throws: ConfigError.self) { _ = try GatewayConfig.load(path: main) }
-        #expect("\(typo!)" == "\(dir.file("gatehouse.d/60-typo.toml")):2: [outbox] max_bytse: unknown key; did you mean `max_bytes`?")
+        #expect(
+            "\(typo!)"
+                == "\(dir.file("gatehouse.d/60-typo.toml")):2: [outbox] max_bytse: unknown key; did you mean `max_bytes`?"
+        )
 
         try dir.write("gatehouse.d/60-typo.toml", "[outbox\n")
         let syntax = #expect(throws: ConfigError.self) { _ = try GatewayConfig.load(path: main) }

@@ -42,7 +42,9 @@ struct StartupTests {
         let dir = TempDir()
         let (status, output) = try run(config(dir), in: dir)
         #expect(status == 0, "\(output)")
-        #expect(output.contains("state database \(dir.file("state.db")): none yet; the first start creates it"), "\(output)")
+        #expect(
+            output.contains("state database \(dir.file("state.db")): none yet; the first start creates it"), "\(output)"
+        )
         #expect(!FileManager.default.fileExists(atPath: dir.file("state.db")), "--check created the state database")
     }
 

@@ -73,7 +73,8 @@ extension GatewayConfig {
         do {
             names = try manager.contentsOfDirectory(atPath: dropIns)
         } catch {
-            throw ConfigError(file: dropIns, message: "cannot list the drop-in directory: \(error.localizedDescription)")
+            throw ConfigError(
+                file: dropIns, message: "cannot list the drop-in directory: \(error.localizedDescription)")
         }
         for name in names.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
         where name.hasSuffix(".toml") && !name.hasPrefix(".") {
