@@ -12,7 +12,7 @@ struct HTTPSJWKSSourceTests {
     static let jwks =
         #"{"keys":[{"kty":"EC","crv":"P-256","kid":"ec-1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#
 
-    /// A Python HTTPS file server on 127.0.0.1 serving `dir/www`; nil (and why) without python3.
+    /// A Python HTTPS file server on 127.0.0.1 serving `dir/www` (python3 is required: it fails, saying so).
     func server(_ dir: TempDir, tls: MosquittoBroker.TLSFiles) throws -> (Subprocess, Int) {
         let port = freePort()
         let script = try dir.write(

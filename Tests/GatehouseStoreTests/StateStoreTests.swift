@@ -80,10 +80,8 @@ struct StateStoreTests {
         #expect(none.pending.first == "v1-registry-outbox-status")
         #expect(!FileManager.default.fileExists(atPath: path), "inspect created the database")
 
-        let current = try StateStore.inspect(
-            path: {
-                _ = try StateStore(path: path); return path
-            }())
+        _ = try StateStore(path: path)
+        let current = try StateStore.inspect(path: path)
         #expect(current.exists && current.pending.isEmpty && current.applied > 5)
 
         // An older version's database: two migrations not applied yet.
