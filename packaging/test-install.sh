@@ -37,6 +37,9 @@ for deb in "$old_deb" "$new_deb"; do
     echo "$(basename "$deb"): $(stat -c %s "$deb") bytes ($(du -h "$deb" | cut -f1)), Installed-Size $(dpkg-deb -f "$deb" Installed-Size) KiB"
 done
 echo "Depends: $(dpkg-deb -f "$new_deb" Depends)"
+check "no libcurl (FoundationNetworking) in Depends" sh -c '! dpkg-deb -f "$1" Depends | grep -q libcurl' _ "$new_deb"
+check "one binary: /usr/bin/gatehouse is a link to /usr/sbin/gatehoused" \
+    sh -c 'dpkg-deb -c "$1" | grep -q "./usr/bin/gatehouse -> ../sbin/gatehoused"' _ "$new_deb"
 
 step "systemd unit: systemd-analyze verify and security --offline=true (host)"
 unit_dir=$(mktemp -d)
