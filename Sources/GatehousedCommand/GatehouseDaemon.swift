@@ -29,6 +29,13 @@ public struct GatehouseDaemon: AsyncParsableCommand {
 
     public init() {}
 
+    /// Parses the command line and runs the daemon: the executables' entry point. (At the top
+    /// level of a main.swift, `await GatehouseDaemon.main()` resolves to ParsableCommand's
+    /// synchronous `main()`, which cannot run an async command; here the async one is chosen.)
+    public static func runMain() async {
+        await main()
+    }
+
     public func run() async throws {
         Self.tuneProcess()
         LoggingSystem.bootstrap { LogfmtLogHandler(label: $0) }

@@ -7,7 +7,7 @@ import GatehousedCommand
 // (packaging/README.md, "Size").
 let invokedAs = CommandLine.arguments.first?.split(separator: "/").last ?? ""
 if invokedAs == "gatehoused" {
-    await GatehouseDaemon.main()
+    await GatehouseDaemon.runMain()
 } else {
     GatehouseCLI.main()
 }
