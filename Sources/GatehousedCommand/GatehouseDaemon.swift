@@ -29,10 +29,44 @@ public struct GatehouseDaemon: AsyncParsableCommand {
 
     public init() {}
 
+    /// Capabilities follow the configuration: the unit grants CAP_NET_ADMIN for the firewall
+    /// plugin only, so without [firewall] gatehoused gives every capability up, for good. Linux
+    /// keeps capabilities per thread and a new thread inherits its creator's, so this runs first,
+    /// on the main thread, before any other thread exists: every thread after it has none. A
+    /// command line or configuration that does not parse is left to `run()` to report. Adding
+    /// [firewall] later takes a restart.
+    static func giveUpCapabilities(arguments: [String]) {
+        guard let command = try? Self.parse(arguments),
+            let config = try? GatewayConfig.load(path: command.config), config.firewall == nil,
+            gh_has_capabilities() != 0
+        else { return }
+        if gh_drop_all_capabilities() != 0 {
+            let reason = String(cString: strerror(errno))
+            FileHandle.standardError.write(
+                Data("gatehoused: no [firewall], but its capabilities cannot be given up: \(reason)\n".utf8))
+            exit(StartupError.softwareExit)
+        }
+    }
+
+    /// How many of the process's threads hold a permitted capability (/proc/self/task).
+    static func threadsHoldingCapabilities() -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.filter { task in
+            guard let status = try? String(contentsOfFile: "/proc/self/task/\(task)/status", encoding: .utf8)
+            else { return false }
+            let line = status.split(separator: "\n").first { $0.hasPrefix("CapPrm:") } ?? ""
+            return !line.hasSuffix("0000000000000000")
+        }.count
+    }
+
     /// Parses the command line and runs the daemon: the executables' entry point. (At the top
     /// level of a main.swift, `await GatehouseDaemon.main()` resolves to ParsableCommand's
     /// synchronous `main()`, which cannot run an async command; here the async one is chosen.)
+    /// On the main actor, so that `giveUpCapabilities` runs on the main thread, before `main()`
+    /// starts any other thread.
+    @MainActor
     public static func runMain() async {
+        giveUpCapabilities(arguments: Array(CommandLine.arguments.dropFirst()))
         await main()
     }
 
@@ -50,18 +84,17 @@ public struct GatehouseDaemon: AsyncParsableCommand {
         }
         if let level = Logger.Level(rawValue: loaded.gateway.logLevel) { LogfmtLogHandler.setLevel(level) }
         logger[metadataKey: "pid"] = "\(getpid())"
-        // Capabilities follow the configuration: the unit grants CAP_NET_ADMIN for the firewall
-        // plugin only; without [firewall] it is given up before anything else runs
-        // (docs/packaging.md, "Capabilities"). Adding [firewall] then needs a restart.
-        if loaded.firewall == nil, gh_has_capabilities() != 0 {
-            guard gh_drop_all_capabilities() == 0 else {
-                let reason = String(cString: strerror(errno))
-                logger.critical("cannot give up capabilities", metadata: ["error": "\(reason)"])
+        // Capabilities follow the configuration (docs/packaging.md, "Capabilities"): without
+        // [firewall], `giveUpCapabilities` gave them all up before the first thread started.
+        if loaded.firewall == nil {
+            guard Self.threadsHoldingCapabilities() == 0 else {
+                logger.critical("capabilities held without [firewall]")
                 printError(
-                    "gatehoused: no [firewall], but the capabilities it does not need cannot be given up: \(reason)")
+                    "gatehoused: no [firewall], but some of its threads hold capabilities (was it started "
+                        + "through GatehouseDaemon.runMain()?)")
                 throw ExitCode(StartupError.softwareExit)
             }
-            logger.info("no [firewall]: capabilities given up")
+            logger.info("no [firewall]: no capabilities held")
         }
 
         let gateway: Gateway
