@@ -44,7 +44,7 @@ public struct GatehouseDaemon: AsyncParsableCommand {
             let reason = String(cString: strerror(errno))
             FileHandle.standardError.write(
                 Data("gatehoused: no [firewall], but its capabilities cannot be given up: \(reason)\n".utf8))
-            exit(StartupError.softwareExit)
+            Glibc.exit(StartupError.softwareExit)
         }
     }
 
