@@ -91,7 +91,9 @@ step "gatehouse.service as systemd runs it"
 check "gatehouse.service is active" wait_active
 sleep 2
 journal | grep -E "gatehoused started|subscribed to" | head -2
-logged() { journal | grep -q "$1"; }
+# (grep reads it all: with pipefail, a grep -q that stops at the first match leaves journalctl a
+# SIGPIPE, and a long journal then "fails" the check.)
+logged() { journal | grep -- "$1" >/dev/null; }
 check "its log says gatehoused started" logged 'gatehoused started'
 check "its log has the site subscription" logged 'subscribed to devices/+/messages/events/#'
 pid=$(in_c systemctl show gatehouse -p MainPID --value)
@@ -122,7 +124,7 @@ check "apt-get install $(basename "$new_deb")" test "$(in_c dpkg-query -W -f='${
 wait_active
 new_pid=$(in_c systemctl show gatehouse -p MainPID --value)
 check "the daemon was restarted into the new version (pid $pid → $new_pid)" test "$new_pid" != "$pid" -a "$new_pid" != 0
-device_kept() { in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status | grep -q pump-7; }
+device_kept() { in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status | grep pump-7 >/dev/null; }
 check "the device seen before the upgrade is still in the state database" device_kept
 
 step "an upgrade whose check fails: apt fails, the old daemon serves on, the database is untouched"
@@ -155,7 +157,7 @@ check "the previous daemon was not restarted (pid $serving_pid)" \
 in_c mosquitto_pub -h 127.0.0.1 -q 1 -t 'devices/after-refusal/messages/events/' -m '{"t": 2}'
 serves() {
     for _ in $(seq 1 25); do
-        in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status 2>/dev/null | grep -q "$1" && return 0
+        in_c setpriv --reuid=gatehouse --regid=gatehouse --init-groups gatehouse status 2>/dev/null | grep -- "$1" >/dev/null && return 0
         sleep 0.2
     done
     return 1
@@ -277,9 +279,9 @@ check "the daemon is still running (pid $(main_pid))" test "$(in_c systemctl is-
 echo "capabilities with [firewall]: $(capabilities "$(main_pid)")"
 check "with [firewall] it keeps CAP_NET_ADMIN (CapEff 0000000000001000, every thread)" \
     test "$(capabilities "$(main_pid)")" = "CapAmb:0000000000001000 CapEff:0000000000001000 CapPrm:0000000000001000 "
-table_present() { in_c gatehouse firewall status -c /etc/gatehouse/gatehouse.toml | grep -q '"present" : true'; }
+table_present() { in_c gatehouse firewall status -c /etc/gatehouse/gatehouse.toml | grep '"present" : true' >/dev/null; }
 check "table inet gatehouse is in place" table_present
-shown_not_applied() { in_c gatehouse status -c /etc/gatehouse/gatehouse.toml | grep -q 'not applied at the last apply'; }
+shown_not_applied() { in_c gatehouse status -c /etc/gatehouse/gatehouse.toml | grep 'not applied at the last apply' >/dev/null; }
 check "gatehouse status shows the settings not applied" shown_not_applied
 in_c gatehouse firewall remove -c /etc/gatehouse/gatehouse.toml >/dev/null
 in_c rm /etc/gatehouse/gatehouse.d/80-firewall.toml
