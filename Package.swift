@@ -76,6 +76,8 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // capset(2): gatehoused gives up CAP_NET_ADMIN when it runs no firewall plugin.
+        .systemLibrary(name: "CProcess", path: "Sources/CProcess"),
         // AMQP 1.0 through qpid-proton's C library: the `amqp` transport and DevHub's AMQP endpoint.
         // No pkgConfig: Debian's libqpid-proton.pc opens with a C comment SwiftPM warns about, and
         // it only names the default paths (the modulemap links qpid-proton).
@@ -158,19 +160,23 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
-        .executableTarget(
-            name: "gatehoused",
+        // The daemon's and the CLI's commands, as libraries: the executables below are one line each,
+        // and `gatehouse` is both when the package installs it as gatehoused too.
+        .target(
+            name: "GatehousedCommand",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseStore",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "CMalloc",
+                "CProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(
-            name: "gatehouse",
+        .target(
+            name: "GatehouseCLICommands",
             dependencies: [
                 "GatehouseCore",
                 "GatehousePluginHost",
@@ -182,6 +188,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "gatehoused", dependencies: ["GatehousedCommand"]),
+        .executableTarget(name: "gatehouse", dependencies: ["GatehouseCLICommands", "GatehousedCommand"]),
         .target(
             name: "MQTTTransport",
             dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],

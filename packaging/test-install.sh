@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 cache=${GATEHOUSE_DEBOOTSTRAP_CACHE:-/var/cache/gatehouse-debootstrap}
 base=$cache/bookworm-minbase.tar
 source packaging/test-lib.sh
+# What it runs on the host: a fresh Debian 12 has none of debootstrap, dpkg-dev (the local
+# repository for the unattended upgrade) and systemd-analyze's package.
+install_tools test-install debootstrap dpkg-dev systemd python3
 
 pick_debs test-install "$@"
 old_version=$(dpkg-deb -f "$old_deb" Version)
@@ -34,6 +37,9 @@ for deb in "$old_deb" "$new_deb"; do
     echo "$(basename "$deb"): $(stat -c %s "$deb") bytes ($(du -h "$deb" | cut -f1)), Installed-Size $(dpkg-deb -f "$deb" Installed-Size) KiB"
 done
 echo "Depends: $(dpkg-deb -f "$new_deb" Depends)"
+check "no libcurl (FoundationNetworking) in Depends" sh -c '! dpkg-deb -f "$1" Depends | grep -q libcurl' _ "$new_deb"
+check "one binary: /usr/bin/gatehouse is a link to /usr/sbin/gatehoused" \
+    sh -c 'dpkg-deb -c "$1" | grep -q "./usr/bin/gatehouse -> ../sbin/gatehoused"' _ "$new_deb"
 
 step "systemd unit: systemd-analyze verify and security --offline=true (host)"
 unit_dir=$(mktemp -d)
@@ -122,10 +128,18 @@ check "every library of gatehoused, gatehouse and the plugins resolves" \
 check "user gatehouse exists, in group tss" in_root sh -c 'id gatehouse && id -nG gatehouse | grep -qw tss'
 check "/var/lib/gatehouse is 0750 gatehouse:gatehouse" \
     test "$(in_root stat -c '%a %U:%G' /var/lib/gatehouse)" = "750 gatehouse:gatehouse"
-check "/etc/gatehouse/gatehouse.toml, rules.d and the site broker's gatehouse-queue.conf are conffiles" \
-    in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/gatehouse.toml &&
-        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/rules.d/ &&
-        dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
+echo "conffiles: $(in_root dpkg-query -W -f='${Conffiles}' gatehouse | awk '{print $1}' | tr '\n' ' ')"
+check "no conffile in /etc/gatehouse (nothing there to ask about on an upgrade)" \
+    in_root sh -c '! dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/gatehouse/'
+check "the defaults are in /usr/share/gatehouse/gatehouse.toml; /etc/gatehouse/gatehouse.toml does not exist" \
+    in_root sh -c 'test -f /usr/share/gatehouse/gatehouse.toml && ! test -e /etc/gatehouse/gatehouse.toml &&
+        test -d /etc/gatehouse/gatehouse.d'
+check "the default rule set was copied to /etc/gatehouse/rules.d on the first install" \
+    in_root sh -c 'cmp /usr/share/gatehouse/rules.d/00-default.rules /etc/gatehouse/rules.d/00-default.rules'
+check "the site broker's gatehouse-queue.conf is a conffile" \
+    in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
+check "bash and zsh completion installed" in_root sh -c 'test -s /usr/share/bash-completion/completions/gatehouse &&
+    test -s /usr/share/zsh/vendor-completions/_gatehouse && grep -q "endorsement-key" /usr/share/bash-completion/completions/gatehouse'
 echo "systemd-analyze verify in the chroot:"
 in_root systemd-analyze verify --man=no gatehouse.service 2>&1 | grep -v "^$" || true
 
@@ -144,12 +158,21 @@ pids+=($!)
 broker_pid=$!
 sleep 1
 check "mosquitto starts with the package's site-broker drop-in" kill -0 "$broker_pid"
-# The shipped config, edited by hand as a site would: the local broker's port, the hub on loopback.
-sed -i -e "/^\[site\]/,/^\[/ s/^port = .*/port = $site_port/" \
-    -e 's/^# address = .*/address = "127.0.0.1"/' -e "/^\[hub\]/,/^\[/ s/^port = .*/port = $hub_port/" \
-    "$root/etc/gatehouse/gatehouse.toml"
-check "the edited config checks (gatehoused --check, as user gatehouse)" \
-    as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml
+# The site's settings, as a site writes them: a drop-in with the local broker's port and the hub
+# on loopback; everything else is the package's default.
+printf '[site]\nport = %s\n\n[hub]\naddress = "127.0.0.1"\nport = %s\n' "$site_port" "$hub_port" \
+    >"$root/etc/gatehouse/gatehouse.d/50-site.toml"
+check_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
+echo "$check_out" | grep '^gatehoused:'
+check "defaults + the site's drop-in check (gatehoused --check, as user gatehouse)" \
+    grep -q "checks (/usr/share/gatehouse/gatehouse.toml, /etc/gatehouse/gatehouse.d/50-site.toml)" <<<"$check_out"
+check "--check on a gateway that never ran creates no state database" test ! -e "$root/var/lib/gatehouse/state.db"
+printf '[outbox]\ndrop = "oldest"\nmax_bytes = "lots"\n' >"$root/etc/gatehouse/gatehouse.d/60-typo.toml"
+bad_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
+echo "$bad_out" | grep '^gatehoused:' | head -2
+check "a bad value in a drop-in: the message names its file, line and key" \
+    grep -q "/etc/gatehouse/gatehouse.d/60-typo.toml:3: \[outbox\] max_bytes" <<<"$bad_out"
+rm "$root/etc/gatehouse/gatehouse.d/60-typo.toml"
 
 start_daemon() { # start_daemon LOG — $daemon is gatehoused's own pid (chroot and env exec it)
     chroot --userspec=gatehouse:gatehouse --groups=tss "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
@@ -190,45 +213,113 @@ hand_line=$(tail -1 "$root/etc/gatehouse/rules.d/00-default.rules")
 in_root sqlite3 /var/lib/gatehouse/state.db "ALTER TABLE device DROP COLUMN tags; ALTER TABLE device DROP COLUMN model;
     ALTER TABLE device DROP COLUMN assigned_hub; ALTER TABLE device DROP COLUMN provisioning;
     DELETE FROM grdb_migrations WHERE identifier IN ('v3-provisioning', 'v4-device-tags');"
-echo "migrations before the upgrade: $(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')"
-upgrade=("/tmp/debs/$(basename "$new_deb")")
+migrations_before=$(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')
+echo "migrations before the upgrade: $migrations_before"
+db_sum() { in_root sqlite3 /var/lib/gatehouse/state.db .dump | sha256sum | cut -d' ' -f1; }
+sum_before=$(db_sum)
+check_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
+echo "$check_out" | grep '^gatehoused: state database'
+check "gatehoused --check reports the migrations a start would run" \
+    grep -q "the next start migrates it: v3-provisioning, v4-device-tags" <<<"$check_out"
+check "... and runs none: the database's content (sqlite3 .dump) is the same" test "$(db_sum)" = "$sum_before"
+# An unattended upgrade, as a fleet's: apt-get upgrade from a repository, no terminal, no
+# --force-conf* option. The site has edited rules.d and has a drop-in; the new version's defaults
+# (/usr/share/gatehouse/gatehouse.toml) differ from the old one's.
+repo=$root/tmp/repo
+mkdir -p "$repo" && cp "$new_deb" "$repo/"
 new_devhub=$(dirname "$new_deb")/gatehouse-devhub_${new_version}_amd64.deb
-[ -f "$new_devhub" ] && cp "$new_devhub" "$root/tmp/debs/" && upgrade+=("/tmp/debs/$(basename "$new_devhub")")
-check "apt-get install ${upgrade[*]} (keeping local config)" \
-    in_root apt-get install "${apt_q[@]}" -o Dpkg::Options::=--force-confold "${upgrade[@]}"
+[ -f "$new_devhub" ] && cp "$new_devhub" "$repo/"
+(cd "$repo" && dpkg-scanpackages --multiversion . >Packages 2>/dev/null)
+echo "deb [trusted=yes] file:/tmp/repo ./" >"$root/etc/apt/sources.list.d/gatehouse-test.list"
+in_root apt-get update -q -o Dpkg::Use-Pty=0 >/dev/null
+defaults_differ() { ! dpkg-deb --fsys-tarfile "$new_deb" | tar -xO ./usr/share/gatehouse/gatehouse.toml | cmp -s - "$root/usr/share/gatehouse/gatehouse.toml"; }
+check "the new version's default configuration differs from the installed one's" defaults_differ
+upgrade_out=$(in_root apt-get upgrade -y -q -o Dpkg::Use-Pty=0 -o APT::Keep-Downloaded-Packages=true </dev/null 2>&1)
+upgrade_rc=$?
+echo "$upgrade_out" | grep -E "^(Setting up|Unpacking|gatehouse|E:|dpkg)" | head -8
+check "unattended apt-get upgrade (no terminal, no --force-conf*) completes (exit $upgrade_rc)" test "$upgrade_rc" = 0
+check "... and asked nothing" bash -c '! grep -qiE "conffile|Configuration file" <<<"$1"' _ "$upgrade_out"
+rm "$root/etc/apt/sources.list.d/gatehouse-test.list"
 check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
 check "the hand-edited rule file is kept" grep -qxF "$hand_line" "$root/etc/gatehouse/rules.d/00-default.rules"
-check "the hand-edited config is kept" grep -q "^port = $site_port" "$root/etc/gatehouse/gatehouse.toml"
+check "the site's drop-in is kept" grep -q "^port = $site_port" "$root/etc/gatehouse/gatehouse.d/50-site.toml"
 migrations=$(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')
-echo "migrations after the upgrade: $migrations"
-check "the state database was migrated forward (v4-device-tags applied)" grep -q "v4-device-tags" <<<"$migrations"
+check "the upgrade's check migrated nothing (no systemd here, so nothing restarted the daemon)" \
+    test "$migrations" = "$migrations_before"
+log2=$root/tmp/gatehoused-2.log
+start_daemon "$log2"
+check "the new version starts (log)" grep -q "gatehoused started" "$log2"
+migrations=$(in_root sqlite3 /var/lib/gatehouse/state.db 'SELECT group_concat(identifier, " ") FROM grdb_migrations')
+echo "migrations after the start: $migrations"
+check "its start migrated the state database forward (v4-device-tags applied)" grep -q "v4-device-tags" <<<"$migrations"
 check "the device row survived the upgrade and the migration" \
     test "$(in_root sqlite3 /var/lib/gatehouse/state.db "SELECT count(*) FROM device WHERE id = 'pump-7'")" = 1
 check "state.db still belongs to gatehouse" test "$(in_root stat -c %U /var/lib/gatehouse/state.db)" = gatehouse
-log2=$root/tmp/gatehoused-2.log
-start_daemon "$log2"
-check "the new version starts on the migrated database (log)" grep -q "gatehoused started" "$log2"
 check "gatehoused stops on SIGTERM" stop_daemon
 
-step "a configuration that does not check: postinst says why and does not restart"
-cp "$root/etc/gatehouse/gatehouse.toml" "$root/tmp/gatehouse.toml.good"
-printf '\n[gateway_typo]\nx = 1\n' >>"$root/etc/gatehouse/gatehouse.toml"
-reinstall_out=$(in_root apt-get install "${apt_q[@]}" --reinstall -o Dpkg::Options::=--force-confold \
-    "/tmp/debs/$(basename "$new_deb")" 2>&1)
-echo "$reinstall_out" | grep -E "gatehouse(d)?:" | head -6
-check "postinst names the failed check and leaves the running daemon alone" \
-    grep -q "was NOT restarted" <<<"$reinstall_out"
-check "the package is still configured" test "$(in_root dpkg-query -W -f='${Status}' gatehouse)" = "install ok installed"
-cp "$root/tmp/gatehouse.toml.good" "$root/etc/gatehouse/gatehouse.toml"
+step "a single-file /etc/gatehouse/gatehouse.toml (as older versions installed it) is read instead of the defaults"
+sed -e "/^\[site\]/,/^\[/ s/^port = .*/port = $site_port/" \
+    -e 's/^# address = .*/address = "127.0.0.1"/' -e "/^\[hub\]/,/^\[/ s/^port = .*/port = $hub_port/" \
+    "$root/usr/share/gatehouse/gatehouse.toml" >"$root/etc/gatehouse/gatehouse.toml"
+mv "$root/etc/gatehouse/gatehouse.d/50-site.toml" "$root/tmp/50-site.toml"
+check_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
+check "gatehoused --check reads /etc/gatehouse/gatehouse.toml alone" \
+    grep -q "checks (/etc/gatehouse/gatehouse.toml); plugins load" <<<"$check_out"
+log3=$root/tmp/gatehoused-3.log
+start_daemon "$log3"
+check "gatehoused starts with it and subscribes on the site broker" grep -q "subscribed to devices/+/messages/events/#" "$log3"
+check "gatehoused stops on SIGTERM" stop_daemon
+rm "$root/etc/gatehouse/gatehouse.toml"
+mv "$root/tmp/50-site.toml" "$root/etc/gatehouse/gatehouse.d/50-site.toml"
 
-step "a state database from a newer gatehouse is refused (exit 78)"
+step "a configuration that does not check: the package configuration fails, saying why and the way back"
+printf '\n[gateway_typo]\nx = 1\n' >"$root/etc/gatehouse/gatehouse.d/70-typo.toml"
+sum_before=$(db_sum)
+reinstall_out=$(in_root apt-get install "${apt_q[@]}" --reinstall "/tmp/debs/$(basename "$new_deb")" </dev/null 2>&1)
+reinstall_rc=$?
+echo "$reinstall_out" | grep -E "^gatehouse(d)?:" | head -8
+check "apt-get fails (exit $reinstall_rc)" test "$reinstall_rc" != 0
+check "postinst names the file, line and section" \
+    grep -q "/etc/gatehouse/gatehouse.d/70-typo.toml:2: gateway_typo: unknown section" <<<"$reinstall_out"
+check "... says the running daemon was not restarted, and the way back" \
+    bash -c 'grep -q "was NOT restarted" <<<"$1" && grep -q "the way back: reinstall the previous version" <<<"$1"' _ "$reinstall_out"
+check "the package is left half-configured (dpkg and apt show it)" \
+    test "$(in_root dpkg-query -W -f='${Status}' gatehouse)" = "install ok half-configured"
+check "the state database is untouched" test "$(db_sum)" = "$sum_before"
+rm "$root/etc/gatehouse/gatehouse.d/70-typo.toml"
+check "fixed: dpkg --configure gatehouse completes" in_root dpkg --configure gatehouse
+check "the package is configured" test "$(in_root dpkg-query -W -f='${Status}' gatehouse)" = "install ok installed"
+
+step "a state database from a newer gatehouse is refused (exit 78), and postinst says so"
 in_root sqlite3 /var/lib/gatehouse/state.db "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-a-newer-gatehouse')"
+sum_before=$(db_sum)
 newer_out=$(as_gatehouse /usr/sbin/gatehoused --check -c /etc/gatehouse/gatehouse.toml 2>&1)
 newer_rc=$?
 echo "$newer_out" | tail -1
 check "gatehoused --check exits 78 and says the database is a newer version's" \
     sh -c "[ $newer_rc = 78 ] && echo \"\$1\" | grep -q 'written by a newer gatehouse'" _ "$newer_out"
+reinstall_out=$(in_root apt-get install "${apt_q[@]}" --reinstall "/tmp/debs/$(basename "$new_deb")" </dev/null 2>&1)
+echo "$reinstall_out" | grep -E "^gatehouse:" | head -3
+check "postinst names the newer database and does not say to fix the configuration" \
+    bash -c 'grep -q "was written by a newer gatehouse than" <<<"$1" && ! grep -qi "fix the configuration\|fix what the diagnostics" <<<"$1"' \
+    _ "$reinstall_out"
+check "the database is untouched" test "$(db_sum)" = "$sum_before"
 in_root sqlite3 /var/lib/gatehouse/state.db "DELETE FROM grdb_migrations WHERE identifier = 'v99-from-a-newer-gatehouse'"
+check "dpkg --configure gatehouse completes again" in_root dpkg --configure gatehouse
+
+step "downgrade to $old_version"
+downgrade=("/tmp/debs/$(basename "$old_deb")")
+[ -f "$devhub_deb" ] && in_root dpkg -s gatehouse-devhub >/dev/null 2>&1 && downgrade+=("/tmp/debs/$(basename "$devhub_deb")")
+check "apt-get install --allow-downgrades ${downgrade[*]}" \
+    in_root apt-get install "${apt_q[@]}" --allow-downgrades "${downgrade[@]}" </dev/null
+check "gatehouse $old_version installed and configured" \
+    test "$(in_root dpkg-query -W -f='${Status} ${Version}' gatehouse)" = "install ok installed $old_version"
+check "the site's drop-in and rules are kept" sh -c "grep -q '^port = $site_port' '$root/etc/gatehouse/gatehouse.d/50-site.toml' &&
+    grep -qxF '$hand_line' '$root/etc/gatehouse/rules.d/00-default.rules'"
+log4=$root/tmp/gatehoused-4.log
+start_daemon "$log4"
+check "$old_version starts on the same state database" grep -q "gatehoused started" "$log4"
+check "gatehoused stops on SIGTERM" stop_daemon
 
 step "purge"
 purge=(gatehouse)

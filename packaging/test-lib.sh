@@ -24,3 +24,19 @@ pick_debs() {
         new_deb=${debs[0]} old_deb=${debs[1]}
     fi
 }
+
+# install_tools NAME PACKAGE...: installs the Debian packages the test needs on this machine (a
+# fresh Debian 12 has none of debootstrap, systemd-container, dpkg-dev), quietly, once.
+install_tools() {
+    local name=$1 missing=() package
+    shift
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    ((${#missing[@]})) || return 0
+    echo "$name: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=600 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends \
+            "${missing[@]}" >/dev/null ||
+        { echo "$name: could not install ${missing[*]}" >&2; exit 2; }
+}

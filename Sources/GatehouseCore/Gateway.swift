@@ -50,15 +50,37 @@ public final class Gateway: Sendable {
     /// The gateway's Prometheus metrics (docs/operations.md), served when `[metrics]` is set.
     public let metrics = GatewayMetrics()
 
-    /// Opens the state, loads and creates both transports. Nothing is started yet, so this is
-    /// also the configuration check (`gatehoused --check`).
-    public init(config: GatewayConfig, logger: Logger) throws(StartupError) {
+    /// What the state database would undergo at a real start (`checkOnly`), read without
+    /// writing to it; nil for a real start, which migrates it.
+    public let schema: StateStore.SchemaReport?
+    /// `checkOnly`: the throwaway database the check's router runs on (`discardCheckState`).
+    let scratchDirectory: String?
+
+    /// Opens the state, loads and creates both transports. Nothing is started yet.
+    ///
+    /// With `checkOnly` (`gatehoused --check`) this is the configuration check, and it has no side
+    /// effect on the state: the state database is only read (a newer version's is refused, as at
+    /// a real start; the migrations a start would apply are in `schema`), and the router works on
+    /// a throwaway database in a temporary directory. Only a real start creates or migrates the
+    /// state database, so a check that fails later (TPM, plugins, JWKS) has changed nothing and
+    /// the previous version still runs on it (docs/packaging.md, "Upgrades").
+    public init(config: GatewayConfig, logger: Logger, checkOnly: Bool = false) throws(StartupError) {
         self.config = config
         self.logger = logger
         deadLetterRetention = Mutex(config.deadLetters)
         rules = try Self.loadRules(config)
         do {
-            store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
+            if checkOnly {
+                schema = try StateStore.inspect(path: config.gateway.stateDB)
+                let directory = FileManager.default.temporaryDirectory
+                    .appendingPathComponent("gatehoused-check-\(getpid())-\(UInt64.random(in: 0...UInt64.max))").path
+                scratchDirectory = directory
+                store = try StateStore(path: directory + "/state.db", durability: .normal)
+            } else {
+                schema = nil
+                scratchDirectory = nil
+                store = try StateStore(path: config.gateway.stateDB, durability: config.outbox.durability)
+            }
         } catch {
             // A database from a newer version will not become usable by restarting: 78 stops
             // systemd's restart loop (RestartPreventExitStatus=78).
@@ -125,6 +147,12 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Removes the check's throwaway database (`checkOnly`); nothing for a real start.
+    public func discardCheckState() {
+        guard let scratchDirectory else { return }
+        try? FileManager.default.removeItem(atPath: scratchDirectory)
+    }
+
     /// The firewall plugin instance (replaced on reload), when `[firewall]` is configured.
     ///
     /// `Gateway` owns its lifecycle, in explicit calls: `start` starts it (apply); `reloadFirewall`
@@ -144,7 +172,7 @@ public final class Gateway: Sendable {
         guard let policy else {
             let rendered = DiagnosticRenderer(files: files).render(diagnostics)
             throw StartupError(
-                "\(config.sourcePath): [gateway] rules_dir: the rules in \(directory) do not check:\n\(rendered)",
+                "\(config.place("gateway", "rules_dir")): [gateway] rules_dir: the rules in \(directory) do not check:\n\(rendered)",
                 exitCode: StartupError.configExit)
         }
         return PolicyHandle(policy)
@@ -162,7 +190,7 @@ public final class Gateway: Sendable {
             if let role { try library.requireTransport(role: role) } else { try library.requireFirewall() }
         } catch {
             throw StartupError(
-                "\(config.sourcePath):\(section.sectionLine): [\(section.section)] plugin = \"\(section.plugin)\": \(error)",
+                "\(section.keyPlaces["plugin"] ?? section.sectionPlace): [\(section.section)] plugin = \"\(section.plugin)\": \(error)",
                 exitCode: StartupError.configExit)
         }
         do {
@@ -170,11 +198,11 @@ public final class Gateway: Sendable {
                 library: library, role: role, label: section.section, configJSON: section.pluginConfigJSON,
                 delegate: delegate)
         } catch {
-            var place = config.sourcePath
-            if let key = error.configKey, let line = section.keyLines[key] {
-                place += ":\(line): [\(section.section)] \(key)"
+            let place: String
+            if let key = error.configKey, let keyPlace = section.keyPlaces[key] {
+                place = "\(keyPlace): [\(section.section)] \(key)"
             } else {
-                place += ":\(section.sectionLine): [\(section.section)]"
+                place = "\(section.sectionPlace): [\(section.section)]"
             }
             throw StartupError("\(place): \(error.message)", exitCode: StartupError.configExit)
         }
@@ -214,7 +242,7 @@ public final class Gateway: Sendable {
                 logger.critical(
                     "cannot apply the firewall; the previous ruleset stays", metadata: ["error": "\(error)"])
                 throw StartupError(
-                    "\(config.sourcePath): [firewall]: \(error.message)", exitCode: StartupError.configExit)
+                    "\(config.place("firewall")): [firewall]: \(error.message)", exitCode: StartupError.configExit)
             }
         }
         var relayStarted = false

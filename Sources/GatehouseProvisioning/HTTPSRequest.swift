@@ -30,7 +30,12 @@ public struct HTTPSRequest: Sendable {
 public struct HTTPSResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
+    /// At most `HTTPSResponse.maxBodyBytes`; what came beyond is not kept (`truncated`).
     public var body: [UInt8]
+    /// The server sent more than `maxBodyBytes`.
+    public var truncated = false
+
+    public static let maxBodyBytes = 1 << 20
 }
 
 /// Why a request got no response: the network, TLS or a timeout. The message names the
@@ -116,6 +121,7 @@ private final class ResponseCollector: ChannelInboundHandler {
     private let promise: EventLoopPromise<HTTPSResponse>
     private var head: HTTPResponseHead?
     private var body: [UInt8] = []
+    private var truncated = false
     private var done = false
 
     init(promise: EventLoopPromise<HTTPSResponse>) { self.promise = promise }
@@ -124,11 +130,16 @@ private final class ResponseCollector: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head): self.head = head
         case .body(let buffer):
-            if body.count + buffer.readableBytes <= 1 << 20 { body.append(contentsOf: buffer.readableBytesView) }
+            if body.count + buffer.readableBytes <= HTTPSResponse.maxBodyBytes {
+                body.append(contentsOf: buffer.readableBytesView)
+            } else {
+                truncated = true
+            }
         case .end:
             guard !done, let head else { return }
             done = true
-            promise.succeed(HTTPSResponse(status: Int(head.status.code), headers: head.headers, body: body))
+            promise.succeed(
+                HTTPSResponse(status: Int(head.status.code), headers: head.headers, body: body, truncated: truncated))
         }
     }
 

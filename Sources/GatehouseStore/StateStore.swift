@@ -66,6 +66,44 @@ public final class StateStore: Sendable {
         }
     }
 
+    /// What opening the database for real would do to it, found without writing to it
+    /// (`gatehoused --check`, which must leave the database as it is: docs/packaging.md).
+    public struct SchemaReport: Sendable, Equatable {
+        /// Whether the file exists (if not, the first real start creates it).
+        public var exists: Bool
+        /// The migrations the first real start would apply, in order.
+        public var pending: [String]
+        /// The migrations already applied.
+        public var applied: Int
+    }
+
+    /// Reads the schema of the database at `path` read-only: refuses one that a newer gatehouse
+    /// migrated (as the real start does, `.newerSchema`) and lists the migrations a start would
+    /// apply. Never creates, migrates or writes the database.
+    public static func inspect(path: String) throws(StoreError) -> SchemaReport {
+        let all = migrator.migrations
+        guard FileManager.default.fileExists(atPath: path) else {
+            return SchemaReport(exists: false, pending: all, applied: 0)
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(5)
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            defer { try? queue.close() }
+            return try queue.read { db in
+                try refuseNewerSchema(db, path: path)
+                let applied = try migrator.appliedIdentifiers(db)
+                return SchemaReport(
+                    exists: true, pending: all.filter { !applied.contains($0) }, applied: applied.count)
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(code: .cannotOpen, message: "cannot read state database \(path)", underlying: error)
+        }
+    }
+
     /// A database that a newer gatehouse has migrated holds migrations this version does not
     /// know. Writing to it could break what the newer version keeps there, and migrations never
     /// run backwards, so it is refused (a downgrade of the package, a copied database) with the

@@ -195,7 +195,7 @@ struct ConfigTests {
         let config = try GatewayConfig.load(path: path)
         #expect(config.site.plugin == "mqtt")
         #expect(config.hub.plugin == "mqtt")
-        #expect(config.site.keyLines["topics"] != nil)
+        #expect(config.site.keyPlaces["topics"]?.line != nil)
     }
 
     @Test(

@@ -37,6 +37,28 @@ struct StartupTests {
         #expect(status == 0, "\(output)")
     }
 
+    @Test("--check creates and migrates nothing, and says what a start would migrate")
+    func checkWithoutSideEffects() throws {
+        let dir = TempDir()
+        let (status, output) = try run(config(dir), in: dir)
+        #expect(status == 0, "\(output)")
+        #expect(
+            output.contains("state database \(dir.file("state.db")): none yet; the first start creates it"), "\(output)"
+        )
+        #expect(!FileManager.default.fileExists(atPath: dir.file("state.db")), "--check created the state database")
+    }
+
+    @Test("--check placing a bad value of a drop-in at its file and line")
+    func dropInError() throws {
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.file("gatehouse.d"), withIntermediateDirectories: false)
+        try dir.write("gatehouse.d/50-site.toml", "[site]\nprot = 1883\n")
+        let (status, output) = try run(config(dir), in: dir)
+        #expect(status == 78)
+        #expect(
+            output.contains("\(dir.file("gatehouse.d/50-site.toml")):2: [site] prot: unknown key `prot`"), "\(output)")
+    }
+
     @Test("an unknown key: exit 78 with file, line and key")
     func unknownKey() throws {
         let dir = TempDir()

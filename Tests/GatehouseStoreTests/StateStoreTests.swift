@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import GatehouseStore
 import GatehouseTestSupport
@@ -69,6 +70,41 @@ struct StateStoreTests {
         #expect(try reader.readStatus()?.outboxMessages == 3)
         #expect(try reader.devices().first?.linkState == "up")
         #expect(throws: StoreError.self) { _ = try StateStore(readingFrom: dir.file("missing.db")) }
+    }
+
+    @Test("inspect reads the schema without writing: what a start would migrate, nothing applied")
+    func inspectWithoutSideEffects() throws {
+        let dir = TempDir()
+        let path = dir.file("state.db")
+        let none = try StateStore.inspect(path: path)
+        #expect(!none.exists)
+        #expect(none.pending.first == "v1-registry-outbox-status")
+        #expect(!FileManager.default.fileExists(atPath: path), "inspect created the database")
+
+        _ = try StateStore(path: path)
+        let current = try StateStore.inspect(path: path)
+        #expect(current.exists && current.pending.isEmpty && current.applied > 5)
+
+        // An older version's database: two migrations not applied yet.
+        let older = try DatabaseQueue(path: path)
+        try older.write { db in
+            try db.execute(
+                sql: "DELETE FROM grdb_migrations WHERE identifier IN ('v9-dead-letters', 'v10-telemetry-routes')")
+        }
+        let before = try older.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
+        try older.close()
+        let report = try StateStore.inspect(path: path)
+        #expect(report.pending.starts(with: ["v9-dead-letters", "v10-telemetry-routes"]))
+        let after = try DatabaseQueue(path: path).read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        }
+        #expect(after == before, "inspect applied a migration")
+
+        try DatabaseQueue(path: path).write { db in
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
+        }
+        let error = #expect(throws: StoreError.self) { _ = try StateStore.inspect(path: path) }
+        #expect(error?.code == .newerSchema)
     }
 
     @Test("a database a newer gatehouse migrated is refused by the daemon and the CLI, and left as it is")

@@ -5,27 +5,33 @@ import StrictJSON
 import TOMLKit
 
 extension GatewayConfig {
-    /// Reads and validates the file. Every problem is a `ConfigError` naming the key and line.
-    public static func load(path: String) throws(ConfigError) -> GatewayConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, message: "cannot read the configuration file")
+    /// Reads and validates the configuration: `path`, or the package's defaults in its place, then
+    /// the drop-ins in `gatehouse.d/` beside it (`sources(path:packagedDefaults:)`). Every problem
+    /// is a `ConfigError` naming the file, line and key it comes from.
+    public static func load(
+        path: String, packagedDefaults: String = packagedDefaultsPath
+    ) throws(ConfigError) -> GatewayConfig {
+        var texts: [(path: String, text: String)] = []
+        for file in try sources(path: path, packagedDefaults: packagedDefaults) {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ConfigError(file: file, message: "cannot read the configuration file")
+            }
+            guard let text = String(data: data, encoding: .utf8) else {
+                throw ConfigError(file: file, message: "the configuration file is not UTF-8")
+            }
+            texts.append((file, text))
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigError(file: path, message: "the configuration file is not UTF-8")
-        }
-        return try parse(text, path: path)
+        return try read(texts, path: path)
     }
 
+    /// One file's text, on its own (no defaults, no drop-ins).
     public static func parse(_ text: String, path: String) throws(ConfigError) -> GatewayConfig {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw ConfigError(file: path, line: error.source.begin.line, message: "TOML syntax: \(error.description)")
-        } catch {
-            throw ConfigError(file: path, message: "TOML syntax: \(error)")
-        }
-        var reader = ConfigReader(root: root, locator: SourceLocator(text: text), path: path)
+        try read([(path, text)], path: path)
+    }
+
+    static func read(_ texts: [(path: String, text: String)], path: String) throws(ConfigError) -> GatewayConfig {
+        let (root, origins) = try merge(files: texts)
+        var reader = ConfigReader(root: root, origins: origins, path: path)
         return try reader.read()
     }
 }
@@ -33,16 +39,15 @@ extension GatewayConfig {
 /// Walks the parsed TOML, checking every key against what the section allows.
 private struct ConfigReader {
     let root: TOMLTable
-    let locator: SourceLocator
+    let origins: ConfigOrigins
+    /// The file named with `-c` (for what no single file holds, such as a missing section).
     let path: String
 
     func error(_ section: String?, _ key: String?, _ message: String) -> ConfigError {
         // A top-level name is a `[section]` header or a bare key before the first header.
-        let line =
-            section.map { locator.line(section: $0, key: key) }
-            ?? key.map { locator.line(section: $0, key: nil) ?? locator.line(section: nil, key: $0) }
+        let place = origins.place(section, key) ?? ConfigPlace(file: path)
         let name = [section.map { "[\($0)]" }, key].compactMap { $0 }.joined(separator: " ")
-        return ConfigError(file: path, line: line ?? nil, key: name.isEmpty ? nil : name, message: message)
+        return ConfigError(file: place.file, line: place.line, key: name.isEmpty ? nil : name, message: message)
     }
 
     mutating func read() throws(ConfigError) -> GatewayConfig {
@@ -80,6 +85,7 @@ private struct ConfigReader {
             provisioning: provisioning,
             auth: try auth(), siteBroker: siteBroker, site: site, hub: try transport("hub"), firewall: firewall,
             sourcePath: path)
+        config.origins = origins
         config.archive = try archive()
         config.metrics = try metrics()
         config.twin = try twin()
@@ -515,11 +521,9 @@ private struct ConfigReader {
         // Everything but `plugin` belongs to the plugin, which validates it itself.
         table.remove(at: "plugin")
         let json = Array(table.convert(to: .json).utf8)
-        var lines: [String: Int] = [:]
-        for key in table.keys { lines[key] = locator.line(section: section, key: key) }
         return GatewayConfig.TransportSection(
-            section: section, plugin: plugin, pluginConfigJSON: json, keyLines: lines,
-            sectionLine: locator.line(section: section, key: nil) ?? 0)
+            section: section, plugin: plugin, pluginConfigJSON: json, keyPlaces: origins.keys[section] ?? [:],
+            sectionPlace: origins.place(section, nil) ?? ConfigPlace(file: path))
     }
 
     // MARK: Typed values

@@ -28,8 +28,17 @@ public struct GatewayConfig: Sendable {
     public var hub: TransportSection
     /// The firewall plugin (section `[firewall]`); nil: gatehouse leaves the host's packet filter alone.
     public var firewall: TransportSection?
-    /// The file it came from, for messages.
+    /// The file named with `-c` (re-read on reload, with its drop-ins), for messages.
     public var sourcePath: String
+    /// The files read and where each setting came from (`place(_:_:)`).
+    public var origins = ConfigOrigins()
+
+    /// `file:line` of `[section] key` (or of `[section]`), for messages; `sourcePath` when no
+    /// file set it (a default).
+    public func place(_ section: String, _ key: String? = nil) -> String {
+        (origins.place(section, key) ?? ConfigPlace(file: sourcePath)).description
+    }
+
     /// The Prometheus endpoint (section `[metrics]`); nil: none is served.
     public var metrics: Metrics? = nil
     /// The gateway's own reported properties (section `[twin]`).
@@ -201,9 +210,10 @@ public struct GatewayConfig: Sendable {
         public var section: String
         public var plugin: String
         public var pluginConfigJSON: [UInt8]
-        /// Line of each of the section's keys, to place the plugin's own errors.
-        public var keyLines: [String: Int]
-        public var sectionLine: Int
+        /// Where each of the section's keys was set (file and line), to place the plugin's own errors.
+        public var keyPlaces: [String: ConfigPlace]
+        /// Where the section was (last) declared.
+        public var sectionPlace: ConfigPlace
     }
 }
 

@@ -49,7 +49,7 @@ struct TokenVerifierSetup {
                 logger.info("token verification ready", metadata: ["keys": "\(usable)"])
             }
         } catch {
-            throw StartupError("\(config.sourcePath): [auth]: \(error)", exitCode: StartupError.configExit)
+            throw StartupError("\(config.place("auth")): [auth]: \(error)", exitCode: StartupError.configExit)
         }
     }
 }

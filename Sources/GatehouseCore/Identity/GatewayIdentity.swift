@@ -91,7 +91,7 @@ extension Gateway {
                 default: StartupError.configExit
                 }
             throw StartupError(
-                "\(config.sourcePath): [provisioning] gateway_registration_id = \"\(registrationID)\": \(error)",
+                "\(config.place("provisioning", "gateway_registration_id")): [provisioning] gateway_registration_id = \"\(registrationID)\": \(error)",
                 exitCode: exitCode)
         }
         try adopt(

@@ -23,7 +23,7 @@ struct SignerSetup {
                 context = try TPMContext(tcti: tcti)
             } catch {
                 throw StartupError(
-                    "\(config.sourcePath): [identity] tpm = \"\(tcti)\": the TPM is not reachable: \(error)",
+                    "\(config.place("identity", "tpm")): [identity] tpm = \"\(tcti)\": the TPM is not reachable: \(error)",
                     exitCode: StartupError.configExit)
             }
             tpmContext = context
@@ -38,7 +38,8 @@ struct SignerSetup {
                     signer = try TPMDeviceSigner(context: context, blobPath: config.identity.groupKeyBlob)
                 } catch {
                     throw StartupError(
-                        "\(config.sourcePath): [identity] tpm: \(error)", exitCode: StartupError.configExit)
+                        "\(config.place("identity", "tpm")): [identity] tpm: \(error)",
+                        exitCode: StartupError.configExit)
                 }
             }
         } else if let keyFile = config.identity.groupKeyFile {
@@ -46,7 +47,8 @@ struct SignerSetup {
                 signer = try GroupKeySigner(keyFile: keyFile)
             } catch {
                 throw StartupError(
-                    "\(config.sourcePath): [identity] group_key_file: \(error)", exitCode: StartupError.configExit)
+                    "\(config.place("identity", "group_key_file")): [identity] group_key_file: \(error)",
+                    exitCode: StartupError.configExit)
             }
         } else {
             signer = NoSigner()

@@ -5,10 +5,10 @@ import GatehousePluginKit
 import GatehouseStore
 import GatehouseTPM
 
-/// gatehouse — the operator's and integrator's command line. Wiring only.
-@main
-struct GatehouseCLI: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// gatehouse — the operator's and integrator's command line. Wiring only. Run by the `gatehouse`
+/// executable (Sources/gatehouse/main.swift).
+public struct GatehouseCLI: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "gatehouse",
         abstract: "Inspect and manage a gatehouse edge gateway.",
         version: GatehouseVersion.current,
@@ -16,6 +16,8 @@ struct GatehouseCLI: ParsableCommand {
             Status.self, Config.self, Devices.self, Site.self, Firewall.self, Rules.self, Archive.self, Audit.self,
             DeadLetters.self, TPM.self,
         ])
+
+    public init() {}
 }
 
 struct ConfigOption: ParsableArguments {
