@@ -51,6 +51,19 @@ struct OperationsTests {
             return String(decoding: buffer[..<count], as: UTF8.self)
         }
 
+        /// `receive` for async tests: polls without blocking, so it never holds one of the
+        /// cooperative pool's threads (two on a 2-core machine) that the service under test needs.
+        func next(seconds: Int = 5) async -> String? {
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while ContinuousClock.now < deadline {
+                let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if count >= 0 { return String(decoding: buffer[..<count], as: UTF8.self) }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return nil
+        }
+
         deinit {
             close(fd)
             unlink(path)
@@ -132,15 +145,15 @@ struct OperationsTests {
             running.cancel()
         }
         // Generous waits: other suites may keep the cooperative pool busy meanwhile.
-        #expect(socket.receive(seconds: 30)?.hasPrefix("READY=1") == true)
-        #expect(socket.receive(seconds: 30) == "WATCHDOG=1")
+        #expect(await socket.next(seconds: 30)?.hasPrefix("READY=1") == true)
+        #expect(await socket.next(seconds: 30) == "WATCHDOG=1")
         // The heartbeat stalls now; pings stop once it is 0.6 s (the interval) old. `receive`
         // waits up to 5 s: the loop ends only on that silence (or another message, which fails).
         heartbeatStops.store(true, ordering: .relaxed)
         let stopped = ContinuousClock.now
         var late: [Duration] = []
         var other: String?
-        while let message = socket.receive() {
+        while let message = await socket.next() {
             guard message == "WATCHDOG=1" else {
                 other = message
                 break
