@@ -155,7 +155,9 @@ public final class SessionHarness: Sendable {
             }
         }
         shutdown(peer, Int32(SHUT_WR))
-        let closed = Self.read(peer, into: &output, until: { _ in false }, timeoutMilliseconds: 10_000)
+        // 30 s: a session closes within milliseconds, but the parallel test run on two cores
+        // can starve the event loop for seconds.
+        let closed = Self.read(peer, into: &output, until: { _ in false }, timeoutMilliseconds: 30_000)
         if !closed { channel.close(promise: nil) }
         try? channel.closeFuture.wait()
         return Outcome(output: output, closed: closed)
