@@ -76,9 +76,6 @@ final class HubConnection {
     let codec: MessageCodec
     private(set) var phase = Phase.idle
     var devices: [String: DeviceSession] = [:]
-    /// Bumped each time the connection is torn down: a reference from an older connection
-    /// (a command token) is stale.
-    private(set) var generation = 0
 
     private var socket: TLSSocket?
     private var sasl: SASLNegotiation?
@@ -264,7 +261,6 @@ final class HubConnection {
         nextMessageID = 0
         blockedOnWrite = false
         phase = .idle
-        generation += 1
         proven = false
     }
 
