@@ -231,11 +231,17 @@ extension AMQPConnection {
         let deviceID = identity.connection.deviceID
         let store = hub.store
         let limit = DevHubLimits.maxInflight
+        let settlements = identity.c2d.settlements
         hub.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try store.c2dMessages(deviceID: deviceID, queuedOnly: true, limit: limit)
         }.assumeIsolated().whenComplete { [self] result in
             identity.c2d.fetching = false
             guard !torn, identities[deviceID] === identity, let link = identity.c2dLink, link.open else { return }
+            guard identity.c2d.settlements == settlements else {
+                // A settlement was written while this fetch ran: its list may be stale.
+                deliverC2D(identity)
+                return
+            }
             switch result {
             case .success(let messages):
                 for message in messages where !identity.c2d.inFlight.contains(message.sequence) {
@@ -272,6 +278,7 @@ extension AMQPConnection {
             try store.settleC2D(sequence: sequence, outcome: outcome)
         }.assumeIsolated().whenComplete { [self] result in
             guard !torn, let identity = identities[deviceID] else { return }
+            identity.c2d.settlements += 1
             identity.c2d.inFlight.remove(sequence)
             switch result {
             case .success(let state):

@@ -366,6 +366,11 @@ struct C2DDeliveryState {
     var inFlight = Set<Int64>()
     var fetching = false
     var fetchAgain = false
+    /// Settlements recorded so far. Fetches and settlements run on the thread pool concurrently:
+    /// a fetch that read the queue before a settlement was written can list the settled message
+    /// as still queued after it left `inFlight` (and would send a rejected message again), so a
+    /// fetch during which this changed is discarded and repeated.
+    var settlements = 0
 }
 
 // MARK: - The device side of a session
@@ -575,11 +580,16 @@ extension MQTTSession {
         c2d.fetching = true
         let store = services.hub.store
         let limit = DevHubLimits.maxInflight
+        let settlements = c2d.settlements
         services.hub.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try store.c2dMessages(deviceID: deviceID, queuedOnly: true, limit: limit)
         }.assumeIsolated().whenComplete { [self] result in
             c2d.fetching = false
             guard phase == .open else { return }
+            guard c2d.settlements == settlements else {
+                deliverC2D()
+                return
+            }
             switch result {
             case .success(let messages):
                 for message in messages where !c2d.inFlight.contains(message.sequence) {
@@ -616,6 +626,7 @@ extension MQTTSession {
         services.hub.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try store.markC2DDelivered(sequence: sequence)
         }.assumeIsolated().whenComplete { [self] _ in
+            c2d.settlements += 1
             c2d.inFlight.remove(sequence)
             if c2d.inFlight.isEmpty { deliverC2D() }
         }
