@@ -11,21 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source Benchmarks/relay-lib.sh
 scripts/setup
 MESSAGES=${1:-50000}
 DEVICES=${2:-10}
 RATE=5000
 
-if [ -n "${BIN:-}" ]; then  # BIN=DIR: binaries built before (gatehoused, gatehouse, relay-bench, the plugin)
-    echo "== using the binaries in $BIN"
-else
-    echo "== building (release)"
-    swift build -c release -q --product gatehoused
-    swift build -c release -q --product gatehouse-mqtt
-    swift build -c release -q --product relay-bench
-    [ -n "${RULES:-}" ] && swift build -c release -q --product gatehouse
-    BIN=$(swift build -c release --show-bin-path)
-fi
+products=(gatehoused gatehouse-mqtt relay-bench)
+[ -n "${RULES:-}" ] && products+=(gatehouse)
+relay_build "${products[@]}"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000 identities need 1,000+ descriptors
 
 RULES_LINE=""
@@ -36,29 +30,13 @@ if [ -n "${RULES:-}" ]; then  # RULES=DIR: gatehoused applies that rule set's te
 fi
 
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
-GH_PID=""; hub_PID=""; site_PID=""; bridged_PID=""
-cleanup() {
-    for pid in $GH_PID $hub_PID $site_PID $bridged_PID; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
+GH_PID=""; bridged_PID=""
+trap 'relay_cleanup $GH_PID $bridged_PID' EXIT
 
-HUB_PORT=$(free_port); SITE_PORT=$(free_port); BRIDGED_PORT=$(free_port)
-make_certs "$WORK"
-COMMON="allow_anonymous true
-persistence false
-max_queued_messages 0
-max_inflight_messages 500
-max_connections -1"
-start_broker hub "listener $HUB_PORT 127.0.0.1
-cafile $WORK/ca.crt
-certfile $WORK/server.crt
-keyfile $WORK/server.key
-$COMMON" "$WORK"
-start_broker site "listener $SITE_PORT 127.0.0.1
-$COMMON" "$WORK"
+relay_brokers "$WORK"
+BRIDGED_PORT=$(free_port)
 start_broker bridged "listener $BRIDGED_PORT 127.0.0.1
-$COMMON
+$RELAY_BROKER_COMMON
 connection to-hub
 address 127.0.0.1:$HUB_PORT
 topic devices/# out 1
@@ -66,29 +44,8 @@ bridge_cafile $WORK/ca.crt
 bridge_protocol_version mqttv311
 cleansession false
 try_private false" "$WORK"
-wait_port "$HUB_PORT"; wait_port "$SITE_PORT"; wait_port "$BRIDGED_PORT"
-
-head -c 32 /dev/urandom | base64 >"$WORK/group.key"; chmod 600 "$WORK/group.key"
-cat >"$WORK/gatehouse.toml" <<TOML
-[gateway]
-state_db = "$WORK/state.db"
-plugin_dir = "$BIN"
-log_level = "warning"
-$RULES_LINE
-[outbox]
-durability = "${DURABILITY:-full}"   # DURABILITY=normal: what fsync costs
-inflight_per_device = 64
-[identity]
-group_key_file = "$WORK/group.key"
-[site]
-plugin = "mqtt"
-port = $SITE_PORT
-[hub]
-plugin = "mqtt"
-hostname = "localhost"
-port = $HUB_PORT
-ca_file = "$WORK/ca.crt"
-TOML
+wait_port "$BRIDGED_PORT"
+relay_config "$WORK" "$RULES_LINE" "durability = \"${DURABILITY:-full}\"   # DURABILITY=normal: what fsync costs" ""
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }

@@ -10,72 +10,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source Benchmarks/relay-lib.sh
 MESSAGES=${1:-20000}
 DEVICES=${2:-10}
 ROUNDS=${3:-5}
 
-if [ -z "${BIN:-}" ]; then
-    echo "== building (release)"
-    swift build -c release -q --product gatehoused
-    swift build -c release -q --product gatehouse-mqtt
-    swift build -c release -q --product relay-bench
-    BIN=$(swift build -c release --show-bin-path)
-fi
+relay_build gatehoused gatehouse-mqtt relay-bench
 
 WORK=$(mktemp -d /tmp/gatehouse-metrics-bench.XXXXXX)
-GH_PID=""; SCRAPER_PID=""; hub_PID=""; site_PID=""
-cleanup() {
-    for pid in $SCRAPER_PID $GH_PID $hub_PID $site_PID; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-HUB_PORT=$(free_port); SITE_PORT=$(free_port); METRICS_PORT=$(free_port)
-make_certs "$WORK"
-COMMON="allow_anonymous true
-persistence false
-max_queued_messages 0
-max_inflight_messages 500
-max_connections -1"
-start_broker hub "listener $HUB_PORT 127.0.0.1
-cafile $WORK/ca.crt
-certfile $WORK/server.crt
-keyfile $WORK/server.key
-$COMMON" "$WORK"
-start_broker site "listener $SITE_PORT 127.0.0.1
-$COMMON" "$WORK"
-wait_port "$HUB_PORT"; wait_port "$SITE_PORT"
-head -c 32 /dev/urandom | base64 >"$WORK/group.key"; chmod 600 "$WORK/group.key"
-
-config() {  # METRICS_SECTION
-    cat >"$WORK/gatehouse.toml" <<TOML
-[gateway]
-state_db = "$WORK/state.db"
-plugin_dir = "$BIN"
-log_level = "warning"
-[outbox]
-inflight_per_device = 64
-[identity]
-group_key_file = "$WORK/group.key"
-[site]
-plugin = "mqtt"
-port = $SITE_PORT
-[hub]
-plugin = "mqtt"
-hostname = "localhost"
-port = $HUB_PORT
-ca_file = "$WORK/ca.crt"
-$1
-TOML
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, clock ticks
+GH_PID=""; SCRAPER_PID=""
+trap 'relay_cleanup $SCRAPER_PID $GH_PID' EXIT
+relay_brokers "$WORK"
+METRICS_PORT=$(free_port)
 
 round() {  # off|on N
     local mode=$1 n=$2
     rm -f "$WORK"/state.db*
-    if [ "$mode" = on ]; then config "[metrics]
-listen = \"127.0.0.1:$METRICS_PORT\""; else config ""; fi
+    if [ "$mode" = on ]; then relay_config "$WORK" "" "" "[metrics]
+listen = \"127.0.0.1:$METRICS_PORT\""; else relay_config "$WORK" "" "" ""; fi
     "$BIN/gatehoused" -c "$WORK/gatehouse.toml" 2>>"$WORK/gatehoused.log" &
     GH_PID=$!
     sleep 1.5

@@ -12,71 +12,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source Benchmarks/relay-lib.sh
 scripts/setup
 RULES=${1:-rules/examples/site}
 ROUNDS=${2:-6}
 MESSAGES=${3:-50000}
 DEVICES=${4:-10}
 
-if [ -z "${BIN:-}" ]; then
-    echo "== building (release)"
-    for product in gatehoused gatehouse gatehouse-mqtt relay-bench; do swift build -c release -q --product "$product"; done
-    BIN=$(swift build -c release --show-bin-path)
-fi
+relay_build gatehoused gatehouse gatehouse-mqtt relay-bench
 "$BIN/gatehouse" rules check "$RULES" --destination upstream --destination archive >/dev/null
 RULES_DIR=$(cd "$RULES" && pwd)
 
 WORK=$(mktemp -d /tmp/gatehouse-rules-bench.XXXXXX)
-GH_PID=""; hub_PID=""; site_PID=""
-cleanup() {
-    for pid in $GH_PID $hub_PID $site_PID; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-HUB_PORT=$(free_port); SITE_PORT=$(free_port)
-make_certs "$WORK"
-COMMON="allow_anonymous true
-persistence false
-max_queued_messages 0
-max_inflight_messages 500
-max_connections -1"
-start_broker hub "listener $HUB_PORT 127.0.0.1
-cafile $WORK/ca.crt
-certfile $WORK/server.crt
-keyfile $WORK/server.key
-$COMMON" "$WORK"
-start_broker site "listener $SITE_PORT 127.0.0.1
-$COMMON" "$WORK"
-wait_port "$HUB_PORT"; wait_port "$SITE_PORT"
-head -c 32 /dev/urandom | base64 >"$WORK/group.key"; chmod 600 "$WORK/group.key"
-
-# cpu_ticks PID — user + system clock ticks the process has used.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+GH_PID=""
+trap 'relay_cleanup $GH_PID' EXIT
+relay_brokers "$WORK"
 
 # run LABEL RULES_LINE — a fresh gatehoused (empty state), a warm-up, then the measured run.
 run() {
     local label=$1 rules_line=$2
     rm -f "$WORK"/state.db*
-    cat >"$WORK/gatehouse.toml" <<TOML
-[gateway]
-state_db = "$WORK/state.db"
-plugin_dir = "$BIN"
-log_level = "warning"
-$rules_line
-[outbox]
-inflight_per_device = 64
-[identity]
-group_key_file = "$WORK/group.key"
-[site]
-plugin = "mqtt"
-port = $SITE_PORT
-[hub]
-plugin = "mqtt"
-hostname = "localhost"
-port = $HUB_PORT
-ca_file = "$WORK/ca.crt"
-TOML
+    relay_config "$WORK" "$rules_line" "" ""
     "$BIN/gatehoused" -c "$WORK/gatehouse.toml" 2>>"$WORK/gatehoused.log" &
     GH_PID=$!
     sleep 1.5
