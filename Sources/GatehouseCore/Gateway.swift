@@ -132,14 +132,14 @@ public final class Gateway: Sendable {
             guard let instance, case .success(let text) = instance.control(.status),
                 let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
             else { return nil }
+            // The plugin's named counters are `drop_<reason>` and `accept_<rule>`: the drops
+            // become the metric's `reason` label (`xmas`, `syn_flood`, …, docs/operations.md),
+            // short and fixed in number; what was accepted is not a drop.
             var drops: [String: (packets: Int, bytes: Int)] = [:]
-            for case let counter as [String: Any] in (root["counters"] as? [String: Any] ?? [:]).values {
-                let reason = counter["reason"] as? String ?? ""
-                guard !reason.isEmpty else { continue }
-                let previous = drops[reason] ?? (0, 0)
-                drops[reason] = (
-                    previous.packets + (counter["packets"] as? Int ?? 0),
-                    previous.bytes + (counter["bytes"] as? Int ?? 0)
+            for case let (name, counter as [String: Any]) in root["counters"] as? [String: Any] ?? [:]
+            where name.hasPrefix("drop_") {
+                drops[String(name.dropFirst("drop_".count)), default: (0, 0)] = (
+                    counter["packets"] as? Int ?? 0, counter["bytes"] as? Int ?? 0
                 )
             }
             let applied = (root["present"] as? Bool ?? false) && (root["matches_applied"] as? Bool ?? false)
@@ -345,11 +345,11 @@ public final class Gateway: Sendable {
         if let settings = config.metrics {
             services.append(MetricsEndpoint(metrics: metrics, settings: settings, logger: logger))
         }
-        if config.twin.report, let ownID = gatewayIdentitySigner?.deviceID {
+        if config.twin.report || config.twin.healthTelemetry != nil, let ownID = gatewayIdentitySigner?.deviceID {
             let twin = GatewayTwin(
                 deviceID: ownID, hub: hub, store: store, telemetry: router.telemetry, metrics: metrics,
                 rules: rulesSummary, firewall: firewallReader, firewallConfigured: config.firewall != nil,
-                minInterval: config.twin.minInterval, logger: logger)
+                settings: config.twin, logger: logger)
             services.append(PeriodicService("gateway twin", every: .seconds(1), clock: clock) { twin.tick() })
         }
         // Last in the list, so the first to stop: systemd hears STOPPING=1 before anything else.

@@ -365,6 +365,42 @@ struct FirewallTests {
         #expect(status.contains(#""not_applied" : "/proc/sys is not visible to this process"#), "\(status)")
     }
 
+    @Test("gatehoused's Prometheus metrics count the firewall's drops by reason, as its counters do")
+    func dropMetrics() throws {
+        let lab = try NetnsLab()
+        defer { lab.tearDown() }
+        // `extra` ends [firewall]; [metrics] follows it (loopback of the gateway namespace).
+        let config = try lab.config(extra: "\n[metrics]\nlisten = \"127.0.0.1:9600\"")
+        let daemon = try Subprocess(
+            NetnsLab.ip, ["netns", "exec", lab.gatewayNamespace, Paths.gatehoused, "-c", config], in: lab.dir,
+            name: "gatehoused")
+        defer { daemon.signal(SIGKILL) }
+        #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
+        try #require(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
+
+        try lab.attacker("hping3", ["-q", "-c", "4", "-F", "-P", "-U", "-p", "8883", NetnsLab.gatewayAddress])  // XMAS
+        let (pingCode, _) = try lab.attacker("ping", ["-c", "3", "-W", "1", NetnsLab.gatewayAddress])
+        #expect(pingCode != 0, "ICMP echo must go unanswered")
+
+        let counters = try lab.counters(config)
+        let metrics = try lab.scrape(port: 9600)
+        func dropped(_ reason: String) -> Int? {
+            let prefix = "gatehouse_firewall_dropped_packets_total{reason=\"\(reason)\"} "
+            return metrics.split(separator: "\n").first { $0.hasPrefix(prefix) }
+                .flatMap { Double($0.dropFirst(prefix.count)) }.map { Int($0) }
+        }
+        #expect(dropped("xmas") == counters["drop_xmas"] && (counters["drop_xmas"] ?? 0) >= 4, "\(metrics)")
+        #expect(dropped("icmp_echo") == counters["drop_icmp_echo"] && (counters["drop_icmp_echo"] ?? 0) >= 3)
+        #expect(dropped("syn_flood") == 0, "nothing flooded: \(metrics)")
+        // What an allow rule accepted is not a drop.
+        #expect(!metrics.contains("reason=\"allowed\"") && !metrics.contains("accept"), "\(metrics)")
+        #expect(metrics.contains("gatehouse_firewall_applied 1"), "\(metrics)")
+        let bytesPrefix = "gatehouse_firewall_dropped_bytes_total{reason=\"xmas\"} "
+        let bytes = metrics.split(separator: "\n").first { $0.hasPrefix(bytesPrefix) }
+            .flatMap { Double($0.dropFirst(bytesPrefix.count)) }
+        #expect((bytes ?? 0) >= 4 * 40, "an XMAS probe is at least a 40-byte IP+TCP header: \(metrics)")
+    }
+
     @Test("with on_stop = \"remove\", a reload (SIGHUP) keeps the ruleset; only SIGTERM removes it")
     func reloadKeepsRulesetWithOnStopRemove() throws {
         let lab = try NetnsLab()
@@ -627,5 +663,14 @@ final class NetnsLab: @unchecked Sendable {
             let counters = json["counters"] as? [String: [String: Any]]
         else { throw FixtureError("gatehouse firewall status: \(output)") }
         return counters.mapValues { $0["packets"] as? Int ?? 0 }
+    }
+
+    /// gatehoused's Prometheus exposition, fetched on the gateway namespace's loopback.
+    func scrape(port: Int) throws -> String {
+        let script =
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(port)/metrics').read().decode())"
+        let (code, output) = try gateway("/usr/bin/env", ["python3", "-c", script])
+        guard code == 0 else { throw FixtureError("scraping 127.0.0.1:\(port) in \(gatewayNamespace): \(output)") }
+        return output
     }
 }

@@ -38,9 +38,10 @@ struct GatewayTwinTests {
         try rig.dir.write("rules/10-commands.rules", "allow command \"status.read\"\n")
         try gateway.setRulesDir(rulesDir)
         var config = try String(contentsOfFile: gateway.configPath, encoding: .utf8)
-        config += "\n[twin]\nmin_interval = \"1s\"\n"
+        config += "\n[twin]\nmin_interval = \"1s\"\nhealth_telemetry = \"10s\"\n"
         try config.write(toFile: gateway.configPath, atomically: true, encoding: .utf8)
         let daemon = try gateway.startGateway()
+        let started = ContinuousClock.now
 
         // The first report: the version, the rule set as loaded, an empty outbox.
         #expect(
@@ -83,5 +84,21 @@ struct GatewayTwinTests {
         // The own identity is not counted among the devices.
         let devices = Self.reported(rig, "gw-twin")?["devices"] as? [String: Any]
         #expect(devices?["up"] as? Int == 0)
+
+        // Health telemetry ([twin] health_telemetry = "10s"): the same document as telemetry of
+        // the gateway's own identity, one every 10 s: at least two, at most one per 10 s since
+        // the start.
+        #expect(
+            try await LeafProvisioningTests.eventually(timeout: .seconds(30)) {
+                try LeafProvisioningTests.telemetry(rig).filter { $0.device == "gw-twin" }.count >= 2
+            })
+        let health = try LeafProvisioningTests.telemetry(rig).filter { $0.device == "gw-twin" }
+        let elapsed = (ContinuousClock.now - started).components.seconds
+        #expect(health.count >= 2 && health.count <= Int(elapsed) / 10 + 1, "\(health.count) in \(elapsed) s")
+        let latest = try #require(health.last?.payload)
+        let document = try JSONSerialization.jsonObject(with: Data(latest.utf8)) as? [String: Any]
+        let gatehouse = try #require(document?["gatehouse"] as? [String: Any], "\(latest)")
+        #expect(gatehouse["version"] as? String == first["version"] as? String)
+        #expect((gatehouse["outbox"] as? [String: Any])?["messages"] as? Int != nil)
     }
 }

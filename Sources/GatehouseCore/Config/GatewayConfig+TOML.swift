@@ -215,7 +215,7 @@ private struct ConfigReader {
     func twin() throws(ConfigError) -> GatewayConfig.Twin {
         var result = GatewayConfig.Twin()
         guard let table = try table("twin") else { return result }
-        try checkKeys(table, "twin", ["report", "min_interval"])
+        try checkKeys(table, "twin", ["report", "min_interval", "health_telemetry"])
         if let value = table["report"] {
             guard let report = value.bool else { throw error("twin", "report", "must be true or false") }
             result.report = report
@@ -223,6 +223,10 @@ private struct ConfigReader {
         if let value = try duration(table, "twin", "min_interval") {
             guard value >= .seconds(1) else { throw error("twin", "min_interval", "must be at least 1s") }
             result.minInterval = value
+        }
+        if let value = try duration(table, "twin", "health_telemetry") {
+            guard value >= .seconds(10) else { throw error("twin", "health_telemetry", "must be at least 10s") }
+            result.healthTelemetry = value
         }
         return result
     }

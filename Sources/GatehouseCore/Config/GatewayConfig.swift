@@ -50,6 +50,9 @@ public struct GatewayConfig: Sendable {
         public var report = true
         /// At most one reported-properties patch this often.
         public var minInterval: Duration = .seconds(30)
+        /// Health telemetry: the same document sent as a telemetry message of the gateway's own
+        /// identity this often (any transport); nil (the default): none.
+        public var healthTelemetry: Duration? = nil
         public init() {}
     }
 

@@ -20,6 +20,11 @@ import Synchronization
 /// outbox: it is state, not telemetry — the latest one is all that matters, and one lost with
 /// the link is replaced by the next. Its token has the high bit set, which the relay never
 /// hands out (outbox seqs are positive), so the relay ignores its acknowledgement.
+///
+/// With `[twin] health_telemetry`, the same document also goes out as a telemetry message of
+/// that identity at that interval (property `gatehouse-kind=health`, JSON): a hub route can keep
+/// the history the twin does not. It takes the same direct path, so a gateway that is offline
+/// sends none for that time rather than a backlog of stale ones.
 public final class GatewayTwin: Sendable {
     let deviceID: String
     let hub: PluginInstance
@@ -29,8 +34,10 @@ public final class GatewayTwin: Sendable {
     let rules: (@Sendable () -> GatewayMetrics.RulesSummary?)?
     let firewall: (@Sendable () -> GatewayMetrics.FirewallCounters?)?
     let firewallConfigured: Bool
+    let reports: Bool
     let minInterval: Duration
     let checkEvery: Duration
+    let healthEvery: Duration?
     let logger: Logger
 
     private struct State {
@@ -38,6 +45,8 @@ public final class GatewayTwin: Sendable {
         var sentAt: ContinuousClock.Instant?
         var checkedAt: ContinuousClock.Instant?
         var patches = 0
+        var healthSentAt: ContinuousClock.Instant?
+        var healthMessages = 0
     }
     private let state = Mutex(State())
     private let nextToken = Atomic<UInt64>(0)
@@ -46,7 +55,7 @@ public final class GatewayTwin: Sendable {
         deviceID: String, hub: PluginInstance, store: StateStore, telemetry: TelemetryRelay, metrics: GatewayMetrics,
         rules: (@Sendable () -> GatewayMetrics.RulesSummary?)?,
         firewall: (@Sendable () -> GatewayMetrics.FirewallCounters?)?, firewallConfigured: Bool,
-        minInterval: Duration, logger: Logger
+        settings: GatewayConfig.Twin, logger: Logger
     ) {
         self.deviceID = deviceID
         self.hub = hub
@@ -56,8 +65,10 @@ public final class GatewayTwin: Sendable {
         self.rules = rules
         self.firewall = firewall
         self.firewallConfigured = firewallConfigured
-        self.minInterval = minInterval
-        checkEvery = min(minInterval, .seconds(5))
+        reports = settings.report
+        minInterval = settings.minInterval
+        checkEvery = min(settings.minInterval, .seconds(5))
+        healthEvery = settings.healthTelemetry
         self.logger = logger
     }
 
@@ -67,6 +78,35 @@ public final class GatewayTwin: Sendable {
     /// Called every second by the "gateway twin" service.
     func tick() {
         let now = ContinuousClock.now
+        if reports { reportIfDue(now) }
+        if let healthEvery { sendHealthIfDue(now, every: healthEvery) }
+    }
+
+    /// Health telemetry: the document as a telemetry message, once every `every` while the
+    /// gateway's link is up.
+    private func sendHealthIfDue(_ now: ContinuousClock.Instant, every: Duration) {
+        let due = state.withLock { state in state.healthSentAt.map { now - $0 >= every } ?? true }
+        guard due, metrics.hubLinkState(deviceID) == "up" else { return }
+        let message = PluginMessage(
+            deviceID: deviceID, payload: Array(document().formatted(JSONFormat(sortsKeys: true)).utf8),
+            properties: [.init("gatehouse-kind", "health"), .init("$.ct", "application/json"), .init("$.ce", "utf-8")],
+            createdUnixMS: TelemetryRelay.nowMS())
+        let token = (UInt64(1) << 63) | nextToken.add(1, ordering: .relaxed).newValue
+        let status = hub.send(message, token: token)
+        guard status == .ok else {
+            logger.warning(
+                "cannot send the gateway's health telemetry now; tries again",
+                metadata: ["device": "\(deviceID)", "status": "\(status)"])
+            return
+        }
+        state.withLock { state in
+            state.healthSentAt = now
+            state.healthMessages += 1
+        }
+        logger.debug("gateway health telemetry sent", metadata: ["device": "\(deviceID)"])
+    }
+
+    private func reportIfDue(_ now: ContinuousClock.Instant) {
         let due = state.withLock { state -> Bool in
             if let sentAt = state.sentAt, now - sentAt < minInterval { return false }
             if let checkedAt = state.checkedAt, now - checkedAt < checkEvery { return false }
