@@ -43,31 +43,12 @@ $RELAY_BROKER_COMMON" "$work"
     chmod 600 "$work/group.key"
 }
 
-# relay_config WORK GATEWAY_LINES OUTBOX_LINES TAIL — gatehoused between the two brokers, written to
-# WORK/gatehouse.toml; GATEWAY_LINES go into [gateway], OUTBOX_LINES into [outbox], TAIL at the end.
+# relay_config WORK GATEWAY_LINES OUTBOX_LINES TAIL — gatehoused between the two brokers
+# (scripts/lib.sh's gatehouse_config), logging warnings only, 64 messages in flight a device.
 relay_config() {
-    local work=$1 gateway_lines=$2 outbox_lines=$3 tail=$4
-    cat >"$work/gatehouse.toml" <<TOML
-[gateway]
-state_db = "$work/state.db"
-plugin_dir = "$BIN"
-log_level = "warning"
-$gateway_lines
-[outbox]
-inflight_per_device = 64
-$outbox_lines
-[identity]
-group_key_file = "$work/group.key"
-[site]
-plugin = "mqtt"
-port = $SITE_PORT
-[hub]
-plugin = "mqtt"
-hostname = "localhost"
-port = $HUB_PORT
-ca_file = "$work/ca.crt"
-$tail
-TOML
+    gatehouse_config "$1" "log_level = \"warning\"
+$2" "inflight_per_device = 64
+$3" "$4"
 }
 
 # cpu_ticks PID — user + system clock ticks the process has used.

@@ -76,21 +76,7 @@ wait_port "$SITE_PORT"
 
 head -c 32 /dev/urandom | base64 >"$WORK/group.key"
 chmod 600 "$WORK/group.key"
-cat >"$WORK/gatehouse.toml" <<TOML
-[gateway]
-state_db = "$WORK/state.db"
-plugin_dir = "$BIN"
-[identity]
-group_key_file = "$WORK/group.key"
-[site]
-plugin = "mqtt"
-port = $SITE_PORT
-[hub]
-plugin = "mqtt"
-hostname = "localhost"
-port = $HUB_PORT
-ca_file = "$WORK/ca.crt"
-TOML
+gatehouse_config "$WORK" "" "" ""
 
 runs=0
 start_gatehoused() {

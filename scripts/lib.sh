@@ -49,3 +49,28 @@ wait_port() {
     echo "nothing listens on port $1" >&2
     return 1
 }
+
+# gatehouse_config WORK GATEWAY_LINES OUTBOX_LINES TAIL — a gatehoused configuration between a site
+# broker on SITE_PORT and a TLS hub broker on HUB_PORT (WORK/ca.crt), plugins from BIN, state and
+# group key in WORK, written to WORK/gatehouse.toml. GATEWAY_LINES go into [gateway], OUTBOX_LINES
+# into [outbox] (none: no such section), TAIL at the end.
+gatehouse_config() {
+    local work=$1 gateway_lines=$2 outbox_lines=$3 tail=$4
+    {
+        printf '[gateway]\nstate_db = "%s"\nplugin_dir = "%s"\n%s\n' "$work/state.db" "$BIN" "$gateway_lines"
+        [ -n "$outbox_lines" ] && printf '[outbox]\n%s\n' "$outbox_lines"
+        cat <<TOML
+[identity]
+group_key_file = "$work/group.key"
+[site]
+plugin = "mqtt"
+port = $SITE_PORT
+[hub]
+plugin = "mqtt"
+hostname = "localhost"
+port = $HUB_PORT
+ca_file = "$work/ca.crt"
+$tail
+TOML
+    } >"$work/gatehouse.toml"
+}

@@ -371,12 +371,8 @@ struct FirewallTests {
         defer { lab.tearDown() }
         // `extra` ends [firewall]; [metrics] follows it (loopback of the gateway namespace).
         let config = try lab.config(extra: "\n[metrics]\nlisten = \"127.0.0.1:9600\"")
-        let daemon = try Subprocess(
-            NetnsLab.ip, ["netns", "exec", lab.gatewayNamespace, Paths.gatehoused, "-c", config], in: lab.dir,
-            name: "gatehoused")
+        let daemon = try lab.startDaemon(config)
         defer { daemon.signal(SIGKILL) }
-        #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
-        try #require(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
 
         try lab.attacker("hping3", ["-q", "-c", "4", "-F", "-P", "-U", "-p", "8883", NetnsLab.gatewayAddress])  // XMAS
         let (pingCode, _) = try lab.attacker("ping", ["-c", "3", "-W", "1", NetnsLab.gatewayAddress])
@@ -405,18 +401,9 @@ struct FirewallTests {
     func reloadKeepsRulesetWithOnStopRemove() throws {
         let lab = try NetnsLab()
         defer { lab.tearDown() }
-        let config = try lab.config()
-        // Appended to the last section of the config, [firewall].
-        let handle = try #require(FileHandle(forWritingAtPath: config))
-        handle.seekToEndOfFile()
-        handle.write(Data("\non_stop = \"remove\"\n".utf8))
-        try handle.close()
-        let daemon = try Subprocess(
-            NetnsLab.ip, ["netns", "exec", lab.gatewayNamespace, Paths.gatehoused, "-c", config], in: lab.dir,
-            name: "gatehoused")
+        let config = try lab.config(extra: "on_stop = \"remove\"")
+        let daemon = try lab.startDaemon(config)
         defer { daemon.signal(SIGKILL) }
-        #expect(waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning })
-        try #require(daemon.stderr.contains("firewall applied:"), "\(daemon.stderr)")
         let table = ["-s", "list", "table", "inet", "gatehouse"]
         let (startCode, applied) = try lab.gateway(NetnsLab.nft, table)
         try #require(startCode == 0 && applied.contains("dport 8883"), "\(applied)")
@@ -663,6 +650,18 @@ final class NetnsLab: @unchecked Sendable {
             let counters = json["counters"] as? [String: [String: Any]]
         else { throw FixtureError("gatehouse firewall status: \(output)") }
         return counters.mapValues { $0["packets"] as? Int ?? 0 }
+    }
+
+    /// gatehoused in the gateway namespace, once it has started and applied the firewall.
+    func startDaemon(_ config: String) throws -> Subprocess {
+        let daemon = try Subprocess(
+            Self.ip, ["netns", "exec", gatewayNamespace, Paths.gatehoused, "-c", config], in: dir, name: "gatehoused")
+        _ = waitUntil(timeout: .seconds(20)) { daemon.stderr.contains("gatehoused started") || !daemon.isRunning }
+        guard daemon.stderr.contains("gatehoused started"), daemon.stderr.contains("firewall applied:") else {
+            daemon.signal(SIGKILL)
+            throw FixtureError("gatehoused did not start with its firewall applied: \(daemon.stderr.suffix(2000))")
+        }
+        return daemon
     }
 
     /// gatehoused's Prometheus exposition, fetched on the gateway namespace's loopback.

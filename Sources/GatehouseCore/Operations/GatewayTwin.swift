@@ -91,19 +91,11 @@ public final class GatewayTwin: Sendable {
             deviceID: deviceID, payload: Array(document().formatted(JSONFormat(sortsKeys: true)).utf8),
             properties: [.init("gatehouse-kind", "health"), .init("$.ct", "application/json"), .init("$.ce", "utf-8")],
             createdUnixMS: TelemetryRelay.nowMS())
-        let token = (UInt64(1) << 63) | nextToken.add(1, ordering: .relaxed).newValue
-        let status = hub.send(message, token: token)
-        guard status == .ok else {
-            logger.warning(
-                "cannot send the gateway's health telemetry now; tries again",
-                metadata: ["device": "\(deviceID)", "status": "\(status)"])
-            return
-        }
+        guard send(message, what: "health telemetry") else { return }
         state.withLock { state in
             state.healthSentAt = now
             state.healthMessages += 1
         }
-        logger.debug("gateway health telemetry sent", metadata: ["device": "\(deviceID)"])
     }
 
     private func reportIfDue(_ now: ContinuousClock.Instant) {
@@ -122,20 +114,27 @@ public final class GatewayTwin: Sendable {
         var message = PluginMessage(
             deviceID: deviceID, payload: Array(document.formatted(JSONFormat(sortsKeys: true)).utf8))
         message.isTwinReported = true
-        let token = (UInt64(1) << 63) | nextToken.add(1, ordering: .relaxed).newValue
-        let status = hub.send(message, token: token)
-        guard status == .ok else {
-            logger.warning(
-                "cannot report the gateway's state to its twin now; tries again",
-                metadata: ["device": "\(deviceID)", "status": "\(status)"])
-            return
-        }
+        guard send(message, what: "reported properties") else { return }
         state.withLock { state in
             state.lastSent = document
             state.sentAt = now
             state.patches += 1
         }
-        logger.debug("gateway state reported to its twin", metadata: ["device": "\(deviceID)"])
+    }
+
+    /// Hands one message of the gateway's own identity to the hub transport, with a token the
+    /// relay never uses (high bit set); false (logged) when the transport does not take it now.
+    private func send(_ message: PluginMessage, what: String) -> Bool {
+        let token = (UInt64(1) << 63) | nextToken.add(1, ordering: .relaxed).newValue
+        let status = hub.send(message, token: token)
+        guard status == .ok else {
+            logger.warning(
+                "cannot send the gateway's \(what) now; tries again",
+                metadata: ["device": "\(deviceID)", "status": "\(status)"])
+            return false
+        }
+        logger.debug("gateway \(what) sent", metadata: ["device": "\(deviceID)"])
+        return true
     }
 
     /// The reported-properties patch: everything under `gatehouse`.
