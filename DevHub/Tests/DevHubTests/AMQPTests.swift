@@ -389,8 +389,10 @@ import Testing
             let bounds = [0] + Self.pauses + [bytes.count]
             let parts = zip(bounds, bounds.dropFirst()).map { Array(bytes[$0..<$1]) }
             let outcome = try harness.run(prelude: .amqp, inputs: parts, linger: .milliseconds(20))
-            #expect(outcome.closed)
-            _ = harness.takeLogLines()
+            let log = harness.takeLogLines()
+            // Seen once under heavy load (CI with builds beside it), not reproduced since: the
+            // session's log says where it stood.
+            #expect(outcome.closed, "output \(outcome.output.count) bytes; DevHub's log: \(log.suffix(20))")
         }
     }
 

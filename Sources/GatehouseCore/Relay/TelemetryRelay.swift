@@ -48,6 +48,8 @@ public final class TelemetryRelay: Sendable {
     let revoked: Revocations
     private let book: Mutex<Book>
     private let lanes: Mutex<Lanes>
+    /// The hub transport's reports (`delivered`) not yet applied to `lanes`.
+    private let reports = Mutex<[(seq: Int64, status: PluginStatus)]>([])
     private let counters = Counters()
     private let wake = DispatchSemaphore(value: 0)
     private let wakeRequested = Atomic<Bool>(false)
@@ -98,7 +100,9 @@ public final class TelemetryRelay: Sendable {
         var high = Deque<OutboxRecord>()
         var normal = Deque<OutboxRecord>()
         var low = Deque<OutboxRecord>()
-        var inflight: [OutboxRecord] = []
+        /// Sent, not yet acknowledged, in send order (acknowledgements mostly come in that order:
+        /// the first is the one removed).
+        var inflight = Deque<OutboxRecord>()
         var linkUp = false
         var retryAfter: ContinuousClock.Instant? = nil
 
@@ -585,35 +589,61 @@ public final class TelemetryRelay: Sendable {
 
     // MARK: - Delivery and links
 
+    /// The hub transport's report for one sent message. Only queued here: the dispatcher applies
+    /// every report since its last pass under one hold of the `lanes` lock (`applyReports`), so
+    /// the transport's I/O thread never waits for that lock while the dispatcher builds a batch,
+    /// and a burst of PUBACKs costs one lock and one wake-up, not one each.
     public func delivered(token: UInt64, status: PluginStatus) {
-        let seq = Int64(bitPattern: token)
-        // Unknown tokens (a removed device's late acknowledgements) change nothing.
-        let known = lanes.withLock { lanes in
-            guard let device = lanes.inflightDevice.removeValue(forKey: seq),
-                let lane = lanes.byDevice[device],
-                let index = lane.inflight.firstIndex(where: { $0.seq == seq })
-            else { return false }
-            let record = lane.inflight.remove(at: index)
-            if status == .refused || status == .invalid {
-                // Never to be sent again: the dispatcher moves it to the dead letters (SQLite is
-                // not written on the transport's thread). The device's next message goes on.
-                lanes.doomed.append((seq, status == .invalid ? DeadLetterReason.hubLimit : DeadLetterReason.hubRefused))
-                lanes.memoryBytes -= record.payload.count
-            } else if status == .ok {
-                if lanes.acknowledged.isEmpty { lanes.acknowledgedSince = .now }
-                lanes.acknowledged.append(seq)
-                lanes.acknowledgedBytes += record.size
-                lanes.acknowledgedPerDevice[device, default: 0] += 1
-                lanes.memoryBytes -= record.payload.count
-            } else {
-                // Not acknowledged: back into its lane at its place in outbox order.
-                lane.reinsert(record)
-            }
-            lanes.ready.insert(device)
-            return true
-        }
-        if known, status == .ok { counters.delivered.add(1, ordering: .relaxed) }
+        reports.withLock { $0.append((Int64(bitPattern: token), status)) }
         requestWake()
+    }
+
+    /// Applies the queued reports (dispatcher thread): `spare` is the dispatcher's own array,
+    /// swapped with the queue so neither side allocates per pass.
+    private func applyReports(_ spare: inout [(seq: Int64, status: PluginStatus)]) {
+        reports.withLock { swap(&$0, &spare) }
+        guard !spare.isEmpty else { return }
+        var acknowledged = 0
+        lanes.withLock { lanes in
+            for (seq, status) in spare where Self.apply(seq, status, to: &lanes) && status == .ok {
+                acknowledged += 1
+            }
+        }
+        spare.removeAll(keepingCapacity: true)
+        if acknowledged > 0 { counters.delivered.add(acknowledged, ordering: .relaxed) }
+    }
+
+    /// One report, under the `lanes` lock. Unknown seqs (a removed device's late
+    /// acknowledgements) change nothing: false.
+    private static func apply(_ seq: Int64, _ status: PluginStatus, to lanes: inout Lanes) -> Bool {
+        guard let device = lanes.inflightDevice.removeValue(forKey: seq), let lane = lanes.byDevice[device] else {
+            return false
+        }
+        let record: OutboxRecord
+        if lane.inflight.first?.seq == seq {
+            record = lane.inflight.removeFirst()
+        } else if let index = lane.inflight.firstIndex(where: { $0.seq == seq }) {
+            record = lane.inflight.remove(at: index)
+        } else {
+            return false
+        }
+        if status == .refused || status == .invalid {
+            // Never to be sent again: the dispatcher moves it to the dead letters (SQLite is
+            // not written on the transport's thread). The device's next message goes on.
+            lanes.doomed.append((seq, status == .invalid ? DeadLetterReason.hubLimit : DeadLetterReason.hubRefused))
+            lanes.memoryBytes -= record.payload.count
+        } else if status == .ok {
+            if lanes.acknowledged.isEmpty { lanes.acknowledgedSince = .now }
+            lanes.acknowledged.append(seq)
+            lanes.acknowledgedBytes += record.size
+            lanes.acknowledgedPerDevice[device, default: 0] += 1
+            lanes.memoryBytes -= record.payload.count
+        } else {
+            // Not acknowledged: back into its lane at its place in outbox order.
+            lane.reinsert(record)
+        }
+        lanes.ready.insert(device)
+        return true
     }
 
     /// A device's upstream link went up or down: an up link may send at once.
@@ -639,6 +669,7 @@ public final class TelemetryRelay: Sendable {
             let wedgeAfter = ProcessInfo.processInfo.environment["GATEHOUSE_DEBUG_WEDGE_RELAY_AFTER"].flatMap(Int.init)
             let started = ContinuousClock.now
         #endif
+        var reportsSpare: [(seq: Int64, status: PluginStatus)] = []
         while true {
             metrics.liveness.beat(.relay)
             #if DEBUG
@@ -650,6 +681,7 @@ public final class TelemetryRelay: Sendable {
             _ = wake.wait(timeout: .now() + .milliseconds(20))
             wakeRequested.store(false, ordering: .sequentiallyConsistent)
             let stopping = !running.load(ordering: .sequentiallyConsistent)
+            applyReports(&reportsSpare)
             // Sending first: it is what latency waits for, and it never touches SQLite.
             if !stopping { sendReady() }
             // Acknowledged messages leave SQLite with the next ingest's commit. Only when none
@@ -874,12 +906,15 @@ public final class TelemetryRelay: Sendable {
                 let status = upstream.send(message, token: UInt64(bitPattern: record.seq))
                 if status == .invalid {
                     // Over IoT Hub's limits: it can never be sent; a dead letter, not a retry.
-                    delivered(token: UInt64(bitPattern: record.seq), status: .invalid)
+                    _ = lanes.withLock { Self.apply(record.seq, .invalid, to: &$0) }
                 } else if status != .ok {
                     // Not accepted: back in line; try this device again shortly.
-                    delivered(token: UInt64(bitPattern: record.seq), status: status)
-                    lanes.withLock { $0.byDevice[record.deviceID]?.retryAfter = .now + .milliseconds(500) }
+                    lanes.withLock { lanes in
+                        _ = Self.apply(record.seq, status, to: &lanes)
+                        lanes.byDevice[record.deviceID]?.retryAfter = .now + .milliseconds(500)
+                    }
                 }
+                if status != .ok { requestWake() }
             }
         }
     }
