@@ -46,7 +46,6 @@ public final class GatewayTwin: Sendable {
         var checkedAt: ContinuousClock.Instant?
         var patches = 0
         var healthSentAt: ContinuousClock.Instant?
-        var healthMessages = 0
     }
     private let state = Mutex(State())
     private let nextToken = Atomic<UInt64>(0)
@@ -92,10 +91,7 @@ public final class GatewayTwin: Sendable {
             properties: [.init("gatehouse-kind", "health"), .init("$.ct", "application/json"), .init("$.ce", "utf-8")],
             createdUnixMS: TelemetryRelay.nowMS())
         guard send(message, what: "health telemetry") else { return }
-        state.withLock { state in
-            state.healthSentAt = now
-            state.healthMessages += 1
-        }
+        state.withLock { $0.healthSentAt = now }
     }
 
     private func reportIfDue(_ now: ContinuousClock.Instant) {

@@ -616,17 +616,11 @@ public final class TelemetryRelay: Sendable {
     /// One report, under the `lanes` lock. Unknown seqs (a removed device's late
     /// acknowledgements) change nothing: false.
     private static func apply(_ seq: Int64, _ status: PluginStatus, to lanes: inout Lanes) -> Bool {
-        guard let device = lanes.inflightDevice.removeValue(forKey: seq), let lane = lanes.byDevice[device] else {
-            return false
-        }
-        let record: OutboxRecord
-        if lane.inflight.first?.seq == seq {
-            record = lane.inflight.removeFirst()
-        } else if let index = lane.inflight.firstIndex(where: { $0.seq == seq }) {
-            record = lane.inflight.remove(at: index)
-        } else {
-            return false
-        }
+        guard let device = lanes.inflightDevice.removeValue(forKey: seq), let lane = lanes.byDevice[device],
+            let index = lane.inflight.firstIndex(where: { $0.seq == seq })
+        else { return false }
+        // Usually the first (acknowledgements come in send order): a Deque removes it in O(1).
+        let record = lane.inflight.remove(at: index)
         if status == .refused || status == .invalid {
             // Never to be sent again: the dispatcher moves it to the dead letters (SQLite is
             // not written on the transport's thread). The device's next message goes on.
