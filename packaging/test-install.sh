@@ -136,8 +136,10 @@ check "the defaults are in /usr/share/gatehouse/gatehouse.toml; /etc/gatehouse/g
         test -d /etc/gatehouse/gatehouse.d'
 check "the default rule set was copied to /etc/gatehouse/rules.d on the first install" \
     in_root sh -c 'cmp /usr/share/gatehouse/rules.d/00-default.rules /etc/gatehouse/rules.d/00-default.rules'
-check "the site broker's gatehouse-queue.conf is a conffile" \
-    in_root sh -c 'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
+check "the package has no conffile at all (an upgrade never asks)" \
+    test -z "$(in_root dpkg-query -W -f='${Conffiles}' gatehouse)"
+check "the site broker's gatehouse-queue.conf is the package's symlink to /usr/share/gatehouse/site-broker" \
+    test "$(readlink "$root/etc/mosquitto/conf.d/gatehouse-queue.conf")" = /usr/share/gatehouse/site-broker/gatehouse-queue.conf
 check "bash and zsh completion installed" in_root sh -c 'test -s /usr/share/bash-completion/completions/gatehouse &&
     test -s /usr/share/zsh/vendor-completions/_gatehouse && grep -q "endorsement-key" /usr/share/bash-completion/completions/gatehouse'
 echo "systemd-analyze verify in the chroot:"
@@ -153,11 +155,13 @@ in_root chown mosquitto: /tmp/broker
 # mosquitto must start with it.
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence_location /tmp/broker/\nlog_dest file /tmp/broker/mosquitto.log\ninclude_dir /etc/mosquitto/conf.d\n' \
     "$site_port" >"$root/tmp/broker/mosquitto.conf"
+# A site's override of the package's queue settings, in the file mosquitto reads after them.
+printf 'max_queued_bytes 134217728\n' >"$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf"
 chroot "$root" mosquitto -c /tmp/broker/mosquitto.conf &
 pids+=($!)
 broker_pid=$!
 sleep 1
-check "mosquitto starts with the package's site-broker drop-in" kill -0 "$broker_pid"
+check "mosquitto starts with the package's site-broker drop-in and the site's override" kill -0 "$broker_pid"
 # The site's settings, as a site writes them: a drop-in with the local broker's port and the hub
 # on loopback; everything else is the package's default.
 printf '[site]\nport = %s\n\n[hub]\naddress = "127.0.0.1"\nport = %s\n' "$site_port" "$hub_port" \
@@ -239,6 +243,9 @@ upgrade_rc=$?
 echo "$upgrade_out" | grep -E "^(Setting up|Unpacking|gatehouse|E:|dpkg)" | head -8
 check "unattended apt-get upgrade (no terminal, no --force-conf*) completes (exit $upgrade_rc)" test "$upgrade_rc" = 0
 check "... and asked nothing" bash -c '! grep -qiE "conffile|Configuration file" <<<"$1"' _ "$upgrade_out"
+check "the site's site-broker override is kept, the package's symlink renewed" sh -c \
+    "grep -qx 'max_queued_bytes 134217728' '$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf' &&
+     test -f '$root/etc/mosquitto/conf.d/gatehouse-queue.conf'"
 rm "$root/etc/apt/sources.list.d/gatehouse-test.list"
 check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
 check "the hand-edited rule file is kept" grep -qxF "$hand_line" "$root/etc/gatehouse/rules.d/00-default.rules"
@@ -330,7 +337,9 @@ check "/var/lib/gatehouse is gone" test ! -e "$root/var/lib/gatehouse"
 check "/usr/lib/gatehouse is gone" test ! -e "$root/usr/lib/gatehouse"
 check "user and group gatehouse are gone" in_root sh -c '! getent passwd gatehouse && ! getent group gatehouse'
 check "mosquitto still installed and its config untouched" in_root sh -c 'dpkg -s mosquitto >/dev/null && test -f /etc/mosquitto/mosquitto.conf'
-check "the site-broker drop-in is gone with the purge" test ! -e "$root/etc/mosquitto/conf.d/gatehouse-queue.conf"
+check "the site-broker drop-in and the site's override are gone with the purge" \
+    sh -c "! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' && ! test -L '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' &&
+        ! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf'"
 
 echo
 echo "test-install: $passed passed, $failed failed"

@@ -227,10 +227,12 @@ check "gatehoused is running afterwards (pid $pid)" still_running "$pid"
 journal | grep -m1 "Scheduled restart job" || true
 
 step "the site broker the package configures queues for gatehoused while it is stopped"
-# The container's own mosquitto.service reads /etc/mosquitto/conf.d/gatehouse-queue.conf, which
-# the package installed. 3,000 QoS 1 messages is three times mosquitto's default queue a client.
-check "/etc/mosquitto/conf.d/gatehouse-queue.conf is the package's conffile" in_c sh -c \
-    'dpkg-query -W -f="\${Conffiles}" gatehouse | grep -q /etc/mosquitto/conf.d/gatehouse-queue.conf'
+# The container's own mosquitto.service reads /etc/mosquitto/conf.d/gatehouse-queue.conf, the
+# package's symlink to its file in /usr/share/gatehouse/site-broker. 3,000 QoS 1 messages is
+# three times mosquitto's default queue a client.
+check "/etc/mosquitto/conf.d/gatehouse-queue.conf is the package's file (a symlink, not a conffile)" in_c sh -c \
+    'test "$(readlink /etc/mosquitto/conf.d/gatehouse-queue.conf)" = /usr/share/gatehouse/site-broker/gatehouse-queue.conf &&
+        dpkg -S /etc/mosquitto/conf.d/gatehouse-queue.conf | grep -q "^gatehouse:"'
 in_c systemctl stop gatehouse
 in_c sh -c 'seq 1 3000 | mosquitto_pub -h 127.0.0.1 -q 1 -l -t devices/queue-1/messages/events/'
 in_c systemctl start gatehouse
