@@ -138,8 +138,12 @@ check "the default rule set was copied to /etc/gatehouse/rules.d on the first in
     in_root sh -c 'cmp /usr/share/gatehouse/rules.d/00-default.rules /etc/gatehouse/rules.d/00-default.rules'
 check "the package has no conffile at all (an upgrade never asks)" \
     test -z "$(in_root dpkg-query -W -f='${Conffiles}' gatehouse)"
-check "the site broker's gatehouse-queue.conf is the package's symlink to /usr/share/gatehouse/site-broker" \
-    test "$(readlink "$root/etc/mosquitto/conf.d/gatehouse-queue.conf")" = /usr/share/gatehouse/site-broker/gatehouse-queue.conf
+# (The link is absolute: it resolves inside the chroot, not on this host.)
+queue_linked() {
+    test "$(readlink "$root/etc/mosquitto/conf.d/gatehouse-queue.conf")" = /usr/share/gatehouse/site-broker/gatehouse-queue.conf &&
+        test -f "$root/usr/share/gatehouse/site-broker/gatehouse-queue.conf"
+}
+check "the site broker's gatehouse-queue.conf is the package's symlink to /usr/share/gatehouse/site-broker" queue_linked
 check "bash and zsh completion installed" in_root sh -c 'test -s /usr/share/bash-completion/completions/gatehouse &&
     test -s /usr/share/zsh/vendor-completions/_gatehouse && grep -q "endorsement-key" /usr/share/bash-completion/completions/gatehouse'
 echo "systemd-analyze verify in the chroot:"
@@ -243,9 +247,8 @@ upgrade_rc=$?
 echo "$upgrade_out" | grep -E "^(Setting up|Unpacking|gatehouse|E:|dpkg)" | head -8
 check "unattended apt-get upgrade (no terminal, no --force-conf*) completes (exit $upgrade_rc)" test "$upgrade_rc" = 0
 check "... and asked nothing" bash -c '! grep -qiE "conffile|Configuration file" <<<"$1"' _ "$upgrade_out"
-check "the site's site-broker override is kept, the package's symlink renewed" sh -c \
-    "grep -qx 'max_queued_bytes 134217728' '$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf' &&
-     test -f '$root/etc/mosquitto/conf.d/gatehouse-queue.conf'"
+override_kept() { grep -qx 'max_queued_bytes 134217728' "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf" && queue_linked; }
+check "the site's site-broker override is kept, the package's symlink renewed" override_kept
 rm "$root/etc/apt/sources.list.d/gatehouse-test.list"
 check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
 check "the hand-edited rule file is kept" grep -qxF "$hand_line" "$root/etc/gatehouse/rules.d/00-default.rules"
@@ -340,6 +343,41 @@ check "mosquitto still installed and its config untouched" in_root sh -c 'dpkg -
 check "the site-broker drop-in and the site's override are gone with the purge" \
     sh -c "! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' && ! test -L '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' &&
         ! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf'"
+
+step "upgrade from a package whose site-broker settings were a conffile (as 0.1.0-1's)"
+# 0.1.0-1 shipped /etc/mosquitto/conf.d/gatehouse-queue.conf as a conffile. Its stand-in: the old
+# build repacked with that file as a conffile (the only difference that matters here), versioned
+# below 0.1.0-2, where the file became the package's symlink. Once edited by the site, once not.
+repack=$(mktemp -d /var/tmp/gatehouse-repack.XXXXXX)
+conffile_version=0.1.0-1+conffile
+conffile_deb=$root/tmp/debs/gatehouse_${conffile_version}_amd64.deb
+queue=/etc/mosquitto/conf.d/gatehouse-queue.conf
+dpkg-deb -R "$old_deb" "$repack/pkg" &&
+    rm "$repack/pkg$queue" && cp "$repack/pkg/usr/share/gatehouse/site-broker/gatehouse-queue.conf" "$repack/pkg$queue" &&
+    echo "$queue" >>"$repack/pkg/DEBIAN/conffiles" &&
+    sed -i "s/^Version: .*/Version: $conffile_version/" "$repack/pkg/DEBIAN/control" &&
+    dpkg-deb --root-owner-group -Znone -b "$repack/pkg" "$conffile_deb" >/dev/null
+rm -rf "$repack"
+for edited in yes no; do
+    check "install $conffile_version (the queue settings a conffile; edited by the site: $edited)" sh -c \
+        "chroot '$root' env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i /tmp/debs/$(basename "$conffile_deb") >/dev/null 2>&1 &&
+         chroot '$root' dpkg-query -W -f='\${Conffiles}' gatehouse | grep -q ' $queue '"
+    [ "$edited" = yes ] && echo 'max_queued_bytes 268435456 # this site' >>"$root$queue"
+    conffile_out=$(in_root dpkg -i "/tmp/debs/$(basename "$new_deb")" </dev/null 2>&1)
+    conffile_rc=$?
+    echo "$conffile_out" | grep -iE "conffile|gatehouse-queue" | head -4
+    check "upgrade to $new_version completes without a terminal (exit $conffile_rc) and asks nothing" \
+        bash -c '[ "$1" = 0 ] && ! grep -qi "Configuration file" <<<"$2"' _ "$conffile_rc" "$conffile_out"
+    check "... $queue is now the package's symlink" queue_linked
+    if [ "$edited" = yes ]; then
+        check "... the site's edited file is kept as gatehouse-queue.local.conf, read after the package's" \
+            grep -qx 'max_queued_bytes 268435456 # this site' "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf"
+    else
+        check "... the unedited conffile is gone, and no override was made" \
+            test ! -e "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf" -a ! -e "$root$queue.dpkg-bak"
+    fi
+    check "... and purged" in_root sh -c "dpkg --purge gatehouse >/dev/null && ! test -e /etc/mosquitto/conf.d/gatehouse-queue.local.conf"
+done
 
 echo
 echo "test-install: $passed passed, $failed failed"
