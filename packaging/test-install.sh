@@ -138,11 +138,13 @@ check "the default rule set was copied to /etc/gatehouse/rules.d on the first in
     in_root sh -c 'cmp /usr/share/gatehouse/rules.d/00-default.rules /etc/gatehouse/rules.d/00-default.rules'
 check "the package has no conffile at all (an upgrade never asks)" \
     test -z "$(in_root dpkg-query -W -f='${Conffiles}' gatehouse)"
+# The site broker's queue settings: the package's file, its symlink in mosquitto's conf.d, and
+# the site's override read after it.
+queue_file=/usr/share/gatehouse/site-broker/gatehouse-queue.conf
+queue=/etc/mosquitto/conf.d/gatehouse-queue.conf
+queue_local=/etc/mosquitto/conf.d/gatehouse-queue.local.conf
 # (The link is absolute: it resolves inside the chroot, not on this host.)
-queue_linked() {
-    test "$(readlink "$root/etc/mosquitto/conf.d/gatehouse-queue.conf")" = /usr/share/gatehouse/site-broker/gatehouse-queue.conf &&
-        test -f "$root/usr/share/gatehouse/site-broker/gatehouse-queue.conf"
-}
+queue_linked() { test "$(readlink "$root$queue")" = "$queue_file" && test -f "$root$queue_file"; }
 check "the site broker's gatehouse-queue.conf is the package's symlink to /usr/share/gatehouse/site-broker" queue_linked
 check "bash and zsh completion installed" in_root sh -c 'test -s /usr/share/bash-completion/completions/gatehouse &&
     test -s /usr/share/zsh/vendor-completions/_gatehouse && grep -q "endorsement-key" /usr/share/bash-completion/completions/gatehouse'
@@ -160,7 +162,7 @@ in_root chown mosquitto: /tmp/broker
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence_location /tmp/broker/\nlog_dest file /tmp/broker/mosquitto.log\ninclude_dir /etc/mosquitto/conf.d\n' \
     "$site_port" >"$root/tmp/broker/mosquitto.conf"
 # A site's override of the package's queue settings, in the file mosquitto reads after them.
-printf 'max_queued_bytes 134217728\n' >"$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf"
+printf 'max_queued_bytes 134217728\n' >"$root$queue_local"
 chroot "$root" mosquitto -c /tmp/broker/mosquitto.conf &
 pids+=($!)
 broker_pid=$!
@@ -247,7 +249,7 @@ upgrade_rc=$?
 echo "$upgrade_out" | grep -E "^(Setting up|Unpacking|gatehouse|E:|dpkg)" | head -8
 check "unattended apt-get upgrade (no terminal, no --force-conf*) completes (exit $upgrade_rc)" test "$upgrade_rc" = 0
 check "... and asked nothing" bash -c '! grep -qiE "conffile|Configuration file" <<<"$1"' _ "$upgrade_out"
-override_kept() { grep -qx 'max_queued_bytes 134217728' "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf" && queue_linked; }
+override_kept() { grep -qx 'max_queued_bytes 134217728' "$root$queue_local" && queue_linked; }
 check "the site's site-broker override is kept, the package's symlink renewed" override_kept
 rm "$root/etc/apt/sources.list.d/gatehouse-test.list"
 check "gatehouse $new_version installed" test "$(in_root dpkg-query -W -f='${Version}' gatehouse)" = "$new_version"
@@ -340,9 +342,8 @@ check "/var/lib/gatehouse is gone" test ! -e "$root/var/lib/gatehouse"
 check "/usr/lib/gatehouse is gone" test ! -e "$root/usr/lib/gatehouse"
 check "user and group gatehouse are gone" in_root sh -c '! getent passwd gatehouse && ! getent group gatehouse'
 check "mosquitto still installed and its config untouched" in_root sh -c 'dpkg -s mosquitto >/dev/null && test -f /etc/mosquitto/mosquitto.conf'
-check "the site-broker drop-in and the site's override are gone with the purge" \
-    sh -c "! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' && ! test -L '$root/etc/mosquitto/conf.d/gatehouse-queue.conf' &&
-        ! test -e '$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf'"
+queue_gone() { test ! -e "$root$queue" -a ! -L "$root$queue" -a ! -e "$root$queue_local"; }
+check "the site-broker drop-in and the site's override are gone with the purge" queue_gone
 
 step "upgrade from a package whose site-broker settings were a conffile (as 0.1.0-1's)"
 # 0.1.0-1 shipped /etc/mosquitto/conf.d/gatehouse-queue.conf as a conffile. Its stand-in: the old
@@ -350,18 +351,18 @@ step "upgrade from a package whose site-broker settings were a conffile (as 0.1.
 # below 0.1.0-2, where the file became the package's symlink. Once edited by the site, once not.
 repack=$(mktemp -d /var/tmp/gatehouse-repack.XXXXXX)
 conffile_version=0.1.0-1+conffile
-conffile_deb=$root/tmp/debs/gatehouse_${conffile_version}_amd64.deb
-queue=/etc/mosquitto/conf.d/gatehouse-queue.conf
+conffile_deb=/tmp/debs/gatehouse_${conffile_version}_amd64.deb
 dpkg-deb -R "$old_deb" "$repack/pkg" &&
-    rm "$repack/pkg$queue" && cp "$repack/pkg/usr/share/gatehouse/site-broker/gatehouse-queue.conf" "$repack/pkg$queue" &&
+    rm "$repack/pkg$queue" && cp "$repack/pkg$queue_file" "$repack/pkg$queue" &&
     echo "$queue" >>"$repack/pkg/DEBIAN/conffiles" &&
     sed -i "s/^Version: .*/Version: $conffile_version/" "$repack/pkg/DEBIAN/control" &&
-    dpkg-deb --root-owner-group -Znone -b "$repack/pkg" "$conffile_deb" >/dev/null
+    dpkg-deb --root-owner-group -Znone -b "$repack/pkg" "$root$conffile_deb" >/dev/null
 rm -rf "$repack"
+install_conffile_deb() {
+    in_root dpkg -i "$conffile_deb" >/dev/null 2>&1 && in_root dpkg-query -W -f='${Conffiles}' gatehouse | grep -q " $queue "
+}
 for edited in yes no; do
-    check "install $conffile_version (the queue settings a conffile; edited by the site: $edited)" sh -c \
-        "chroot '$root' env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i /tmp/debs/$(basename "$conffile_deb") >/dev/null 2>&1 &&
-         chroot '$root' dpkg-query -W -f='\${Conffiles}' gatehouse | grep -q ' $queue '"
+    check "install $conffile_version (the queue settings a conffile; edited by the site: $edited)" install_conffile_deb
     [ "$edited" = yes ] && echo 'max_queued_bytes 268435456 # this site' >>"$root$queue"
     conffile_out=$(in_root dpkg -i "/tmp/debs/$(basename "$new_deb")" </dev/null 2>&1)
     conffile_rc=$?
@@ -371,12 +372,13 @@ for edited in yes no; do
     check "... $queue is now the package's symlink" queue_linked
     if [ "$edited" = yes ]; then
         check "... the site's edited file is kept as gatehouse-queue.local.conf, read after the package's" \
-            grep -qx 'max_queued_bytes 268435456 # this site' "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf"
+            grep -qx 'max_queued_bytes 268435456 # this site' "$root$queue_local"
     else
         check "... the unedited conffile is gone, and no override was made" \
-            test ! -e "$root/etc/mosquitto/conf.d/gatehouse-queue.local.conf" -a ! -e "$root$queue.dpkg-bak"
+            test ! -e "$root$queue_local" -a ! -e "$root$queue.dpkg-bak"
     fi
-    check "... and purged" in_root sh -c "dpkg --purge gatehouse >/dev/null && ! test -e /etc/mosquitto/conf.d/gatehouse-queue.local.conf"
+    check "... and purged" in_root sh -c 'dpkg --purge gatehouse >/dev/null'
+    check "... the purge removed the site broker's files" queue_gone
 done
 
 echo
