@@ -39,11 +39,16 @@ let package = Package(
     targets: [
         // The versioned C ABI between the host and its plugins: one header, nothing else.
         .target(name: "GatehousePluginABI", path: "Sources/GatehousePluginABI"),
+        // What full Foundation gave and FoundationEssentials does not (trimming, paths, stderr,
+        // named threads, hex): nothing shipped imports Foundation, whose ICU is most of the
+        // package (packaging/README.md, "Size").
+        .target(name: "GatehouseBasics", dependencies: ["CThreadName"]),
+        .systemLibrary(name: "CThreadName", path: "Sources/CThreadName"),
         // The plugin author's kit: conform to `TransportPlugin` or `FirewallPlugin`, export one
         // entry point. Plugins link this and nothing of the host.
         .target(
             name: "GatehousePluginKit",
-            dependencies: ["GatehousePluginABI", "IoTHubWire"]
+            dependencies: ["GatehousePluginABI", "IoTHubWire", "StrictJSON", "GatehouseBasics"]
         ),
         // The host's loader: dlopen, the ABI handshake, plugin instances and their callbacks.
         .target(
@@ -99,6 +104,7 @@ let package = Package(
             name: "GatehouseProvisioning",
             dependencies: [
                 "StrictJSON",
+                "IoTHubWire",
                 "MosquittoClient",
                 "GatehouseTPM",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -114,13 +120,14 @@ let package = Package(
             name: "GatehouseAuth",
             dependencies: [
                 "StrictJSON",
+                "GatehouseBasics",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "GatehouseTPM",
-            dependencies: ["CTSS2", "IoTHubWire", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CTSS2", "IoTHubWire", "GatehouseBasics", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // MQTT 3.1.1 packets: a strict decoder and an encoder, no I/O. Shared by the site-side
         // client (which must control its own PUBACKs) and the hub emulator.
@@ -138,6 +145,7 @@ let package = Package(
                 "GatehouseSiteBroker",
                 "GateRules",
                 "StrictJSON",
+                "GatehouseBasics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -167,6 +175,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GatehouseBasics",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "CMalloc",
                 "CProcess",
@@ -183,6 +192,7 @@ let package = Package(
                 "GatehouseTPM",
                 "GatehouseStore",
                 "GatehouseSiteBroker",
+                "GatehouseBasics",
                 "GateRules",
                 "StrictJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -192,7 +202,9 @@ let package = Package(
         .executableTarget(name: "gatehouse", dependencies: ["GatehouseCLICommands", "GatehousedCommand"]),
         .target(
             name: "MQTTTransport",
-            dependencies: ["GatehousePluginKit", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec"],
+            dependencies: [
+                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec",
+            ],
             path: "Plugins/MQTTTransport"
         ),
         // The `amqp` upstream transport: many device identities on each AMQP connection to IoT
@@ -200,7 +212,9 @@ let package = Package(
         // OpenSSL, driven by the plugin's own poll(2) thread.
         .target(
             name: "AMQPTransport",
-            dependencies: ["GatehousePluginKit", "IoTHubWire", "CQpidProton", "COpenSSL"],
+            dependencies: [
+                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "StrictJSON", "CQpidProton", "COpenSSL",
+            ],
             path: "Plugins/AMQPTransport"
         ),
         // libnftables, the C API of nft, for the firewall plugin.
@@ -212,7 +226,7 @@ let package = Package(
         ),
         .target(
             name: "NftablesFirewall",
-            dependencies: ["GatehousePluginKit", "CNftables"],
+            dependencies: ["GatehousePluginKit", "GatehouseBasics", "StrictJSON", "CNftables"],
             path: "Plugins/NftablesFirewall"
         ),
         .executableTarget(
@@ -329,3 +343,19 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// What gatehoused, gatehouse and the plugins are built from import only the standard library and
+// FoundationEssentials, never Foundation (packaging/README.md, "Size"). With member import
+// visibility a module sees only the APIs of what it imports itself, so an API of Foundation
+// reached through a dependency's import is a compile error here, not a surprise at packaging.
+let shippedModules: Set<String> = [
+    "GatehouseBasics", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
+    "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
+    "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
+    "MQTTTransport", "AMQPTransport", "NftablesFirewall",
+]
+// (Off while GRDB and TOMLKit, which import Foundation, are still in the graph: with them, clang
+// types such as `stat` are attributed to CoreFoundation.)
+for target in package.targets where shippedModules.contains(target.name) && false {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
+}

@@ -1,6 +1,6 @@
 import COpenSSL
 import CQpidProton
-import Foundation
+import FoundationEssentials
 import GatehousePluginKit
 import IoTHubWire
 import Synchronization

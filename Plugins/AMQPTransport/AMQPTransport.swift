@@ -1,5 +1,9 @@
-import Foundation
+import FoundationEssentials
 import GatehousePluginKit
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The `amqp` transport plugin, upstream only: a pool of AMQP 1.0 connections to IoT Hub, many
 /// device identities on each, every identity authorised by its own CBS put-token that the host

@@ -1,5 +1,6 @@
 import CQpidProton
 import GatehousePluginKit
+import StrictJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -844,9 +845,8 @@ final class HubConnection {
     /// "refused by the gateway (403): <reason>" from the gate's JSON body, one line, bounded.
     static func refusalText(status: Int32, body: [UInt8]) -> String {
         var reason = ""
-        if let range = String(decoding: body, as: UTF8.self).range(of: "\"reason\":\"") {
-            let text = String(decoding: body, as: UTF8.self)[range.upperBound...]
-            reason = String(text.prefix { $0 != "\"" }.prefix(200))
+        if let text = (try? JSONValue(parsing: body))?["reason"]?.stringValue {
+            reason = String(text.prefix(200).map { $0.isNewline || $0 == "\t" ? " " : $0 })
         }
         return "refused by the gateway (\(status))" + (reason.isEmpty ? "" : ": \(reason)")
     }

@@ -20,7 +20,7 @@ struct ReceivedMessage: Sendable, Equatable {
     var body: [UInt8] = []
 
     func property(_ name: String) -> AMQPScalar? {
-        applicationProperties.first { $0.0.caseInsensitiveCompare(name) == .orderedSame }?.1
+        applicationProperties.first { $0.0.lowercased() == name.lowercased() }?.1
     }
 
     static func == (a: Self, b: Self) -> Bool {

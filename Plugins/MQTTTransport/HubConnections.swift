@@ -1,5 +1,5 @@
 import COpenSSL
-import Foundation
+import FoundationEssentials
 import GatehousePluginKit
 import IoTHubWire
 import MosquittoClient

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
 
 /// The `mqtt` transport plugin, in either role:
@@ -47,7 +48,7 @@ final class MQTTTransport: TransportPlugin {
             guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw PluginError("cannot read the password file \(file)", configKey: "password_file")
             }
-            password = Array(contents.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+            password = Array(contents.trimmingWhitespace.utf8)
         }
         return SiteSubscriber.Settings(
             host: try config.string("host", default: "127.0.0.1"),

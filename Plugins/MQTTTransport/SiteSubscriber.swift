@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
 import IoTHubWire
 import MQTTCodec
@@ -151,12 +153,10 @@ final class SiteSubscriber: Sendable {
         // Empty the stop pipe of an earlier stop.
         Self.drain(stopPipe.read)
         running.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in
+        NamedThread.start(name: "gatehouse.mqtt.site") { [self] in
             runLoop()
             done.signal()
         }
-        thread.name = "gatehouse.mqtt.site"
-        thread.start()
     }
 
     /// Returns within a second or so whatever the socket is doing, unless the host's `ingest` is

@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import GatehousePluginKit
+import StrictJSON
 
 /// The `[firewall]` section, validated. Values that end up inside the ruleset are checked here
 /// against injection (quotes, newlines, braces); what they mean (an address, a prefix length)
@@ -152,14 +153,14 @@ struct FirewallSettings: Sendable {
         guard Self.isInterfaceName(table) else { throw PluginError("table: not a valid name", configKey: "table") }
     }
 
-    private static func tables(_ config: PluginConfig, _ key: String) throws(PluginError) -> [[String: any Sendable]] {
+    private static func tables(_ config: PluginConfig, _ key: String) throws(PluginError) -> [JSONObject] {
         guard let value = config.object[key] else { return [] }
-        guard let list = value as? [any Sendable] else {
+        guard let list = value.arrayValue else {
             throw PluginError("`\(key)` must be a list of tables, e.g. [{ port = 8883 }]", configKey: key)
         }
-        var result: [[String: any Sendable]] = []
+        var result: [JSONObject] = []
         for item in list {
-            guard let table = item as? [String: any Sendable] else {
+            guard let table = item.objectValue else {
                 throw PluginError("`\(key)` must be a list of tables, e.g. [{ port = 8883 }]", configKey: key)
             }
             result.append(table)
@@ -167,33 +168,33 @@ struct FirewallSettings: Sendable {
         return result
     }
 
-    private static func allow(_ entry: [String: any Sendable], key: String, index: Int) throws(PluginError) -> Allow {
+    private static func allow(_ entry: JSONObject, key: String, index: Int) throws(PluginError) -> Allow {
         let place = "\(key)[\(index)]"
         for name in entry.keys where !["port", "proto", "interface", "source", "comment"].contains(name) {
             throw PluginError(
                 "\(place): unknown key `\(name)` (port, proto, interface, source, comment)", configKey: key)
         }
         let port: String
-        if let number = entry["port"] as? Double, number == number.rounded(), (1...65535).contains(Int(number)) {
-            port = String(Int(number))
-        } else if let text = entry["port"] as? String, Self.isPortRange(text) {
+        if let number = entry["port"]?.intValue, (1...65535).contains(number) {
+            port = String(number)
+        } else if let text = entry["port"]?.stringValue, Self.isPortRange(text) {
             port = text
         } else {
             throw PluginError("\(place): `port` must be 1–65535 or a range \"8000-8100\"", configKey: key)
         }
-        let proto = entry["proto"] as? String ?? "tcp"
+        let proto = entry["proto"]?.stringValue ?? "tcp"
         guard proto == "tcp" || proto == "udp" else {
             throw PluginError("\(place): `proto` must be \"tcp\" or \"udp\"", configKey: key)
         }
-        let interface = entry["interface"] as? String
+        let interface = entry["interface"]?.stringValue
         if let interface, !isInterfaceName(interface) {
             throw PluginError("\(place): `interface` \"\(interface)\" is not an interface name", configKey: key)
         }
-        let source = entry["source"] as? String
+        let source = entry["source"]?.stringValue
         if let source, !isNetwork(source) {
             throw PluginError("\(place): `source` \"\(source)\" is not an address or network", configKey: key)
         }
-        let comment = entry["comment"] as? String ?? ""
+        let comment = entry["comment"]?.stringValue ?? ""
         guard !comment.contains(where: { "\"\\\n\r{};".contains($0) }), comment.count <= 100 else {
             throw PluginError("\(place): `comment` must be one line without quotes or braces", configKey: key)
         }

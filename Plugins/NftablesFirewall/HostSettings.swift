@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
 
 #if canImport(Glibc)
@@ -34,7 +35,7 @@ struct HostSettings {
         /// "net.ipv4.conf.all.rp_filter" or the file's path.
         var name: String {
             switch target {
-            case .sysctl(let path): return path.replacingOccurrences(of: "/", with: ".")
+            case .sysctl(let path): return path.replacing("/", with: ".")
             case .file(let path): return path
             }
         }
@@ -201,7 +202,7 @@ struct HostSettings {
                     "\(setting.key): cannot read \(setting.name) (\(String(cString: strerror(errno))))",
                     configKey: setting.key)
             }
-            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+            return text.trimmingWhitespace
         case .file(let path):
             return try? String(contentsOfFile: path, encoding: .utf8)
         }
@@ -288,7 +289,7 @@ struct HostSettings {
         switch target {
         case .sysctl(let path):
             let full = "\(settings.sysctlRoot)/\(path)"
-            let name = path.replacingOccurrences(of: "/", with: ".")
+            let name = path.replacing("/", with: ".")
             let fd = open(full, O_WRONLY | O_CLOEXEC)
             if fd < 0 {
                 let code = errno
@@ -359,7 +360,7 @@ struct HostSettings {
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(contents.utf8).write(to: url, options: .atomic)
         } catch {
-            throw PluginError("\(key): cannot write \(path): \(error.localizedDescription)", configKey: key)
+            throw PluginError("\(key): cannot write \(path): \(error)", configKey: key)
         }
     }
 
@@ -371,7 +372,7 @@ struct HostSettings {
         do {
             try FileManager.default.removeItem(atPath: path)
         } catch {
-            throw PluginError("\(key): cannot remove \(path): \(error.localizedDescription)", configKey: key)
+            throw PluginError("\(key): cannot remove \(path): \(error)", configKey: key)
         }
     }
 }

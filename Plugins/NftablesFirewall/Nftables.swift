@@ -1,5 +1,6 @@
 import CNftables
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 
 /// libnftables, the C API of `nft`: one context, output and errors captured into buffers.
 /// Nothing outside this file sees a C type.
@@ -31,7 +32,7 @@ final class Nftables {
         nft_ctx_output_set_flags(context, 0)
         let status = nft_run_cmd_from_buffer(context, script)
         _ = output()
-        if status != 0 { throw Failure(message: errors().trimmingCharacters(in: .whitespacesAndNewlines)) }
+        if status != 0 { throw Failure(message: errors().trimmingWhitespace) }
     }
 
     /// `nft list table inet NAME`, as JSON (`json: true`) or text; without counter values when

@@ -1,5 +1,7 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
+import StrictJSON
 import Synchronization
 
 /// The `nftables` firewall plugin: the gateway hardens its own host from its config.
@@ -183,7 +185,7 @@ final class NftablesFirewall: FirewallPlugin {
     /// replaced or removed.
     private func ownedTable(_ nft: Nftables) throws(PluginError) -> String? {
         guard let text = nft.listTable(settings.table, json: false, stateless: true) else { return nil }
-        let head = text.split(separator: "\n").prefix(3).map { $0.trimmingCharacters(in: .whitespaces) }
+        let head = text.split(separator: "\n").prefix(3).map { $0.trimmingBlanks }
         guard head.contains("comment \"\(Ruleset.marker)\"") else {
             throw PluginError(
                 "table: table inet \(settings.table) exists and gatehouse did not create it (it lacks gatehouse's comment); it is left as it is — name another table in [firewall] table",
@@ -231,62 +233,62 @@ final class NftablesFirewall: FirewallPlugin {
     /// JSON: the counters by reason, and whether the table is still what was applied.
     private func status() throws(PluginError) -> String {
         let nft = try nftables()
-        var report: [String: Any] = ["table": "inet \(settings.table)"]
+        var report: JSONObject = ["table": .string("inet \(settings.table)")]
         let live = nft.listTable(settings.table, json: true, stateless: false)
-        report["present"] = live != nil
+        report["present"] = .bool(live != nil)
         let record = AppliedRecord.load(from: settings.stateFile)
         if let record {
-            report["applied_at_ms"] = record.appliedAtMS
-            report["timings_ms"] = record.timings
+            report["applied_at_ms"] = .int(record.appliedAtMS)
+            report["timings_ms"] = .object(
+                JSONObject(
+                    uniqueKeysWithValues: record.timings.map { ($0.key, JSONValue.number(Self.number($0.value))) }))
         }
         let notApplied = record?.notApplied ?? [:]
-        report["not_applied"] = notApplied
+        report["not_applied"] = .object(
+            JSONObject(uniqueKeysWithValues: notApplied.map { ($0.key, .string($0.value)) }))
         let drift = try verify(nft)
-        report["matches_applied"] = drift == nil
-        if let drift { report["drift"] = drift }
-        var counters: [String: Any] = [:]
-        if let live, let data = live.data(using: .utf8),
-            let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let entries = root["nftables"] as? [[String: Any]]
+        report["matches_applied"] = .bool(drift == nil)
+        if let drift { report["drift"] = .string(drift) }
+        var counters = JSONObject()
+        if let live, case .object(let root)? = try? JSONValue(parsing: live, maximumDepth: Fingerprint.maximumDepth),
+            let entries = root["nftables"]?.arrayValue
         {
             for entry in entries {
-                guard let counter = entry["counter"] as? [String: Any], let name = counter["name"] as? String else {
-                    continue
-                }
+                guard let counter = entry["counter"], let name = counter["name"]?.stringValue else { continue }
                 counters[name] = [
-                    "packets": counter["packets"] as? Int ?? 0, "bytes": counter["bytes"] as? Int ?? 0,
-                    "reason": Ruleset.counters.first { $0.name == name }?.reason ?? "",
+                    "packets": .int(counter["packets"]?.intValue ?? 0), "bytes": .int(counter["bytes"]?.intValue ?? 0),
+                    "reason": .string(Ruleset.counters.first { $0.name == name }?.reason ?? ""),
                 ]
             }
         }
-        report["counters"] = counters
+        report["counters"] = .object(counters)
         let hostSettings = HostSettings(settings)
-        report["host_settings"] = hostSettings.planned.map { setting -> [String: Any] in
-            let live = try? hostSettings.current(setting)
-            var entry: [String: Any] = ["setting": setting.name, "key": setting.key]
-            if let reason = notApplied[setting.name] { entry["not_applied"] = reason }
-            switch setting.target {
-            case .sysctl:
-                entry["wanted"] = setting.value ?? ""
-                entry["live"] = live ?? "unavailable"
-                entry["as_configured"] = live == setting.value
-            case .file:
-                entry["wanted"] = setting.value == nil ? "absent" : "written by gatehouse"
-                entry["live"] =
-                    live == nil ? "absent" : live == setting.value ? "written by gatehouse" : "other content"
-                entry["as_configured"] =
-                    live == setting.value
-                    || (setting.value == nil && live.map { !$0.hasPrefix(HostSettings.marker) } ?? true)
-            }
-            return entry
-        }
-        report["warnings"] = hostSettings.warnings
-        guard
-            let data = try? JSONSerialization.data(
-                withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-        else { throw PluginError("cannot encode the status") }
-        return String(decoding: data, as: UTF8.self)
+        report["host_settings"] = .array(
+            hostSettings.planned.map { setting -> JSONValue in
+                let live = try? hostSettings.current(setting)
+                var entry: JSONObject = ["setting": .string(setting.name), "key": .string(setting.key)]
+                if let reason = notApplied[setting.name] { entry["not_applied"] = .string(reason) }
+                switch setting.target {
+                case .sysctl:
+                    entry["wanted"] = .string(setting.value ?? "")
+                    entry["live"] = .string(live ?? "unavailable")
+                    entry["as_configured"] = .bool(live == setting.value)
+                case .file:
+                    entry["wanted"] = .string(setting.value == nil ? "absent" : "written by gatehouse")
+                    entry["live"] = .string(
+                        live == nil ? "absent" : live == setting.value ? "written by gatehouse" : "other content")
+                    entry["as_configured"] = .bool(
+                        live == setting.value
+                            || (setting.value == nil && live.map { !$0.hasPrefix(HostSettings.marker) } ?? true))
+                }
+                return .object(entry)
+            })
+        report["warnings"] = .array(hostSettings.warnings.map { .string($0) })
+        return JSONValue.object(report).formatted(JSONFormat(indentation: "  ", sortsKeys: true))
     }
+
+    /// A timing in milliseconds as a JSON number (0 if it is not finite).
+    private static func number(_ value: Double) -> JSONNumber { JSONNumber(value) ?? JSONNumber(0) }
 
     // MARK: - Helpers
 
@@ -306,7 +308,7 @@ final class NftablesFirewall: FirewallPlugin {
         if let nft = try? Nftables() {
             for (line, origin, _, text) in ruleset.rules {
                 if (try? nft.run(Ruleset.probe(text), dryRun: true)) == nil {
-                    rule = " in rule `\(origin)` (line \(line): `\(text.trimmingCharacters(in: .whitespaces))`)"
+                    rule = " in rule `\(origin)` (line \(line): `\(text.trimmingBlanks)`)"
                     break
                 }
             }
@@ -331,7 +333,10 @@ final class NftablesFirewall: FirewallPlugin {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
-    static func ms(_ duration: Duration) -> String { String(format: "%.1f ms", milliseconds(duration)) }
+    static func ms(_ duration: Duration) -> String {
+        let tenths = Int((milliseconds(duration) * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) ms"
+    }
 }
 
 /// What the kernel holds for the table, normalised (no handles, no counter values): compared to
@@ -347,26 +352,27 @@ struct Fingerprint: Codable, Equatable {
     /// Each rule's chain, for messages.
     var ruleChains: [String]
 
+    /// nft's JSON nests a rule's expressions; deeper than the parser's default of 64 is allowed
+    /// for this output of the local nftables library.
+    static let maximumDepth = 256
+
     init(json: String, text: String) throws(PluginError) {
-        guard let data = json.data(using: .utf8),
-            let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let entries = root["nftables"] as? [[String: Any]]
+        guard case .object(let root)? = try? JSONValue(parsing: json, maximumDepth: Self.maximumDepth),
+            let entries = root["nftables"]?.arrayValue
         else { throw PluginError("cannot read the ruleset back (unexpected JSON from nftables)") }
         var hook = ""
         var policy = ""
         var counters: [String] = []
         var rules: [String] = []
         for entry in entries {
-            if let chain = entry["chain"] as? [String: Any], chain["name"] as? String == "input" {
-                hook = chain["hook"] as? String ?? ""
-                policy = chain["policy"] as? String ?? ""
-            } else if let counter = entry["counter"] as? [String: Any], let name = counter["name"] as? String {
+            if let chain = entry["chain"], chain["name"]?.stringValue == "input" {
+                hook = chain["hook"]?.stringValue ?? ""
+                policy = chain["policy"]?.stringValue ?? ""
+            } else if let counter = entry["counter"], let name = counter["name"]?.stringValue {
                 counters.append(name)
-            } else if let rule = entry["rule"] as? [String: Any] {
-                var normalized = rule
-                normalized["handle"] = nil
-                let data = (try? JSONSerialization.data(withJSONObject: normalized, options: [.sortedKeys])) ?? Data()
-                rules.append(String(decoding: data, as: UTF8.self))
+            } else if var rule = entry["rule"]?.objectValue {
+                rule["handle"] = nil
+                rules.append(JSONValue.object(rule).formatted(JSONFormat(sortsKeys: true)))
             }
         }
         self.hook = hook
@@ -378,9 +384,9 @@ struct Fingerprint: Codable, Equatable {
         var lines: [String] = []
         var chains: [String] = []
         for line in text.split(separator: "\n") {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = line.trimmingBlanks
             if trimmed.hasPrefix("chain "), trimmed.hasSuffix("{") {
-                chain = String(trimmed.dropFirst(6).dropLast().trimmingCharacters(in: .whitespaces))
+                chain = String(trimmed.dropFirst(6).dropLast().trimmingBlanks)
             } else if chain != nil, trimmed == "}" {
                 chain = nil
             } else if let chain, !trimmed.hasPrefix("type "), !trimmed.isEmpty {

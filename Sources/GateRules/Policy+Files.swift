@@ -1,16 +1,16 @@
-import Foundation
+import FoundationEssentials
 
 /// Reading rule sets from disk: the only I/O in the library, kept apart from the pure pipeline.
 extension Policy {
     /// The `.rules` files of a directory (not its subdirectories), sorted by name, or the file
     /// itself if `path` is a file. Problems become diagnostics.
     public static func sources(at path: String) -> ([SourceFile], [Diagnostic]) {
-        var isDirectory: ObjCBool = false
+        var isDirectory = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             return ([], [Diagnostic(.ioRead, .error, "\(path): no such file or directory", at: nil)])
         }
         var paths = [path]
-        if isDirectory.boolValue {
+        if isDirectory {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
             let prefix = path.hasSuffix("/") ? path : path + "/"
             paths = names.filter { $0.hasSuffix(".rules") }.sorted().map { prefix + $0 }

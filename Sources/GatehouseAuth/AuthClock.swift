@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Wall-clock time for `exp`/`nbf` and the key-refresh schedule, injected so tests set it.
 /// (Swift's `Clock` measures durations between instants; a JWT needs Unix time.)

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// base64url without padding (RFC 7515 §2), strictly: jwt-kit's decoder is internal to it, and
 /// Foundation's wants the standard alphabet with padding. Anything outside the alphabet, any `=`

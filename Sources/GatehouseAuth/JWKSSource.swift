@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Where a JWKS document comes from. The cache calls `fetch` on its schedule and on an unknown
 /// `kid`; tests inject their own documents through this protocol.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A JWS algorithm the verifier can be allowed to accept. `none` is not one of them: there is no
 /// configuration that accepts an unsigned token.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import StrictJSON
 
 /// A token whose signature, lifetime, issuer, audience and tenant all checked out.

@@ -1,8 +1,13 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehouseStore
 import StrictJSON
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `gatehouse archive …`: what the telemetry rules keep on the gateway (`route telemetry … to
 /// archive`, within `[archive] max_bytes` and `max_age`). Wiring only.
@@ -39,16 +44,16 @@ extension Archive {
                 }
                 sinceMS = Int64(Date().timeIntervalSince1970 * 1000) - window.components.seconds * 1000
             }
-            let out: FileHandle
+            let out: OutputFile
             if let output {
-                guard FileManager.default.createFile(atPath: output, contents: nil) else {
-                    throw ValidationError("\(output): cannot create the file")
+                do {
+                    out = try OutputFile(creating: output)
+                } catch {
+                    throw ValidationError("\(output): cannot create the file (\(error.reason))")
                 }
-                out = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
             } else {
                 out = .standardOutput
             }
-            defer { if output != nil { try? out.close() } }
             var afterID: Int64 = 0
             var written = 0
             while true {
@@ -56,11 +61,11 @@ extension Archive {
                 guard let last = page.last else { break }
                 var chunk = ""
                 for record in page { chunk += Self.line(record) + "\n" }
-                out.write(Data(chunk.utf8))
+                out.write(chunk)
                 written += page.count
                 afterID = last.id
             }
-            if let output { FileHandle.standardError.write(Data("\(written) message(s) written to \(output)\n".utf8)) }
+            if let output { StandardStreams.writeError("\(written) message(s) written to \(output)\n") }
         }
 
         /// One JSON line for an archived message.
@@ -84,9 +89,8 @@ extension Archive {
         }
 
         static func iso8601(_ ms: Int64) -> String {
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+            Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(
+                Date(timeIntervalSince1970: Double(ms) / 1000))
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehouseStore
 
@@ -92,7 +93,7 @@ struct DeadLetters: ParsableCommand {
             }
             let widths = (0..<header.count - 1).map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
-                let padded = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+                let padded = zip(row, widths).map { $0.padded(to: $1) }
                 print((padded + [row[header.count - 1]]).joined(separator: "  "))
             }
         }
@@ -155,10 +156,10 @@ struct DeadLetters: ParsableCommand {
             var lines: [String] = []
             for offset in stride(from: 0, to: shownBytes.count, by: 16) {
                 let row = shownBytes.dropFirst(offset).prefix(16)
-                let hex = row.map { String(format: "%02x", $0) }.joined(separator: " ")
+                let hex = row.map { Hex.string(Int($0), width: 2) }.joined(separator: " ")
                 let ascii = String(row.map { (0x20..<0x7F).contains($0) ? Character(UnicodeScalar($0)) : "." })
                 lines.append(
-                    String(format: "%08x  ", offset) + hex.padding(toLength: 47, withPad: " ", startingAt: 0) + "  "
+                    Hex.string(offset, width: 8) + "  " + hex.padded(to: 47) + "  "
                         + ascii)
             }
             return lines + more
@@ -181,15 +182,13 @@ struct DeadLetters: ParsableCommand {
 
         func run() throws {
             let store = try DeadLetters.reader(options)
-            var sink: FileHandle = .standardOutput
+            var sink: OutputFile = .standardOutput
             if let output {
-                let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-                guard fd >= 0 else {
-                    throw fail(
-                        "dead-letters export", "cannot write \(output): \(String(cString: strerror(errno)))",
-                        Exit.ioError)
+                do {
+                    sink = try OutputFile(creating: output, mode: 0o600)
+                } catch {
+                    throw fail("dead-letters export", error.description, Exit.ioError)
                 }
-                sink = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             }
             var after: Int64 = 0
             var count = 0
@@ -198,12 +197,12 @@ struct DeadLetters: ParsableCommand {
                 guard let last = page.last else { break }
                 after = last.id
                 for letter in page where device == nil || letter.deviceID == device {
-                    sink.write(Data((try Self.line(letter, payload: true) + "\n").utf8))
+                    sink.write(try Self.line(letter, payload: true) + "\n")
                     count += 1
                 }
             }
             if output != nil {
-                FileHandle.standardError.write(Data("exported \(count) dead letter(s) to \(output!)\n".utf8))
+                StandardStreams.writeError("exported \(count) dead letter(s) to \(output!)\n")
             }
         }
 

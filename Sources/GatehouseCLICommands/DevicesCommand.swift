@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehouseSiteBroker
 import GatehouseStore
@@ -50,7 +51,7 @@ enum DeviceExit {
 
 /// Prints `gatehouse <command>: message` on standard error and exits with `code`.
 func fail(_ command: String, _ message: String, _ code: Int32) -> ExitCode {
-    FileHandle.standardError.write(Data("gatehouse \(command): \(message)\n".utf8))
+    StandardStreams.writeError("gatehouse \(command): \(message)\n")
     return ExitCode(code)
 }
 
@@ -72,7 +73,7 @@ extension ConfigOption {
         let path = config.gateway.stateDB
         do {
             let store = try StateStore(path: path, durability: .full)
-            matchOwnership(of: [path, path + "-wal", path + "-shm"], to: (path as NSString).deletingLastPathComponent)
+            matchOwnership(of: [path, path + "-wal", path + "-shm"], to: PathText.directory(of: path))
             return store
         } catch {
             throw fail(command, "\(error)", DeviceExit.ioError)
@@ -281,7 +282,7 @@ extension Devices {
                         link: "down", linkReason: "", removed: false))
             }
             rows.sort { $0.id < $1.id }
-            if !brokerNote.isEmpty { FileHandle.standardError.write(Data("gatehouse devices: \(brokerNote)\n".utf8)) }
+            if !brokerNote.isEmpty { StandardStreams.writeError("gatehouse devices: \(brokerNote)\n") }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -302,8 +303,8 @@ extension Devices {
             let widths = (0..<header.count).map { column in table.map { $0[column].count }.max() ?? 0 }
             for line in table {
                 print(
-                    zip(line, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
-                        .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+                    zip(line, widths).map { $0.padded(to: $1) }
+                        .joined(separator: "  ").trimmingBlanks)
             }
             if rows.isEmpty { print("(no devices yet: `gatehouse devices add ID`)") }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehousePluginHost
 import GatehousePluginKit
@@ -58,7 +59,7 @@ struct Firewall: ParsableCommand {
         do {
             instance = try Gateway.instantiate(section, role: nil, config: config, delegate: CLIPluginHost())
         } catch {
-            FileHandle.standardError.write(Data("gatehouse firewall: \(error)\n".utf8))
+            StandardStreams.writeError("gatehouse firewall: \(error)\n")
             throw ExitCode(error.exitCode)
         }
         defer { instance.discard() }  // never stopped: stop is the daemon's (on_stop)
@@ -66,7 +67,7 @@ struct Firewall: ParsableCommand {
         case .success(let text):
             print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
         case .failure(let error):
-            FileHandle.standardError.write(Data("gatehouse firewall \(action): \(error.message)\n".utf8))
+            StandardStreams.writeError("gatehouse firewall \(action): \(error.message)\n")
             throw ExitCode(1)
         }
     }
@@ -86,6 +87,6 @@ final class CLIPluginHost: PluginHostDelegate {
     }
     func deliverResult(token: UInt64, status: Int32, body: [UInt8], plugin: String) {}
     func log(level: PluginLogLevel, message: String, plugin: String) {
-        FileHandle.standardError.write(Data("[\(plugin)] \(message)\n".utf8))
+        StandardStreams.writeError("[\(plugin)] \(message)\n")
     }
 }

@@ -1,9 +1,14 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehousePluginKit
 import GatehouseStore
 import GatehouseTPM
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// gatehouse — the operator's and integrator's command line. Wiring only. Run by the `gatehouse`
 /// executable (Sources/gatehouse/main.swift).
@@ -239,7 +244,7 @@ struct Status: ParsableCommand {
         let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
             print(
-                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                zip(row, widths).map { $0.padded(to: $1) }.joined(separator: "  "))
         }
     }
 
@@ -251,8 +256,7 @@ struct Status: ParsableCommand {
 
     static func format(_ ms: Int64) -> String {
         guard ms > 0 else { return "-" }
-        let formatter = ISO8601DateFormatter()
-        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+        return Date.ISO8601FormatStyle().format(Date(timeIntervalSince1970: Double(ms) / 1000))
     }
 }
 
@@ -267,7 +271,7 @@ struct Config: ParsableCommand {
             _ = try GatewayConfig.load(path: options.config)
             print("\(options.config): ok")
         } catch {
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            StandardStreams.writeError("\(error)\n")
             throw ExitCode(StartupError.configExit)
         }
     }
@@ -359,7 +363,7 @@ struct TPM: ParsableCommand {
                 defer { context.close() }
                 ek = try context.endorsementKeyPublic()
             } catch {
-                FileHandle.standardError.write(Data("gatehouse tpm endorsement-key: \(error)\n".utf8))
+                StandardStreams.writeError("gatehouse tpm endorsement-key: \(error)\n")
                 throw ExitCode(1)
             }
             if keyOnly {
@@ -386,11 +390,11 @@ struct TPM: ParsableCommand {
             guard let tcti = config.identity.tpm else {
                 throw ValidationError("\(options.config): [identity] tpm is not set; name the TPM there first")
             }
-            let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            let input = String(decoding: StandardStreams.readInput(), as: UTF8.self)
             do {
                 try GroupKeyImport.run(base64Key: input, tcti: tcti, blobPath: config.identity.groupKeyBlob)
             } catch {
-                FileHandle.standardError.write(Data("gatehouse tpm import-group-key: \(error)\n".utf8))
+                StandardStreams.writeError("gatehouse tpm import-group-key: \(error)\n")
                 throw ExitCode(1)
             }
             print("imported into the TPM; the wrapped key is at \(config.identity.groupKeyBlob) (no plaintext kept)")

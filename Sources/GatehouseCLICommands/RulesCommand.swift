@@ -1,6 +1,7 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import GateRules
+import GatehouseBasics
 
 /// `gatehouse rules …`: the integrator's tools for rule sets. Wiring only; the work is in GateRules.
 struct Rules: ParsableCommand {
@@ -12,7 +13,7 @@ struct Rules: ParsableCommand {
 
 /// Prints to standard error.
 private func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+    StandardStreams.writeError((text.hasSuffix("\n") ? text : text + "\n"))
 }
 
 /// Compiles a directory, printing every diagnostic; nil if there was an error.
@@ -82,7 +83,7 @@ extension Rules {
             guard let policy = load(directory, destinations: []) else { throw ExitCode(1) }
             let text: String
             if input == "-" {
-                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                text = String(decoding: StandardStreams.readInput(), as: UTF8.self)
             } else {
                 guard let data = FileManager.default.contents(atPath: input) else {
                     printError("\(input): cannot read the file")

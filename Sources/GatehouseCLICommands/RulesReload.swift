@@ -1,6 +1,7 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import GateRules
+import GatehouseBasics
 import GatehouseCore
 import GatehouseStore
 
@@ -27,11 +28,10 @@ extension Rules {
             let (policy, diagnostics, files) = Policy.compile(
                 directory: directory, options: CheckOptions(destinations: TelemetryDestination.all))
             if !diagnostics.isEmpty {
-                FileHandle.standardError.write(Data((DiagnosticRenderer(files: files).render(diagnostics) + "\n").utf8))
+                StandardStreams.writeError((DiagnosticRenderer(files: files).render(diagnostics) + "\n"))
             }
             guard policy != nil else {
-                FileHandle.standardError.write(
-                    Data("gatehouse rules reload: \(directory) does not check; nothing sent\n".utf8))
+                StandardStreams.writeError("gatehouse rules reload: \(directory) does not check; nothing sent\n")
                 throw ExitCode(1)
             }
             let status = try ConfigOption.openState(config).readStatus()

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehouseStore
 
@@ -54,17 +55,17 @@ extension Rules {
             for rule in stats {
                 rows.append([
                     rule.kind, ControlEscaping.escape(rule.rule),
-                    rule.file.isEmpty ? "-" : "\((rule.file as NSString).lastPathComponent):\(rule.line)",
+                    rule.file.isEmpty ? "-" : "\(PathText.lastComponent(of: rule.file)):\(rule.line)",
                     "\(rule.routed)", "\(rule.archived)", "\(rule.dropped)", "\(rule.expired)", "\(rule.failed)",
                 ])
             }
             let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
                 print(
-                    zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(
+                    zip(row, widths).map { $0.padded(to: $1) }.joined(
                         separator: "  "
                     )
-                    .trimmingCharacters(in: .whitespaces))
+                    .trimmingBlanks)
             }
         }
     }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import GateRules
 import GatehouseAuth
 import GatehousePluginHost
@@ -7,8 +7,13 @@ import GatehouseStore
 import GatehouseTPM
 import Logging
 import ServiceLifecycle
+import StrictJSON
 import Synchronization
 import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Why the gateway could not start, with the sysexits code the daemon exits with, so that
 /// systemd's `RestartPreventExitStatus=78` stops a restart loop on a bad configuration.
@@ -130,19 +135,18 @@ public final class Gateway: Sendable {
     func firewallCounters() -> GatewayMetrics.FirewallCounters? {
         firewall.withLock { instance -> GatewayMetrics.FirewallCounters? in
             guard let instance, case .success(let text) = instance.control(.status),
-                let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+                case .object(let root)? = try? JSONValue(parsing: text)
             else { return nil }
             // The plugin's named counters are `drop_<reason>` and `accept_<rule>`: the drops
             // become the metric's `reason` label (`xmas`, `syn_flood`, …, docs/operations.md),
             // short and fixed in number; what was accepted is not a drop.
             var drops: [String: (packets: Int, bytes: Int)] = [:]
-            for case let (name, counter as [String: Any]) in root["counters"] as? [String: Any] ?? [:]
-            where name.hasPrefix("drop_") {
+            for (name, counter) in root["counters"]?.objectValue ?? [:] where name.hasPrefix("drop_") {
                 drops[String(name.dropFirst("drop_".count)), default: (0, 0)] = (
-                    counter["packets"] as? Int ?? 0, counter["bytes"] as? Int ?? 0
+                    counter["packets"]?.intValue ?? 0, counter["bytes"]?.intValue ?? 0
                 )
             }
-            let applied = (root["present"] as? Bool ?? false) && (root["matches_applied"] as? Bool ?? false)
+            let applied = (root["present"]?.boolValue ?? false) && (root["matches_applied"]?.boolValue ?? false)
             return GatewayMetrics.FirewallCounters(dropsByReason: drops, applied: applied)
         }
     }

@@ -1,6 +1,10 @@
-import Foundation
+import FoundationEssentials
 import GatehousePluginABI
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What a firewall plugin author writes: a type that conforms to `FirewallPlugin`, exported with
 ///

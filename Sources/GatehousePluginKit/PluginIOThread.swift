@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import GatehouseBasics
 import Synchronization
 
 #if canImport(Glibc)
@@ -38,7 +40,7 @@ public final class PluginIOThread<Op: Sendable>: Sendable {
     /// fails with EPIPE instead of killing gatehoused.
     public func start(name: String, _ body: @escaping @Sendable () -> Void) {
         running.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in
+        NamedThread.start(name: name) { [self] in
             var pipeSignal = sigset_t()
             sigemptyset(&pipeSignal)
             sigaddset(&pipeSignal, SIGPIPE)
@@ -46,8 +48,6 @@ public final class PluginIOThread<Op: Sendable>: Sendable {
             body()
             done.signal()
         }
-        thread.name = name
-        thread.start()
     }
 
     /// Asks the loop to end, giving it until `drainDeadlineMS` (on the caller's clock) to

@@ -1,6 +1,12 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginABI
+import StrictJSON
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What a plugin author writes: a type that conforms to `TransportPlugin`, and one exported
 /// entry point that hands it to `PluginExport`:
@@ -50,24 +56,15 @@ extension TransportPlugin {
 /// The plugin's own config section (the JSON the host passes to create).
 public struct PluginConfig: Sendable {
     public let json: [UInt8]
-    public let object: [String: any Sendable]
+    /// The section's members, parsed strictly (duplicate names refused, numbers exact).
+    public let object: JSONObject
 
     public init(json: [UInt8]) throws(PluginError) {
         self.json = json
-        guard let parsed = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any] else {
+        guard case .object(let parsed)? = try? JSONValue(parsing: json) else {
             throw PluginError("the plugin's configuration is not a JSON object")
         }
-        self.object = parsed.mapValues { PluginConfig.sendable($0) }
-    }
-
-    private static func sendable(_ value: Any) -> any Sendable {
-        switch value {
-        case let value as String: return value
-        case let value as NSNumber: return value.doubleValue
-        case let value as [Any]: return value.map(sendable)
-        case let value as [String: Any]: return value.mapValues(sendable)
-        default: return String(describing: value)
-        }
+        self.object = parsed
     }
 
     /// Refuses any key outside `known`, naming it (the host turns that into a file:line).
@@ -84,7 +81,7 @@ public struct PluginConfig: Sendable {
             if let fallback { return fallback }
             throw PluginError("missing required key `\(key)`", configKey: key)
         }
-        guard let string = value as? String else {
+        guard let string = value.stringValue else {
             throw PluginError("`\(key)` must be a string", configKey: key)
         }
         return string
@@ -97,17 +94,18 @@ public struct PluginConfig: Sendable {
 
     public func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) throws(PluginError) -> Int {
         guard let value = object[key] else { return fallback }
-        guard let number = value as? Double, number == number.rounded(), range.contains(Int(number)) else {
+        guard let number = value.intValue, range.contains(number) else {
             throw PluginError(
                 "`\(key)` must be a whole number in \(range.lowerBound)...\(range.upperBound)", configKey: key)
         }
-        return Int(number)
+        return number
     }
 
-    /// A TOML/JSON boolean (which reaches the plugin as 1 or 0).
+    /// A TOML/JSON boolean (1 and 0 are read as true and false too, as earlier versions did).
     public func bool(_ key: String, default fallback: Bool) throws(PluginError) -> Bool {
         guard let value = object[key] else { return fallback }
-        guard let number = value as? Double, number == 0 || number == 1 else {
+        if let flag = value.boolValue { return flag }
+        guard let number = value.intValue, number == 0 || number == 1 else {
             throw PluginError("`\(key)` must be true or false", configKey: key)
         }
         return number == 1
@@ -117,9 +115,9 @@ public struct PluginConfig: Sendable {
     public func size(_ key: String, default fallback: Int, range: ClosedRange<Int>) throws(PluginError) -> Int {
         guard let value = object[key] else { return fallback }
         let bytes: Int?
-        if let number = value as? Double {
-            bytes = number == number.rounded() && abs(number) < 1e15 ? Int(number) : nil
-        } else if let text = value as? String {
+        if case .number(let number) = value {
+            bytes = number.intValue
+        } else if let text = value.stringValue {
             bytes = Self.bytes(text)
         } else {
             bytes = nil
@@ -135,9 +133,9 @@ public struct PluginConfig: Sendable {
     /// "256 KiB", "1MiB", "100 kB", "4096" → bytes: the one parser of sizes, so a plugin's
     /// config and the host's (`Units.bytes` in gatehoused's configuration) read them alike.
     public static func bytes(_ text: String) -> Int? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmingBlanks
         let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
-        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        let unit = trimmed.dropFirst(digits.count).trimmingBlanks
         guard let value = Int(digits) else { return nil }
         let factor: Int
         switch unit {
@@ -156,8 +154,10 @@ public struct PluginConfig: Sendable {
 
     public func strings(_ key: String, default fallback: [String]) throws(PluginError) -> [String] {
         guard let value = object[key] else { return fallback }
-        if let single = value as? String { return [single] }
-        guard let list = value as? [any Sendable], let strings = list as? [String] else {
+        if let single = value.stringValue { return [single] }
+        guard let list = value.arrayValue, case let strings = list.compactMap(\.stringValue),
+            strings.count == list.count
+        else {
             throw PluginError("`\(key)` must be a string or a list of strings", configKey: key)
         }
         return strings

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import IoTHubWire
 import MosquittoClient
 import StrictJSON
 
@@ -199,7 +200,7 @@ public enum DPSClient {
             if parts.count == 2, let mark = parts[1].firstIndex(of: "?") {
                 for pair in parts[1][parts[1].index(after: mark)...].split(separator: "&") {
                     let kv = pair.split(separator: "=", maxSplits: 1)
-                    query[String(kv[0])] = kv.count == 2 ? String(kv[1]).removingPercentEncoding ?? String(kv[1]) : ""
+                    query[String(kv[0])] = kv.count == 2 ? PropertyBag.percentDecode(kv[1]) : ""
                 }
             }
             requestID = query["$rid"]

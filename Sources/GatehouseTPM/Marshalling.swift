@@ -1,5 +1,9 @@
 import CTSS2
-import Foundation
+import FoundationEssentials
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // Conversions between the tss2 C structures and bytes. Nothing here leaves the module: callers
 // above GatehouseTPM see only `Data`.

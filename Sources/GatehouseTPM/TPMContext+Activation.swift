@@ -1,5 +1,6 @@
 import CTSS2
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 
 /// The `authenticationKey` blob of DPS TPM attestation (docs/protocols.md §1.b), base64-decoded:
 /// five consecutive TPM2B structures, each a big-endian UINT16 size and that many bytes.
@@ -64,7 +65,7 @@ public struct AuthenticationKeyBlob: Sendable, Hashable {
 
     /// Parses the base64 text of DPS's `authenticationKey` field.
     public init(base64 text: String) throws(TPMError) {
-        guard let data = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard let data = Data(base64Encoded: text.trimmingWhitespace) else {
             throw TPMError(
                 code: .malformedBlob, operation: "parse authenticationKey", message: "the text is not base64")
         }

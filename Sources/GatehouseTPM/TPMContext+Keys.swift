@@ -1,6 +1,6 @@
 import CTSS2
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// HMAC keys under the SRK: import, load, HMAC-SHA256 inside the TPM.
 extension TPMContext {

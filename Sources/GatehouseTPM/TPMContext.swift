@@ -1,6 +1,6 @@
 import CTSS2
 import Crypto
-import Foundation
+import FoundationEssentials
 import Synchronization
 
 /// The process's one connection to the TPM.

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// The registration id the Azure SDKs give a TPM by default: RFC 4648 base32, lowercase, without
 /// padding, of SHA-256 of the marshalled EK public (docs/protocols.md §1.0; C SDK

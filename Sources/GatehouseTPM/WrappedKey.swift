@@ -1,5 +1,5 @@
 import CTSS2
-import Foundation
+import FoundationEssentials
 
 /// A key wrapped by the TPM under its storage root key: the public area and the private area
 /// that only this TPM (with this SRK) can load. Safe to keep on disk: the private area is

@@ -1,7 +1,8 @@
 import ArgumentParser
 import CMalloc
 import CProcess
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseCore
 import GatehouseStore
 import Logging
@@ -42,8 +43,8 @@ public struct GatehouseDaemon: AsyncParsableCommand {
         else { return }
         if gh_drop_all_capabilities() != 0 {
             let reason = String(cString: strerror(errno))
-            FileHandle.standardError.write(
-                Data("gatehoused: no [firewall], but its capabilities cannot be given up: \(reason)\n".utf8))
+            StandardStreams.writeError(
+                "gatehoused: no [firewall], but its capabilities cannot be given up: \(reason)\n")
             Glibc.exit(StartupError.softwareExit)
         }
     }
@@ -186,6 +187,6 @@ public struct GatehouseDaemon: AsyncParsableCommand {
     }
 
     private func printError(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        StandardStreams.writeError((text + "\n"))
     }
 }

@@ -1,5 +1,9 @@
-import Foundation
+import FoundationEssentials
 import GatehouseStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The daemon's configuration, read from `/etc/gatehouse/gatehouse.toml` and validated as a whole
 /// before anything starts. See `packaging/gatehouse.toml` for every key with its default.

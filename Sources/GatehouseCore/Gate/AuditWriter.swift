@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseStore
 import Logging
 import Synchronization
@@ -25,9 +26,7 @@ final class AuditWriter: Sendable {
     init(store: StateStore, logger: Logger) {
         self.store = store
         self.logger = logger
-        let thread = Thread { [self] in run() }
-        thread.name = "gatehouse.audit"
-        thread.start()
+        NamedThread.start(name: "gatehouse.audit") { [self] in run() }
     }
 
     /// Appends a decision; true once it is durable, false if it could not be written.

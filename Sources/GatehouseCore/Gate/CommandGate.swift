@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import GateRules
 import GatehouseAuth
 import GatehousePluginKit

@@ -1,6 +1,8 @@
-import Foundation
+import FoundationEssentials
 import GatehouseAuth
+import GatehouseBasics
 import GatehouseProvisioning
+import NIOHTTP1
 
 /// A JWKS at an HTTPS URL, such as `https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys`.
 /// Kept small on purpose: one GET on its own connection, with a timeout and a size limit, over the
@@ -24,7 +26,7 @@ public struct HTTPSJWKSSource: JWKSSource {
     }
 
     public func fetch() async throws -> Data {
-        let host = (url.host ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let host = (url.host ?? "").trimming(["[", "]"])
         var target = url.path.isEmpty ? "/" : url.path
         if let query = url.query { target += "?" + query }
         let request = HTTPSRequest(

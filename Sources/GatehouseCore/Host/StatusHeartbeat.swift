@@ -1,7 +1,11 @@
-import Foundation
+import FoundationEssentials
 import GatehouseStore
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The daemon's row in the state database, which `gatehouse status` reads: the counters of the
 /// relay and the command path, written every second ("status heartbeat" service) and once

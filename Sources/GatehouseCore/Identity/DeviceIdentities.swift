@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
@@ -216,18 +217,16 @@ final class LinkStateWriter: Sendable {
 
     func start(_ write: @escaping @Sendable () -> Void) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { [self] in
+        NamedThread.start(name: "gatehouse.links") { [self] in
             while running.load(ordering: .acquiring) {
                 signal.wait()
                 guard running.load(ordering: .acquiring) else { break }
-                Thread.sleep(forTimeInterval: 0.02)
+                NamedThread.sleep(.milliseconds(20))
                 pending.store(false, ordering: .releasing)
                 write()
             }
             done.signal()
         }
-        thread.name = "gatehouse.links"
-        thread.start()
     }
 
     func wake() {

@@ -1,5 +1,6 @@
 import Crypto
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
 import GatehouseTPM
 import IoTHubWire
@@ -72,7 +73,7 @@ public final class GroupKeySigner: DeviceSigner {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SignerError("cannot read the group key file \(path)")
         }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: data, as: UTF8.self).trimmingWhitespace
         guard let key = Data(base64Encoded: text), key.count >= 16 else {
             throw SignerError("the group key file \(path) does not hold a base64 key of at least 16 bytes")
         }
@@ -155,7 +156,7 @@ public final class TPMDeviceSigner: DeviceSigner {
 /// Imports an enrollment-group key into the TPM and writes only the wrapped blob (mode 0600).
 public enum GroupKeyImport {
     public static func run(base64Key: String, tcti: String, blobPath: String) throws(SignerError) {
-        guard let key = Data(base64Encoded: base64Key.trimmingCharacters(in: .whitespacesAndNewlines)), key.count >= 16
+        guard let key = Data(base64Encoded: base64Key.trimmingWhitespace), key.count >= 16
         else {
             throw SignerError("standard input does not hold a base64 key of at least 16 bytes")
         }
@@ -163,7 +164,7 @@ public enum GroupKeyImport {
             let context = try TPMContext(tcti: tcti)
             defer { context.close() }
             let wrapped = try context.importHMACKey(key)
-            let directory = (blobPath as NSString).deletingLastPathComponent
+            let directory = PathText.directory(of: blobPath)
             try FileManager.default.createDirectory(
                 atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             guard

@@ -1,6 +1,11 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One line a log event, `logfmt`-style, to standard error: what journald and `grep` read well.
 ///
@@ -54,7 +59,7 @@ public struct LogfmtLogHandler: LogHandler {
             if journal.send(datagram) { return }
         }
         Self.output.withLock { _ in
-            FileHandle.standardError.write(Data(line.utf8))
+            StandardStreams.writeError(line)
         }
     }
 
@@ -86,9 +91,9 @@ public struct LogfmtLogHandler: LogHandler {
         var time = time_t(now.tv_sec)
         var parts = tm()
         gmtime_r(&time, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-            parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
+        func two(_ value: Int32) -> String { Digits.padded(value, width: 2) }
+        return "\(Digits.padded(parts.tm_year + 1900, width: 4))-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(Digits.padded(now.tv_nsec / 1_000_000, width: 3))Z"
     }
 }
 

@@ -1,8 +1,12 @@
-import Foundation
+import FoundationEssentials
 import GatehouseStore
 import Metrics
 import Prometheus
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The gateway's Prometheus metrics (docs/operations.md, "Metrics"): one registry a gateway,
 /// every name registered here once, with its help text, so that the exposition is the same

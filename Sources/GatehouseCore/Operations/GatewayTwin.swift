@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore

@@ -1,6 +1,7 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import GateRules
+import GatehouseBasics
 
 /// Which rule set is live, for the metrics and the gateway's twin (docs/operations.md): its
 /// generation (how many times a new rule set went live since the start: the rule-set version)
@@ -21,11 +22,11 @@ struct RuleSetIdentity {
     static func sha256(_ files: [SourceFile]) -> String {
         var hash = SHA256()
         for file in files.sorted(by: { $0.name < $1.name }) {
-            hash.update(data: Data((file.name as NSString).lastPathComponent.utf8))
+            hash.update(data: Data(PathText.lastComponent(of: file.name).utf8))
             hash.update(data: Data([0]))
             hash.update(data: Data(file.text.utf8))
             hash.update(data: Data([0]))
         }
-        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+        return hash.finalize().map { Hex.string(Int($0), width: 2) }.joined()
     }
 }

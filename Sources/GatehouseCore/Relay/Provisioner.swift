@@ -1,6 +1,7 @@
 import DequeModule
 import Dispatch
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseProvisioning
 import GatehouseStore
 import Logging
@@ -111,7 +112,7 @@ final class Provisioner: Sendable {
         // A thread of its own for the slot, which runs jobs until none waits: a registration
         // blocks for seconds (TLS, DPS's retry-after), and the dispatch pool's threads, shared by
         // the whole process, grow too slowly for `concurrency` blocked jobs.
-        let runner = Thread { [self] in
+        NamedThread.start(name: "gatehouse.provisioning") { [self] in
             var next: (@Sendable () -> Void)? = job
             while let current = next {
                 current()
@@ -122,8 +123,6 @@ final class Provisioner: Sendable {
                 }
             }
         }
-        runner.name = "gatehouse.provisioning"
-        runner.start()
     }
 
     /// One registration attempt, in a slot.

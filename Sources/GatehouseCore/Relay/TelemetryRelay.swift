@@ -1,7 +1,8 @@
 import DequeModule
 import Dispatch
-import Foundation
+import FoundationEssentials
 import GateRules
+import GatehouseBasics
 import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
@@ -273,9 +274,7 @@ public final class TelemetryRelay: Sendable {
     public func start(upstream: PluginInstance) {
         upstreamSlot.withLock { $0 = upstream }
         running.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in dispatcherLoop() }
-        thread.name = "gatehouse.relay"
-        thread.start()
+        NamedThread.start(name: "gatehouse.relay") { [self] in dispatcherLoop() }
         requestWake()
     }
 
@@ -363,7 +362,7 @@ public final class TelemetryRelay: Sendable {
             lanes.ready.removeAll()
         }
         while ContinuousClock.now < deadline, lanes.withLock({ !$0.inflightDevice.isEmpty }) {
-            Thread.sleep(forTimeInterval: 0.01)
+            NamedThread.sleep(.milliseconds(10))
         }
         let left = lanes.withLock { $0.inflightDevice.count }
         if left > 0 {
@@ -669,7 +668,7 @@ public final class TelemetryRelay: Sendable {
             #if DEBUG
                 if let wedgeAfter, ContinuousClock.now - started > .seconds(wedgeAfter) {
                     logger.critical("GATEHOUSE_DEBUG_WEDGE_RELAY_AFTER: the relay's dispatcher wedges on purpose")
-                    while true { Thread.sleep(forTimeInterval: 3600) }
+                    while true { NamedThread.sleep(.seconds(3600)) }
                 }
             #endif
             _ = wake.wait(timeout: .now() + .milliseconds(20))

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehouseSiteBroker
 
 #if canImport(Glibc)
@@ -49,7 +50,7 @@ public enum SiteCredentials {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SiteBrokerError(.credentialFile, "\(what): cannot read \(path)")
         }
-        let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let secret = String(decoding: data, as: UTF8.self).trimmingWhitespace
         guard !secret.isEmpty else { throw SiteBrokerError(.credentialFile, "\(what): \(path) is empty") }
         return secret
     }
@@ -57,9 +58,9 @@ public enum SiteCredentials {
     /// Writes a secret to `path` with mode 0600, atomically (a temporary file renamed over it).
     /// Run as root, the file gets the owner of its folder, so that the daemon's user can read it.
     public static func writeSecretFile(_ path: String, _ secret: String) throws(SiteBrokerError) {
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = PathText.directory(of: path)
         let temporary =
-            "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+            "\(directory.isEmpty ? "." : directory)/.\(PathText.lastComponent(of: path)).\(getpid()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw SiteBrokerError(.credentialFile, "cannot write \(path): \(String(cString: strerror(errno)))")
