@@ -255,6 +255,7 @@ let package = Package(
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "GatehouseBasicsTests", dependencies: ["GatehouseBasics"]),
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),

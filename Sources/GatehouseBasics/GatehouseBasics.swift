@@ -15,14 +15,13 @@ import CThreadName
 // loading a library for them.
 
 extension StringProtocol {
-    /// The text without leading and trailing spaces and tabs (Foundation's `.whitespaces`, ASCII).
-    public var trimmingBlanks: String { trimmed { $0 == " " || $0 == "\t" } }
+    /// The text without leading and trailing spaces and tabs (Foundation's `.whitespaces`:
+    /// Unicode's spaces, no line ends).
+    public var trimmingBlanks: String { trimmed { $0.isWhitespace && !$0.isNewline } }
 
-    /// The text without leading and trailing spaces, tabs, CR and LF (`.whitespacesAndNewlines`,
-    /// ASCII: files and configuration values are what it trims).
-    public var trimmingWhitespace: String {
-        trimmed { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\u{0B}" || $0 == "\u{0C}" }
-    }
+    /// The text without leading and trailing whitespace and line ends (`.whitespacesAndNewlines`;
+    /// "\r\n" is one Character, and a newline).
+    public var trimmingWhitespace: String { trimmed { $0.isWhitespace } }
 
     /// The text without leading and trailing characters in `set`.
     public func trimming(_ set: Set<Character>) -> String { trimmed { set.contains($0) } }
