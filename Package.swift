@@ -27,7 +27,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
-        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
@@ -61,6 +60,9 @@ let package = Package(
         // The one JSON module: a strict parser (ordered members, exact numbers, no duplicate
         // names, a depth limit) and a deterministic writer. No dependencies.
         .target(name: "StrictJSON"),
+        // The configuration's TOML 1.0 reader, with the line of every key; no dependencies
+        // (TOMLKit, which it replaces, imports Foundation).
+        .target(name: "TOMLReader"),
         .systemLibrary(
             name: "CMosquitto",
             path: "Sources/CMosquitto",
@@ -151,7 +153,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                "TOMLReader",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -255,6 +257,7 @@ let package = Package(
         .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
         .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "TOMLReaderTests", dependencies: ["TOMLReader"]),
         .testTarget(name: "GatehouseBasicsTests", dependencies: ["GatehouseBasics"]),
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
@@ -350,7 +353,7 @@ let package = Package(
 // visibility a module sees only the APIs of what it imports itself, so an API of Foundation
 // reached through a dependency's import is a compile error here, not a surprise at packaging.
 let shippedModules: Set<String> = [
-    "GatehouseBasics", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
+    "GatehouseBasics", "TOMLReader", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
     "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
     "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
     "MQTTTransport", "AMQPTransport", "NftablesFirewall",

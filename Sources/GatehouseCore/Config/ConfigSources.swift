@@ -1,5 +1,6 @@
-import Foundation
-import TOMLKit
+import FoundationEssentials
+import GatehouseBasics
+import TOMLReader
 
 /// Where a setting came from: a file and, when it can be found, the line (docs/configuration.md,
 /// "Files").
@@ -62,11 +63,11 @@ extension GatewayConfig {
         } else {
             throw ConfigError(file: path, message: "cannot read the configuration file: it does not exist")
         }
-        let directory = (path as NSString).deletingLastPathComponent
-        let dropIns = ((directory.isEmpty ? "." : directory) as NSString).appendingPathComponent("gatehouse.d")
-        var isDirectory: ObjCBool = false
+        let directory = PathText.directory(of: path)
+        let dropIns = PathText.join(directory.isEmpty ? "." : directory, "gatehouse.d")
+        var isDirectory = false
         guard manager.fileExists(atPath: dropIns, isDirectory: &isDirectory) else { return files }
-        guard isDirectory.boolValue else {
+        guard isDirectory else {
             throw ConfigError(file: dropIns, message: "must be a directory of *.toml drop-in files")
         }
         let names: [String]
@@ -74,11 +75,11 @@ extension GatewayConfig {
             names = try manager.contentsOfDirectory(atPath: dropIns)
         } catch {
             throw ConfigError(
-                file: dropIns, message: "cannot list the drop-in directory: \(error.localizedDescription)")
+                file: dropIns, message: "cannot list the drop-in directory: \(error)")
         }
         for name in names.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
         where name.hasSuffix(".toml") && !name.hasPrefix(".") {
-            files.append((dropIns as NSString).appendingPathComponent(name))
+            files.append(PathText.join(dropIns, name))
         }
         return files
     }
@@ -87,42 +88,32 @@ extension GatewayConfig {
     /// of the same `[section] key` whole (a list or an inline table too); sections and keys it does
     /// not name stay. Returns the merged table and where each setting came from.
     static func merge(files: [(path: String, text: String)]) throws(ConfigError) -> (TOMLTable, ConfigOrigins) {
-        let root = TOMLTable()
+        var root = TOMLTable()
         var origins = ConfigOrigins()
         for (path, text) in files {
             let table: TOMLTable
             do {
-                table = try TOMLTable(string: text)
-            } catch let error as TOMLParseError {
-                throw ConfigError(
-                    file: path, line: error.source.begin.line, message: "TOML syntax: \(error.description)")
+                table = try TOMLTable(parsing: text)
             } catch {
-                throw ConfigError(file: path, message: "TOML syntax: \(error)")
+                throw ConfigError(
+                    file: path, line: error.line, message: "TOML syntax: \(error.message) (column \(error.column))")
             }
-            let locator = SourceLocator(text: text)
             origins.files.append(path)
+            func place(_ position: TOMLPosition?) -> ConfigPlace { ConfigPlace(file: path, line: position?.line) }
             for name in table.keys {
                 guard let value = table[name] else { continue }
-                if let section = value.table, !section.inline {
-                    origins.sections[name] = ConfigPlace(file: path, line: locator.line(section: name, key: nil))
-                    if let existing = root[name]?.table {
-                        for key in section.keys {
-                            guard let keyValue = section[key] else { continue }
-                            existing[key] = keyValue
-                            origins.keys[name, default: [:]][key] = ConfigPlace(
-                                file: path, line: locator.line(section: name, key: key))
-                        }
-                        continue
-                    }
+                if let section = value.table, !section.isInline {
+                    origins.sections[name] = place(table.position(of: name))
+                    var merged = root[name]?.table ?? TOMLTable()
                     for key in section.keys {
-                        origins.keys[name, default: [:]][key] = ConfigPlace(
-                            file: path, line: locator.line(section: name, key: key))
+                        merged.setValue(section[key], forKey: key, position: section.position(of: key))
+                        origins.keys[name, default: [:]][key] = place(section.position(of: key))
                     }
-                    root[name] = section
+                    root.setValue(.table(merged), forKey: name, position: table.position(of: name))
                 } else {
                     // A top-level key (an error for the reader to report, placed here).
-                    origins.sections[name] = ConfigPlace(file: path, line: locator.line(section: nil, key: name))
-                    root[name] = value
+                    origins.sections[name] = place(table.position(of: name))
+                    root.setValue(value, forKey: name, position: table.position(of: name))
                 }
             }
         }

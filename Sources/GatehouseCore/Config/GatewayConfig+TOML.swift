@@ -1,8 +1,9 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import GatehousePluginKit
 import GatehouseStore
 import StrictJSON
-import TOMLKit
+import TOMLReader
 
 extension GatewayConfig {
     /// Reads and validates the configuration: `path`, or the package's defaults in its place, then
@@ -95,7 +96,7 @@ private struct ConfigReader {
     /// The ports gatehouse itself needs open, handed to the firewall plugin as `derived_allow`:
     /// the site broker's port when the broker runs on this gateway (leaf devices connect to it).
     /// Outbound connections (the hub, DPS) need nothing: their replies are established traffic.
-    /// The sections' JSON is TOMLKit's rendering of the TOML tables; the result is written with
+    /// The sections' JSON is TOMLReader's rendering of the TOML tables; the result is written with
     /// sorted keys.
     static func addDerivedPorts(_ json: [UInt8], site: GatewayConfig.TransportSection) -> [UInt8] {
         guard case .object(var object)? = try? JSONValue(parsing: json) else { return json }
@@ -304,11 +305,11 @@ private struct ConfigReader {
             throw error("provisioning", "gateway_attestation", "only \"tpm\" is supported, not \"\(attestation)\"")
         }
         // Leaf registration is on when `allow` is given; the gateway's own identity alone needs none.
-        let list: TOMLArray
+        let list: [TOMLValue]
         if let given = table["allow"]?.array {
             list = given
         } else if gatewayRegistrationID != nil {
-            list = TOMLArray()
+            list = []
         } else {
             throw error(
                 "provisioning", "allow",
@@ -518,13 +519,13 @@ private struct ConfigReader {
     }
 
     func transport(_ section: String) throws(ConfigError) -> GatewayConfig.TransportSection {
-        let table = try table(section)!
+        var table = try table(section)!
         guard let plugin = try string(table, section, "plugin") else {
             throw error(section, "plugin", "missing: name the transport plugin, e.g. plugin = \"mqtt\"")
         }
         // Everything but `plugin` belongs to the plugin, which validates it itself.
-        table.remove(at: "plugin")
-        let json = Array(table.convert(to: .json).utf8)
+        table["plugin"] = nil
+        let json = Array(table.jsonText(sortedKeys: true).utf8)
         return GatewayConfig.TransportSection(
             section: section, plugin: plugin, pluginConfigJSON: json, keyPlaces: origins.keys[section] ?? [:],
             sectionPlace: origins.place(section, nil) ?? ConfigPlace(file: path))
@@ -577,43 +578,13 @@ func levenshtein(_ a: String, _ b: String) -> Int {
     return previous[b.count]
 }
 
-/// Finds the line of a `[section]` header or of a `key =` inside a section.
-///
-/// TOMLKit (toml++) reports positions only for syntax errors, not for the nodes of a parsed
-/// table, so messages about *valid* TOML with a wrong key or value locate it here by scanning
-/// the lines. Good enough for the flat files gatehouse reads (dotted and inline-table keys are
-/// found by their first segment).
-struct SourceLocator {
-    let lines: [Substring]
-
-    init(text: String) { lines = text.split(separator: "\n", omittingEmptySubsequences: false) }
-
-    func line(section: String?, key: String?) -> Int? {
-        var current: String? = nil
-        for (index, raw) in lines.enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("[") {
-                let name = line.drop { $0 == "[" }.prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
-                current = name
-                if key == nil, name == section { return index + 1 }
-                continue
-            }
-            guard let key, current == section else { continue }
-            let name = line.prefix { $0 != "=" }.trimmingCharacters(in: .whitespaces)
-                .trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
-            if name == key || name.hasPrefix(key + ".") { return index + 1 }
-        }
-        return nil
-    }
-}
-
 /// Human units in config values.
 public enum Units {
     /// "500ms", "30s", "5m", "1h", "7d" → Duration.
     public static func duration(_ text: String) -> Duration? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmingBlanks
         let digits = trimmed.prefix { $0.isNumber }
-        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        let unit = trimmed.dropFirst(digits.count).trimmingBlanks
         guard let value = Int64(digits) else { return nil }
         switch unit {
         case "ms": return .milliseconds(value)
