@@ -161,13 +161,18 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // SQLite's C API (libsqlite3-dev): its header and `link "sqlite3"`.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // The state store's database layer over SQLite's C API, hand-written because GRDB imports
+        // Foundation (and through it ICU: packaging/README.md, "Size"). Standard library only.
+        .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
         .target(
             name: "GatehouseStore",
             // IoTHubWire: the v8 migration reads the property bags older versions stored.
             dependencies: [
-                "IoTHubWire", .product(name: "GRDB", package: "GRDB.swift"),
+                "IoTHubWire", "SQLiteDB",
                 // SQLite's C API, for the outbox's hot insert (StateStore+Outbox.swift).
-                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                "CSQLite",
             ]
         ),
         // The daemon's and the CLI's commands, as libraries: the executables below are one line each,
@@ -201,7 +206,12 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "gatehoused", dependencies: ["GatehousedCommand"]),
-        .executableTarget(name: "gatehouse", dependencies: ["GatehouseCLICommands", "GatehousedCommand"]),
+        .executableTarget(
+            name: "gatehouse",
+            dependencies: [
+                "GatehouseCLICommands", "GatehousedCommand",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .target(
             name: "MQTTTransport",
             dependencies: [
@@ -262,10 +272,13 @@ let package = Package(
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseAuthTests", dependencies: ["GatehouseAuth", "GatehouseTestSupport"]),
-        // GRDB: the migration tests write databases as other versions left them.
+        // SQLiteDB: the migration tests write databases as other versions left them. Fixtures/:
+        // dumps of databases the GRDB-based store wrote, read from disk (#filePath), not bundled.
         .testTarget(
             name: "GatehouseStoreTests",
-            dependencies: ["GatehouseStore", "GatehouseTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: ["GatehouseStore", "GatehouseTestSupport", "SQLiteDB", "CSQLite"],
+            exclude: ["Fixtures"]),
+        .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB", "CSQLite", "GatehouseTestSupport"]),
         .testTarget(name: "GatehousePluginKitTests", dependencies: ["GatehousePluginKit"]),
         // The `amqp` transport's pure parts: addresses, CBS requests, SASL frames, the pool.
         .testTarget(name: "AMQPTransportTests", dependencies: ["AMQPTransport", "CQpidProton"]),
@@ -284,7 +297,7 @@ let package = Package(
                 "GatehouseTestSupport",
                 "GatehouseAuth", "GateRules", "GatehouseProvisioning", .product(name: "Logging", package: "swift-log"),
                 // RelayTests holds the database's write lock from a second connection.
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "SQLiteDB",
                 // ServicesTests runs services in a ServiceGroup.
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -353,13 +366,11 @@ let package = Package(
 // visibility a module sees only the APIs of what it imports itself, so an API of Foundation
 // reached through a dependency's import is a compile error here, not a surprise at packaging.
 let shippedModules: Set<String> = [
-    "GatehouseBasics", "TOMLReader", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
+    "GatehouseBasics", "TOMLReader", "SQLiteDB", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
     "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
     "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
     "MQTTTransport", "AMQPTransport", "NftablesFirewall",
 ]
-// (Off while GRDB and TOMLKit, which import Foundation, are still in the graph: with them, clang
-// types such as `stat` are attributed to CoreFoundation.)
-for target in package.targets where shippedModules.contains(target.name) && false {
+for target in package.targets where shippedModules.contains(target.name) {
     target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
 }

@@ -1,5 +1,4 @@
-import Foundation
-import GRDB
+import SQLiteDB
 
 /// A message the telemetry rules keep on the gateway (`route telemetry … to archive`), within
 /// the `[archive]` budget; `gatehouse archive export` writes them out.
@@ -50,7 +49,7 @@ extension StateStore {
         for record in records {
             try insert.execute(arguments: [
                 record.timeMS, record.createdMS, record.deviceID, record.topic,
-                Data(OutboxProperty.encode(record.properties)), Data(record.payload), record.size, record.rule,
+                OutboxProperty.encode(record.properties), record.payload, record.size, record.rule,
             ])
         }
     }
@@ -116,7 +115,7 @@ extension StateStore {
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
                 ArchiveRecord(
                     id: row[0], timeMS: row[1], createdMS: row[2], deviceID: row[3], topic: row[4],
-                    properties: OutboxProperty.decode(row[5] as Data) ?? [], payload: [UInt8](row[6] as Data),
+                    properties: OutboxProperty.decode(row[5] as [UInt8]) ?? [], payload: row[6],
                     rule: row[7])
             }
         }

@@ -1,4 +1,4 @@
-import GRDB
+import SQLiteDB
 
 /// One decision of the command gate, as the audit log keeps it. Never holds a token or a
 /// payload: the caller is named by its subject, the command by its kind and name.

@@ -1,5 +1,4 @@
-import Foundation
-import GRDB
+import SQLiteDB
 
 /// A message that can never be delivered, kept instead of wedging its device (docs/architecture.md,
 /// "Failure model"). Never logged with its bytes.
@@ -144,8 +143,8 @@ extension StateStore {
     private static func deadLetter(_ row: Row) -> DeadLetterRecord {
         DeadLetterRecord(
             id: row[0], timeMS: row[1], deviceID: row[2], source: DeadLetterRecord.Source(rawValue: row[3]) ?? .site,
-            topic: row[4], properties: OutboxProperty.decode(row[5] as Data) ?? [], size: row[6], reason: row[7],
-            detail: row[8], payload: [UInt8](row[9] as Data), createdMS: row[10], outboxSeq: row[11])
+            topic: row[4], properties: OutboxProperty.decode(row[5] as [UInt8]) ?? [], size: row[6], reason: row[7],
+            detail: row[8], payload: row[9], createdMS: row[10], outboxSeq: row[11])
     }
 
     private static func insert(_ letters: [DeadLetterRecord], in db: Database) throws -> [DeadLetterRecord] {
@@ -164,8 +163,8 @@ extension StateStore {
             }
             try insert.execute(arguments: [
                 letter.timeMS, letter.deviceID, letter.source.rawValue, letter.topic,
-                Data(OutboxProperty.encode(letter.properties)), letter.size, letter.reason, letter.detail,
-                Data(letter.payload), letter.isComplete, letter.createdMS, letter.outboxSeq, letter.storedBytes,
+                OutboxProperty.encode(letter.properties), letter.size, letter.reason, letter.detail,
+                letter.payload, letter.isComplete, letter.createdMS, letter.outboxSeq, letter.storedBytes,
             ])
             letter.id = db.lastInsertedRowID
             stored[index] = letter
@@ -196,11 +195,11 @@ extension StateStore {
             var letters: [DeadLetterRecord] = []
             for seq in Set(seqs).sorted() {
                 guard let row = try Row.fetchOne(select, arguments: [seq]) else { continue }
-                let payload = [UInt8](row[3] as Data)
+                let payload: [UInt8] = row[3]
                 letters.append(
                     DeadLetterRecord(
                         timeMS: nowMS, deviceID: row[1], source: .hub,
-                        properties: OutboxProperty.decode(row[2] as Data) ?? [], size: payload.count, reason: reason,
+                        properties: OutboxProperty.decode(row[2] as [UInt8]) ?? [], size: payload.count, reason: reason,
                         detail: detail, payload: payload, createdMS: row[4], outboxSeq: seq))
                 try delete.execute(arguments: [seq])
             }
@@ -299,7 +298,7 @@ extension StateStore {
                     VALUES (?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    record.deviceID, Data(OutboxProperty.encode(record.properties)), Data(record.payload),
+                    record.deviceID, OutboxProperty.encode(record.properties), record.payload,
                     record.createdMS, record.enqueuedMS, record.size,
                 ])
             record.seq = db.lastInsertedRowID
@@ -325,8 +324,8 @@ extension StateStore {
             try db.execute(sql: "DELETE FROM outbox_requeued")
             return rows.map { row in
                 OutboxRecord(
-                    seq: row[0], deviceID: row[1], properties: OutboxProperty.decode(row[2] as Data) ?? [],
-                    payload: [UInt8](row[3] as Data), createdMS: row[4], enqueuedMS: row[5])
+                    seq: row[0], deviceID: row[1], properties: OutboxProperty.decode(row[2] as [UInt8]) ?? [],
+                    payload: row[3], createdMS: row[4], enqueuedMS: row[5])
             }
         }
     }

@@ -1,4 +1,4 @@
-import GRDB
+import SQLiteDB
 
 /// The gateway's own hub identity, as DPS assigned it. Only names: the key stays in the TPM.
 public struct GatewayIdentityRecord: Sendable, Equatable, Codable {

@@ -1,6 +1,5 @@
-import Foundation
-import GRDB
-import GRDBSQLite
+import CSQLite
+import SQLiteDB
 
 /// A message's lane in the outbox: after an outage, high drains before normal before low
 /// (the telemetry rules' `priority`; without rules everything is normal).
@@ -176,9 +175,10 @@ extension StateStore {
         }
     }
 
-    /// Inserts one row with the prepared INSERT of `appendToOutbox`, binding straight to SQLite:
-    /// GRDB's `StatementArguments` box every value and copy the payload into a `Data`, which was
-    /// 7–9 % of the relay's ingest thread (docs/benchmarks.md, "Where the relay's time goes").
+    /// Inserts one row with the prepared INSERT of `appendToOutbox`, binding straight to SQLite,
+    /// without building `StatementArguments` for each row (when the store used GRDB, its
+    /// arguments boxed every value and copied the payload into a `Data`, which was 7–9 % of the
+    /// relay's ingest thread: docs/benchmarks.md, "Where the relay's time goes").
     /// SQLite copies what is bound (SQLITE_TRANSIENT) before `sqlite3_step` returns.
     private static func insertOutboxRow(_ record: OutboxRecord, with statement: SQLiteStatement, in db: Database)
         throws
@@ -214,7 +214,8 @@ extension StateStore {
         guard rc == SQLITE_DONE else {
             let message = String(cString: sqlite3_errmsg(db.sqliteConnection))
             sqlite3_reset(statement)
-            throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: message)
+            throw DatabaseError(
+                resultCode: ResultCode(rawValue: rc), message: message, sql: String(cString: sqlite3_sql(statement)))
         }
     }
 
@@ -263,12 +264,12 @@ extension StateStore {
                     arguments: [seq, limit])
             }
             return rows.map { row in
-                let encoded = row[2] as Data
+                let encoded = row[2] as [UInt8]
                 // A row whose properties do not read back is still sent, without them (its
                 // payload is what matters most); the migration and `append` only write valid ones.
                 return OutboxRecord(
                     seq: row[0], deviceID: row[1], properties: OutboxProperty.decode(encoded) ?? [],
-                    payload: [UInt8](row[3] as Data), createdMS: row[4], enqueuedMS: row[5],
+                    payload: row[3], createdMS: row[4], enqueuedMS: row[5],
                     priority: OutboxPriority(rawValue: row[6]) ?? .normal, expiresMS: row[7] ?? 0, ttlRule: row[8])
             }
         }

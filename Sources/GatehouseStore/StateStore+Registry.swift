@@ -1,5 +1,5 @@
-import Foundation
-import GRDB
+import FoundationEssentials
+import SQLiteDB
 
 /// A leaf device as the registry knows it.
 public struct DeviceRecord: Sendable, Equatable, Codable {

@@ -1,5 +1,4 @@
-import Foundation
-import GRDB
+import SQLiteDB
 
 /// What one telemetry rule did since the daemon started (`gatehouse rules stats`).
 public struct TelemetryRuleStats: Sendable, Equatable, Codable {

@@ -1,6 +1,6 @@
-import Foundation
-import GRDB
+import FoundationEssentials
 import IoTHubWire
+import SQLiteDB
 
 /// The gateway's state on disk: one SQLite database in WAL mode holding the device registry, the
 /// outbox, and the daemon's status. The daemon writes it; `gatehouse status` reads it.
@@ -23,7 +23,6 @@ public final class StateStore: Sendable {
     public init(path: String, durability: Durability = .full) throws(StoreError) {
         self.path = path
         var configuration = Configuration()
-        configuration.label = "gatehouse.state"
         configuration.busyMode = .timeout(5)
         let synchronous = durability == .full ? "FULL" : "NORMAL"
         self.synchronous = synchronous
@@ -31,7 +30,7 @@ public final class StateStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         do {
-            let directory = (path as NSString).deletingLastPathComponent
+            let directory = Self.directory(of: path)
             if !directory.isEmpty {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             }
@@ -90,7 +89,7 @@ public final class StateStore: Sendable {
         configuration.busyMode = .timeout(5)
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration)
-            defer { try? queue.close() }
+            defer { queue.close() }
             return try queue.read { db in
                 try refuseNewerSchema(db, path: path)
                 let applied = try migrator.appliedIdentifiers(db)
@@ -102,6 +101,17 @@ public final class StateStore: Sendable {
         } catch {
             throw StoreError(code: .cannotOpen, message: "cannot read state database \(path)", underlying: error)
         }
+    }
+
+    /// The folder of `path`, as `NSString.deletingLastPathComponent` gave it: "" for a bare file
+    /// name, "/" for a file at the root; trailing slashes do not count.
+    static func directory(of path: String) -> String {
+        var path = Substring(path)
+        while path.count > 1, path.hasSuffix("/") { path.removeLast() }
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        var directory = path[..<slash]
+        while directory.hasSuffix("/") { directory.removeLast() }
+        return directory.isEmpty ? "/" : String(directory)
     }
 
     /// A database that a newer gatehouse has migrated holds migrations this version does not
@@ -247,7 +257,7 @@ public final class StateStore: Sendable {
             for row in rows {
                 let bag: String = row[1]
                 let properties = PropertyBag.decode(bag).map { OutboxProperty($0.name, $0.value ?? "") }
-                try update.execute(arguments: [Data(OutboxProperty.encode(properties)), row[0] as Int64])
+                try update.execute(arguments: [OutboxProperty.encode(properties), row[0] as Int64])
             }
             try db.execute(sql: "ALTER TABLE outbox DROP COLUMN properties")
         }

@@ -1,11 +1,11 @@
 import Foundation
-import GRDB
 import GatehouseCore
 import GatehousePluginHost
 import GatehousePluginKit
 import GatehouseStore
 import GatehouseTestSupport
 import Logging
+import SQLiteDB
 import Synchronization
 import Testing
 

@@ -1,6 +1,5 @@
-import Foundation
-import GRDB
 import GatehouseTestSupport
+import SQLiteDB
 import Testing
 
 @testable import GatehouseStore
@@ -210,7 +209,7 @@ struct DeadLetterStoreTests {
                     VALUES ('d', x'', x'61', 1, 1, 2)
                     """)
         }
-        try old.close()
+        old.close()
         // The CLI, upgraded before gatehoused restarted, reads it without migrating: no dead letters.
         let reader = try StateStore(readingFrom: path)
         #expect(try reader.deadLetterTotals() == DeadLetterTotals())

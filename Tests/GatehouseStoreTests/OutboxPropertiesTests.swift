@@ -1,6 +1,5 @@
-import Foundation
-import GRDB
 import GatehouseTestSupport
+import SQLiteDB
 import Testing
 
 @testable import GatehouseStore
@@ -57,7 +56,7 @@ struct OutboxPropertiesTests {
                            ('d', '', x'62', 2, 2, 2)
                     """)
         }
-        try old.close()
+        old.close()
         let store = try StateStore(path: path)
         let records = try store.outboxRecords(fromSeq: 0, limit: 10)
         #expect(records.map(\.payload) == [[0x61], [0x62]])
@@ -67,7 +66,9 @@ struct OutboxPropertiesTests {
                 OutboxProperty("empty", ""),
             ])
         #expect(records.last?.properties == [])
-        let columns = try DatabaseQueue(path: path).read { db in try db.columns(in: "outbox").map(\.name) }
+        let columns = try DatabaseQueue(path: path).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM pragma_table_info('outbox')")
+        }
         #expect(!columns.contains("properties"))
     }
 }

@@ -1,7 +1,7 @@
-import Foundation
-import GRDB
+import FoundationEssentials
 import GatehouseStore
 import GatehouseTestSupport
+import SQLiteDB
 import Testing
 
 @Suite("State store (SQLite on disk)")
@@ -92,7 +92,7 @@ struct StateStoreTests {
                 sql: "DELETE FROM grdb_migrations WHERE identifier IN ('v9-dead-letters', 'v10-telemetry-routes')")
         }
         let before = try older.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        try older.close()
+        older.close()
         let report = try StateStore.inspect(path: path)
         #expect(report.pending.starts(with: ["v9-dead-letters", "v10-telemetry-routes"]))
         let after = try DatabaseQueue(path: path).read { db in
@@ -117,7 +117,7 @@ struct StateStoreTests {
         try newer.write { db in
             try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
         }
-        try newer.close()
+        newer.close()
 
         let error = #expect(throws: StoreError.self) { _ = try StateStore(path: path) }
         #expect(error?.code == .newerSchema)

@@ -1,6 +1,5 @@
-import Foundation
-import GRDB
 import GatehouseTestSupport
+import SQLiteDB
 import Testing
 
 @testable import GatehouseStore
