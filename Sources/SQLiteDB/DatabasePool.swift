@@ -10,6 +10,8 @@ struct Owned: @unchecked Sendable {
 public protocol DatabaseWriter: Sendable {
     /// Runs `body` on the writer connection, outside any transaction.
     func writeWithoutTransaction<T>(_ body: (Database) throws -> T) throws -> T
+    /// Runs `body` in a read transaction: one snapshot of the database.
+    func read<T>(_ body: (Database) throws -> T) throws -> T
 }
 
 extension DatabaseWriter {

@@ -21,7 +21,7 @@ import StrictJSON
 // - `AMQPConnection.swift` (+`Device`): the IoT Hub endpoint over AMQP 1.0 (proton's connection
 //   driver; SASL in `AMQPSASL.swift`, messages in `AMQPMessage.swift` and `ProtonCodec.swift`).
 // - `SASVerifier.swift`: SAS token parsing and verification.
-// - `Registry.swift` + `DevHubStore.swift`: the records and their SQLite store (GRDB).
+// - `Registry.swift` + `DevHubStore.swift`: the records and their SQLite store (SQLiteDB).
 // - `TelemetryWriter.swift`: batched, durable telemetry writes.
 // - `ControlAPI.swift` + `ControlClient.swift`: the local HTTP/JSON control interface.
 // - `Certificates.swift`: the CA and server certificate.

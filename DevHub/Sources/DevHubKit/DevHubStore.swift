@@ -1,7 +1,16 @@
 import Foundation
-import GRDB
 import IoTHubWire
+import SQLiteDB
 import StrictJSON
+
+// DevHub keeps payloads as Foundation's `Data` (it is not shipped with the gateway, and may use
+// full Foundation); the store's layer knows bytes.
+extension Data: DatabaseValueConvertible {
+    public var databaseValue: DatabaseValue { .blob(Array(self)) }
+    public static func fromDatabaseValue(_ value: DatabaseValue) -> Data? {
+        [UInt8].fromDatabaseValue(value).map { Data($0) }
+    }
+}
 
 /// DevHub's state in SQLite (`devhub.sqlite` in the data folder): enrollments, registrations,
 /// devices, twins, C2D queues and received telemetry. Survives restarts.
@@ -23,7 +32,7 @@ public final class DevHubStore: Sendable {
 
     /// A store that lives in memory only (fuzzing, unit tests).
     public init(inMemory: Void = ()) throws {
-        database = try DatabaseQueue()
+        database = try DatabaseQueue(path: ":memory:")
         try Self.migrator.migrate(database)
     }
 
