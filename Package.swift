@@ -263,10 +263,10 @@ let package = Package(
         ),
         // Helpers the test targets share: temp dirs, subprocesses, brokers, C fixture plugins.
         .target(name: "GatehouseTestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec"]),
+        .testTarget(name: "MQTTCodecTests", dependencies: ["MQTTCodec", "GatehouseTestSupport"]),
         .testTarget(name: "IoTHubWireTests", dependencies: ["IoTHubWire"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
-        .testTarget(name: "TOMLReaderTests", dependencies: ["TOMLReader"]),
+        .testTarget(name: "TOMLReaderTests", dependencies: ["TOMLReader", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseBasicsTests", dependencies: ["GatehouseBasics"]),
         // Real mosquitto brokers: the poll(2) driver, descriptors past 1024, deadlines.
         .testTarget(name: "MosquittoClientTests", dependencies: ["MosquittoClient", "GatehouseTestSupport"]),
@@ -288,7 +288,7 @@ let package = Package(
         .testTarget(name: "GatehouseSiteBrokerTests", dependencies: ["GatehouseSiteBroker"]),
         .testTarget(name: "GatehouseTPMTests", dependencies: ["GatehouseTPM", "GatehouseTestSupport"]),
         // The golden corpus is read from disk by the tests (#filePath), not bundled.
-        .testTarget(name: "GateRulesTests", dependencies: ["GateRules"], exclude: ["corpus"]),
+        .testTarget(name: "GateRulesTests", dependencies: ["GateRules", "GatehouseTestSupport"], exclude: ["corpus"]),
         .testTarget(
             name: "GatehouseCoreTests",
             dependencies: [
@@ -337,6 +337,7 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 "SQLiteDB",
+                "GatehouseBasics",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "DevHub/Sources/DevHubKit"
@@ -347,6 +348,7 @@ let package = Package(
                 "DevHubKit",
                 "StrictJSON",
                 "IoTHubWire",
+                "GatehouseBasics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -365,7 +367,8 @@ let package = Package(
 // visibility a module sees only the APIs of what it imports itself, so an API of Foundation
 // reached through a dependency's import is a compile error here, not a surprise at packaging.
 let shippedModules: Set<String> = [
-    "GatehouseBasics", "TOMLReader", "SQLiteDB", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire", "StrictJSON", "MosquittoClient",
+    "GatehouseBasics", "TOMLReader", "SQLiteDB", "GatehousePluginKit", "GatehousePluginHost", "IoTHubWire",
+    "StrictJSON", "MosquittoClient",
     "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
     "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
     "MQTTTransport", "AMQPTransport", "NftablesFirewall",

@@ -1,25 +1,13 @@
 import Foundation
+import GatehouseTestSupport
 import Testing
 
 @testable import GateRules
 
-/// SplitMix64: a tiny seeded generator, so every failure replays from its seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Writes random policies as token streams, laid out badly (random blanks, line breaks and
 /// comments), plus random inputs for them.
 struct PolicyGenerator {
-    var random: SeededRandom
+    var random: SplitMix64
     var lets: [String] = []
     var comments = 0
 
@@ -164,7 +152,7 @@ struct PolicyGenerator {
 
     @Test(arguments: 0..<300)
     func randomPolicies(seed: Int) throws {
-        var generator = PolicyGenerator(random: SeededRandom(seed: UInt64(seed)))
+        var generator = PolicyGenerator(random: SplitMix64(seed: UInt64(seed)))
         let text = generator.layout(generator.policy())
         let original = SourceFile(name: "p.rules", text: text)
         let formatted = try #require(Formatter.format(original).0, "did not format:\n\(text)")
@@ -190,7 +178,7 @@ struct PolicyGenerator {
     @Test func generatedPoliciesMostlyCheck() {
         var compiled = 0
         for seed in 0..<300 {
-            var generator = PolicyGenerator(random: SeededRandom(seed: UInt64(seed)))
+            var generator = PolicyGenerator(random: SplitMix64(seed: UInt64(seed)))
             let text = generator.layout(generator.policy())
             if Policy.compile(files: [SourceFile(name: "p.rules", text: text)]).0 != nil { compiled += 1 }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import Testing
 
 @testable import GateRules
@@ -94,7 +95,7 @@ import Testing
         var model: ([String: Value]) -> K
     }
 
-    static func condition(_ random: inout SeededRandom, depth: Int) -> Condition {
+    static func condition(_ random: inout SplitMix64, depth: Int) -> Condition {
         func pick(_ n: Int) -> Int { Int(random.next() % UInt64(n)) }
         if depth > 0, pick(100) < 55 {
             let a = condition(&random, depth: depth - 1)
@@ -113,7 +114,7 @@ import Testing
         return Condition(text: atom.text, model: atom.model)
     }
 
-    static func claims(_ random: inout SeededRandom) -> [String: Value] {
+    static func claims(_ random: inout SplitMix64) -> [String: Value] {
         var out: [String: Value] = [:]
         for (name, variants) in claimVariants.sorted(by: { $0.key < $1.key }) {
             if let value = variants[Int(random.next() % UInt64(variants.count))] { out[name] = value }
@@ -123,7 +124,7 @@ import Testing
 
     @Test(arguments: 0..<8)
     func commandDecisionsFollowTheModel(batch: Int) throws {
-        var random = SeededRandom(seed: UInt64(0xC0FFEE + batch))
+        var random = SplitMix64(seed: UInt64(0xC0FFEE + batch))
         var undeterminedDenies = 0
         var undeterminedAllows = 0
         for round in 0..<150 {
@@ -178,7 +179,7 @@ import Testing
 
     @Test(arguments: 0..<4)
     func dropsApplyWhenUndeterminedAndRoutesDoNot(batch: Int) throws {
-        var random = SeededRandom(seed: UInt64(0xD0D0 + batch))
+        var random = SplitMix64(seed: UInt64(0xD0D0 + batch))
         for _ in 0..<100 {
             let route = Self.condition(&random, depth: 2)
             let drop = Self.condition(&random, depth: 2)

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import TOMLReader
 import Testing
 
@@ -157,7 +158,7 @@ import Testing
     /// Random short documents of headers, dotted keys, inline tables and arrays over the same
     /// few keys: the rules on defining and extending tables, where readers differ most.
     @Test func tableDefinitionRulesAgreeWithTomllib() throws {
-        var random = SplitMix64(state: 0x7461_626C)
+        var random = SplitMix64(seed: 0x7461_626C)
         let names = ["a", "b", "\"a\""]
         func key(_ segments: ClosedRange<Int>) -> String {
             (0..<Int.random(in: segments, using: &random)).map { _ in

@@ -1,19 +1,7 @@
 import Foundation
+import GatehouseTestSupport
 import TOMLReader
 import Testing
-
-/// A small deterministic generator (SplitMix64), so a failure can be reproduced.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Byte-wise mutations of valid documents, biased towards the bytes TOML's grammar turns on.
 enum Mutator {
@@ -52,7 +40,7 @@ enum Mutator {
     /// 5000 mutated documents: each is read or rejected with an error, none traps, none takes
     /// long, and what is read renders as valid JSON.
     @Test func mutatedDocumentsNeverTrapOrHang() {
-        var random = SplitMix64(state: 0x746F_6D6C)
+        var random = SplitMix64(seed: 0x746F_6D6C)
         let clock = ContinuousClock()
         var slowest = Duration.zero
         var (accepted, rejected) = (0, 0)
@@ -83,7 +71,7 @@ enum Mutator {
     /// Mutated documents against tomllib: the same ones are read (with the same JSON) and
     /// rejected. Integers past 64 bits, which tomllib reads, are the one known difference.
     @Test func mutatedDocumentsAgreeWithTomllib() throws {
-        var random = SplitMix64(state: 0x6469_6666)
+        var random = SplitMix64(seed: 0x6469_6666)
         let documents = (0..<1500).map { _ in
             Mutator.mutate(Self.seeds[Int.random(in: 0..<Self.seeds.count, using: &random)], using: &random)
         }

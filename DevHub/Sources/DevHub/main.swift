@@ -1,7 +1,8 @@
 // gatehouse-devhub: the offline IoT Hub + DPS emulator (`serve`) and the CLI of its control API.
 import ArgumentParser
 import DevHubKit
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import IoTHubWire
 import Logging
 import StrictJSON
@@ -56,8 +57,7 @@ struct ControlOptions: ParsableArguments {
         let response = try client().request(method, path, body: body)
         guard (200..<300).contains(response.status) else {
             let message = response.body["error"]?["message"]?.stringValue ?? response.body.description
-            FileHandle.standardError.write(
-                Data("gatehouse-devhub: \(response.status): \(message)\n".utf8))
+            StandardStreams.writeError("gatehouse-devhub: \(response.status): \(message)\n")
             throw ExitCode(response.status == 404 ? 2 : 1)
         }
         if printIt { print(response.body.prettyDescription) }
@@ -143,7 +143,7 @@ struct Serve: ParsableCommand {
             let port = Int(address[address.index(after: colon)...]),
             (0...65535).contains(port)
         else { throw ValidationError("\(option) takes host:port, not \(address)") }
-        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let host = String(address[..<colon]).trimming(["[", "]"])
         return (host, port)
     }
 }

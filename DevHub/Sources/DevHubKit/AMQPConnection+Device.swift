@@ -1,5 +1,5 @@
 import CQpidProton
-import Foundation
+import FoundationEssentials
 import IoTHubWire
 import NIOCore
 import StrictJSON

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import IoTHubWire
 
 // AMQP 1.0 messages as DevHub's IoT Hub endpoint reads and writes them (docs/protocols.md §3),
@@ -17,7 +18,7 @@ enum AMQPMessageID: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .ulong(let value): String(value)
         case .uuid(let value): value.uuidString.lowercased()
-        case .binary(let bytes): bytes.map { String(format: "%02x", $0) }.joined()
+        case .binary(let bytes): Hex.string(bytes)
         case .string(let text): text
         }
     }

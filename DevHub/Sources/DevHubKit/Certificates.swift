@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import X509
 
 #if canImport(Glibc)
@@ -35,7 +35,7 @@ public struct DevHubCertificates: Sendable {
             caKey = P256.Signing.PrivateKey()
             caCertificate = try makeCA(key: caKey)
             try writeSecret(caKey.pemRepresentation, to: caKeyPath)
-            try caCertificate.serializeAsPEM().pemString.appending("\n")
+            try (caCertificate.serializeAsPEM().pemString + "\n")
                 .write(toFile: caPath, atomically: true, encoding: .utf8)
         }
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -23,7 +24,7 @@ public struct ControlClient: Sendable {
         else {
             return nil
         }
-        host = String(rest[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        host = String(rest[..<colon]).trimming(["[", "]"])
         self.port = port
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import IoTHubWire
 import Logging
 import MQTTCodec
@@ -22,7 +22,7 @@ struct HubUsername: Equatable {
     init?(_ username: String) {
         // `{path}/?{query}`, or `{path}/` with no query.
         let path: Substring
-        if let marker = username.range(of: "/?") {
+        if let marker = username.firstRange(of: "/?") {
             path = username[..<marker.lowerBound]
             query = PropertyBag.query(ofTopic: String(username[marker.lowerBound...]))
         } else if username.hasSuffix("/") {

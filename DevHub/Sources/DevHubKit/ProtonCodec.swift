@@ -1,5 +1,5 @@
 import CQpidProton
-import Foundation
+import FoundationEssentials
 
 /// AMQP 1.0 message encoding through qpid-proton's codec (`pn_message_t`, `pn_data_t`): the one
 /// place DevHub turns ``AMQPMessage`` into bytes and back. Decoding never traps: bytes that are

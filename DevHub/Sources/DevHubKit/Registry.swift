@@ -1,6 +1,10 @@
-import Foundation
+import FoundationEssentials
 import IoTHubWire
 import StrictJSON
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The records DevHub keeps: DPS enrollments and registrations, the hub's identity registry,
 // and what devices sent or were sent. `DevHubStore` persists them.

@@ -1,5 +1,6 @@
 import Crypto
-import Foundation
+import FoundationEssentials
+import GatehouseBasics
 import IoTHubWire
 
 /// A Shared Access Signature token as a device presented it (docs/protocols.md §0):
@@ -145,7 +146,7 @@ public struct SymmetricKeyText: Sendable, Equatable, CustomStringConvertible {
     public let bytes: [UInt8]
 
     public init?(base64 text: String) {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmingWhitespace
         guard let data = Data(base64Encoded: trimmed), (16...64).contains(data.count) else {
             return nil
         }

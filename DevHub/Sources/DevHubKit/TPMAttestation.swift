@@ -1,6 +1,6 @@
 import COpenSSL
 import Crypto
-import Foundation
+import FoundationEssentials
 
 // The service side of DPS TPM attestation (docs/protocols.md §1.b): what DPS computes so that only
 // the TPM holding an enrolled endorsement key can install an HMAC key.

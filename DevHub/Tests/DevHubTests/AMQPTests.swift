@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import IoTHubWire
 import Testing
 
@@ -283,19 +284,9 @@ import Testing
 /// Hostile bytes never trap: mutated and truncated messages through proton's codec, random
 /// bytes through the SASL negotiator. A fixed seed, so a failure repeats.
 @Suite struct AMQPHostileInputTests {
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     @Test func mutatedMessagesDecodeOrFail() {
-        var random = SplitMix(state: 17)
+        var random = SplitMix64(seed: 17)
         var message = AMQPMessage()
         message.messageID = .uuid(UUID())
         message.applicationProperties = [("a", .string("b")), ("n", .int32(5)), ("m", .binary([1, 2, 3]))]
@@ -317,7 +308,7 @@ import Testing
     }
 
     @Test func randomBytesThroughTheNegotiator() {
-        var random = SplitMix(state: 42)
+        var random = SplitMix64(seed: 42)
         for _ in 0..<20_000 {
             var negotiator = AMQPSASLNegotiator()
             var input = Bool.random(using: &random) ? AMQPSASLNegotiator.saslHeader : []
@@ -379,7 +370,7 @@ import Testing
     /// Mutations past the setup, fed with the client's pauses, so they meet an authenticated device.
     @Test func mutatedAfterAuthenticationNeverTrapOrHang() throws {
         let harness = try SessionHarness()
-        var random = AMQPHostileInputTests.SplitMix(state: 11)
+        var random = SplitMix64(seed: 11)
         for _ in 0..<40 {
             var bytes = Self.transcript
             for _ in 0..<Int.random(in: 1...4, using: &random) {
@@ -398,7 +389,7 @@ import Testing
 
     @Test func mutatedTranscriptsNeverTrapOrHang() throws {
         let harness = try SessionHarness()
-        var random = AMQPHostileInputTests.SplitMix(state: 7)
+        var random = SplitMix64(seed: 7)
         for _ in 0..<150 {
             var bytes = Self.transcript
             for _ in 0..<Int.random(in: 1...6, using: &random) {
