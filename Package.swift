@@ -169,7 +169,7 @@ let package = Package(
             name: "GatehouseStore",
             // IoTHubWire: the v8 migration reads the property bags older versions stored.
             dependencies: [
-                "IoTHubWire", "SQLiteDB",
+                "IoTHubWire", "SQLiteDB", "GatehouseBasics",
                 // SQLite's C API, for the outbox's hot insert (StateStore+Outbox.swift).
                 "CSQLite",
             ]
@@ -275,7 +275,7 @@ let package = Package(
         // dumps of databases the GRDB-based store wrote, read from disk (#filePath), not bundled.
         .testTarget(
             name: "GatehouseStoreTests",
-            dependencies: ["GatehouseStore", "GatehouseTestSupport", "SQLiteDB", "CSQLite"],
+            dependencies: ["GatehouseStore", "GatehouseTestSupport", "SQLiteDB", "CSQLite", "GatehouseBasics"],
             exclude: ["Fixtures"]),
         .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB", "CSQLite", "GatehouseTestSupport"]),
         .testTarget(name: "GatehousePluginKitTests", dependencies: ["GatehousePluginKit"]),

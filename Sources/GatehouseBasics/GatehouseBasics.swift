@@ -36,12 +36,14 @@ extension StringProtocol {
 
 /// Path components as `NSString`'s path methods give them, for POSIX paths.
 public enum PathText {
-    /// "/a/b/c" → "/a/b"; "c" → ""; "/c" → "/"; trailing slashes are ignored.
+    /// "/a/b/c" → "/a/b"; "c" → ""; "/c" → "/"; "a//b" → "a"; trailing slashes are ignored
+    /// (NSString's `deletingLastPathComponent`).
     public static func directory(of path: String) -> String {
         let trimmed = withoutTrailingSlashes(path)
         guard let slash = trimmed.lastIndex(of: "/") else { return "" }
-        if slash == trimmed.startIndex { return "/" }
-        return String(trimmed[..<slash])
+        var directory = trimmed[..<slash]
+        while directory.hasSuffix("/") { directory.removeLast() }
+        return directory.isEmpty ? "/" : String(directory)
     }
 
     /// "/a/b/c" → "c"; "/" → "/"; trailing slashes are ignored.

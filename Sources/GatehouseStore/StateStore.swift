@@ -1,4 +1,5 @@
 import FoundationEssentials
+import GatehouseBasics
 import IoTHubWire
 import SQLiteDB
 
@@ -30,7 +31,7 @@ public final class StateStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         do {
-            let directory = Self.directory(of: path)
+            let directory = PathText.directory(of: path)
             if !directory.isEmpty {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             }
@@ -101,17 +102,6 @@ public final class StateStore: Sendable {
         } catch {
             throw StoreError(code: .cannotOpen, message: "cannot read state database \(path)", underlying: error)
         }
-    }
-
-    /// The folder of `path`, as `NSString.deletingLastPathComponent` gave it: "" for a bare file
-    /// name, "/" for a file at the root; trailing slashes do not count.
-    static func directory(of path: String) -> String {
-        var path = Substring(path)
-        while path.count > 1, path.hasSuffix("/") { path.removeLast() }
-        guard let slash = path.lastIndex(of: "/") else { return "" }
-        var directory = path[..<slash]
-        while directory.hasSuffix("/") { directory.removeLast() }
-        return directory.isEmpty ? "/" : String(directory)
     }
 
     /// A database that a newer gatehouse has migrated holds migrations this version does not

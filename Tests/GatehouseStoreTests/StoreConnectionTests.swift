@@ -1,4 +1,5 @@
 import FoundationEssentials
+import GatehouseBasics
 import GatehouseTestSupport
 import SQLiteDB
 import Testing
@@ -57,14 +58,14 @@ struct StoreConnectionTests {
         let path = dir.file("var/lib/gatehouse/state.db")
         _ = try StateStore(path: path)
         #expect(FileManager.default.fileExists(atPath: path))
-        #expect(StateStore.directory(of: "/var/lib/gatehouse/state.db") == "/var/lib/gatehouse")
-        #expect(StateStore.directory(of: "/var/lib//gatehouse/") == "/var/lib")
-        #expect(StateStore.directory(of: "/state.db") == "/")
-        #expect(StateStore.directory(of: "state.db") == "")
-        #expect(StateStore.directory(of: "data/state.db") == "data")
-        #expect(StateStore.directory(of: "/") == "/")
-        #expect(StateStore.directory(of: "") == "")
-        #expect(StateStore.directory(of: "a//b") == "a")
-        #expect(StateStore.directory(of: "//x") == "/")
+        #expect(PathText.directory(of: "/var/lib/gatehouse/state.db") == "/var/lib/gatehouse")
+        #expect(PathText.directory(of: "/var/lib//gatehouse/") == "/var/lib")
+        #expect(PathText.directory(of: "/state.db") == "/")
+        #expect(PathText.directory(of: "state.db") == "")
+        #expect(PathText.directory(of: "data/state.db") == "data")
+        #expect(PathText.directory(of: "/") == "/")
+        #expect(PathText.directory(of: "") == "")
+        #expect(PathText.directory(of: "a//b") == "a")
+        #expect(PathText.directory(of: "//x") == "/")
     }
 }
