@@ -1,3 +1,5 @@
+import GatehouseBasics
+
 /// A CBS put-token request (docs/protocols.md §3.1, §3.4): properties `message-id` (a ulong that
 /// counts per connection) and `reply-to` `cbs`; application properties `operation` = `put-token`,
 /// `type` and `name` (the audience); the body an AMQP value string, the SAS token itself.
@@ -94,10 +96,7 @@ enum AMQPScalar: Sendable, Equatable {
     }
 
     static func uuidText(_ bytes: [UInt8]) -> String {
-        let hex = bytes.map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }
+        let hex = bytes.map { Hex.string([$0]) }
         guard hex.count == 16 else { return hex.joined() }
         return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }
             .joined(separator: "-")

@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import GatehouseAuth
+import GatehouseBasics
 import GatehouseStore
 import Synchronization
 
@@ -102,17 +103,9 @@ final class ReplayLedger: Sendable {
 /// `oid`, in hex. The issuer is part of it so that one identity provider cannot mint tokens that
 /// share another's callers; the raw values stay out of the database.
 enum CallerKey {
-    private static let digits = Array("0123456789abcdef".utf8)
-
     static func of(_ token: VerifiedToken) -> String {
         let principal = token.objectID.map { "oid\u{0}" + $0 } ?? "sub\u{0}" + token.subject
         let digest = SHA256.hash(data: Array(("iss\u{0}" + token.issuer + "\u{0}" + principal).utf8))
-        var hex: [UInt8] = []
-        hex.reserveCapacity(2 * SHA256.byteCount)
-        for byte in digest {
-            hex.append(digits[Int(byte >> 4)])
-            hex.append(digits[Int(byte & 0xF)])
-        }
-        return String(decoding: hex, as: UTF8.self)
+        return Hex.string(digest)
     }
 }

@@ -27,6 +27,6 @@ struct RuleSetIdentity {
             hash.update(data: Data(file.text.utf8))
             hash.update(data: Data([0]))
         }
-        return hash.finalize().map { Hex.string(Int($0), width: 2) }.joined()
+        return Hex.string(hash.finalize())
     }
 }
