@@ -71,7 +71,7 @@ let package = Package(
         // One libmosquitto client, driven by poll(2) (any descriptor number), for the DPS client,
         // the dynamic-security admin and the `mqtt` transport's hub side (OpenSSL: its batched
         // TLS writes).
-        .target(name: "MosquittoClient", dependencies: ["CMosquitto", "COpenSSL"]),
+        .target(name: "MosquittoClient", dependencies: ["CMosquitto"]),
         // The rule language: lexer, parser, checker, compiler, evaluator, diagnostics, test runner.
         // No dependencies: integrators' tooling and the daemon both link it.
         .target(name: "GateRules"),
@@ -211,10 +211,12 @@ let package = Package(
                 "GatehouseCLICommands", "GatehousedCommand",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The upstream transports' TLS client socket (OpenSSL, non-blocking, for a poll(2) loop).
+        .target(name: "HubTLS", dependencies: ["COpenSSL"]),
         .target(
             name: "MQTTTransport",
             dependencies: [
-                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "MosquittoClient", "COpenSSL", "MQTTCodec",
+                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "HubTLS", "COpenSSL", "MQTTCodec",
             ],
             path: "Plugins/MQTTTransport"
         ),
@@ -225,6 +227,7 @@ let package = Package(
             name: "AMQPTransport",
             dependencies: [
                 "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "StrictJSON", "CQpidProton", "COpenSSL",
+                "HubTLS",
             ],
             path: "Plugins/AMQPTransport"
         ),
@@ -371,7 +374,7 @@ let shippedModules: Set<String> = [
     "StrictJSON", "MosquittoClient",
     "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
     "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
-    "MQTTTransport", "AMQPTransport", "NftablesFirewall",
+    "MQTTTransport", "AMQPTransport", "NftablesFirewall", "HubTLS",
 ]
 for target in package.targets where shippedModules.contains(target.name) {
     target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]

@@ -1,5 +1,6 @@
 import CQpidProton
 import GatehousePluginKit
+import HubTLS
 import StrictJSON
 
 #if canImport(Glibc)

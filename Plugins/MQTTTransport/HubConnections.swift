@@ -1,24 +1,25 @@
 import COpenSSL
 import FoundationEssentials
 import GatehousePluginKit
+import HubTLS
 import IoTHubWire
-import MosquittoClient
+import MQTTCodec
 import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The upstream role: one MQTT connection per device identity to IoT Hub, on libmosquitto.
+/// The upstream role: one MQTT connection per device identity to IoT Hub (`HubMQTTClient`).
 ///
 /// IoT Hub's MQTT endpoint cannot multiplex identities (docs/protocols.md §2.5), so each leaf device
 /// gets its own TLS connection with client id `{deviceId}`, username
 /// `{hub}/{deviceId}/?api-version=2021-04-12` and a SAS token (signed by the host) as password.
 ///
-/// Threads: every libmosquitto call happens on ONE I/O thread that polls all sockets with
-/// poll(2) (any descriptor number) and hands each `MosquittoConnection` what poll reported, so
-/// libmosquitto's per-client state is never touched concurrently and a thousand identities cost
-/// one thread, not a thousand. Other threads talk to it through `inbox` (a locked queue) and a
+/// Threads: every connection is driven by ONE I/O thread that polls all sockets with poll(2)
+/// (any descriptor number) and hands each `HubMQTTClient` what poll reported, so a
+/// connection's state is never touched concurrently and a thousand identities cost one thread,
+/// not a thousand. Other threads talk to it through `inbox` (a locked queue) and a
 /// wake-up pipe.
 ///
 /// Poison messages (docs/architecture.md, "Failure model"): `send` refuses at once
@@ -87,8 +88,6 @@ final class HubConnections: Sendable {
             SSL_CTX_free(context)
             throw error
         }
-        // libmosquitto's process-wide init here, on the loading thread, not first on the I/O thread.
-        Mosquitto.initialize()
     }
 
     deinit {
@@ -182,35 +181,27 @@ final class HubConnections: Sendable {
             while owner.io.isRunning {
                 var fds = [pollfd(fd: owner.io.wakeDescriptor, events: Int16(POLLIN), revents: 0)]
                 var order: [HubLink] = []
+                var inputWaits = false
                 for link in links.values {
-                    // What this pass queued leaves now, one write(2) a link (see `onConnect`).
-                    link.client.flushWrites()
-                    guard let watched = link.client.pollDescriptor(writable: link.state == .connecting) else {
-                        continue
-                    }
-                    fds.append(watched)
+                    // What this pass queued leaves now: one SSL_write a link (`HubMQTTClient`).
+                    link.client.flush()
+                    guard let events = link.client.pollEvents else { continue }
+                    fds.append(pollfd(fd: link.client.descriptor, events: events, revents: 0))
                     order.append(link)
+                    inputWaits = inputWaits || link.client.hasBufferedInput
                 }
-                _ = poll(&fds, nfds_t(fds.count), 100)
+                _ = poll(&fds, nfds_t(fds.count), inputWaits ? 0 : 100)
                 if fds[0].revents != 0 { owner.io.drainWake() }
                 processInbox()
                 for (index, link) in order.enumerated() where !link.closed {
                     let revents = fds[index + 1].revents
-                    if link.state == .connecting, revents & Int16(POLLERR | POLLHUP) != 0 {
-                        // A non-blocking connect that failed (refused, unreachable): libmosquitto
-                        // reports nothing for it in an external loop, so we do.
-                        link.connectFailed("connection refused or reset")
-                        continue
-                    }
+                    guard revents != 0 || link.client.hasBufferedInput else { continue }
                     link.client.handle(revents: revents)
                 }
                 if ContinuousClock.now - lastMisc >= .milliseconds(500) {
                     lastMisc = .now
                     let now = HubConnections.nowMS()
-                    for link in links.values {
-                        if link.state == .connected || link.state == .connecting { link.client.loopMisc() }
-                        link.tick(nowMS: now)
-                    }
+                    for link in links.values { link.tick(nowMS: now) }
                 }
             }
             shutdown()
@@ -221,7 +212,7 @@ final class HubConnections: Sendable {
                 switch op {
                 case .open(let device):
                     if links[device] == nil {
-                        guard let link = HubLink(device: device, owner: owner) else { continue }
+                        let link = HubLink(device: device, owner: owner)
                         links[device] = link
                         link.connect()
                     }
@@ -246,16 +237,15 @@ final class HubConnections: Sendable {
                 var fds: [pollfd] = []
                 var order: [HubLink] = []
                 for link in links.values {
-                    link.client.flushWrites()
-                    let socket = link.client.socket
-                    guard socket >= 0 else { continue }
-                    fds.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0))
+                    link.client.flush()
+                    guard let events = link.client.pollEvents else { continue }
+                    fds.append(pollfd(fd: link.client.descriptor, events: events, revents: 0))
                     order.append(link)
                 }
                 guard !fds.isEmpty else { break }
                 _ = poll(&fds, nfds_t(fds.count), 50)
                 for (index, link) in order.enumerated() where fds[index].revents != 0 {
-                    link.client.loopRead()
+                    link.client.handle(revents: fds[index].revents)
                 }
             }
             for link in links.values { link.close(reason: "gatehoused stopping") }
@@ -265,13 +255,13 @@ final class HubConnections: Sendable {
 }
 
 /// One device identity's connection. Confined to the I/O thread (every method is called there,
-/// including the connection's events, which arrive inside its libmosquitto calls).
+/// including the connection's events, which arrive inside its `HubMQTTClient` calls).
 ///
 /// The link keeps every message `send` accepted until the hub acknowledges it: `waiting` (not
-/// yet handed to libmosquitto) and `outstanding` (published, no PUBACK yet). When a connection
-/// drops, the outstanding ones go back to the front of `waiting`, in order, and the next
-/// connection uses a fresh libmosquitto client (which holds no copies of them), so the link
-/// itself decides what is sent again, and how many at once.
+/// yet handed to the connection) and `outstanding` (published, no PUBACK yet). When a
+/// connection drops, the outstanding ones go back to the front of `waiting`, in order; the
+/// client resends nothing by itself, so the link decides what is sent again, and how many at
+/// once.
 ///
 /// Poison detection. A connection the hub accepted (CONNACK 0) that drops before any PUBACK,
 /// within `attributionWindowMS` of a message being sent, "failed at its first message". With
@@ -294,7 +284,7 @@ final class HubLink {
         var topic: String
         var payload: [UInt8]
         var token: UInt64
-        /// When it was last handed to libmosquitto (ms since 1970).
+        /// When it was last handed to the connection (ms since 1970).
         var sentMS: Int64 = 0
     }
 
@@ -304,22 +294,19 @@ final class HubLink {
     static let provenAfterMS: Int64 = 10_000
     /// After a refusal, the next one needs a PUBACK in between, or this long.
     static let refusalCooldownMS: Int64 = 300_000
-    /// libmosquitto's own lines reported while connecting (a TLS handshake refused for a bad
-    /// certificate, say, says more than the disconnect code that follows).
-    static let connectLogLevels: MosquittoLogLevel = [.error, .warning]
 
     let device: String
     let owner: HubConnections
-    private(set) var client: MosquittoConnection
+    let client = HubMQTTClient()
     var state = State.idle
-    /// Set by `close`: the libmosquitto client is gone and the link takes no more events.
+    /// Set by `close`: the connection is gone and the link takes no more events.
     private(set) var closed = false
-    /// Accepted, not yet handed to libmosquitto, in the order `send` accepted them.
+    /// Accepted, not yet handed to the connection, in the order `send` accepted them.
     var waiting: [Pending] = []
-    /// Published on this connection and not yet acknowledged, by libmosquitto message id, and
-    /// those ids in publish order.
-    var outstanding: [Int32: Pending] = [:]
-    var publishOrder: [Int32] = []
+    /// Published on this connection and not yet acknowledged, by packet id, and those ids in
+    /// publish order.
+    var outstanding: [UInt16: Pending] = [:]
+    var publishOrder: [UInt16] = []
     /// Messages the hub may be refusing (see the type's comment): sent one at a time.
     var suspects = Set<UInt64>()
     /// How many fresh connections in a row the hub dropped right after each message.
@@ -331,9 +318,6 @@ final class HubLink {
     /// The current connection: when the hub accepted it, and whether it proved itself.
     var connectedAtMS: Int64 = 0
     var proven = false
-    /// The libmosquitto client holds copies of messages from a dropped connection: the next
-    /// connect uses a fresh one.
-    var needsFreshClient = false
     /// Whether this connection subscribed to twin responses (at its first reported patch).
     var twinSubscribed = false
     var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(60))
@@ -343,61 +327,22 @@ final class HubLink {
     var connectStartedMS: Int64 = 0
     /// When `flush` last had telemetry to send (ms since 1970).
     var lastPublishMS: Int64 = 0
-    /// A link with nothing to send for this long gives its TLS write buffer back.
+    /// A link with nothing to send for this long gives its write buffer back.
     static let idleAfterMS: Int64 = 5_000
 
-    init?(device: String, owner: HubConnections) {
+    init(device: String, owner: HubConnections) {
         self.device = device
         self.owner = owner
-        guard let client = Self.makeClient(device: device, owner: owner) else { return nil }
-        self.client = client
-        attach()
-    }
-
-    /// A libmosquitto client for this identity, set up as every link's is.
-    private static func makeClient(device: String, owner: HubConnections) -> MosquittoConnection? {
-        do {
-            // Clean session 0, as the Azure SDKs do: C2D subscriptions and queued C2D survive.
-            let client = try MosquittoConnection(clientID: device, cleanSession: false)
-            // Telemetry is small and latency matters: no Nagle delay behind a delayed ACK.
-            try client.setTCPNoDelay(true)
-            // The link decides what is in flight (the host bounds it per device); libmosquitto
-            // should not queue on top.
-            try client.setMaxInflightMessages(0)
-            // The shared context, as is: libmosquitto applies no defaults of its own on top, but
-            // still checks the server's host name (tls_insecure stays false).
-            try client.setTLSContext(owner.tls.pointer)
-            client.logLevels = connectLogLevels
-            return client
-        } catch {
-            owner.host.log(.error, "libmosquitto could not create a client for device \(device): \(error)")
-            return nil
-        }
-    }
-
-    private func attach() {
         // Unowned: the link owns the connection, whose events arrive only inside its calls.
         client.handler = { [unowned self] event in self.on(event) }
     }
 
     var username: String { "\(owner.settings.hostname)/\(device)/?api-version=\(owner.settings.apiVersion)" }
 
-    /// Signs a fresh token and starts a non-blocking (re)connect.
+    /// Signs a fresh token and starts a non-blocking connect (clean session 0: the hub keeps the
+    /// identity's subscriptions and queued C2D messages across connections).
     func connect() {
         let settings = owner.settings
-        var fresh = false
-        if needsFreshClient {
-            // Never inside libmosquitto's own callbacks: connect runs from a tick or the inbox.
-            guard let replacement = Self.makeClient(device: device, owner: owner) else {
-                fail(reason: "cannot create a libmosquitto client")
-                return
-            }
-            client.close()
-            client = replacement
-            attach()
-            needsFreshClient = false
-            fresh = true
-        }
         let expiry = HubConnections.nowMS() / 1000 + settings.sasTTL
         let token: String
         switch owner.host.signSAS(deviceID: device, resource: "\(settings.hostname)/devices/\(device)", expiry: expiry)
@@ -410,23 +355,17 @@ final class HubLink {
         }
         // Renew at 80% of the lifetime: reconnect with a new token before the hub drops us.
         renewAtMS = HubConnections.nowMS() + settings.sasTTL * 800
-        do {
-            try client.setCredentials(username: username, password: token)
-        } catch {
-            fail(reason: "cannot set the credentials for this device: \(error)")
-            return
-        }
         state = .connecting
         connectStartedMS = HubConnections.nowMS()
         owner.host.linkState(deviceID: device, .connecting)
-        let reconnect = (renewing || retryAtMS > 0) && !fresh
         renewing = false
-        do {
-            if reconnect {
-                try client.reconnectAsync()
-            } else {
-                try client.connectAsync(host: settings.address, port: settings.port, keepAlive: settings.keepAlive)
-            }
+        do throws(TransportFailure) {
+            try client.connect(
+                address: settings.address, port: settings.port, context: owner.tls.pointer,
+                serverName: settings.hostname,
+                credentials: .init(
+                    clientID: device, username: username, password: token,
+                    keepAlive: UInt16(clamping: settings.keepAlive)))
         } catch {
             fail(reason: "cannot connect to \(settings.address):\(settings.port): \(error)")
         }
@@ -434,7 +373,7 @@ final class HubLink {
 
     /// Gives up on a connect in progress and schedules the next try.
     func connectFailed(_ reason: String) {
-        client.disconnect()
+        client.close()
         fail(reason: "cannot connect to \(owner.settings.address):\(owner.settings.port): \(reason)")
     }
 
@@ -448,6 +387,7 @@ final class HubLink {
     /// Timers: reconnects that are due, connects that hang, token renewals, a connection that
     /// proved itself by staying up.
     func tick(nowMS: Int64) {
+        client.tick(nowMS: nowMS)
         if state == .connecting, nowMS - connectStartedMS > Int64(owner.settings.keepAlive) * 1000 {
             connectFailed("no CONNACK within \(owner.settings.keepAlive)s")
         } else if state == .waiting, nowMS >= retryAtMS {
@@ -460,9 +400,7 @@ final class HubLink {
             proven = true
             backoff.reset()
         }
-        if state == .connected, nowMS - lastPublishMS >= Self.idleAfterMS, client.batchesTLSWrites {
-            client.unbatchTLSWrites()
-        }
+        if state == .connected, nowMS - lastPublishMS >= Self.idleAfterMS { client.trimBuffers() }
     }
 
     /// Queues a telemetry message (`token`) or sends a method response (QoS 0, no token).
@@ -470,41 +408,37 @@ final class HubLink {
         if topic.hasPrefix(IoTHubTopic.twinReportedPrefix), !twinSubscribed {
             // Twin responses, subscribed to only by an identity that reports (the gateway's own):
             // a thousand leaf links subscribe to nothing more.
-            _ = try? client.subscribe(IoTHubTopic.twinResponsePrefix + "#", qos: 0)
+            client.subscribe(IoTHubTopic.twinResponsePrefix + "#", qos: .atMostOnce)
             twinSubscribed = true
         }
         guard let token else {
             // Method responses go at QoS 0, as the SDKs send them; lost with the connection.
-            _ = try? client.publish(topic: topic, payload: payload, qos: 0)
+            _ = try? client.publish(topic: topic, payload: payload, qos: .atMostOnce)
             return
         }
         waiting.append(Pending(topic: topic, payload: payload, token: token))
         flush()
     }
 
-    /// Hands waiting messages to libmosquitto: all of them, or one at a time while there are
-    /// suspects.
+    /// Hands waiting messages to the connection: all of them, or one at a time while there are
+    /// suspects. The PUBLISHes of one pass of the I/O loop leave together (`HubMQTTClient`);
+    /// `tick` gives the write buffer back once the link is idle, so 1,000 quiet identities hold
+    /// none.
     private func flush() {
         guard state == .connected, owner.isRunning else { return }
-        if !waiting.isEmpty {
-            // While the link has telemetry to send, the PUBLISHes of each pass of the I/O loop
-            // leave in one TLS write, not one write(2) and TCP segment a message; `tick` gives
-            // the buffer back once the link is idle, so 1,000 quiet identities hold none.
-            lastPublishMS = HubConnections.nowMS()
-            if !client.batchesTLSWrites { client.batchTLSWrites() }
-        }
+        if !waiting.isEmpty { lastPublishMS = HubConnections.nowMS() }
         while !waiting.isEmpty {
             if !suspects.isEmpty, !outstanding.isEmpty { return }
             var next = waiting.removeFirst()
-            do {
-                let mid = try client.publish(topic: next.topic, payload: next.payload, qos: 1)
+            do throws(HubMQTTClient.PublishRefusal) {
+                let id = try client.publish(topic: next.topic, payload: next.payload, qos: .atLeastOnce)
                 next.sentMS = HubConnections.nowMS()
-                outstanding[mid] = next
-                publishOrder.append(mid)
-            } catch  where error.refusesTheMessage {
+                outstanding[id] = next
+                publishOrder.append(id)
+            } catch .tooLarge {
                 owner.host.log(
                     .warning,
-                    "device \(device): libmosquitto will not send a message of \(next.payload.count) bytes (\(error)); "
+                    "device \(device): MQTT cannot carry a message of \(next.payload.count) bytes on its topic; "
                         + "reporting it refused")
                 forget(next.token)
                 owner.host.delivered(token: next.token, status: .refused)
@@ -522,7 +456,9 @@ final class HubLink {
     }
 
     func close(reason: String) {
-        if state == .connected { client.disconnect() }
+        // This reports the link down itself: the connection's own `.disconnected` is not needed.
+        client.handler = { _ in }
+        client.disconnect()
         owner.upDevicesRemove(device)
         let tokens = publishOrder.compactMap { outstanding[$0]?.token } + waiting.map(\.token)
         outstanding.removeAll()
@@ -532,75 +468,69 @@ final class HubLink {
         refusals.removeAll()
         for token in tokens { owner.host.delivered(token: token, status: .unavailable) }
         owner.host.linkState(deviceID: device, .down, reason: reason)
-        client.close()
         closed = true
     }
 
     /// Whether anything sent waits for the hub's acknowledgement (the drain at stop).
     var hasOutstanding: Bool { !outstanding.isEmpty }
 
-    // MARK: libmosquitto's events (on the I/O thread, inside the connection's calls)
+    // MARK: The connection's events (on the I/O thread, inside the connection's calls)
 
-    private func on(_ event: MosquittoEvent) {
+    private func on(_ event: HubMQTTClient.Event) {
         switch event {
         case .connected(let code): onConnect(code)
-        case .disconnected(let code): onDisconnect(code)
-        case .published(let mid): onPublish(mid)
-        case .message(let message): owner.received(topic: message.topic, payload: message.payload, device: device)
-        case .log(_, let text): owner.host.log(.warning, "device \(device): libmosquitto: \(text)")
-        case .subscribed: break
+        case .connectFailed(let reason):
+            fail(reason: "cannot connect to \(owner.settings.address):\(owner.settings.port): \(reason)")
+        case .disconnected(let reason): onDisconnect(reason)
+        case .acknowledged(let id): onPublish(id)
+        case .message(let topic, let payload): owner.received(topic: topic, payload: payload, device: device)
+        case .oversized(let topic, let bytes):
+            owner.host.log(
+                .warning,
+                "device \(device): the hub sent a message of \(bytes) bytes on \(topic), over the limit of "
+                    + "\(HubMQTTClient.maxIncomingPacket); acknowledged and dropped")
         }
     }
 
-    private func onConnect(_ rc: Int32) {
-        guard rc == 0 else {
-            client.disconnect()
-            fail(reason: "hub refused the connection: \(Mosquitto.connackText(rc))")
+    private func onConnect(_ code: ConnAck.ReturnCode) {
+        guard code == .accepted else {
+            fail(reason: "hub refused the connection: \(Self.connackText(code))")
             return
         }
         state = .connected
-        // From here on libmosquitto formats no log line per packet (it does whenever a log
-        // callback is set): a connection that fails now says why in its disconnect code
-        // (docs/benchmarks.md, "Where the relay's time goes"). See `flush` for the writes.
-        client.logLevels = []
         connectedAtMS = HubConnections.nowMS()
         proven = false  // accepted is not proven: the backoff is reset only once it is
-        retryAtMS = 1  // from now on reconnect, keeping the session
+        retryAtMS = 1
         // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
-        _ = try? client.subscribe(IoTHubTopic.c2dFilter(deviceID: device), qos: 1)
-        _ = try? client.subscribe(IoTHubTopic.methodsFilter, qos: 0)
+        client.subscribe(IoTHubTopic.c2dFilter(deviceID: device), qos: .atLeastOnce)
+        client.subscribe(IoTHubTopic.methodsFilter, qos: .atMostOnce)
         owner.upDevicesInsert(device)
         owner.host.linkState(deviceID: device, .up)
         flush()
     }
 
-    private func onDisconnect(_ rc: Int32) {
-        client.logLevels = Self.connectLogLevels
+    /// An accepted connection ended: `reason` nil after our own DISCONNECT (a token renewal).
+    private func onDisconnect(_ reason: String?) {
         twinSubscribed = false
         owner.upDevicesRemove(device)
         let wasConnected = state == .connected
         let unanswered = publishOrder.compactMap { outstanding[$0] }
-        // Everything unacknowledged goes back, in order, ahead of what waits; the next
-        // connection's fresh client holds no copies of it.
+        // Everything unacknowledged goes back, in order, ahead of what waits.
         outstanding.removeAll()
         publishOrder.removeAll()
-        if !unanswered.isEmpty {
-            waiting.insert(contentsOf: unanswered, at: 0)
-            needsFreshClient = true
-        }
-        if wasConnected, rc != 0, !renewing, !proven, !unanswered.isEmpty {
+        if !unanswered.isEmpty { waiting.insert(contentsOf: unanswered, at: 0) }
+        if wasConnected, reason != nil, !renewing, !proven, !unanswered.isEmpty {
             judge(unanswered, droppedAtMS: HubConnections.nowMS())
         }
         if renewing {
-            // Reconnect from the next tick, not from inside libmosquitto's disconnect handling,
-            // which discards packets queued during its callback (the new CONNECT among them).
+            // Reconnect from the next tick, not from inside the connection's event.
             state = .waiting
             retryAtMS = HubConnections.nowMS()
             owner.host.linkState(deviceID: device, .down, reason: "renewing the SAS token")
             return
         }
         guard state != .waiting else { return }  // a refused CONNACK already scheduled the retry
-        fail(reason: rc == 0 ? "disconnected" : "connection lost: \(Mosquitto.describe(rc))")
+        fail(reason: reason ?? "disconnected")
     }
 
     /// A connection the hub accepted dropped before acknowledging anything, with `unanswered`
@@ -646,7 +576,19 @@ final class HubLink {
         owner.host.delivered(token: only.token, status: .refused)
     }
 
-    private func onPublish(_ mid: Int32) {
+    /// CONNACK return codes in the words libmosquitto and the Azure SDKs use for them.
+    static func connackText(_ code: ConnAck.ReturnCode) -> String {
+        switch code {
+        case .unacceptableProtocolVersion: "Connection Refused: unacceptable protocol version."
+        case .identifierRejected: "Connection Refused: identifier rejected."
+        case .serverUnavailable: "Connection Refused: broker unavailable."
+        case .badUsernameOrPassword: "Connection Refused: bad user name or password."
+        case .notAuthorized: "Connection Refused: not authorised."
+        default: "Connection Refused: unknown reason (\(code.rawValue))."
+        }
+    }
+
+    private func onPublish(_ mid: UInt16) {
         guard let pending = outstanding.removeValue(forKey: mid) else { return }
         publishOrder.removeAll { $0 == mid }
         forget(pending.token)
@@ -661,7 +603,7 @@ final class HubLink {
 }
 
 extension HubConnections {
-    /// False once `stop` began: links then hand nothing new to libmosquitto.
+    /// False once `stop` began: links then hand nothing new to their connections.
     fileprivate var isRunning: Bool { io.isRunning }
     fileprivate func upDevicesInsert(_ device: String) { _ = upDevices.withLock { $0.insert(device) } }
     fileprivate func upDevicesRemove(_ device: String) { _ = upDevices.withLock { $0.remove(device) } }

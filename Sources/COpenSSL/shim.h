@@ -9,14 +9,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-/* One TLS client context for every hub connection of the process (libmosquitto would otherwise
- * build one per connection, loading the CA store each time): TLS 1.2 or later, the peer
+/* One TLS client context for every hub connection of a transport (the `mqtt` transport's
+ * links, the `amqp` transport's connections; see HubTLS's TLSSocket): TLS 1.2 or later, the peer
  * verified against `cafile` (or the system's CAs when NULL) AND against `host` (a DNS name or an
  * IP address; every connection of the context goes to that one host), and
  * SSL_MODE_RELEASE_BUFFERS so an idle connection does not keep its ~34 KB of record buffers.
- * No read-ahead: records read ahead are invisible to poll(2) and to SSL_pending, which is all
- * libmosquitto's read loop checks, so a burst of small records could wait for the next byte.
- * libmosquitto checks no host name on a context it did not build, so the check lives here.
+ * Read-ahead is each connection's choice (a reader that takes it must read until WANT_READ).
  * Written in C because SSL_CTX_set_mode and SSL_CTX_set_min_proto_version are macros.
  * Returns NULL and a message in `error` on failure. */
 static inline SSL_CTX *gh_tls_client_context(const char *cafile, const char *host, char *error, size_t error_len) {
@@ -41,58 +39,6 @@ fail:
     ERR_error_string_n(ERR_get_error(), error, error_len);
     if (ctx) SSL_CTX_free(ctx);
     return NULL;
-}
-/* Batched TLS writes for a connection whose library writes one TLS record per packet
- * (libmosquitto does): a buffering BIO between the SSL object and its socket BIO collects the
- * encrypted records, and gh_tls_flush sends them in one write(2). Without it each telemetry
- * message costs its own send(2) and TCP segment (docs/benchmarks.md, "Where the relay's time
- * goes"). BIO chains are managed through macros and reference counts, hence C.
- * gh_tls_buffer_writes returns 1 when the buffer is in place (0: no SSL, or already buffered). */
-static inline int gh_tls_buffer_writes(void *ssl_ptr, long size) {
-    SSL *ssl = (SSL *)ssl_ptr;
-    if (!ssl) return 0;
-    BIO *socket_bio = SSL_get_wbio(ssl);
-    if (!socket_bio || BIO_method_type(socket_bio) == BIO_TYPE_BUFFER) return 0;
-    BIO *buffer = BIO_new(BIO_f_buffer());
-    if (!buffer) return 0;
-    if (BIO_set_write_buffer_size(buffer, size) <= 0) {
-        BIO_free(buffer);
-        return 0;
-    }
-    /* The chain takes a reference to the socket BIO; SSL_set0_wbio drops the one the SSL held
-     * for writing (the one it holds for reading stays). */
-    BIO_up_ref(socket_bio);
-    BIO_push(buffer, socket_bio);
-    SSL_set0_wbio(ssl, buffer);
-    return 1;
-}
-/* Whether `ssl` writes through gh_tls_buffer_writes's buffer. */
-static inline int gh_tls_is_buffered(void *ssl_ptr) {
-    SSL *ssl = (SSL *)ssl_ptr;
-    BIO *w = ssl ? SSL_get_wbio(ssl) : NULL;
-    return w && BIO_method_type(w) == BIO_TYPE_BUFFER;
-}
-/* Sends what the buffer holds. 1: all sent (or nothing buffered); 0: the socket is full (wait
- * for POLLOUT and call again); -1: the connection failed (the next read reports it). */
-static inline int gh_tls_flush(void *ssl_ptr) {
-    SSL *ssl = (SSL *)ssl_ptr;
-    BIO *w = ssl ? SSL_get_wbio(ssl) : NULL;
-    if (!w || BIO_method_type(w) != BIO_TYPE_BUFFER || BIO_wpending(w) == 0) return 1;
-    if (BIO_flush(w) > 0) return 1;
-    return BIO_should_retry(w) ? 0 : -1;
-}
-/* Takes the buffer out again (and frees it) once it has sent what it holds: an idle connection
- * keeps no buffer, and a closing library's last packet (a DISCONNECT) is written directly.
- * Returns 1 when the buffer is gone (or there was none); 0 when the socket would not take what
- * it holds, unless `force`: then that is dropped (the connection is closing). */
-static inline int gh_tls_unbuffer_writes(void *ssl_ptr, int force) {
-    SSL *ssl = (SSL *)ssl_ptr;
-    BIO *buffer = ssl ? SSL_get_wbio(ssl) : NULL;
-    if (!buffer || BIO_method_type(buffer) != BIO_TYPE_BUFFER) return 1;
-    if (BIO_wpending(buffer) > 0 && BIO_flush(buffer) <= 0 && !force) return 0;
-    BIO *socket_bio = BIO_pop(buffer); /* the chain's reference, now ours */
-    SSL_set0_wbio(ssl, socket_bio);    /* hands it to the SSL and frees the buffer */
-    return 1;
 }
 /* RSA-OAEP encryption with SHA-256 for both the OAEP digest and MGF1, and a label: how a TPM
  * expects a seed encrypted to one of its RSA keys ("IDENTITY" for MakeCredential, "DUPLICATE"

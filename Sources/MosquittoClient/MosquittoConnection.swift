@@ -1,5 +1,4 @@
 import CMosquitto
-import COpenSSL
 
 #if canImport(Glibc)
     import Glibc
@@ -218,15 +217,6 @@ public final class MosquittoConnection {
         try check(mosquitto_tls_set(try live(), caFile, caPath, nil, nil, nil))
     }
 
-    /// Uses an OpenSSL `SSL_CTX` the caller configured, as is: libmosquitto applies no defaults
-    /// on top but still checks the server's host name. Many connections may share one context;
-    /// it must outlive them all (it is not retained).
-    public func setTLSContext(_ context: OpaquePointer) throws(MosquittoError) {
-        let mosq = try live()
-        try check(mosquitto_void_option(mosq, MOSQ_OPT_SSL_CTX, UnsafeMutableRawPointer(context)))
-        try check(mosquitto_int_option(mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0))
-    }
-
     /// The username and password of the next CONNECT. libmosquitto keeps its own copy of the
     /// password (it needs it to reconnect); this object keeps none.
     public func setCredentials(username: String, password: String?) throws(MosquittoError) {
@@ -269,9 +259,6 @@ public final class MosquittoConnection {
     /// Does nothing when not connected.
     public func disconnect() {
         guard let mosq else { return }
-        // The DISCONNECT goes straight to the socket, not into a write buffer closed with it.
-        if let ssl = mosquitto_ssl_get(mosq) { _ = gh_tls_unbuffer_writes(ssl, 1) }
-        writesPending = false
         _ = mosquitto_disconnect(mosq)
     }
 
@@ -311,7 +298,7 @@ public final class MosquittoConnection {
     public func pollDescriptor(writable: Bool = false) -> pollfd? {
         let socket = socket
         guard socket >= 0 else { return nil }
-        let write = writable || wantsWrite || writesPending
+        let write = writable || wantsWrite
         return pollfd(fd: socket, events: Int16(POLLIN) | (write ? Int16(POLLOUT) : 0), revents: 0)
     }
 
@@ -320,57 +307,7 @@ public final class MosquittoConnection {
     /// POLLOUT if the socket is still open.
     public func handle(revents: Int16) {
         if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { loopRead() }
-        if revents & Int16(POLLOUT) != 0, socket >= 0 {
-            flushWrites()
-            loopWrite()
-        }
-    }
-
-    // MARK: - Batched TLS writes (the hub side's many small PUBLISHes)
-
-    /// Whether the write buffer holds bytes the socket did not take at the last `flushWrites()`.
-    private var writesPending = false
-
-    /// Puts a write buffer under this connection's TLS: from now on every packet libmosquitto
-    /// writes (one TLS record each) collects there, and `flushWrites()` sends them all in one
-    /// write(2) — the owner's poll loop calls it before each poll. Call it once TLS is up (after
-    /// the CONNACK); a reconnect starts a new TLS session without the buffer. `disconnect()`
-    /// takes the buffer out first, so the DISCONNECT is written. False without TLS.
-    /// 16 KiB takes about 70 telemetry PUBLISHes (a full buffer is written out at once, so
-    /// nothing waits); `unbatchTLSWrites()` gives it back while the connection is idle.
-    @discardableResult
-    public func batchTLSWrites(capacity: Int = 16 * 1024) -> Bool {
-        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return false }
-        return gh_tls_buffer_writes(ssl, capacity) == 1 || gh_tls_is_buffered(ssl) == 1
-    }
-
-    /// Whether `batchTLSWrites()` is in effect on the current TLS session.
-    public var batchesTLSWrites: Bool {
-        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return false }
-        return gh_tls_is_buffered(ssl) == 1
-    }
-
-    /// Takes the write buffer out and frees it, once it has sent what it holds: false (nothing
-    /// changed) while the socket would not take that yet.
-    @discardableResult
-    public func unbatchTLSWrites() -> Bool {
-        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else { return true }
-        guard gh_tls_unbuffer_writes(ssl, 0) == 1 else { return false }
-        writesPending = false
-        return true
-    }
-
-    /// Sends what the write buffer holds. False when the socket was full: `pollDescriptor()` then
-    /// asks for POLLOUT, and `handle(revents:)` sends the rest. A failed connection reports
-    /// itself at the next read.
-    @discardableResult
-    public func flushWrites() -> Bool {
-        guard let mosq, let ssl = mosquitto_ssl_get(mosq) else {
-            writesPending = false
-            return true
-        }
-        writesPending = gh_tls_flush(ssl) == 0
-        return !writesPending
+        if revents & Int16(POLLOUT) != 0, socket >= 0 { loopWrite() }
     }
 
     /// Reads and handles what has arrived (`mosquitto_loop_read`); events come from here.

@@ -5,29 +5,37 @@ import FoundationEssentials
     import Glibc
 #endif
 
-/// A non-blocking TCP connection with TLS on top (OpenSSL), for the I/O thread's poll(2) loop.
-/// The peer is verified by the shared context (`gh_tls_client_context`, as the `mqtt` transport
-/// does): TLS 1.2 or later, the CA file or the system's CAs, and the hub's host name or IP
-/// address. SNI carries the hub's name. Confined to the I/O thread.
-final class TLSSocket {
-    enum Phase { case connecting, handshaking, open, closed }
+/// A non-blocking TCP connection with TLS on top (OpenSSL), for an upstream transport's I/O
+/// thread and its poll(2) loop: the `amqp` transport's connections and the `mqtt` transport's
+/// hub links (docs/architecture.md, "Threads"). The peer is verified by the context the caller
+/// shares between its connections (`gh_tls_client_context`): TLS 1.2 or later, the CA file or
+/// the system's CAs, and the hub's host name or IP address. SNI carries the hub's name.
+/// Confined to the thread that drives it.
+///
+/// With `readAhead`, OpenSSL reads as much as the socket holds in one read(2), not a record
+/// header and a record body apiece: a reader must then go on reading until `.wouldBlock`, or
+/// check `hasPending`, because what was read ahead is invisible to poll(2).
+public final class TLSSocket {
+    public enum Phase: Sendable { case connecting, handshaking, open, closed }
 
-    enum IO: Equatable {
+    public enum IO: Equatable, Sendable {
         case bytes(Int)
         case wouldBlock
         case closed
         case failed(String)
     }
 
-    private(set) var fd: Int32 = -1
-    private(set) var phase = Phase.closed
+    public private(set) var fd: Int32 = -1
+    public private(set) var phase = Phase.closed
     private var ssl: OpaquePointer?
     /// What the handshake or a read/write waits for.
     private var wantsWrite = false
 
     /// Starts a non-blocking connect to `address:port`; the handshake follows in `advance()`.
     /// `serverName` is the TLS name (SNI; omitted for an IP address).
-    init(address: String, port: Int, context: OpaquePointer, serverName: String) throws(TransportFailure) {
+    public init(
+        address: String, port: Int, context: OpaquePointer, serverName: String, readAhead: Bool = false
+    ) throws(TransportFailure) {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
@@ -65,6 +73,7 @@ final class TLSSocket {
                     UnsafeMutableRawPointer(mutating: name))
             }
         }
+        if readAhead { SSL_set_read_ahead(ssl, 1) }
         SSL_set_connect_state(ssl)
         phase = .connecting
     }
@@ -72,7 +81,7 @@ final class TLSSocket {
     deinit { close() }
 
     /// The poll(2) events this socket waits for.
-    var pollEvents: Int16 {
+    public var pollEvents: Int16 {
         switch phase {
         case .connecting: Int16(POLLOUT)
         case .handshaking: wantsWrite ? Int16(POLLOUT) : Int16(POLLIN)
@@ -81,11 +90,11 @@ final class TLSSocket {
     }
 
     /// Whether OpenSSL holds received bytes poll(2) cannot see (read ahead, or decrypted).
-    var hasPending: Bool { ssl.map { SSL_has_pending($0) == 1 } ?? false }
+    public var hasPending: Bool { ssl.map { SSL_has_pending($0) == 1 } ?? false }
 
     /// Moves the connect and the handshake on; returns whether the stream is open, or throws
     /// why it failed (a refused connection, a certificate that does not verify).
-    func advance() throws(TransportFailure) -> Bool {
+    public func advance() throws(TransportFailure) -> Bool {
         if phase == .connecting {
             var error: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -113,14 +122,14 @@ final class TLSSocket {
             let verify = SSL_get_verify_result(ssl)
             if verify != X509_V_OK {
                 throw TransportFailure(
-                    "TLS: the hub's certificate does not verify: \(String(cString: X509_verify_cert_error_string(verify)))"
+                    "TLS: certificate verify failed: the hub's certificate does not verify (\(String(cString: X509_verify_cert_error_string(verify))))"
                 )
             }
             throw TransportFailure("TLS handshake failed: \(Self.openSSLError())")
         }
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) -> IO {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IO {
         guard phase == .open, let ssl, let base = buffer.baseAddress, buffer.count > 0 else { return .wouldBlock }
         ERR_clear_error()
         let count = SSL_read(ssl, base, Int32(min(buffer.count, Int(Int32.max))))
@@ -128,7 +137,7 @@ final class TLSSocket {
         return outcome(SSL_get_error(ssl, count))
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer) -> IO {
+    public func write(_ bytes: UnsafeRawBufferPointer) -> IO {
         guard phase == .open, let ssl, let base = bytes.baseAddress, bytes.count > 0 else { return .wouldBlock }
         ERR_clear_error()
         let count = SSL_write(ssl, base, Int32(min(bytes.count, 1 << 20)))
@@ -149,7 +158,7 @@ final class TLSSocket {
     }
 
     /// Sends TLS close_notify (best effort) and closes the socket.
-    func close() {
+    public func close() {
         if let ssl {
             if phase == .open { _ = SSL_shutdown(ssl) }
             SSL_free(ssl)
@@ -162,9 +171,9 @@ final class TLSSocket {
         phase = .closed
     }
 
-    /// The I/O thread blocks SIGPIPE (`AMQPHub.start`); the one a failed write raised is taken
+    /// The I/O thread blocks SIGPIPE (`PluginIOThread.start`); the one a failed write raised is taken
     /// off the thread here, so it never reaches the process.
-    static func discardPendingSIGPIPE() {
+    public static func discardPendingSIGPIPE() {
         var pipeSignal = sigset_t()
         sigemptyset(&pipeSignal)
         sigaddset(&pipeSignal, SIGPIPE)
@@ -172,12 +181,12 @@ final class TLSSocket {
         while sigtimedwait(&pipeSignal, nil, &zero) == SIGPIPE {}
     }
 
-    static func isIPAddress(_ host: String) -> Bool {
+    public static func isIPAddress(_ host: String) -> Bool {
         var buffer = [UInt8](repeating: 0, count: 16)
         return inet_pton(AF_INET, host, &buffer) == 1 || inet_pton(AF_INET6, host, &buffer) == 1
     }
 
-    static func openSSLError() -> String {
+    public static func openSSLError() -> String {
         var text = [CChar](repeating: 0, count: 256)
         ERR_error_string_n(ERR_get_error(), &text, text.count)
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -185,7 +194,7 @@ final class TLSSocket {
 }
 
 /// Why a connection failed, for a log line and a link's reason (never a secret).
-struct TransportFailure: Error, Sendable, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TransportFailure: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
