@@ -213,10 +213,13 @@ let package = Package(
             ]),
         // The upstream transports' TLS client socket (OpenSSL, non-blocking, for a poll(2) loop).
         .target(name: "HubTLS", dependencies: ["COpenSSL"]),
+        // The `mqtt` transport's MQTT client for IoT Hub, on MQTTCodec and HubTLS.
+        .target(name: "MQTTHubClient", dependencies: ["HubTLS", "MQTTCodec"]),
         .target(
             name: "MQTTTransport",
             dependencies: [
-                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "HubTLS", "COpenSSL", "MQTTCodec",
+                "GatehousePluginKit", "GatehouseBasics", "IoTHubWire", "HubTLS", "MQTTHubClient", "COpenSSL",
+                "MQTTCodec",
             ],
             path: "Plugins/MQTTTransport"
         ),
@@ -284,6 +287,10 @@ let package = Package(
         .testTarget(name: "GatehousePluginKitTests", dependencies: ["GatehousePluginKit"]),
         // The `amqp` transport's pure parts: addresses, CBS requests, SASL frames, the pool.
         .testTarget(name: "AMQPTransportTests", dependencies: ["AMQPTransport", "CQpidProton"]),
+        // The `mqtt` transport's hub client against a real mosquitto over TLS.
+        .testTarget(
+            name: "MQTTHubClientTests",
+            dependencies: ["MQTTHubClient", "MQTTCodec", "COpenSSL", "GatehouseTestSupport"]),
         // Compiles the C fixture plugins and loads them.
         .testTarget(
             name: "GatehousePluginHostTests",
@@ -374,7 +381,7 @@ let shippedModules: Set<String> = [
     "StrictJSON", "MosquittoClient",
     "GateRules", "GatehouseProvisioning", "GatehouseSiteBroker", "GatehouseAuth", "GatehouseTPM", "MQTTCodec",
     "GatehouseCore", "GatehouseStore", "GatehousedCommand", "GatehouseCLICommands", "gatehoused", "gatehouse",
-    "MQTTTransport", "AMQPTransport", "NftablesFirewall", "HubTLS",
+    "MQTTTransport", "AMQPTransport", "NftablesFirewall", "HubTLS", "MQTTHubClient",
 ]
 for target in package.targets where shippedModules.contains(target.name) {
     target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]

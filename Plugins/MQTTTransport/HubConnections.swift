@@ -4,6 +4,7 @@ import GatehousePluginKit
 import HubTLS
 import IoTHubWire
 import MQTTCodec
+import MQTTHubClient
 import Synchronization
 
 #if canImport(Glibc)

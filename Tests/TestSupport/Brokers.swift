@@ -83,6 +83,9 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     public var log: String { child?.stderr ?? "" }
 
+    /// Sends `signal` to the broker (SIGSTOP: a hub that stops answering, SIGCONT: back).
+    public func signal(_ signal: Int32) { child?.signal(signal) }
+
     deinit { stop() }
 
     public static func listening(_ port: Int) -> Bool {

@@ -1,4 +1,3 @@
-import COpenSSL
 import HubTLS
 import MQTTCodec
 
@@ -28,8 +27,8 @@ import MQTTCodec
 ///
 /// Events reach `handler` on the I/O thread, inside `handle(revents:)`, `tick` or
 /// `disconnect()`. Nothing here logs or puts in an error the password, a topic or a payload.
-final class HubMQTTClient {
-    enum Event {
+public final class HubMQTTClient {
+    public enum Event {
         /// The CONNACK: accepted, or the hub's refusal.
         case connected(ConnAck.ReturnCode)
         /// The connection failed before a CONNACK (TCP, TLS, the hub closing it): why.
@@ -44,22 +43,32 @@ final class HubMQTTClient {
         case oversized(topic: String, bytes: Int)
     }
 
-    struct Credentials {
-        var clientID: String
-        var username: String
-        var password: String
-        var keepAlive: UInt16
+    public struct Credentials {
+        public var clientID: String
+        public var username: String
+        public var password: String
+        public var keepAlive: UInt16
+
+        public init(clientID: String, username: String, password: String, keepAlive: UInt16) {
+            self.clientID = clientID
+            self.username = username
+            self.password = password
+            self.keepAlive = keepAlive
+        }
     }
 
     /// The largest packet taken from the hub: a C2D message is at most 64 KiB and a method
     /// request's payload 128 KiB (docs/protocols.md §2); anything larger is acknowledged and
     /// dropped, so the hub does not send it again on every reconnect.
-    static let maxIncomingPacket = 256 * 1024
+    public static let maxIncomingPacket = 256 * 1024
     /// Plaintext handed to OpenSSL per `SSL_write`: a few records, bounded so one busy link
     /// does not hold the loop.
-    static let writeChunk = 64 * 1024
+    public static let writeChunk = 64 * 1024
 
-    var handler: (Event) -> Void = { _ in }
+    /// Receives every event, on the driving thread, inside the call that produced it.
+    public var handler: (Event) -> Void = { _ in }
+
+    public init() {}
 
     private var socket: TLSSocket?
     private var credentials: Credentials?
@@ -69,19 +78,19 @@ final class HubMQTTClient {
     private var outputSent = 0
     /// A write OpenSSL refused for want of room: it must be retried with the same bytes.
     private var writeBlocked = false
-    private(set) var isConnected = false
+    public private(set) var isConnected = false
     private var nextPacketID: UInt16 = 1
     private var lastSentMS: Int64 = 0
     private var pingSentMS: Int64?
 
     /// The descriptor to poll, -1 while there is no connection.
-    var descriptor: Int32 { socket?.fd ?? -1 }
+    public var descriptor: Int32 { socket?.fd ?? -1 }
 
     /// Whether there is a connection (in progress or up).
-    var isOpen: Bool { socket != nil }
+    public var isOpen: Bool { socket != nil }
 
     /// What poll(2) should wait for; nil without a connection.
-    var pollEvents: Int16? {
+    public var pollEvents: Int16? {
         guard let socket else { return nil }
         guard socket.phase == .open else { return socket.pollEvents }
         return Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
@@ -92,7 +101,7 @@ final class HubMQTTClient {
     /// Starts a non-blocking connect; `.connected` or `.connectFailed` follows as the loop drives
     /// the connection. Throws when the connection cannot even be started (the name does not
     /// resolve, no socket).
-    func connect(
+    public func connect(
         address: String, port: Int, context: OpaquePointer, serverName: String, credentials: Credentials
     ) throws(TransportFailure) {
         close()
@@ -104,7 +113,7 @@ final class HubMQTTClient {
     /// `flush()`. Throws for a message MQTT cannot carry (a topic over 65,535 bytes), which
     /// sending again cannot help, and when there is no accepted connection.
     @discardableResult
-    func publish(topic: String, payload: [UInt8], qos: QoS) throws(PublishRefusal) -> UInt16 {
+    public func publish(topic: String, payload: [UInt8], qos: QoS) throws(PublishRefusal) -> UInt16 {
         guard isConnected else { throw .notConnected }
         guard topic.utf8.count <= 65_535, payload.count <= 256 * 1024 * 1024 else { throw .tooLarge }
         let id: UInt16? = qos == .atMostOnce ? nil : takePacketID()
@@ -112,14 +121,14 @@ final class HubMQTTClient {
         return id ?? 0
     }
 
-    enum PublishRefusal: Error {
+    public enum PublishRefusal: Error {
         case notConnected
         case tooLarge
     }
 
     /// Queues a SUBSCRIBE. Its SUBACK is not waited for: IoT Hub grants the filters the SDKs
     /// ask for, and what a refused one would have brought simply does not come.
-    func subscribe(_ filter: String, qos: QoS) {
+    public func subscribe(_ filter: String, qos: QoS) {
         guard isConnected else { return }
         MQTTPacket.subscribe(Subscribe(packetID: takePacketID(), topics: [TopicSubscription(filter: filter, qos: qos)]))
             .encode(into: &output)
@@ -127,7 +136,7 @@ final class HubMQTTClient {
 
     /// Sends what is queued: one `SSL_write` of up to `writeChunk` bytes at a time until OpenSSL
     /// or the socket has no more room (then POLLOUT is asked for).
-    func flush() {
+    public func flush() {
         guard let socket, socket.phase == .open, hasOutput else { return }
         while hasOutput {
             let end = min(output.count, outputSent + Self.writeChunk)
@@ -153,7 +162,7 @@ final class HubMQTTClient {
     }
 
     /// Drives the connection with what poll(2) reported for `descriptor`.
-    func handle(revents: Int16) {
+    public func handle(revents: Int16) {
         guard let socket else { return }
         if socket.phase != .open {
             // A connect that failed reports itself through SO_ERROR, a handshake through OpenSSL.
@@ -173,7 +182,7 @@ final class HubMQTTClient {
 
     /// Keepalive: a PINGREQ when nothing was sent for `keepAlive` seconds, the connection lost
     /// when its answer is `keepAlive` seconds late. Call it every second or so.
-    func tick(nowMS: Int64) {
+    public func tick(nowMS: Int64) {
         guard isConnected, let keepAlive = credentials.map({ Int64($0.keepAlive) * 1000 }), keepAlive > 0 else {
             return
         }
@@ -188,7 +197,7 @@ final class HubMQTTClient {
 
     /// Sends DISCONNECT (best effort) and closes the connection; an accepted connection reports
     /// `.disconnected(nil)` before this returns. Does nothing without a connection.
-    func disconnect() {
+    public func disconnect() {
         guard socket != nil else { return }
         let wasConnected = isConnected
         if wasConnected {
@@ -200,7 +209,7 @@ final class HubMQTTClient {
     }
 
     /// Closes the connection without a word and without an event.
-    func close() {
+    public func close() {
         socket?.close()
         socket = nil
         isConnected = false
@@ -213,7 +222,7 @@ final class HubMQTTClient {
 
     /// Gives back the output buffer's memory while the link is idle (1,000 quiet identities hold
     /// none).
-    func trimBuffers() {
+    public func trimBuffers() {
         if !hasOutput, output.capacity > 0 {
             output = []
             outputSent = 0
@@ -239,7 +248,7 @@ final class HubMQTTClient {
 
     /// Whether OpenSSL holds input that poll(2) cannot see (`readAll` stopped at its bound):
     /// the loop must not wait before handling this connection again.
-    var hasBufferedInput: Bool { socket?.hasPending ?? false }
+    public var hasBufferedInput: Bool { socket?.hasPending ?? false }
 
     /// Reads until the socket and OpenSSL are empty, decoding as it goes; at most 32 reads
     /// (512 KiB) a call, so one busy connection does not hold the others.
@@ -334,7 +343,8 @@ final class HubMQTTClient {
         handler(wasConnected ? .disconnected(reason) : .connectFailed(reason))
     }
 
-    static func nowMS() -> Int64 {
+    /// Wall-clock milliseconds, the link timers' clock.
+    public static func nowMS() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
