@@ -5,7 +5,7 @@ import GatehousePluginKit
 /// The `mqtt` transport plugin, in either role:
 /// - `[site]` (downstream): subscribes to leaf telemetry on the site broker, acknowledging after
 ///   the host made it durable (`SiteSubscriber`);
-/// - `[hub]` (upstream): one libmosquitto connection per device identity to IoT Hub
+/// - `[hub]` (upstream): one MQTT connection (`HubMQTTClient`) per device identity to IoT Hub
 ///   (`HubConnections`).
 final class MQTTTransport: TransportPlugin {
     static let pluginName = "mqtt"

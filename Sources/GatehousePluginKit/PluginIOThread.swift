@@ -8,8 +8,8 @@ import Synchronization
 #endif
 
 /// The one I/O thread of an upstream transport (docs/architecture.md, "Threads"): the thread
-/// that alone touches the transport's sockets and its C library (libmosquitto, proton), and the
-/// mailbox through which every other thread talks to it. The host's calls (`open`, `send`, …)
+/// that alone touches the transport's sockets and its protocol engine (the `mqtt` transport's
+/// hub clients, proton), and the mailbox through which every other thread talks to it. The host's calls (`open`, `send`, …)
 /// only `enqueue` an operation and wake the thread through a pipe, so none of them blocks; the
 /// thread's loop polls `wakeDescriptor` beside its sockets, calls `drainWake()` when it fired,
 /// and takes the queued operations with `take()`.
