@@ -363,7 +363,9 @@ final class HubLink {
         do throws(TransportFailure) {
             try client.connect(
                 address: settings.address, port: settings.port, context: owner.tls.pointer,
-                serverName: settings.hostname,
+                // The name the certificate is checked against (`tls`'s context): the address, as
+                // libmosquitto sent it before.
+                serverName: settings.address,
                 credentials: .init(
                     clientID: device, username: username, password: token,
                     keepAlive: UInt16(clamping: settings.keepAlive)))
@@ -388,7 +390,7 @@ final class HubLink {
     /// Timers: reconnects that are due, connects that hang, token renewals, a connection that
     /// proved itself by staying up.
     func tick(nowMS: Int64) {
-        client.tick(nowMS: nowMS)
+        client.tick()
         if state == .connecting, nowMS - connectStartedMS > Int64(owner.settings.keepAlive) * 1000 {
             connectFailed("no CONNACK within \(owner.settings.keepAlive)s")
         } else if state == .waiting, nowMS >= retryAtMS {

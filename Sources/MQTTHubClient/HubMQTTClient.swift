@@ -80,8 +80,14 @@ public final class HubMQTTClient {
     private var writeBlocked = false
     public private(set) var isConnected = false
     private var nextPacketID: UInt16 = 1
+    /// Keepalive's clock (`monotonicMS`): when bytes last left, when bytes last came, when the
+    /// outstanding PINGREQ was queued.
     private var lastSentMS: Int64 = 0
+    private var lastReceivedMS: Int64 = 0
     private var pingSentMS: Int64?
+    /// `readAll` stopped at its bound with input possibly left inside OpenSSL, where poll(2)
+    /// cannot see it.
+    private var readBoundHit = false
 
     /// The descriptor to poll, -1 while there is no connection.
     public var descriptor: Int32 { socket?.fd ?? -1 }
@@ -115,7 +121,10 @@ public final class HubMQTTClient {
     @discardableResult
     public func publish(topic: String, payload: [UInt8], qos: QoS) throws(PublishRefusal) -> UInt16 {
         guard isConnected else { throw .notConnected }
-        guard topic.utf8.count <= 65_535, payload.count <= 256 * 1024 * 1024 else { throw .tooLarge }
+        // MQTT's limits (§1.5.3, §2.2.3): a topic of 65,535 bytes, a Remaining Length of
+        // 268,435,455 (topic length, topic, packet id, payload).
+        let topicBytes = topic.utf8.count
+        guard topicBytes <= 65_535, 2 + topicBytes + 2 + payload.count <= 268_435_455 else { throw .tooLarge }
         let id: UInt16? = qos == .atMostOnce ? nil : takePacketID()
         MQTTPacket.publish(Publish(topic: topic, payload: payload, qos: qos, packetID: id)).encode(into: &output)
         return id ?? 0
@@ -145,6 +154,7 @@ public final class HubMQTTClient {
             case .bytes(let count):
                 outputSent += count
                 writeBlocked = false
+                lastSentMS = Self.monotonicMS()
             case .wouldBlock:
                 writeBlocked = true
                 return
@@ -156,7 +166,6 @@ public final class HubMQTTClient {
                 return
             }
         }
-        lastSentMS = Self.nowMS()
         output.removeAll(keepingCapacity: output.capacity <= 2 * Self.writeChunk)
         outputSent = 0
     }
@@ -176,18 +185,23 @@ public final class HubMQTTClient {
             flush()
             return
         }
-        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 || socket.hasPending { readAll() }
+        if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 || readBoundHit { readAll() }
         if self.socket != nil, revents & Int16(POLLOUT) != 0 || (hasOutput && !writeBlocked) { flush() }
     }
 
-    /// Keepalive: a PINGREQ when nothing was sent for `keepAlive` seconds, the connection lost
-    /// when its answer is `keepAlive` seconds late. Call it every second or so.
-    public func tick(nowMS: Int64) {
+    /// Keepalive, on the monotonic clock: a PINGREQ when nothing was sent for `keepAlive`
+    /// seconds; the connection lost when that PINGREQ is `keepAlive` seconds old and nothing at
+    /// all came from the hub meanwhile (a hub busy acknowledging a backlog is alive, even if the
+    /// PINGRESP waits behind it). Call it every second or so.
+    public func tick() {
         guard isConnected, let keepAlive = credentials.map({ Int64($0.keepAlive) * 1000 }), keepAlive > 0 else {
             return
         }
+        let nowMS = Self.monotonicMS()
         if let sent = pingSentMS {
-            if nowMS - sent >= keepAlive { lost("the hub did not answer a keepalive ping") }
+            if nowMS - sent >= keepAlive, nowMS - lastReceivedMS >= keepAlive {
+                lost("the hub did not answer a keepalive ping")
+            }
         } else if nowMS - lastSentMS >= keepAlive {
             pingSentMS = nowMS
             MQTTPacket.pingreq.encode(into: &output)
@@ -203,6 +217,8 @@ public final class HubMQTTClient {
         if wasConnected {
             MQTTPacket.disconnect.encode(into: &output)
             flush()
+            // A connection the write found broken has reported itself (`lost`).
+            guard socket != nil else { return }
         }
         close()
         if wasConnected { handler(.disconnected(nil)) }
@@ -217,6 +233,7 @@ public final class HubMQTTClient {
         output = []
         outputSent = 0
         writeBlocked = false
+        readBoundHit = false
         pingSentMS = nil
     }
 
@@ -246,9 +263,10 @@ public final class HubMQTTClient {
         ).encode(into: &output)
     }
 
-    /// Whether OpenSSL holds input that poll(2) cannot see (`readAll` stopped at its bound):
-    /// the loop must not wait before handling this connection again.
-    public var hasBufferedInput: Bool { socket?.hasPending ?? false }
+    /// Whether OpenSSL may hold input that poll(2) cannot see (`readAll` stopped at its bound):
+    /// the loop must not wait before handling this connection again. Not `SSL_has_pending`,
+    /// which is also true for half a record, whose rest only poll(2) can wait for.
+    public var hasBufferedInput: Bool { readBoundHit }
 
     /// Reads until the socket and OpenSSL are empty, decoding as it goes; at most 32 reads
     /// (512 KiB) a call, so one busy connection does not hold the others.
@@ -256,10 +274,16 @@ public final class HubMQTTClient {
         // A scratch buffer on the stack: the decoder keeps only partial packets.
         withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 1) { buffer in
             var reads = 0
-            while let socket, reads < 32 {
+            readBoundHit = false
+            while let socket {
+                guard reads < 32 else {
+                    readBoundHit = true
+                    return
+                }
                 reads += 1
                 switch socket.read(into: buffer) {
                 case .bytes(let count):
+                    lastReceivedMS = Self.monotonicMS()
                     decoder.append(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
                     guard decodeAll() else { return }
                 case .wouldBlock:
@@ -289,6 +313,10 @@ public final class HubMQTTClient {
             switch event {
             case .packet(let packet): handle(packet)
             case .skippedPublish(let skipped):
+                guard isConnected, skipped.qos != .exactlyOnce else {
+                    lost(isConnected ? "the hub sent a QoS 2 message" : "the hub sent PUBLISH before CONNACK")
+                    return false
+                }
                 if let id = skipped.packetID, skipped.qos == .atLeastOnce {
                     MQTTPacket.puback(id).encode(into: &output)
                 }
@@ -307,7 +335,7 @@ public final class HubMQTTClient {
                 return
             }
             isConnected = true
-            lastSentMS = Self.nowMS()
+            lastSentMS = Self.monotonicMS()
             handler(.connected(ack.returnCode))
         case _ where !isConnected:
             lost("the hub sent \(packet.name) before CONNACK")
@@ -343,10 +371,11 @@ public final class HubMQTTClient {
         handler(wasConnected ? .disconnected(reason) : .connectFailed(reason))
     }
 
-    /// Wall-clock milliseconds, the link timers' clock.
-    public static func nowMS() -> Int64 {
+    /// Milliseconds on the monotonic clock: keepalive must not jump with the wall clock (an NTP
+    /// step on a gateway without a real-time clock).
+    static func monotonicMS() -> Int64 {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_MONOTONIC, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 }

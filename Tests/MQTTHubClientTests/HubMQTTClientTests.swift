@@ -73,7 +73,7 @@ struct HubMQTTClientTests {
                 } else {
                     usleep(20_000)
                 }
-                client.tick(nowMS: HubMQTTClient.nowMS())
+                client.tick()
             }
             return done()
         }
