@@ -45,18 +45,30 @@ public final class TLSSocket {
             throw TransportFailure("cannot resolve \(address): \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(results) }
-        fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw TransportFailure("cannot create a socket: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var one: Int32 = 1
-        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
-        if connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0, errno != EINPROGRESS {
-            let reason = String(cString: strerror(errno))
-            Glibc.close(fd)
-            fd = -1
-            throw TransportFailure("cannot connect to \(address):\(port): \(reason)")
+        // Every address in turn until one starts connecting: a name whose first answer cannot
+        // be reached at once (an IPv6 address without a route, say) still connects.
+        var lastReason = "no address"
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let candidate = next, fd < 0 {
+            next = candidate.pointee.ai_next
+            let attempt = socket(
+                candidate.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard attempt >= 0 else {
+                lastReason = "cannot create a socket: \(String(cString: strerror(errno)))"
+                continue
+            }
+            _ = fcntl(attempt, F_SETFL, fcntl(attempt, F_GETFL) | O_NONBLOCK)
+            var one: Int32 = 1
+            _ = setsockopt(attempt, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = setsockopt(attempt, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+            if connect(attempt, candidate.pointee.ai_addr, candidate.pointee.ai_addrlen) != 0, errno != EINPROGRESS {
+                lastReason = "cannot connect to \(address):\(port): \(String(cString: strerror(errno)))"
+                Glibc.close(attempt)
+                continue
+            }
+            fd = attempt
         }
+        guard fd >= 0 else { throw TransportFailure(lastReason) }
         guard let ssl = SSL_new(context) else {
             Glibc.close(fd)
             fd = -1
@@ -89,8 +101,12 @@ public final class TLSSocket {
         }
     }
 
-    /// Whether OpenSSL holds received bytes poll(2) cannot see (read ahead, or decrypted).
-    public var hasPending: Bool { ssl.map { SSL_has_pending($0) == 1 } ?? false }
+    /// Whether OpenSSL holds decrypted bytes a read would return at once, which poll(2) cannot
+    /// see (a reader that stopped before `.wouldBlock`). Without read-ahead that is all it can
+    /// hold back; with it, whole records read ahead are not counted, so such a reader must read
+    /// until `.wouldBlock`. Not `SSL_has_pending`: that is also true for half a record, whose rest
+    /// only poll(2) can wait for (the loop would spin until it came).
+    public var hasPending: Bool { ssl.map { SSL_pending($0) > 0 } ?? false }
 
     /// Moves the connect and the handshake on; returns whether the stream is open, or throws
     /// why it failed (a refused connection, a certificate that does not verify).
