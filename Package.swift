@@ -61,7 +61,7 @@ let package = Package(
         .target(name: "StrictJSON"),
         // The configuration's TOML 1.0 reader, with the line of every key; no dependencies
         // (TOMLKit, which it replaces, imports Foundation).
-        .target(name: "TOMLReader"),
+        .target(name: "TOMLReader", dependencies: ["StrictJSON"]),
         .systemLibrary(
             name: "CMosquitto",
             path: "Sources/CMosquitto",

@@ -96,9 +96,9 @@ enum AMQPScalar: Sendable, Equatable {
     }
 
     static func uuidText(_ bytes: [UInt8]) -> String {
-        let hex = bytes.map { Hex.string([$0]) }
-        guard hex.count == 16 else { return hex.joined() }
-        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }
+        guard bytes.count == 16 else { return Hex.string(bytes) }
+        // 8-4-4-4-12 hex digits: the groups of 4, 2, 2, 2 and 6 bytes.
+        return [bytes[0..<4], bytes[4..<6], bytes[6..<8], bytes[8..<10], bytes[10..<16]].map { Hex.string($0) }
             .joined(separator: "-")
     }
 }

@@ -503,7 +503,6 @@ final class HubLink {
         state = .connected
         connectedAtMS = HubConnections.nowMS()
         proven = false  // accepted is not proven: the backoff is reset only once it is
-        retryAtMS = 1
         // C2D at QoS 1, methods at QoS 0, as the C SDK subscribes (docs/protocols.md §2.3).
         client.subscribe(IoTHubTopic.c2dFilter(deviceID: device), qos: .atLeastOnce)
         client.subscribe(IoTHubTopic.methodsFilter, qos: .atMostOnce)

@@ -383,12 +383,7 @@ extension StateStore {
             return try pool.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA synchronous = OFF")
                 defer { try? db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
-                var result: T?
-                try db.inTransaction {
-                    result = try body(db)
-                    return .commit
-                }
-                return result!
+                return try db.transaction(nil, body)
             }
         } catch {
             throw StoreError(code: .writeFailed, message: "cannot \(what)", underlying: error)

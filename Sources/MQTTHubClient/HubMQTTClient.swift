@@ -76,8 +76,6 @@ public final class HubMQTTClient {
     /// Encoded packets not yet taken by OpenSSL; `outputSent` of them are.
     private var output: [UInt8] = []
     private var outputSent = 0
-    /// A write OpenSSL refused for want of room: it must be retried with the same bytes.
-    private var writeBlocked = false
     public private(set) var isConnected = false
     private var nextPacketID: UInt16 = 1
     /// Keepalive's clock (`monotonicMS`): when bytes last left, when bytes last came, when the
@@ -153,10 +151,9 @@ public final class HubMQTTClient {
             switch result {
             case .bytes(let count):
                 outputSent += count
-                writeBlocked = false
                 lastSentMS = Self.monotonicMS()
             case .wouldBlock:
-                writeBlocked = true
+                // OpenSSL keeps what it took; the rest waits for POLLOUT (`pollEvents`).
                 return
             case .closed:
                 lost("the hub closed the connection")
@@ -186,7 +183,8 @@ public final class HubMQTTClient {
             return
         }
         if revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 || readBoundHit { readAll() }
-        if self.socket != nil, revents & Int16(POLLOUT) != 0 || (hasOutput && !writeBlocked) { flush() }
+        // What the read queued (PUBACKs) leaves with the loop's next `flush()`, before it polls.
+        if self.socket != nil, revents & Int16(POLLOUT) != 0 { flush() }
     }
 
     /// Keepalive, on the monotonic clock: a PINGREQ when nothing was sent for `keepAlive`
@@ -232,7 +230,6 @@ public final class HubMQTTClient {
         decoder = MQTTDecoder(maxPacketSize: Self.maxIncomingPacket, oversizedPublishes: .skip(keepingHead: 0))
         output = []
         outputSent = 0
-        writeBlocked = false
         readBoundHit = false
         pingSentMS = nil
     }

@@ -22,8 +22,9 @@ extension DatabaseWriter {
 }
 
 extension Database {
-    /// `body` in a transaction (`inTransaction`'s kind), committed when it returns.
-    fileprivate func transaction<T>(_ kind: TransactionKind? = nil, _ body: (Database) throws -> T) throws -> T {
+    /// `body` in a transaction (`inTransaction`'s kind), committed when it returns, rolled back
+    /// when it throws.
+    public func transaction<T>(_ kind: TransactionKind? = nil, _ body: (Database) throws -> T) throws -> T {
         var result: T?
         try inTransaction(kind) {
             result = try body(self)
@@ -60,7 +61,11 @@ public final class DatabasePool: DatabaseWriter, Sendable {
 
     public func writeWithoutTransaction<T>(_ body: (Database) throws -> T) throws -> T {
         var result: T?
-        try writer.withLock { owned in result = try body(owned.db) }
+        try writer.withLock { owned in
+            // A transaction left open (a ROLLBACK that failed) would make every later BEGIN fail.
+            defer { if owned.db.isInsideTransaction { try? owned.db.execute(sql: "ROLLBACK TRANSACTION") } }
+            result = try body(owned.db)
+        }
         return result!
     }
 

@@ -394,8 +394,6 @@ public struct Configuration: Sendable {
     /// Opens with SQLITE_OPEN_READONLY: never creates the file, never writes, never migrates.
     public var readonly = false
     public var busyMode = BusyMode.immediateError
-    /// `PRAGMA foreign_keys = ON`, as GRDB did by default.
-    public var foreignKeysEnabled = true
     var setups: [@Sendable (Database) throws -> Void] = []
 
     public init() {}
@@ -409,7 +407,6 @@ public struct Configuration: Sendable {
 public enum TransactionKind: String, Sendable {
     case deferred = "DEFERRED"
     case immediate = "IMMEDIATE"
-    case exclusive = "EXCLUSIVE"
 }
 
 public enum TransactionCompletion: Sendable {
@@ -427,8 +424,7 @@ public final class Database {
 
     init(path: String, configuration: Configuration) throws {
         var connection: SQLiteConnection?
-        var flags = configuration.readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-        flags |= SQLITE_OPEN_EXRESCODE
+        let flags = configuration.readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
         let code = sqlite3_open_v2(path, &connection, flags, nil)
         guard code == SQLITE_OK, let connection else {
             let error = DatabaseError(code == SQLITE_OK ? SQLITE_INTERNAL : code, on: connection)
@@ -442,7 +438,7 @@ public final class Database {
             sqlite3_busy_timeout(connection, Int32(seconds * 1000))
         }
         gh_sqlite3_disable_dqs(connection)
-        if configuration.foreignKeysEnabled { try execute(sql: "PRAGMA foreign_keys = ON") }
+        try execute(sql: "PRAGMA foreign_keys = ON")  // as GRDB did by default
         for setup in configuration.setups { try setup(self) }
         // Reads the schema: a file that is not a database fails here, not at its first use.
         try execute(sql: "SELECT * FROM sqlite_master LIMIT 1")
@@ -535,10 +531,11 @@ public final class Database {
     /// write transaction waits for the lock up front instead of failing when it upgrades.
     public func inTransaction(_ kind: TransactionKind? = nil, _ body: () throws -> TransactionCompletion) throws {
         let kind = kind ?? (isReadOnly ? .deferred : .immediate)
-        try execute(sql: "BEGIN \(kind.rawValue) TRANSACTION")
+        // Cached: every ingest batch and every delivery flush opens a transaction.
+        try cachedStatement(sql: "BEGIN \(kind.rawValue) TRANSACTION").execute()
         do {
             switch try body() {
-            case .commit: try execute(sql: "COMMIT TRANSACTION")
+            case .commit: try cachedStatement(sql: "COMMIT TRANSACTION").execute()
             case .rollback: rollback()
             }
         } catch {

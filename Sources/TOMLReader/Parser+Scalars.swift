@@ -1,3 +1,5 @@
+import StrictJSON
+
 /// Values written without quotes or brackets: booleans, integers, floats, dates and times.
 extension Parser {
     /// `true`, `42`, `0xff`, `1_000`, `6.02e23`, `inf`, `1979-05-27T07:32:00Z`, …:
@@ -51,7 +53,8 @@ extension Parser {
 
     /// A value in a message, cut short if it is long.
     static func shown(_ text: String) -> String {
-        JSONWriter.quoted(text.unicodeScalars.count > 40 ? String(text.unicodeScalars.prefix(40)) + "…" : text)
+        JSONValue.string(text.unicodeScalars.count > 40 ? String(text.unicodeScalars.prefix(40)) + "…" : text)
+            .description
     }
 
     // MARK: Numbers

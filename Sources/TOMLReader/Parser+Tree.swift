@@ -73,16 +73,14 @@ final class Node {
 final class NodeArray {
     private(set) var elements: [Node]
     /// The element the latest `[[a]]` started; `[a.b]` and `[[a.b]]` go into it.
-    private(set) var last: Node
+    var last: Node { elements[elements.count - 1] }
 
     init(_ first: Node) {
         elements = [first]
-        last = first
     }
 
     func append(_ node: Node) {
         elements.append(node)
-        last = node
     }
 }
 

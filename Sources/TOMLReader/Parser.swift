@@ -1,3 +1,5 @@
+import StrictJSON
+
 /// The bytes the grammar names.
 enum ASCII {
     static let tab: UInt8 = 0x09
@@ -292,7 +294,7 @@ struct Parser {
     }
 
     func spelling(names: [String]) -> String {
-        names.map { isBare($0) ? $0 : JSONWriter.quoted($0) }.joined(separator: ".")
+        names.map { isBare($0) ? $0 : JSONValue.string($0).description }.joined(separator: ".")
     }
 
     /// A key in a message: `"port"`, `"a.b"`; keys that need quotes in TOML as TOML writes them

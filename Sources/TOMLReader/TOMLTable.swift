@@ -13,7 +13,7 @@
 /// - `Parser+Values.swift`: a value — arrays and inline tables, or one of the next two;
 /// - `Parser+Strings.swift`: the four kinds of string;
 /// - `Parser+Scalars.swift`: integers, floats, booleans, dates and times;
-/// - `TOMLValue.swift`: the values handed out; `JSONText.swift`: tables rendered as JSON.
+/// - `TOMLValue.swift`: the values handed out; `TOMLTable+JSON.swift`: tables as JSON (StrictJSON).
 ///
 /// Every error is a `TOMLError` with the line and column it was found at; no input makes it
 /// trap, and nesting deeper than ``TOMLTable/maximumDepth`` levels is an error.

@@ -40,6 +40,8 @@ import Testing
         ("/var/lib/", "/var", "lib"),
         ("/", "/", "/"),
         ("a/b", "a", "b"),
+        ("a//b", "a", "b"),
+        ("//c", "/", "c"),
     ])
     func components(path: String, directory: String, last: String) {
         #expect(PathText.directory(of: path) == directory)

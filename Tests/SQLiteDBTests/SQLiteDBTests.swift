@@ -210,7 +210,7 @@ struct ConnectionTests {
         #expect(try pool.read { db in try Int.fetchAll(db, sql: "SELECT x FROM t") } == [4])
     }
 
-    @Test("a cursor steps lazily; the rows it did not read do not stop the transaction")
+    @Test("a cursor steps lazily; a write runs beside its unread rows in the same transaction")
     func cursor() throws {
         let dir = TempDir()
         let pool = try DatabasePool(path: dir.file("t.db"))
@@ -248,7 +248,8 @@ struct ConnectionTests {
             }
             written.signal()
         }
-        inWrite.wait()
+        // A write that failed would never signal: fail, not hang.
+        try #require(inWrite.wait(timeout: .now() + 10) == .success)
         // Another thread reads while the write transaction holds its uncommitted row; then,
         // once the writer commits, reads again in the same read transaction.
         let counts = Mutex<[Int]>([])
